@@ -1,0 +1,284 @@
+"""Configuration: a TOML file, then environment variables, then flags.
+
+Later layers override earlier ones. Every value is checked once, here, and a
+refused value names its setting, where it came from and what is expected.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from service.errors import ConfigError
+
+# Kustomer org names are the first label of <org>.kustomerapp.com.
+ORG_NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+ORG_NAME_MAX_BYTES = 63
+
+# Environment variables for the common single-org case, and the setting each feeds.
+ENVIRONMENT_SETTINGS = {
+    "TOKENSERVICE_GRPC_ADDR": "grpc_addr",
+    "TOKENSERVICE_METRICS_ADDR": "metrics_addr",
+    "TOKENSERVICE_REFRESH_INTERVAL": "refresh_interval_seconds",
+    "TOKENSERVICE_DEFAULT_ORG": "default_org",
+    "TOKENSERVICE_KV_MOUNT": "vault.kv_mount",
+    "TOKENSERVICE_SECRET_PATH": "secret_path",
+    "TOKENSERVICE_SECRET_FIELD": "secret_field",
+    "VAULT_ADDR": "vault.addr",
+    "VAULT_TOKEN": "vault.token",
+}
+
+DEFAULT_ORG_NAME = "default"
+DEFAULT_SECRET_PATH = "kustomer/chat"
+DEFAULT_SECRET_FIELD = "secret"
+AUTH_METHODS = ("token", "approle")
+
+
+@dataclasses.dataclass(frozen=True)
+class OrgConfig:
+    """Where one Kustomer org's signing secret lives in Vault KV v2."""
+
+    name: str
+    path: str
+    field: str = DEFAULT_SECRET_FIELD
+
+
+@dataclasses.dataclass(frozen=True)
+class VaultConfig:
+    """How to reach and log in to Vault."""
+
+    addr: str = "http://127.0.0.1:8200"
+    kv_mount: str = "secret"
+    timeout_seconds: float = 5.0
+    auth: str = "token"
+    token: str | None = dataclasses.field(default=None, repr=False)
+    token_file: str | None = None
+    approle_mount: str = "approle"
+    role_id_file: str | None = None
+    secret_id_file: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Everything `tokenservice serve` needs, checked."""
+
+    orgs: Mapping[str, OrgConfig]
+    default_org: str
+    vault: VaultConfig = VaultConfig()
+    grpc_addr: str = "0.0.0.0:50051"
+    metrics_addr: str = "0.0.0.0:9090"
+    refresh_interval_seconds: float = 30.0
+    refresh_jitter_ratio: float = 0.1
+    max_staleness_seconds: float | None = None
+    min_secret_bytes: int = 32
+    iat_backdate_seconds: int = 5
+    batch_limit: int = 1000
+    shutdown_grace_seconds: float = 10.0
+
+
+def load_config(
+    path: str | Path | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the config from a TOML file, the environment and flag overrides.
+
+    `overrides` uses the same dotted setting names as the file (for example
+    ``vault.addr``); a value of None means the flag was not given.
+    """
+    settings: dict[str, tuple[Any, str]] = {}
+    if path is not None:
+        for name, value in _flatten(_read_toml(Path(path))).items():
+            settings[name] = (value, f"{path}")
+    for variable, name in ENVIRONMENT_SETTINGS.items():
+        if environ and environ.get(variable):
+            settings[name] = (environ[variable], f"environment variable {variable}")
+    for name, value in (overrides or {}).items():
+        if value is not None:
+            settings[name] = (value, "command line")
+    return _build(settings)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as config_file:
+            return tomllib.load(config_file)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path}: not found; pass an existing file to --config") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ConfigError(f"config file {path}: not valid TOML ({error})") from None
+
+
+def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    flat: dict[str, Any] = {}
+    for key, value in table.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict) and key != "orgs":
+            flat.update(_flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+class _Settings:
+    """Typed, checked access to layered settings; remembers which were used."""
+
+    def __init__(self, settings: dict[str, tuple[Any, str]]) -> None:
+        self._settings = settings
+        self.used: set[str] = set()
+
+    def raw(self, name: str) -> tuple[Any, str] | None:
+        self.used.add(name)
+        return self._settings.get(name)
+
+    def refuse(self, name: str, expected: str) -> ConfigError:
+        value, source = self._settings[name]
+        return ConfigError(f"setting {name} (from {source}): {expected}; got {value!r}")
+
+    def string(self, name: str, default: str | None) -> str | None:
+        found = self.raw(name)
+        if found is None:
+            return default
+        if not isinstance(found[0], str) or not found[0].strip():
+            raise self.refuse(name, "must be a non-empty string")
+        return found[0].strip()
+
+    def number(self, name: str, default: float | None, *, minimum: float, integer: bool = False) -> Any:
+        found = self.raw(name)
+        if found is None:
+            return default
+        kind = "a whole number" if integer else "a number"
+        try:
+            value = int(found[0]) if integer else float(found[0])
+        except (TypeError, ValueError):
+            raise self.refuse(name, f"must be {kind} >= {minimum}") from None
+        if isinstance(found[0], bool) or not math.isfinite(value) or value < minimum:
+            raise self.refuse(name, f"must be {kind} >= {minimum}")
+        return value
+
+    def unknown(self) -> list[str]:
+        return sorted(name for name in self._settings if name not in self.used)
+
+
+def _build(layered: dict[str, tuple[Any, str]]) -> Config:
+    settings = _Settings(layered)
+    defaults = Config(orgs={}, default_org=DEFAULT_ORG_NAME)
+    vault = _build_vault(settings)
+    orgs, default_org = _build_orgs(settings)
+    staleness = settings.number("max_staleness_seconds", None, minimum=0)
+    config = Config(
+        orgs=orgs,
+        default_org=default_org,
+        vault=vault,
+        grpc_addr=_address(settings, "grpc_addr", defaults.grpc_addr),
+        metrics_addr=_address(settings, "metrics_addr", defaults.metrics_addr),
+        refresh_interval_seconds=settings.number(
+            "refresh_interval_seconds", defaults.refresh_interval_seconds, minimum=0.1
+        ),
+        refresh_jitter_ratio=settings.number("refresh_jitter_ratio", defaults.refresh_jitter_ratio, minimum=0),
+        max_staleness_seconds=staleness or None,
+        min_secret_bytes=settings.number("min_secret_bytes", defaults.min_secret_bytes, minimum=1, integer=True),
+        iat_backdate_seconds=settings.number(
+            "iat_backdate_seconds", defaults.iat_backdate_seconds, minimum=0, integer=True
+        ),
+        batch_limit=settings.number("batch_limit", defaults.batch_limit, minimum=1, integer=True),
+        shutdown_grace_seconds=settings.number(
+            "shutdown_grace_seconds", defaults.shutdown_grace_seconds, minimum=0
+        ),
+    )
+    if config.refresh_jitter_ratio >= 1:
+        raise settings.refuse("refresh_jitter_ratio", "must be below 1 (a fraction of the refresh interval)")
+    if config.iat_backdate_seconds >= 600:
+        raise settings.refuse("iat_backdate_seconds", "must be below 600, or tokens expire before they are used")
+    unknown = settings.unknown()
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see the README's configuration reference")
+    return config
+
+
+def _address(settings: _Settings, name: str, default: str) -> str:
+    address = settings.string(name, default)
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit() or int(port) > 65535:
+        raise settings.refuse(name, "must be host:port, for example 127.0.0.1:50051")
+    return address
+
+
+def _build_vault(settings: _Settings) -> VaultConfig:
+    defaults = VaultConfig()
+    addr = settings.string("vault.addr", defaults.addr)
+    if not addr.startswith(("http://", "https://")):
+        raise settings.refuse("vault.addr", "must be an http:// or https:// URL")
+    auth = settings.string("vault.auth", defaults.auth)
+    if auth not in AUTH_METHODS:
+        raise settings.refuse("vault.auth", f"must be one of {', '.join(AUTH_METHODS)}")
+    vault = VaultConfig(
+        addr=addr.rstrip("/"),
+        kv_mount=settings.string("vault.kv_mount", defaults.kv_mount).strip("/"),
+        timeout_seconds=settings.number("vault.timeout_seconds", defaults.timeout_seconds, minimum=0.1),
+        auth=auth,
+        token=settings.string("vault.token", None),
+        token_file=settings.string("vault.token_file", None),
+        approle_mount=settings.string("vault.approle_mount", defaults.approle_mount).strip("/"),
+        role_id_file=settings.string("vault.role_id_file", None),
+        secret_id_file=settings.string("vault.secret_id_file", None),
+    )
+    if vault.auth == "token" and not (vault.token or vault.token_file):
+        raise ConfigError(
+            "setting vault.token: token auth needs a Vault token; set VAULT_TOKEN or vault.token_file "
+            "(or use vault.auth = \"approle\")"
+        )
+    if vault.auth == "approle" and not (vault.role_id_file and vault.secret_id_file):
+        raise ConfigError("settings vault.role_id_file and vault.secret_id_file: AppRole auth needs both files")
+    return vault
+
+
+def _build_orgs(settings: _Settings) -> tuple[dict[str, OrgConfig], str]:
+    found = settings.raw("orgs")
+    default_org = settings.string("default_org", None)
+    secret_path = settings.string("secret_path", None)
+    secret_field = settings.string("secret_field", None)
+    if found is None:
+        name = default_org or DEFAULT_ORG_NAME
+        _check_org_name(settings, "default_org", name)
+        org = OrgConfig(name, secret_path or DEFAULT_SECRET_PATH, secret_field or DEFAULT_SECRET_FIELD)
+        return {name: org}, name
+    table, source = found
+    if not isinstance(table, dict) or not table:
+        raise settings.refuse("orgs", "must be a table of [orgs.<name>] sections, each with a path")
+    orgs = {name: _build_org(name, entry, source) for name, entry in table.items()}
+    if default_org is None:
+        if len(orgs) > 1:
+            raise ConfigError(f"setting default_org (from {source}): required when several orgs are configured")
+        default_org = next(iter(orgs))
+    if default_org not in orgs:
+        raise settings.refuse("default_org", f"must name one of the configured orgs ({', '.join(sorted(orgs))})")
+    if secret_path or secret_field:
+        current = orgs[default_org]
+        orgs[default_org] = OrgConfig(default_org, secret_path or current.path, secret_field or current.field)
+    return orgs, default_org
+
+
+def _build_org(name: str, entry: Any, source: str) -> OrgConfig:
+    where = f"setting orgs.{name} (from {source})"
+    if not ORG_NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: org names are lower-case letters, digits and '-', as in the Kustomer URL")
+    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"].strip("/"):
+        raise ConfigError(f"{where}: needs path = \"<KV v2 path of the org's secret>\"")
+    unknown = set(entry) - {"path", "field"}
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; only path and field are allowed")
+    field = entry.get("field", DEFAULT_SECRET_FIELD)
+    if not isinstance(field, str) or not field:
+        raise ConfigError(f"{where}: field must be a non-empty string")
+    return OrgConfig(name, entry["path"].strip("/"), field)
+
+
+def _check_org_name(settings: _Settings, setting: str, name: str) -> None:
+    if not ORG_NAME_PATTERN.match(name):
+        raise settings.refuse(setting, "org names are lower-case letters, digits and '-', as in the Kustomer URL")

@@ -1,0 +1,123 @@
+"""The service's error hierarchy and its one mapping to gRPC status.
+
+Every error a caller can see is a TokenServiceError: its ``reason`` is the
+stable ``google.rpc.ErrorInfo`` reason that callers branch on, its message
+names what was wrong and how to fix it, and never contains the offending
+value (which may be personal data).
+"""
+
+from __future__ import annotations
+
+import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
+
+ERROR_DOMAIN = "tokenservice.v1"
+
+
+class TokenServiceError(Exception):
+    """Raised when a request cannot be served; the base of every error here."""
+
+    reason = "INTERNAL"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.field = field
+
+
+class InvalidRequestError(TokenServiceError):
+    """Raised when a request breaks a rule of the API; the caller must change it."""
+
+
+class IdentityMissingError(InvalidRequestError):
+    """Raised when a mint request names neither an email nor an external id."""
+
+    reason = "IDENTITY_MISSING"
+
+
+class EmailInvalidError(InvalidRequestError):
+    """Raised when an email is not a valid address or breaks a length or character rule."""
+
+    reason = "EMAIL_INVALID"
+
+
+class ExternalIdInvalidError(InvalidRequestError):
+    """Raised when an external id breaks a length or character rule."""
+
+    reason = "EXTERNAL_ID_INVALID"
+
+
+class BatchTooLargeError(InvalidRequestError):
+    """Raised when a MintTokens call holds more entries than the batch limit."""
+
+    reason = "BATCH_TOO_LARGE"
+
+
+class TokenMissingError(InvalidRequestError):
+    """Raised when VerifyToken is called without a token."""
+
+    reason = "TOKEN_MISSING"
+
+
+class TokenTooLargeError(InvalidRequestError):
+    """Raised when VerifyToken is given a token longer than any this service mints."""
+
+    reason = "TOKEN_TOO_LARGE"
+
+
+class RequestMalformedError(InvalidRequestError):
+    """Raised when the request bytes do not parse as the RPC's request message."""
+
+    reason = "REQUEST_MALFORMED"
+
+
+class OrgUnknownError(TokenServiceError):
+    """Raised when a request names an org that is not configured."""
+
+    reason = "ORG_UNKNOWN"
+
+
+class SecretUnavailableError(TokenServiceError):
+    """Raised when no valid signing secret is loaded for an org, or it is too stale."""
+
+    reason = "SECRET_UNAVAILABLE"
+
+
+class ConfigError(Exception):
+    """Raised when the configuration is refused at start; the message names the setting."""
+
+
+class SecretSourceError(Exception):
+    """Raised when the secret store cannot be read (unreachable, sealed, denied, missing)."""
+
+
+class SecretRejectedError(Exception):
+    """Raised when a secret read from the store fails validation and is not adopted."""
+
+
+_STATUS_CODES: dict[type[TokenServiceError], grpc.StatusCode] = {
+    InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
+    OrgUnknownError: grpc.StatusCode.NOT_FOUND,
+    SecretUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    TokenServiceError: grpc.StatusCode.INTERNAL,
+}
+
+
+def status_code_for(error: TokenServiceError) -> grpc.StatusCode:
+    """The gRPC status code of an error: the one place errors meet status codes."""
+    for error_type in type(error).__mro__:
+        if error_type in _STATUS_CODES:
+            return _STATUS_CODES[error_type]
+    return grpc.StatusCode.INTERNAL
+
+
+def to_rpc_status(error: TokenServiceError) -> status_pb2.Status:
+    """A google.rpc.Status for an error, carrying its ErrorInfo reason."""
+    metadata = {"field": error.field} if error.field else {}
+    info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    detail = any_pb2.Any()
+    detail.Pack(info)
+    return status_pb2.Status(
+        code=status_code_for(error).value[0], message=error.message, details=[detail]
+    )
