@@ -1,0 +1,1 @@
+"""TokenService: mints Kustomer chat login tokens over gRPC with a secret from Vault."""

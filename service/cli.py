@@ -1,0 +1,176 @@
+"""The `tokenservice` command: serve, dev, mint, verify."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import secrets
+import sys
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+from tokenservice.v1 import token_service_pb2 as pb
+from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
+
+from service.config import DEFAULT_SECRET_PATH, Config, load_config
+from service.dev import OpenBaoDevServer
+from service.errors import ConfigError
+from service.logs import configure_logging
+from service.secrets import VaultSecretSource
+from service.server import serve
+from service.vault_auth import auth_from_config
+
+DEFAULT_CLIENT_ADDR = "localhost:50051"
+DEV_SECRET_BYTES = 64
+
+# Flags of `serve`, and the setting each overrides.
+SERVE_FLAGS = {
+    "grpc_addr": "grpc_addr",
+    "metrics_addr": "metrics_addr",
+    "default_org": "default_org",
+    "refresh_interval": "refresh_interval_seconds",
+    "vault_addr": "vault.addr",
+    "kv_mount": "vault.kv_mount",
+    "secret_path": "secret_path",
+    "secret_field": "secret_field",
+}
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tokenservice", description="Mint Kustomer chat login tokens over gRPC, signed with a secret from Vault.")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    serve_cmd = commands.add_parser("serve", help="run the service (production)")
+    serve_cmd.add_argument("--config", default=os.environ.get("TOKENSERVICE_CONFIG"),
+                           help="TOML config file (env TOKENSERVICE_CONFIG)")
+    serve_cmd.add_argument("--grpc-addr", help="gRPC listen address (env TOKENSERVICE_GRPC_ADDR, default 0.0.0.0:50051)")
+    serve_cmd.add_argument("--metrics-addr",
+                           help="/metrics listen address (env TOKENSERVICE_METRICS_ADDR, default 0.0.0.0:9090)")
+    serve_cmd.add_argument("--default-org", help="org used when a request names none")
+    serve_cmd.add_argument("--refresh-interval", type=float, help="seconds between secret refreshes (default 30)")
+    serve_cmd.add_argument("--vault-addr", help="Vault URL (env VAULT_ADDR)")
+    serve_cmd.add_argument("--kv-mount", help="KV v2 mount (env TOKENSERVICE_KV_MOUNT, default secret)")
+    serve_cmd.add_argument("--secret-path", help=f"KV path of the default org's secret (default {DEFAULT_SECRET_PATH})")
+    serve_cmd.add_argument("--secret-field", help="key of the secret inside the KV entry (default secret)")
+    serve_cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    dev_cmd = commands.add_parser("dev", help="run the service against a throwaway OpenBao dev server")
+    dev_cmd.add_argument("--grpc-addr", default="127.0.0.1:50051")
+    dev_cmd.add_argument("--metrics-addr", default="127.0.0.1:9090")
+    dev_cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+    mint_cmd = commands.add_parser("mint", help="mint a token and print it")
+    mint_cmd.add_argument("--email", default="")
+    mint_cmd.add_argument("--external-id", default="")
+    _add_client_flags(mint_cmd)
+
+    verify_cmd = commands.add_parser("verify", help="check a token ('-' reads it from stdin)")
+    verify_cmd.add_argument("token")
+    _add_client_flags(verify_cmd)
+    return parser
+
+
+def _add_client_flags(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--org", default="", help="Kustomer org (default: the server's default org)")
+    command.add_argument("--addr", default=os.environ.get("TOKENSERVICE_ADDR", DEFAULT_CLIENT_ADDR),
+                         help=f"server address (env TOKENSERVICE_ADDR, default {DEFAULT_CLIENT_ADDR})")
+    command.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default 5)")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        return {"serve": _serve, "dev": _dev, "mint": _mint, "verify": _verify}[args.command](args)
+    except ConfigError as error:
+        print(f"tokenservice: configuration refused: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+def _serve(args: argparse.Namespace) -> int:
+    overrides = {setting: getattr(args, flag) for flag, setting in SERVE_FLAGS.items()}
+    config = load_config(args.config, os.environ, overrides)
+    configure_logging(args.log_level)
+    _run(config)
+    return 0
+
+
+def _run(config: Config) -> None:
+    source = VaultSecretSource(config.vault, auth_from_config(config.vault))
+    asyncio.run(serve(config, source))
+
+
+def _dev(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    with OpenBaoDevServer() as vault:
+        version = vault.write_secret(DEFAULT_SECRET_PATH, secrets.token_urlsafe(DEV_SECRET_BYTES)[:DEV_SECRET_BYTES])
+        config = load_config(None, {}, {
+            "vault.addr": vault.addr, "vault.token": vault.root_token,
+            "grpc_addr": args.grpc_addr, "metrics_addr": args.metrics_addr, "refresh_interval_seconds": 5,
+        })
+        print(_dev_banner(config, vault, version), file=sys.stderr, flush=True)
+        _run(config)
+    return 0
+
+
+def _dev_banner(config: Config, vault: OpenBaoDevServer, version: int) -> str:
+    env = f"VAULT_ADDR={vault.addr} VAULT_TOKEN={vault.root_token}"
+    return "\n".join([
+        "tokenservice dev: a throwaway OpenBao dev server holds a random 64-byte secret; NOT for production.",
+        f"  gRPC:     {config.grpc_addr}   (health, reflection, tokenservice.v1.TokenService)",
+        f"  metrics:  http://{config.metrics_addr}/metrics",
+        f"  Vault:    {vault.addr} (dev root token {vault.root_token}), secret at secret/{DEFAULT_SECRET_PATH} "
+        f"version {version}",
+        "Mint a token:",
+        f"  tokenservice mint --addr {config.grpc_addr} --email someone@example.com",
+        "Rotate the secret (picked up within 5 s, no restart):",
+        f"  {env} bao kv put secret/{DEFAULT_SECRET_PATH} secret=$(head -c 48 /dev/urandom | base64 | tr -d '/+=')",
+        "Ctrl-C stops the service and the dev server.",
+    ])
+
+
+def _mint(args: argparse.Namespace) -> int:
+    request = pb.MintTokenRequest(email=args.email, external_id=args.external_id, org=args.org)
+    response = _call(args, lambda stub: stub.MintToken(request, timeout=args.timeout))
+    if response is None:
+        return 1
+    print(response.token)
+    return 0
+
+
+def _verify(args: argparse.Namespace) -> int:
+    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    response = _call(args, lambda stub: stub.VerifyToken(pb.VerifyTokenRequest(token=token, org=args.org),
+                                                         timeout=args.timeout))
+    if response is None:
+        return 1
+    if response.valid:
+        identity = "email" if response.identity_used == pb.IDENTITY_EMAIL else "externalId"
+        print(f"valid: Kustomer will use the {identity}; issued {response.issued_at.ToJsonString()}, "
+              f"valid until {response.valid_until.ToJsonString()}")
+        return 0
+    print(f"invalid: {response.reason}: {response.detail}")
+    return 1
+
+
+def _call(args: argparse.Namespace, rpc):
+    with grpc.insecure_channel(args.addr) as channel:
+        try:
+            return rpc(pb_grpc.TokenServiceStub(channel))
+        except grpc.RpcError as error:
+            print(f"tokenservice: {_describe(error)}", file=sys.stderr)
+            return None
+
+
+def _describe(error: grpc.RpcError) -> str:
+    status = rpc_status.from_call(error)
+    reason = ""
+    for detail in status.details if status else ():
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):
+            reason = f" [{info.reason}]"
+    return f"{error.code().name}{reason}: {error.details()}"

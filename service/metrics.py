@@ -1,0 +1,66 @@
+"""Prometheus metrics of the service, on a registry that is passed in.
+
+Label values are bounded: orgs are the configured ones (or "unknown"),
+identities and reasons are fixed sets, gRPC methods are the registered ones.
+No label ever carries an email, an external id or a token.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+UNKNOWN_ORG_LABEL = "unknown"
+
+MINT_LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25)
+GRPC_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+class Metrics:
+    """Every metric the service exports, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry if registry is not None else CollectorRegistry()
+        self._http_server = None
+        r = self.registry
+        self.tokens_issued_total = Counter(
+            "tokenservice_tokens_issued", "Tokens minted, by org and the identity Kustomer will use.",
+            ["org", "identity"], registry=r)
+        self.mint_errors_total = Counter(
+            "tokenservice_mint_errors", "Mint attempts refused, by org and ErrorInfo reason.",
+            ["org", "reason"], registry=r)
+        self.mint_duration = Histogram(
+            "tokenservice_mint_duration_seconds", "Time to validate and sign one token.",
+            buckets=MINT_LATENCY_BUCKETS, registry=r)
+        self.secret_version = Gauge(
+            "tokenservice_secret_version", "Vault KV v2 version of the secret in use, by org.", ["org"], registry=r)
+        self.secret_loaded = Gauge(
+            "tokenservice_secret_loaded", "1 when the org has a valid, fresh enough secret to sign with, else 0.",
+            ["org"], registry=r)
+        self.secret_last_refresh_timestamp = Gauge(
+            "tokenservice_secret_last_refresh_timestamp_seconds",
+            "Unix time of the last successful read of the org's secret from Vault.", ["org"], registry=r)
+        self.vault_refresh_total = Counter(
+            "tokenservice_vault_refresh", "Reads of the secret from Vault, by result (ok, error, rejected).",
+            ["org", "result"], registry=r)
+        self.grpc_started_total = Counter(
+            "grpc_server_started", "RPCs started on the server.",
+            ["grpc_type", "grpc_service", "grpc_method"], registry=r)
+        self.grpc_handled_total = Counter(
+            "grpc_server_handled", "RPCs completed on the server, regardless of success or failure.",
+            ["grpc_type", "grpc_service", "grpc_method", "grpc_code"], registry=r)
+        self.grpc_handling_seconds = Histogram(
+            "grpc_server_handling_seconds", "Response latency of RPCs handled by the server.",
+            ["grpc_type", "grpc_service", "grpc_method"], buckets=GRPC_LATENCY_BUCKETS, registry=r)
+
+    def serve_http(self, host: str, port: int) -> int:
+        """Expose /metrics on host:port in a background thread; the bound port."""
+        server, _thread = start_http_server(port, addr=host, registry=self.registry)
+        self._http_server = server
+        return server.server_port
+
+    def stop_http(self) -> None:
+        """Stop the /metrics endpoint, if it was started."""
+        if self._http_server is not None:
+            self._http_server.shutdown()
+            self._http_server.server_close()
+            self._http_server = None

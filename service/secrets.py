@@ -1,0 +1,292 @@
+"""Signing secrets: where they are read from, how they are checked, and the
+store that keeps the last good one per org fresh in the background.
+
+The request path only ever reads `SecretStore.current`, a dictionary lookup;
+Vault is called from the refresh tasks alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import logging
+import random
+import threading
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Protocol
+
+import hvac
+import hvac.exceptions
+import requests
+
+from service.config import OrgConfig, VaultConfig
+from service.errors import OrgUnknownError, SecretRejectedError, SecretSourceError, SecretUnavailableError
+from service.metrics import Metrics
+from service.vault_auth import VaultAuth
+
+logger = logging.getLogger(__name__)
+
+INITIAL_RETRY_SECONDS = 0.5
+
+
+@dataclasses.dataclass(frozen=True)
+class SecretVersion:
+    """A secret value as read from the store, with its KV v2 version."""
+
+    value: str = dataclasses.field(repr=False)
+    version: int
+
+
+@dataclasses.dataclass(frozen=True)
+class SigningSecret:
+    """A validated secret ready to sign with."""
+
+    key: bytes = dataclasses.field(repr=False)
+    version: int
+    loaded_at: float
+
+
+class SecretSource(Protocol):
+    """Reads the current version of an org's signing secret."""
+
+    def read(self, org: OrgConfig) -> SecretVersion:
+        """The latest version; raise SecretSourceError when it cannot be read."""
+
+
+class VaultSecretSource:
+    """Reads secrets from a Vault (or OpenBao) KV v2 mount with hvac."""
+
+    def __init__(self, vault: VaultConfig, auth: VaultAuth) -> None:
+        self._vault = vault
+        self._auth = auth
+        self._client: hvac.Client | None = None
+        # hvac clients are not thread-safe and reads run in worker threads.
+        self._lock = threading.Lock()
+
+    def read(self, org: OrgConfig) -> SecretVersion:
+        with self._lock:
+            try:
+                return self._read_logged_in(org)
+            except hvac.exceptions.Forbidden:
+                # The token expired or was revoked: log in again, once.
+                self._client = None
+                try:
+                    return self._read_logged_in(org)
+                except hvac.exceptions.Forbidden:
+                    raise SecretSourceError(
+                        f"Vault denied reading {self._where(org)}; grant the {self._auth.name} "
+                        "identity read access to that path"
+                    ) from None
+            except hvac.exceptions.InvalidPath:
+                raise SecretSourceError(f"no secret at {self._where(org)} (missing or deleted)") from None
+            except hvac.exceptions.VaultDown:
+                raise SecretSourceError(f"Vault at {self._vault.addr} is sealed or down") from None
+            except hvac.exceptions.VaultError as error:
+                raise SecretSourceError(f"Vault refused reading {self._where(org)}: {type(error).__name__}") from None
+            except requests.RequestException as error:
+                raise SecretSourceError(f"Vault at {self._vault.addr} is unreachable: {type(error).__name__}") from None
+
+    def _read_logged_in(self, org: OrgConfig) -> SecretVersion:
+        if self._client is None:
+            client = hvac.Client(url=self._vault.addr, timeout=self._vault.timeout_seconds)
+            self._auth.login(client)
+            self._client = client
+        response = self._client.secrets.kv.v2.read_secret_version(
+            path=org.path, mount_point=self._vault.kv_mount, raise_on_deleted_version=True
+        )
+        data = response["data"]
+        if org.field not in (data.get("data") or {}):
+            raise SecretSourceError(f"{self._where(org)} has no field {org.field!r}; write the secret under that key")
+        return SecretVersion(value=data["data"][org.field], version=int(data["metadata"]["version"]))
+
+    def _where(self, org: OrgConfig) -> str:
+        return f"{self._vault.kv_mount}/{org.path}"
+
+
+class InMemorySecretSource:
+    """Serves secrets from a dictionary; for tests and local experiments."""
+
+    def __init__(self, secrets: Mapping[str, SecretVersion] | None = None) -> None:
+        self.secrets: dict[str, SecretVersion] = dict(secrets or {})
+
+    def read(self, org: OrgConfig) -> SecretVersion:
+        if org.path not in self.secrets:
+            raise SecretSourceError(f"no secret at {org.path}")
+        return self.secrets[org.path]
+
+
+_KEY_FILE_MARKERS = ("-----BEGIN", "ssh-rsa ", "ssh-ed25519 ", "ssh-dss ", "ecdsa-sha2-")
+
+
+def validate_secret(candidate: SecretVersion, min_bytes: int) -> bytes:
+    """The secret's key bytes; raise SecretRejectedError when it is unfit to sign with."""
+    value = candidate.value
+    if not isinstance(value, str) or not value:
+        raise SecretRejectedError(f"version {candidate.version} is empty or not a string")
+    if value != value.strip():
+        raise SecretRejectedError(f"version {candidate.version} has leading or trailing whitespace")
+    key = value.encode()
+    if len(key) < min_bytes:
+        raise SecretRejectedError(
+            f"version {candidate.version} is {len(key)} bytes, below min_secret_bytes={min_bytes}"
+        )
+    if value.startswith(_KEY_FILE_MARKERS) or _is_json_object(value):
+        raise SecretRejectedError(
+            f"version {candidate.version} looks like a PEM, SSH or JSON key, not an HMAC secret"
+        )
+    return key
+
+
+def _is_json_object(value: str) -> bool:
+    if not value.startswith("{"):
+        return False
+    try:
+        return isinstance(json.loads(value), dict)
+    except ValueError:
+        return False
+
+
+class SecretStore:
+    """Holds the last good signing secret of every org and refreshes it.
+
+    `on_readiness_change` is awaited with True when every org has a usable
+    secret and with False when one stops having one.
+    """
+
+    def __init__(
+        self,
+        orgs: Mapping[str, OrgConfig],
+        source: SecretSource,
+        metrics: Metrics,
+        *,
+        min_secret_bytes: int = 32,
+        refresh_interval: float = 30.0,
+        jitter_ratio: float = 0.1,
+        max_staleness: float | None = None,
+        on_readiness_change: Callable[[bool], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._orgs = dict(orgs)
+        self._source = source
+        self._metrics = metrics
+        self._min_secret_bytes = min_secret_bytes
+        self._refresh_interval = refresh_interval
+        self._jitter_ratio = jitter_ratio
+        self._max_staleness = max_staleness
+        self._on_readiness_change = on_readiness_change
+        self._clock = clock
+        self._secrets: dict[str, SigningSecret] = {}
+        self._ready = False
+        self._tasks: list[asyncio.Task] = []
+
+    def current(self, org: str) -> SigningSecret:
+        """The secret to sign with for `org`; never calls Vault."""
+        secret = self._secrets.get(org)
+        if secret is None:
+            if org not in self._orgs:
+                raise OrgUnknownError(f"org: {org!r} is not configured; use one of {', '.join(sorted(self._orgs))}",
+                                      field="org")
+            raise SecretUnavailableError(
+                f"no valid signing secret is loaded for org {org!r} yet; retry with backoff", field="org"
+            )
+        if self._max_staleness is not None and self._clock() - secret.loaded_at > self._max_staleness:
+            raise SecretUnavailableError(
+                f"the signing secret of org {org!r} could not be refreshed for over "
+                f"{self._max_staleness:g} s; retry with backoff", field="org"
+            )
+        return secret
+
+    def knows(self, org: str) -> bool:
+        """True when `org` is configured."""
+        return org in self._orgs
+
+    def is_ready(self) -> bool:
+        """True when every org has a usable secret."""
+        now = self._clock()
+        return all(
+            org in self._secrets
+            and (self._max_staleness is None or now - self._secrets[org].loaded_at <= self._max_staleness)
+            for org in self._orgs
+        )
+
+    async def refresh(self, org: str) -> bool:
+        """Read `org`'s secret once and adopt it if valid; True when a good secret is current."""
+        config = self._orgs[org]
+        try:
+            candidate = await asyncio.to_thread(self._source.read, config)
+            previous = self._secrets.get(org)
+            if previous is None or previous.version != candidate.version:
+                self._adopt(org, validate_secret(candidate, self._min_secret_bytes), candidate.version)
+            else:
+                self._secrets[org] = dataclasses.replace(previous, loaded_at=self._clock())
+            result = "ok"
+        except SecretRejectedError as error:
+            result = "rejected"
+            logger.error("secret rejected, keeping the last good one", extra={"fields": {
+                "org": org, "error": str(error), "kept_version": self._version_of(org)}})
+        except SecretSourceError as error:
+            result = "error"
+            logger.warning("secret refresh failed", extra={"fields": {
+                "org": org, "error": str(error), "kept_version": self._version_of(org)}})
+        self._metrics.vault_refresh_total.labels(org=org, result=result).inc()
+        if result == "ok":
+            self._metrics.secret_last_refresh_timestamp.labels(org=org).set(self._secrets[org].loaded_at)
+        await self._update_readiness()
+        return result == "ok"
+
+    def _adopt(self, org: str, key: bytes, version: int) -> None:
+        previous = self._version_of(org)
+        self._secrets[org] = SigningSecret(key=key, version=version, loaded_at=self._clock())
+        self._metrics.secret_version.labels(org=org).set(version)
+        self._metrics.secret_loaded.labels(org=org).set(1)
+        logger.info("signing secret adopted", extra={"fields": {
+            "org": org, "version": version, "previous_version": previous}})
+
+    def _version_of(self, org: str) -> int | None:
+        secret = self._secrets.get(org)
+        return secret.version if secret else None
+
+    async def _update_readiness(self) -> None:
+        for org in self._orgs:
+            self._metrics.secret_loaded.labels(org=org).set(1 if self._usable(org) else 0)
+        ready = self.is_ready()
+        if ready != self._ready:
+            self._ready = ready
+            logger.info("readiness changed", extra={"fields": {"serving": ready}})
+            if self._on_readiness_change is not None:
+                await self._on_readiness_change(ready)
+
+    def _usable(self, org: str) -> bool:
+        try:
+            self.current(org)
+        except (SecretUnavailableError, OrgUnknownError):
+            return False
+        return True
+
+    async def load_once(self) -> None:
+        """Read every org's secret once, concurrently."""
+        await asyncio.gather(*(self.refresh(org) for org in self._orgs))
+
+    def start(self) -> None:
+        """Start one background refresh task per org."""
+        self._tasks = [asyncio.create_task(self._refresh_forever(org), name=f"refresh-{org}") for org in self._orgs]
+
+    async def stop(self) -> None:
+        """Stop the refresh tasks."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+
+    async def _refresh_forever(self, org: str) -> None:
+        retry_delay = INITIAL_RETRY_SECONDS
+        while True:
+            if await self.refresh(org):
+                retry_delay = INITIAL_RETRY_SECONDS
+                delay = self._refresh_interval * (1 + random.uniform(-self._jitter_ratio, self._jitter_ratio))
+            else:
+                delay = min(retry_delay, self._refresh_interval) * random.uniform(0.8, 1.0)
+                retry_delay *= 2
+            await asyncio.sleep(delay)
