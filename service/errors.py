@@ -13,6 +13,7 @@ from google.protobuf import any_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "tokenservice.v1"
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class TokenServiceError(Exception):
@@ -84,6 +85,12 @@ class SecretUnavailableError(TokenServiceError):
     reason = "SECRET_UNAVAILABLE"
 
 
+class ShuttingDownError(TokenServiceError):
+    """Raised when a call arrives after shutdown began; it was not started, so retry it."""
+
+    reason = "SHUTTING_DOWN"
+
+
 class ConfigError(Exception):
     """Raised when the configuration is refused at start; the message names the setting."""
 
@@ -100,6 +107,7 @@ _STATUS_CODES: dict[type[TokenServiceError], grpc.StatusCode] = {
     InvalidRequestError: grpc.StatusCode.INVALID_ARGUMENT,
     OrgUnknownError: grpc.StatusCode.NOT_FOUND,
     SecretUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
     TokenServiceError: grpc.StatusCode.INTERNAL,
 }
 
@@ -121,3 +129,9 @@ def to_rpc_status(error: TokenServiceError) -> status_pb2.Status:
     return status_pb2.Status(
         code=status_code_for(error).value[0], message=error.message, details=[detail]
     )
+
+
+async def abort_with_error(context: grpc.aio.ServicerContext, error: TokenServiceError) -> None:
+    """End the RPC with the error's status code, message and ErrorInfo detail."""
+    details = to_rpc_status(error).SerializeToString()
+    await context.abort(status_code_for(error), error.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))

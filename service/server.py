@@ -14,7 +14,7 @@ from grpc_reflection.v1alpha import reflection
 
 from service.config import ORG_NAME_MAX_BYTES, Config
 from service.errors import ConfigError
-from service.interceptors import MetricsInterceptor
+from service.interceptors import DrainInterceptor, MetricsInterceptor
 from service.metrics import Metrics
 from service.minting import EMAIL_MAX_BYTES, EXTERNAL_ID_MAX_BYTES, TOKEN_MAX_BYTES, TokenMinter, TokenVerifier
 from service.secrets import SecretSource, SecretStore
@@ -73,8 +73,9 @@ class TokenServer:
             default_org=config.default_org,
             batch_limit=config.batch_limit,
         )
+        self._drain = DrainInterceptor({SERVICE_NAME})
         self._server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics)],
+            interceptors=[MetricsInterceptor(self.metrics), self._drain],
             options=[("grpc.max_receive_message_length", max_receive_message_bytes(config.batch_limit))],
         )
         self._server.add_generic_rpc_handlers((rpc_handlers(servicer),))
@@ -107,9 +108,11 @@ class TokenServer:
     async def stop(self, grace: float | None = None) -> None:
         """Turn NOT_SERVING, let in-flight RPCs finish within `grace` seconds, then stop."""
         grace = self.config.shutdown_grace_seconds if grace is None else grace
+        deadline = time.monotonic() + grace
         await self.health.enter_graceful_shutdown()
+        await self._drain.drain(timeout=grace)
         await self.store.stop()
-        await self._server.stop(grace)
+        await self._server.stop(max(0.0, deadline - time.monotonic()))
         self.metrics.stop_http()
         logger.info("stopped")
 

@@ -24,7 +24,7 @@ from service.errors import (
     TokenMissingError,
     TokenServiceError,
     TokenTooLargeError,
-    status_code_for,
+    abort_with_error,
     to_rpc_status,
 )
 from service.metrics import UNKNOWN_ORG_LABEL, Metrics
@@ -34,7 +34,6 @@ from service.secrets import SecretStore
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TokenService"].full_name
-STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 _IDENTITY_TO_PROTO = {Identity.EMAIL: pb.IDENTITY_EMAIL, Identity.EXTERNAL_ID: pb.IDENTITY_EXTERNAL_ID}
 
@@ -140,12 +139,6 @@ def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
             return _Undecodable()
 
     return deserialize
-
-
-async def abort_with_error(context: grpc.aio.ServicerContext, error: TokenServiceError) -> None:
-    """End the RPC with the error's status code, message and ErrorInfo detail."""
-    details = to_rpc_status(error).SerializeToString()
-    await context.abort(status_code_for(error), error.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))
 
 
 def _guarded(method: Callable[..., Awaitable[Any]], request_name: str) -> Callable[..., Awaitable[Any]]:

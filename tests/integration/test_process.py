@@ -1,0 +1,146 @@
+"""The real `tokenservice` command: serve, dev, mint, verify, shutdown and what it logs."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+
+import grpc
+import pytest
+from tokenservice.v1 import token_service_pb2 as pb
+from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
+
+from service.dev import free_loopback_port
+from tests.conftest import new_secret
+from tests.support import TOKENSERVICE, ServiceProcess, hs256_open, metric_value, wait_for_health
+
+pytestmark = pytest.mark.integration
+
+
+def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([TOKENSERVICE, *args], capture_output=True, text=True, input=stdin, timeout=30)
+
+
+def wait_until(condition, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not reached in time"
+        time.sleep(0.1)
+
+
+def test_cli_mint_and_verify_against_the_live_service(live_service):
+    minted = run_cli("mint", "--addr", live_service.grpc_target, "--email", "cli@example.com")
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+    header, claims = hs256_open(token, live_service.secret)
+    assert claims["email"] == "cli@example.com" and header == b'{"alg":"HS256","typ":"JWT"}'
+    verified = run_cli("verify", "--addr", live_service.grpc_target, "-", stdin=token)
+    assert verified.returncode == 0 and verified.stdout.startswith("valid: Kustomer will use the email")
+    refused = run_cli("mint", "--addr", live_service.grpc_target, "--email", "nope")
+    assert refused.returncode == 1 and refused.stdout == ""
+    assert "INVALID_ARGUMENT [EMAIL_INVALID]: email:" in refused.stderr
+
+
+def test_logs_and_metrics_never_carry_the_secret_tokens_or_identities(openbao):
+    path = "kustomer/leak-check"
+    first = new_secret()
+    openbao.write_secret(path, first)
+    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
+                                    "TOKENSERVICE_SECRET_PATH": path, "TOKENSERVICE_REFRESH_INTERVAL": "0.3"},
+                                   args=["--log-level", "DEBUG"])
+    try:
+        identities = ["leaky.customer@example.com", "cust-leak-8812", "bad\nline@example.com"]
+        with grpc.insecure_channel(service.grpc_target) as channel:
+            stub = pb_grpc.TokenServiceStub(channel)
+            tokens = [stub.MintToken(pb.MintTokenRequest(email=identities[0], external_id=identities[1])).token]
+            with pytest.raises(grpc.RpcError):
+                stub.MintToken(pb.MintTokenRequest(email=identities[2]))
+            second = new_secret()
+            openbao.write_secret(path, second)
+            wait_until(lambda: stub.MintToken(pb.MintTokenRequest(email=identities[0])).secret_version == 2)
+            openbao.write_secret(path, "rejected-too-short")
+            wait_until(lambda: '"secret rejected' in service.logs())
+            tokens += [stub.MintToken(pb.MintTokenRequest(email=identities[0])).token]
+            tokens += [result.token.token for result in stub.MintTokens(pb.MintTokensRequest(
+                requests=[pb.MintTokenRequest(external_id=identities[1])])).results]
+            stub.VerifyToken(pb.VerifyTokenRequest(token=tokens[0]))
+        metrics = urllib.request.urlopen(service.metrics_url, timeout=5).read().decode()
+    finally:
+        assert service.terminate() == 0
+    logs = service.logs()
+    assert '"signing secret adopted"' in logs and '"secret rejected' in logs
+    for needle in [first, second, "rejected-too-short", openbao.root_token, *tokens, *identities,
+                   "leaky.customer", "cust-leak"]:
+        assert needle not in logs, f"log leaks {needle[:12]}…"
+        assert needle not in metrics, f"/metrics leaks {needle[:12]}…"
+    for token in tokens:
+        for segment in token.split("."):
+            assert segment not in logs
+
+
+def test_sigterm_lets_in_flight_rpcs_finish_and_exits_zero(openbao, secret_path):
+    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
+                                    "TOKENSERVICE_SECRET_PATH": secret_path})
+    big_batch = pb.MintTokensRequest(requests=[pb.MintTokenRequest(email=f"u{i}@example.com") for i in range(1000)])
+    outcomes: list[object] = []
+    lock = threading.Lock()
+
+    def call_repeatedly() -> None:
+        with grpc.insecure_channel(service.grpc_target) as channel:
+            stub = pb_grpc.TokenServiceStub(channel)
+            for _ in range(40):
+                try:
+                    response = stub.MintTokens(big_batch, timeout=20)
+                    outcome = sum(result.HasField("token") for result in response.results)
+                except grpc.RpcError as error:
+                    outcome = error.code()
+                with lock:
+                    outcomes.append(outcome)
+                if outcome != 1000:
+                    return
+
+    callers = [threading.Thread(target=call_repeatedly) for _ in range(4)]
+    for caller in callers:
+        caller.start()
+    while len(outcomes) < 4:
+        time.sleep(0.01)
+    service.process.send_signal(signal.SIGTERM)
+    assert service.process.wait(timeout=20) == 0
+    for caller in callers:
+        caller.join(timeout=30)
+    completed = [outcome for outcome in outcomes if outcome == 1000]
+    refused = [outcome for outcome in outcomes if outcome != 1000]
+    assert len(completed) >= 4, outcomes
+    # A call that was refused never started: UNAVAILABLE, never CANCELLED or a cut-off batch.
+    assert set(refused) <= {grpc.StatusCode.UNAVAILABLE}, outcomes
+    assert '"shutting down"' in service.logs() and '"stopped"' in service.logs()
+
+
+def test_bad_config_is_refused_at_start_naming_the_setting(openbao):
+    result = subprocess.run([TOKENSERVICE, "serve"], capture_output=True, text=True, timeout=30, env={
+        "VAULT_ADDR": openbao.addr, "VAULT_TOKEN": "x", "TOKENSERVICE_REFRESH_INTERVAL": "often"})
+    assert result.returncode == 2
+    assert "TOKENSERVICE_REFRESH_INTERVAL" in result.stderr and "refresh_interval_seconds" in result.stderr
+
+
+def test_dev_runs_openbao_and_the_service_and_stops_both_on_ctrl_c():
+    grpc_addr, metrics_port = f"127.0.0.1:{free_loopback_port()}", free_loopback_port()
+    dev = subprocess.Popen([TOKENSERVICE, "dev", "--grpc-addr", grpc_addr, "--metrics-addr",
+                            f"127.0.0.1:{metrics_port}"], stderr=subprocess.PIPE, text=True)
+    try:
+        banner = "".join(dev.stderr.readline() for _ in range(10))
+        assert f"tokenservice mint --addr {grpc_addr} --email someone@example.com" in banner
+        wait_for_health(grpc_addr, 1)
+        minted = run_cli("mint", "--addr", grpc_addr, "--email", "someone@example.com")
+        assert minted.returncode == 0 and minted.stdout.count(".") == 2
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
+        assert metric_value(metrics, "tokenservice_tokens_issued_total", org="default", identity="email") == 1
+        vault_addr = banner.split("Vault:")[1].split()[0]
+    finally:
+        dev.send_signal(signal.SIGINT)
+        assert dev.wait(timeout=20) == 0
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{vault_addr}/v1/sys/health", timeout=2)

@@ -1,0 +1,119 @@
+"""Identity rules, minting and verification, checked with a signer other than pyjwt."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from service.errors import EmailInvalidError, ExternalIdInvalidError, IdentityMissingError
+from service.minting import Identity, TokenMinter, TokenVerifier, check_identity
+from tests.support import b64url_encode, hs256_open, hs256_sign
+
+SECRET = "k" * 32 + "-unit-test-secret-0123456789abcdef"
+NOW = 1_800_000_000
+
+
+def mint(**identities: str):
+    minter = TokenMinter(backdate_seconds=5, clock=lambda: NOW + 0.9)
+    return minter.mint(SECRET.encode(), 7, external_id=identities.get("external_id", ""),
+                       email=identities.get("email", ""))
+
+
+def test_header_is_exactly_the_one_kustomer_documents():
+    header, _ = hs256_open(mint(email="someone@example.com").token, SECRET)
+    assert header == b'{"alg":"HS256","typ":"JWT"}'
+
+
+@pytest.mark.parametrize("identities, claims, used", [
+    ({"email": "someone@example.com"}, {"email": "someone@example.com"}, Identity.EMAIL),
+    ({"external_id": "user-42"}, {"externalId": "user-42"}, Identity.EXTERNAL_ID),
+    ({"email": "a@example.org", "external_id": "user-42"},
+     {"email": "a@example.org", "externalId": "user-42"}, Identity.EMAIL),
+])
+def test_payload_carries_the_identities_as_given_and_a_backdated_iat(identities, claims, used):
+    minted = mint(**identities)
+    _, payload = hs256_open(minted.token, SECRET)
+    assert payload == {**claims, "iat": NOW - 5}
+    assert (minted.issued_at, minted.valid_until) == (NOW - 5, NOW - 5 + 900)
+    assert minted.identity_used is used and minted.secret_version == 7
+
+
+def test_unicode_email_is_kept_byte_for_byte():
+    _, payload = hs256_open(mint(email="üser@exämple.de").token, SECRET)
+    assert payload["email"] == "üser@exämple.de"
+
+
+@pytest.mark.parametrize("external_id, email, error", [
+    ("", "", IdentityMissingError),
+    ("", "not-an-email", EmailInvalidError),
+    ("", "two@@example.com", EmailInvalidError),
+    ("", "a" * 243 + "@example.com", EmailInvalidError),  # 255 bytes
+    ("", " someone@example.com", EmailInvalidError),
+    ("", "someone@example.com\n", EmailInvalidError),
+    ("", "some\x00one@example.com", EmailInvalidError),
+    ("", "some\u2028one@example.com", EmailInvalidError),
+    ("x" * 257, "", ExternalIdInvalidError),
+    ("é" * 129, "", ExternalIdInvalidError),  # 258 bytes in UTF-8
+    ("user\r\nSet-Cookie: x", "", ExternalIdInvalidError),
+    ("user\u202eevil", "", ExternalIdInvalidError),
+    ("user ", "", ExternalIdInvalidError),
+    ("\tuser", "someone@example.com", ExternalIdInvalidError),
+])
+def test_bad_identities_are_refused_naming_the_field(external_id, email, error):
+    with pytest.raises(error) as raised:
+        check_identity(external_id, email)
+    assert raised.value.field in raised.value.message
+    assert email.strip() == "" or email not in raised.value.message
+
+
+def test_identity_limits_are_inclusive():
+    assert check_identity("x" * 256, "") is Identity.EXTERNAL_ID
+    assert check_identity("", "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com") is Identity.EMAIL
+
+
+def verifier(now: float = NOW) -> TokenVerifier:
+    return TokenVerifier(clock=lambda: now)
+
+
+def signed(claims: dict, header: dict | None = None, secret: str = SECRET) -> str:
+    header_bytes = json.dumps(header or {"alg": "HS256", "typ": "JWT"}, separators=(",", ":")).encode()
+    return hs256_sign(header_bytes, json.dumps(claims).encode(), secret)
+
+
+def test_verifier_accepts_a_token_signed_by_another_implementation():
+    outcome = verifier().verify(signed({"externalId": "u1", "iat": NOW - 60}), SECRET.encode())
+    assert outcome.valid and outcome.external_id == "u1" and outcome.valid_until == NOW - 60 + 900
+
+
+@pytest.mark.parametrize("token, reason", [
+    ("not a token", "TOKEN_MALFORMED"),
+    (signed({"email": "a@example.com", "iat": NOW}, secret="another-secret-of-enough-length-000"),
+     "TOKEN_SIGNATURE_INVALID"),
+    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS512", "typ": "JWT"}), "TOKEN_ALGORITHM_INVALID"),
+    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "none", "typ": "JWT"}), "TOKEN_ALGORITHM_INVALID"),
+    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS256", "typ": "JWT", "kid": "x"}),
+     "TOKEN_HEADER_INVALID"),
+    (signed({"email": "a@example.com"}), "TOKEN_IAT_MISSING"),
+    (signed({"email": "a@example.com", "iat": "yesterday"}), "TOKEN_MALFORMED"),
+    (signed({"email": "a@example.com", "iat": NOW + 30}), "TOKEN_ISSUED_IN_FUTURE"),
+    (signed({"email": "a@example.com", "iat": NOW - 901}), "TOKEN_EXPIRED"),
+    (signed({"iat": NOW}), "TOKEN_IDENTITY_MISSING"),
+    (signed({"email": 42, "iat": NOW}), "TOKEN_MALFORMED"),
+])
+def test_verifier_names_what_is_wrong(token, reason):
+    outcome = verifier().verify(token, SECRET.encode())
+    assert not outcome.valid and outcome.reason == reason and outcome.detail
+
+
+def test_tampered_payload_fails_the_signature():
+    header, payload, signature = mint(email="someone@example.com").token.split(".")
+    forged = b64url_encode(json.dumps({"email": "boss@example.com", "iat": NOW - 5}).encode())
+    outcome = verifier().verify(f"{header}.{forged}.{signature}", SECRET.encode())
+    assert outcome.reason == "TOKEN_SIGNATURE_INVALID" and outcome.email == ""
+
+
+def test_token_is_valid_until_exactly_fifteen_minutes_after_iat():
+    token = signed({"email": "a@example.com", "iat": NOW})
+    assert verifier(NOW + 900).verify(token, SECRET.encode()).valid
+    assert verifier(NOW + 901).verify(token, SECRET.encode()).reason == "TOKEN_EXPIRED"
