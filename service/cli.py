@@ -15,7 +15,7 @@ from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.config import DEFAULT_SECRET_PATH, Config, load_config
-from service.dev import OpenBaoDevServer
+from service.dev import OpenBaoDevServer, find_bao
 from service.errors import ConfigError
 from service.logs import configure_logging
 from service.secrets import VaultSecretSource
@@ -128,7 +128,7 @@ def _dev_banner(config: Config, vault: OpenBaoDevServer, version: int) -> str:
         "Mint a token:",
         f"  tokenservice mint --addr {config.grpc_addr} --email someone@example.com",
         "Rotate the secret (picked up within 5 s, no restart):",
-        f"  {env} bao kv put secret/{DEFAULT_SECRET_PATH} secret=$(head -c 48 /dev/urandom | base64 | tr -d '/+=')",
+        f"  {env} {find_bao()} kv put secret/{DEFAULT_SECRET_PATH} secret=$(head -c 48 /dev/urandom | base64 | tr -d '/+=')",
         "Ctrl-C stops the service and the dev server.",
     ])
 
