@@ -18,9 +18,10 @@ from service.config import DEFAULT_SECRET_PATH, Config, load_config
 from service.dev import OpenBaoDevServer, find_bao
 from service.errors import ConfigError
 from service.logs import configure_logging
+from service.secret_sync import SyncError, fetch_secret, org_for_sync, read_api_key, sync_secret
 from service.secrets import VaultSecretSource
 from service.server import serve
-from service.vault_auth import auth_from_config
+from service.vault_auth import session_from_config
 
 DEFAULT_CLIENT_ADDR = "localhost:50051"
 DEV_SECRET_BYTES = 64
@@ -62,6 +63,17 @@ def _parser() -> argparse.ArgumentParser:
     dev_cmd.add_argument("--metrics-addr", default="127.0.0.1:9090")
     dev_cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
+    secret_cmd = commands.add_parser("secret", help="manage the signing secret in Vault")
+    secret_actions = secret_cmd.add_subparsers(dest="action", required=True)
+    sync_cmd = secret_actions.add_parser(
+        "sync", help="copy the org's chat secret from Kustomer's API into Vault (check-and-set, only if changed)")
+    sync_cmd.add_argument("--org", required=True, help="Kustomer org, as in https://ORG.kustomerapp.com")
+    sync_cmd.add_argument("--config", default=os.environ.get("TOKENSERVICE_CONFIG"),
+                          help="TOML config naming the org's Vault path (env TOKENSERVICE_CONFIG)")
+    sync_cmd.add_argument("--api-key-file", help="file holding the Kustomer API key (else env KUSTOMER_API_KEY)")
+    sync_cmd.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
+    sync_cmd.add_argument("--timeout", type=float, default=10.0, help="Kustomer API timeout in seconds (default 10)")
+
     mint_cmd = commands.add_parser("mint", help="mint a token and print it")
     mint_cmd.add_argument("--email", default="")
     mint_cmd.add_argument("--external-id", default="")
@@ -83,7 +95,8 @@ def _add_client_flags(command: argparse.ArgumentParser) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"serve": _serve, "dev": _dev, "mint": _mint, "verify": _verify}[args.command](args)
+        return {"serve": _serve, "dev": _dev, "mint": _mint, "verify": _verify, "secret": _secret_sync}[
+            args.command](args)
     except ConfigError as error:
         print(f"tokenservice: configuration refused: {error}", file=sys.stderr)
         return 2
@@ -100,7 +113,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _run(config: Config) -> None:
-    source = VaultSecretSource(config.vault, auth_from_config(config.vault))
+    source = VaultSecretSource(config.vault, session_from_config(config.vault))
     asyncio.run(serve(config, source))
 
 
@@ -131,6 +144,21 @@ def _dev_banner(config: Config, vault: OpenBaoDevServer, version: int) -> str:
         f"  {env} {find_bao()} kv put secret/{DEFAULT_SECRET_PATH} secret=$(head -c 48 /dev/urandom | base64 | tr -d '/+=')",
         "Ctrl-C stops the service and the dev server.",
     ])
+
+
+def _secret_sync(args: argparse.Namespace) -> int:
+    config = load_config(args.config, os.environ)
+    org = org_for_sync(config, args.org)
+    api_key = read_api_key(args.api_key_file, os.environ)
+    try:
+        secret = fetch_secret(args.org, api_key, os.environ.get("KUSTOMER_API_URL"), timeout=args.timeout)
+        result = sync_secret(session_from_config(config.vault), config.vault.kv_mount, org, secret,
+                             min_secret_bytes=config.min_secret_bytes, dry_run=args.dry_run)
+    except SyncError as error:
+        print(f"tokenservice secret sync: {error}", file=sys.stderr)
+        return 1
+    print(result.describe())
+    return 0
 
 
 def _mint(args: argparse.Namespace) -> int:

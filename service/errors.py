@@ -99,6 +99,10 @@ class SecretSourceError(Exception):
     """Raised when the secret store cannot be read (unreachable, sealed, denied, missing)."""
 
 
+class SecretDeletedError(SecretSourceError):
+    """Raised when the latest version of a secret is soft-deleted or destroyed."""
+
+
 class SecretRejectedError(Exception):
     """Raised when a secret read from the store fails validation and is not adopted."""
 

@@ -40,7 +40,7 @@ class Metrics:
             "tokenservice_secret_last_refresh_timestamp_seconds",
             "Unix time of the last successful read of the org's secret from Vault.", ["org"], registry=r)
         self.vault_refresh_total = Counter(
-            "tokenservice_vault_refresh", "Reads of the secret from Vault, by result (ok, error, rejected).",
+            "tokenservice_vault_refresh", "Reads of the secret from Vault, by result (ok, error, rejected, deleted).",
             ["org", "result"], registry=r)
         self.grpc_started_total = Counter(
             "grpc_server_started", "RPCs started on the server.",

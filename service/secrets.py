@@ -12,7 +12,6 @@ import dataclasses
 import json
 import logging
 import random
-import threading
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
@@ -22,9 +21,15 @@ import hvac.exceptions
 import requests
 
 from service.config import OrgConfig, VaultConfig
-from service.errors import OrgUnknownError, SecretRejectedError, SecretSourceError, SecretUnavailableError
+from service.errors import (
+    OrgUnknownError,
+    SecretDeletedError,
+    SecretRejectedError,
+    SecretSourceError,
+    SecretUnavailableError,
+)
 from service.metrics import Metrics
-from service.vault_auth import VaultAuth
+from service.vault_auth import VaultSession
 
 logger = logging.getLogger(__name__)
 
@@ -56,50 +61,47 @@ class SecretSource(Protocol):
 
 
 class VaultSecretSource:
-    """Reads secrets from a Vault (or OpenBao) KV v2 mount with hvac."""
+    """Reads secrets from a Vault (or OpenBao) KV v2 mount through a VaultSession."""
 
-    def __init__(self, vault: VaultConfig, auth: VaultAuth) -> None:
+    def __init__(self, vault: VaultConfig, session: VaultSession) -> None:
         self._vault = vault
-        self._auth = auth
-        self._client: hvac.Client | None = None
-        # hvac clients are not thread-safe and reads run in worker threads.
-        self._lock = threading.Lock()
+        self._session = session
 
     def read(self, org: OrgConfig) -> SecretVersion:
-        with self._lock:
-            try:
-                return self._read_logged_in(org)
-            except hvac.exceptions.Forbidden:
-                # The token expired or was revoked: log in again, once.
-                self._client = None
-                try:
-                    return self._read_logged_in(org)
-                except hvac.exceptions.Forbidden:
-                    raise SecretSourceError(
-                        f"Vault denied reading {self._where(org)}; grant the {self._auth.name} "
-                        "identity read access to that path"
-                    ) from None
-            except hvac.exceptions.InvalidPath:
-                raise SecretSourceError(f"no secret at {self._where(org)} (missing or deleted)") from None
-            except hvac.exceptions.VaultDown:
-                raise SecretSourceError(f"Vault at {self._vault.addr} is sealed or down") from None
-            except hvac.exceptions.VaultError as error:
-                raise SecretSourceError(f"Vault refused reading {self._where(org)}: {type(error).__name__}") from None
-            except requests.RequestException as error:
-                raise SecretSourceError(f"Vault at {self._vault.addr} is unreachable: {type(error).__name__}") from None
+        try:
+            return self._session.call(lambda client: self._read(client, org))
+        except hvac.exceptions.Forbidden:
+            raise SecretSourceError(
+                f"Vault denied reading {self._where(org)}; grant the {self._session.auth_name} "
+                "identity read access to that path") from None
+        except hvac.exceptions.VaultDown:
+            raise SecretSourceError(f"Vault at {self._vault.addr} is sealed or down") from None
+        except hvac.exceptions.VaultError as error:
+            raise SecretSourceError(f"Vault refused reading {self._where(org)}: {type(error).__name__}") from None
+        except requests.RequestException as error:
+            raise SecretSourceError(f"Vault at {self._vault.addr} is unreachable: {type(error).__name__}") from None
 
-    def _read_logged_in(self, org: OrgConfig) -> SecretVersion:
-        if self._client is None:
-            client = hvac.Client(url=self._vault.addr, timeout=self._vault.timeout_seconds)
-            self._auth.login(client)
-            self._client = client
-        response = self._client.secrets.kv.v2.read_secret_version(
-            path=org.path, mount_point=self._vault.kv_mount, raise_on_deleted_version=True
-        )
+    def _read(self, client: hvac.Client, org: OrgConfig) -> SecretVersion:
+        kv = client.secrets.kv.v2
+        try:
+            response = kv.read_secret_version(path=org.path, mount_point=self._vault.kv_mount,
+                                              raise_on_deleted_version=True)
+        except hvac.exceptions.InvalidPath:
+            self._raise_missing(client, org)
         data = response["data"]
         if org.field not in (data.get("data") or {}):
             raise SecretSourceError(f"{self._where(org)} has no field {org.field!r}; write the secret under that key")
         return SecretVersion(value=data["data"][org.field], version=int(data["metadata"]["version"]))
+
+    def _raise_missing(self, client: hvac.Client, org: OrgConfig) -> None:
+        try:
+            metadata = client.secrets.kv.v2.read_secret_metadata(path=org.path, mount_point=self._vault.kv_mount)
+        except hvac.exceptions.InvalidPath:
+            raise SecretSourceError(f"no secret at {self._where(org)}; write one (tokenservice secret sync)") from None
+        version = metadata["data"]["current_version"]
+        raise SecretDeletedError(
+            f"the latest version ({version}) of {self._where(org)} is deleted or destroyed; "
+            "undelete it or write a new version")
 
     def _where(self, org: OrgConfig) -> str:
         return f"{self._vault.kv_mount}/{org.path}"
@@ -178,6 +180,7 @@ class SecretStore:
         self._on_readiness_change = on_readiness_change
         self._clock = clock
         self._secrets: dict[str, SigningSecret] = {}
+        self._failed_refreshes: dict[str, int] = {org: 0 for org in orgs}
         self._ready = False
         self._tasks: list[asyncio.Task] = []
 
@@ -222,6 +225,10 @@ class SecretStore:
             else:
                 self._secrets[org] = dataclasses.replace(previous, loaded_at=self._clock())
             result = "ok"
+        except SecretDeletedError as error:
+            result = "deleted"
+            logger.error("latest secret version unusable, keeping the last good one", extra={"fields": {
+                "org": org, "error": str(error), "kept_version": self._version_of(org)}})
         except SecretRejectedError as error:
             result = "rejected"
             logger.error("secret rejected, keeping the last good one", extra={"fields": {
@@ -233,6 +240,12 @@ class SecretStore:
         self._metrics.vault_refresh_total.labels(org=org, result=result).inc()
         if result == "ok":
             self._metrics.secret_last_refresh_timestamp.labels(org=org).set(self._secrets[org].loaded_at)
+            if self._failed_refreshes[org]:
+                logger.info("secret refresh recovered", extra={"fields": {
+                    "org": org, "failed_refreshes": self._failed_refreshes[org], "version": self._version_of(org)}})
+            self._failed_refreshes[org] = 0
+        else:
+            self._failed_refreshes[org] += 1
         await self._update_readiness()
         return result == "ok"
 

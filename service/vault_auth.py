@@ -6,13 +6,25 @@ because the files are rotated underneath a running service.
 
 from __future__ import annotations
 
+import logging
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, TypeVar
 
 import hvac
+import hvac.exceptions
 
 from service.config import VaultConfig
 from service.errors import ConfigError, SecretSourceError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# Renew (or log in again) once this share of the token's TTL has passed.
+RENEW_AT_TTL_RATIO = 2 / 3
 
 
 class VaultAuth(Protocol):
@@ -70,3 +82,71 @@ def auth_from_config(vault: VaultConfig) -> VaultAuth:
     if vault.auth == "approle":
         return AppRoleAuth(vault.role_id_file, vault.secret_id_file, vault.approle_mount)
     return TokenAuth(vault.token, vault.token_file)
+
+
+class VaultSession:
+    """An hvac client that stays logged in.
+
+    The token is renewed once two thirds of its TTL have passed; when it is
+    not renewable, renewal is refused, or Vault answers 403 (expired or
+    revoked), the session logs in again with its auth method. hvac clients
+    are not thread-safe and calls come from worker threads, hence the lock.
+    """
+
+    def __init__(self, vault: VaultConfig, auth: VaultAuth, clock: Callable[[], float] = time.monotonic) -> None:
+        self._vault = vault
+        self._auth = auth
+        self._clock = clock
+        self._client: hvac.Client | None = None
+        self._renew_at: float | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def auth_name(self) -> str:
+        return self._auth.name
+
+    def call(self, operation: Callable[[hvac.Client], T]) -> T:
+        """Run `operation` with a logged-in client, logging in again once on 403."""
+        with self._lock:
+            try:
+                return operation(self._logged_in())
+            except hvac.exceptions.Forbidden:
+                logger.info("Vault refused the token; logging in again", extra={"fields": {"auth": self._auth.name}})
+                self._client = None
+                return operation(self._logged_in())
+
+    def _logged_in(self) -> hvac.Client:
+        if self._client is None:
+            self._login()
+        elif self._renew_at is not None and self._clock() >= self._renew_at:
+            self._renew()
+        return self._client
+
+    def _login(self) -> None:
+        client = hvac.Client(url=self._vault.addr, timeout=self._vault.timeout_seconds)
+        self._auth.login(client)
+        token = client.auth.token.lookup_self()["data"]
+        self._client = client
+        self._schedule_renewal(token["ttl"])
+        logger.info("logged in to Vault", extra={"fields": {
+            "auth": self._auth.name, "ttl_seconds": token["ttl"], "renewable": token["renewable"]}})
+
+    def _renew(self) -> None:
+        try:
+            lease = self._client.auth.token.renew_self()["auth"]["lease_duration"]
+        except hvac.exceptions.VaultError:
+            lease = 0
+        if lease <= 0 or lease * (1 - RENEW_AT_TTL_RATIO) < 1:
+            # Not renewable, refused, or at its max TTL: a new login is the only way on.
+            self._client = None
+            self._login()
+            return
+        self._schedule_renewal(lease)
+
+    def _schedule_renewal(self, ttl_seconds: int) -> None:
+        self._renew_at = self._clock() + ttl_seconds * RENEW_AT_TTL_RATIO if ttl_seconds else None
+
+
+def session_from_config(vault: VaultConfig) -> VaultSession:
+    """A session that logs in with the auth method that `vault.auth` names."""
+    return VaultSession(vault, auth_from_config(vault))

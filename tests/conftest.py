@@ -20,7 +20,7 @@ from service.dev import OpenBaoDevServer
 from service.metrics import Metrics
 from service.secrets import VaultSecretSource
 from service.server import TokenServer
-from service.vault_auth import auth_from_config
+from service.vault_auth import session_from_config
 from tests.support import ServiceProcess
 
 
@@ -70,7 +70,7 @@ class RunningServer:
 
 
 async def start_server(config: Config, source=None) -> RunningServer:
-    source = source or VaultSecretSource(config.vault, auth_from_config(config.vault))
+    source = source or VaultSecretSource(config.vault, session_from_config(config.vault))
     server = TokenServer(config, source, metrics=Metrics())
     await server.start()
     return RunningServer(server, grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
