@@ -237,6 +237,11 @@ class SecretStore:
             result = "error"
             logger.warning("secret refresh failed", extra={"fields": {
                 "org": org, "error": str(error), "kept_version": self._version_of(org)}})
+        except Exception as error:
+            # A refresh task must outlive any surprise; the message may quote data, so log the type only.
+            result = "error"
+            logger.error("secret refresh failed unexpectedly", extra={"fields": {
+                "org": org, "error_type": type(error).__name__, "kept_version": self._version_of(org)}})
         self._metrics.vault_refresh_total.labels(org=org, result=result).inc()
         if result == "ok":
             self._metrics.secret_last_refresh_timestamp.labels(org=org).set(self._secrets[org].loaded_at)

@@ -126,10 +126,11 @@ class VaultSession:
         client = hvac.Client(url=self._vault.addr, timeout=self._vault.timeout_seconds)
         self._auth.login(client)
         token = client.auth.token.lookup_self()["data"]
+        ttl, renewable = token.get("ttl") or 0, bool(token.get("renewable"))
         self._client = client
-        self._schedule_renewal(token["ttl"])
+        self._schedule_renewal(ttl)
         logger.info("logged in to Vault", extra={"fields": {
-            "auth": self._auth.name, "ttl_seconds": token["ttl"], "renewable": token["renewable"]}})
+            "auth": self._auth.name, "ttl_seconds": ttl, "renewable": renewable}})
 
     def _renew(self) -> None:
         try:

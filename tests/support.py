@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -131,3 +132,103 @@ def metric_value(metrics_text: str, name: str, **labels: str) -> float:
         if all(found.get(key) == value for key, value in labels.items()):
             return float(match.group(3))
     return 0.0
+
+
+class OpenBaoFileServer:
+    """A real OpenBao server with on-disk storage, so that it can be stopped,
+    restarted, sealed and unsealed during a test without losing its data.
+
+    OpenBao 2 no longer has the `file` backend; single-node integrated
+    storage (raft) is its on-disk storage.
+    """
+
+    def __init__(self, directory: Path) -> None:
+        from service.dev import find_bao, free_loopback_port
+
+        self.port = free_loopback_port()
+        self.addr = f"http://127.0.0.1:{self.port}"
+        self._bao = find_bao()
+        self._config = directory / "openbao.hcl"
+        (directory / "data").mkdir()
+        self._config.write_text(
+            f'storage "raft" {{\n path = "{directory / "data"}"\n node_id = "node1"\n performance_multiplier = 1\n}}\n'
+            f'listener "tcp" {{\n address = "127.0.0.1:{self.port}"\n tls_disable = 1\n}}\n'
+            f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{free_loopback_port()}"\n')
+        self._log = directory / "openbao.log"
+        self._process: subprocess.Popen | None = None
+        self.root_token = ""
+        self._unseal_key = ""
+
+    def client(self, token: str | None = None):
+        import hvac
+
+        return hvac.Client(url=self.addr, token=token if token is not None else self.root_token, timeout=30)
+
+    def start(self) -> None:
+        """Start the server (initialising it the first time) and unseal it."""
+        with self._log.open("a") as log:
+            self._process = subprocess.Popen([self._bao, "server", f"-config={self._config}"],
+                                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                initialized = self.client().sys.is_initialized()
+                break
+            except Exception:
+                alive = self._process.poll() is None
+                assert alive and time.monotonic() < deadline, f"OpenBao did not start:\n{self._log.read_text()}"
+                time.sleep(0.05)
+        if not initialized:
+            keys = self.client().sys.initialize(secret_shares=1, secret_threshold=1)
+            self.root_token, self._unseal_key = keys["root_token"], keys["keys"][0]
+            self.unseal()
+            self._wait_active()
+            self.client().sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+            self._wait_kv_upgraded()
+        else:
+            self.unseal()
+            self._wait_active()
+
+    def _wait_kv_upgraded(self) -> None:
+        import hvac.exceptions
+
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                self.client().secrets.kv.v2.read_secret_metadata(path="readiness-probe")
+            except hvac.exceptions.InvalidPath:
+                return
+            except hvac.exceptions.InvalidRequest:  # "Upgrading from non-versioned to versioned data"
+                assert time.monotonic() < deadline, "the KV v2 mount did not finish upgrading"
+                time.sleep(0.05)
+
+    def _wait_active(self) -> None:
+        deadline = time.monotonic() + 15
+        while True:
+            try:
+                if urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=2).status == 200:
+                    return
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, f"OpenBao did not become active:\n{self._log.read_text()}"
+            time.sleep(0.05)
+
+    def unseal(self) -> None:
+        self.client().sys.submit_unseal_key(self._unseal_key)
+
+    def seal(self) -> None:
+        self.client().sys.seal()
+
+    def stop(self) -> None:
+        if self._process is not None and self._process.poll() is None:
+            self._process.terminate()
+            try:
+                self._process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait()
+        self._process = None
+
+    def write_secret(self, path: str, value: str) -> int:
+        response = self.client().secrets.kv.v2.create_or_update_secret(path=path, secret={"secret": value})
+        return int(response["data"]["version"])

@@ -79,3 +79,14 @@ async def test_max_staleness_stops_signing_with_an_old_secret():
 
 def metrics_text(metrics: Metrics) -> str:
     return generate_latest(metrics.registry).decode()
+
+
+class ExplodingSource:
+    def read(self, org):
+        raise KeyError("renewable")
+
+
+async def test_a_surprise_from_the_source_is_a_failed_refresh_not_a_dead_task():
+    store, metrics = store_with(ExplodingSource())
+    assert not await store.refresh("acme")
+    assert metric_value(metrics_text(metrics), "tokenservice_vault_refresh_total", org="acme", result="error") == 1
