@@ -1,0 +1,91 @@
+"""Soak: steady MintToken load against a real `tokenservice serve` for a set time,
+with a secret rotation every minute; reports errors and memory growth.
+
+Not part of CI. Run:  .venv/bin/python -m tests.soak.soak --minutes 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import threading
+import time
+from pathlib import Path
+
+import grpc
+from tokenservice.v1 import token_service_pb2 as pb
+from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
+
+from service.dev import OpenBaoDevServer
+from tests.conftest import new_secret
+from tests.support import ServiceProcess
+
+SECRET_PATH = "kustomer/chat"
+
+
+def rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def caller(target: str, stop: threading.Event, outcomes: collections.Counter, latencies: list[float]) -> None:
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.TokenServiceStub(channel)
+        while not stop.is_set():
+            started = time.perf_counter()
+            try:
+                stub.MintToken(pb.MintTokenRequest(email="soak@example.com"), timeout=5)
+                outcomes["OK"] += 1
+            except grpc.RpcError as error:
+                outcomes[error.code().name] += 1
+            latencies.append(time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--callers", type=int, default=4)
+    args = parser.parse_args()
+    with OpenBaoDevServer() as vault:
+        vault.write_secret(SECRET_PATH, new_secret())
+        service = ServiceProcess.start({"VAULT_ADDR": vault.addr, "VAULT_TOKEN": vault.root_token,
+                                        "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
+                                        "TOKENSERVICE_REFRESH_INTERVAL": "5"})
+        outcomes: collections.Counter = collections.Counter()
+        latencies: list[float] = []
+        stop = threading.Event()
+        threads = [threading.Thread(target=caller, args=(service.grpc_target, stop, outcomes, latencies))
+                   for _ in range(args.callers)]
+        for thread in threads:
+            thread.start()
+        samples = [(0.0, rss_kib(service.process.pid))]
+        started = time.monotonic()
+        end = started + args.minutes * 60
+        next_rotation = started + 60
+        while time.monotonic() < end:
+            time.sleep(min(10, max(0.0, end - time.monotonic())))
+            if time.monotonic() >= next_rotation:
+                vault.write_secret(SECRET_PATH, new_secret())
+                next_rotation += 60
+            samples.append((time.monotonic() - started, rss_kib(service.process.pid)))
+        stop.set()
+        for thread in threads:
+            thread.join()
+        exit_code = service.terminate()
+    elapsed = time.monotonic() - started
+    total = sum(outcomes.values())
+    after_warmup = [rss for at, rss in samples if at >= 30] or [samples[-1][1]]
+    print(f"duration {elapsed:.0f} s, {args.callers} callers, {total} calls ({total / elapsed:.0f}/s)")
+    print(f"outcomes: {dict(outcomes)}")
+    print(f"latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
+          f"p99 {statistics.quantiles(latencies, n=100)[98] * 1000:.2f} ms")
+    print(f"RSS KiB: start {samples[0][1]}, after 30 s {after_warmup[0]}, end {samples[-1][1]}, "
+          f"max {max(rss for _, rss in samples)}; growth after warm-up {samples[-1][1] - after_warmup[0]} KiB")
+    print(f"exit code after SIGTERM: {exit_code}")
+
+
+if __name__ == "__main__":
+    main()
