@@ -22,6 +22,7 @@ from service.secret_sync import SyncError, fetch_secret, org_for_sync, read_api_
 from service.secrets import VaultSecretSource
 from service.server import serve
 from service.vault_auth import session_from_config
+from service.workers import run_workers
 
 DEFAULT_CLIENT_ADDR = "localhost:50051"
 DEV_SECRET_BYTES = 64
@@ -32,6 +33,7 @@ SERVE_FLAGS = {
     "metrics_addr": "metrics_addr",
     "default_org": "default_org",
     "refresh_interval": "refresh_interval_seconds",
+    "workers": "workers",
     "vault_addr": "vault.addr",
     "kv_mount": "vault.kv_mount",
     "secret_path": "secret_path",
@@ -56,6 +58,8 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--kv-mount", help="KV v2 mount (env TOKENSERVICE_KV_MOUNT, default secret)")
     serve_cmd.add_argument("--secret-path", help=f"KV path of the default org's secret (default {DEFAULT_SECRET_PATH})")
     serve_cmd.add_argument("--secret-field", help="key of the secret inside the KV entry (default secret)")
+    serve_cmd.add_argument("--workers", type=int,
+                           help="worker processes sharing the gRPC port (env TOKENSERVICE_WORKERS, default: one per core)")
     serve_cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     dev_cmd = commands.add_parser("dev", help="run the service against a throwaway OpenBao dev server")
@@ -108,6 +112,8 @@ def _serve(args: argparse.Namespace) -> int:
     overrides = {setting: getattr(args, flag) for flag, setting in SERVE_FLAGS.items()}
     config = load_config(args.config, os.environ, overrides)
     configure_logging(args.log_level)
+    if config.workers > 1:
+        return run_workers(config, config.workers, args.log_level)
     _run(config)
     return 0
 

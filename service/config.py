@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import os
 import re
 import tomllib
 from collections.abc import Mapping
@@ -25,6 +26,7 @@ ENVIRONMENT_SETTINGS = {
     "TOKENSERVICE_GRPC_ADDR": "grpc_addr",
     "TOKENSERVICE_METRICS_ADDR": "metrics_addr",
     "TOKENSERVICE_REFRESH_INTERVAL": "refresh_interval_seconds",
+    "TOKENSERVICE_WORKERS": "workers",
     "TOKENSERVICE_DEFAULT_ORG": "default_org",
     "TOKENSERVICE_KV_MOUNT": "vault.kv_mount",
     "TOKENSERVICE_SECRET_PATH": "secret_path",
@@ -79,6 +81,7 @@ class Config:
     iat_backdate_seconds: int = 5
     batch_limit: int = 1000
     shutdown_grace_seconds: float = 10.0
+    workers: int = dataclasses.field(default_factory=lambda: len(os.sched_getaffinity(0)))
 
 
 def load_config(
@@ -190,6 +193,7 @@ def _build(layered: dict[str, tuple[Any, str]]) -> Config:
         shutdown_grace_seconds=settings.number(
             "shutdown_grace_seconds", defaults.shutdown_grace_seconds, minimum=0
         ),
+        workers=settings.number("workers", defaults.workers, minimum=1, integer=True),
     )
     if config.refresh_jitter_ratio >= 1:
         raise settings.refuse("refresh_jitter_ratio", "must be below 1 (a fraction of the refresh interval)")

@@ -110,7 +110,9 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
         """Refuse new calls; return once none is in flight and none arrived for
         `quiet_seconds`, or after `timeout` seconds."""
         self._draining = True
-        deadline = time.monotonic() + timeout
+        # Calls queued while the loop was busy are only seen once it is free: wait a quiet spell from now.
+        self._last_arrival = time.monotonic()
+        deadline = self._last_arrival + timeout
         while time.monotonic() < deadline:
             if self._in_flight == 0 and time.monotonic() - self._last_arrival >= quiet_seconds:
                 return

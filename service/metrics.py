@@ -32,13 +32,15 @@ class Metrics:
             "tokenservice_mint_duration_seconds", "Time to validate and sign one token.",
             buckets=MINT_LATENCY_BUCKETS, registry=r)
         self.secret_version = Gauge(
-            "tokenservice_secret_version", "Vault KV v2 version of the secret in use, by org.", ["org"], registry=r)
+            "tokenservice_secret_version", "Vault KV v2 version of the secret in use, by org (the oldest across workers).", ["org"],
+            multiprocess_mode="livemin", registry=r)
         self.secret_loaded = Gauge(
-            "tokenservice_secret_loaded", "1 when the org has a valid, fresh enough secret to sign with, else 0.",
-            ["org"], registry=r)
+            "tokenservice_secret_loaded", "1 when the org has a valid, fresh enough secret to sign with (in every worker), else 0.",
+            ["org"], multiprocess_mode="livemin", registry=r)
         self.secret_last_refresh_timestamp = Gauge(
             "tokenservice_secret_last_refresh_timestamp_seconds",
-            "Unix time of the last successful read of the org's secret from Vault.", ["org"], registry=r)
+            "Unix time of the last successful read of the org's secret from Vault (the oldest across workers).",
+            ["org"], multiprocess_mode="livemin", registry=r)
         self.vault_refresh_total = Counter(
             "tokenservice_vault_refresh", "Reads of the secret from Vault, by result (ok, error, rejected, deleted).",
             ["org", "result"], registry=r)

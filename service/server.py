@@ -52,8 +52,10 @@ class TokenServer:
         *,
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
+        serve_metrics: bool = True,
     ) -> None:
         self.config = config
+        self._serve_metrics = serve_metrics
         self.metrics = metrics or Metrics()
         self.health = health.aio.HealthServicer()
         self.store = SecretStore(
@@ -93,17 +95,16 @@ class TokenServer:
             self.grpc_port = self._server.add_insecure_port(self.config.grpc_addr)
         except RuntimeError:
             raise ConfigError(f"setting grpc_addr: cannot listen on {self.config.grpc_addr} (in use?)") from None
-        host, port = _split_address(self.config.metrics_addr)
-        try:
-            self.metrics_port = self.metrics.serve_http(host, port)
-        except OSError as error:
-            raise ConfigError(f"setting metrics_addr: cannot listen on {self.config.metrics_addr}: "
-                              f"{error.strerror}") from None
+        if self._serve_metrics:
+            host, port = _split_address(self.config.metrics_addr)
+            try:
+                self.metrics_port = self.metrics.serve_http(host, port)
+            except OSError as error:
+                raise ConfigError(f"setting metrics_addr: cannot listen on {self.config.metrics_addr}: "
+                                  f"{error.strerror}") from None
         await self._set_serving(False)
         await self._server.start()
         self.store.start()
-        logger.info("listening", extra={"fields": {
-            "grpc_port": self.grpc_port, "metrics_port": self.metrics_port, "orgs": sorted(self.config.orgs)}})
 
     async def stop(self, grace: float | None = None) -> None:
         """Turn NOT_SERVING, let in-flight RPCs finish within `grace` seconds, then stop."""
@@ -122,10 +123,15 @@ class TokenServer:
             await self.health.set(service_name, status)
 
 
-async def serve(config: Config, source: SecretSource) -> None:
-    """Run until SIGTERM or SIGINT, then shut down gracefully."""
-    server = TokenServer(config, source)
+async def serve(config: Config, source: SecretSource, *, serve_metrics: bool = True) -> None:
+    """Run until SIGTERM or SIGINT, then shut down gracefully.
+
+    As a worker (`serve_metrics=False`) the supervisor serves /metrics.
+    """
+    server = TokenServer(config, source, serve_metrics=serve_metrics)
     await server.start()
+    logger.info("listening" if serve_metrics else "worker listening", extra={"fields": {
+        "grpc_port": server.grpc_port, "metrics_port": server.metrics_port or None, "orgs": sorted(config.orgs)}})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):

@@ -143,9 +143,9 @@ def test_secret_rotated_under_load_switches_within_one_refresh(vault):
             wait_for(lambda: any(outcome.version == version for outcome in traffic.outcomes))
             time.sleep(0.3)
         assert traffic.failures() == []
-        first_new = next(outcome for outcome in traffic.outcomes if outcome.version == version)
-        assert first_new.at - written_at <= REFRESH_SECONDS * 1.1 + 0.2
-        assert all(outcome.version == version for outcome in traffic.outcomes if outcome.at > first_new.at)
+        # Each worker refreshes on its own schedule: all have switched within one interval (+ jitter, + slack).
+        switched_by = written_at + REFRESH_SECONDS * 1.1 + 0.3
+        assert all(outcome.version == version for outcome in traffic.outcomes if outcome.at > switched_by)
         hs256_open(traffic.outcomes[-1].token, rotated)
     finally:
         assert service.terminate() == 0

@@ -144,3 +144,21 @@ def test_dev_runs_openbao_and_the_service_and_stops_both_on_ctrl_c():
         assert dev.wait(timeout=20) == 0
     with pytest.raises(OSError):
         urllib.request.urlopen(f"{vault_addr}/v1/sys/health", timeout=2)
+
+
+def test_workers_share_the_port_and_metrics_add_up(openbao, secret_path):
+    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
+                                    "TOKENSERVICE_SECRET_PATH": secret_path, "TOKENSERVICE_WORKERS": "3"})
+    try:
+        for connection in range(30):  # new connections land on different workers
+            with grpc.insecure_channel(service.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+                pb_grpc.TokenServiceStub(channel).MintToken(pb.MintTokenRequest(external_id=f"w-{connection}"))
+        metrics = urllib.request.urlopen(service.metrics_url, timeout=5).read().decode()
+    finally:
+        assert service.terminate() == 0
+    workers = [record for record in service.log_records() if record["message"] == "worker listening"]
+    assert len({record["grpc_port"] for record in workers}) == 1 and len(workers) == 3
+    assert metric_value(metrics, "tokenservice_tokens_issued_total", org="default", identity="external_id") == 30
+    assert metric_value(metrics, "grpc_server_handled_total", grpc_method="MintToken", grpc_code="OK") == 30
+    assert metric_value(metrics, "tokenservice_secret_version", org="default") == 1
+    assert metric_value(metrics, "tokenservice_vault_refresh_total", org="default", result="ok") >= 3
