@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import hashlib
+import hmac
 import json
 import logging
 import random
@@ -46,11 +48,16 @@ class SecretVersion:
 
 @dataclasses.dataclass(frozen=True)
 class SigningSecret:
-    """A validated secret ready to sign with."""
+    """A validated secret ready to sign with; `mac` is HMAC-SHA256 keyed once,
+    for the mint path to copy instead of re-deriving the key pads per token."""
 
     key: bytes = dataclasses.field(repr=False)
     version: int
     loaded_at: float
+    mac: hmac.HMAC = dataclasses.field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "mac", hmac.new(self.key, digestmod=hashlib.sha256))
 
 
 class SecretSource(Protocol):

@@ -106,8 +106,7 @@ class TokenServicer:
         try:
             identity = check_identity(request.external_id, request.email)
             secret = self._store.current(org)
-            minted = self._minter.mint(
-                secret.key, secret.version, external_id=request.external_id, email=request.email)
+            minted = self._minter.mint(secret, external_id=request.external_id, email=request.email)
         except TokenServiceError as error:
             org_label = org if self._store.knows(org) else UNKNOWN_ORG_LABEL
             self._metrics.mint_errors_total.labels(org=org_label, reason=error.reason).inc()

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 
+import jwt
 import pytest
 
 from service.errors import EmailInvalidError, ExternalIdInvalidError, IdentityMissingError
 from service.minting import Identity, TokenMinter, TokenVerifier, check_identity
+from service.secrets import SigningSecret
 from tests.support import b64url_encode, hs256_open, hs256_sign
 
 SECRET = "k" * 32 + "-unit-test-secret-0123456789abcdef"
@@ -16,7 +18,7 @@ NOW = 1_800_000_000
 
 def mint(**identities: str):
     minter = TokenMinter(backdate_seconds=5, clock=lambda: NOW + 0.9)
-    return minter.mint(SECRET.encode(), 7, external_id=identities.get("external_id", ""),
+    return minter.mint(SigningSecret(SECRET.encode(), 7, loaded_at=NOW), external_id=identities.get("external_id", ""),
                        email=identities.get("email", ""))
 
 
@@ -37,6 +39,23 @@ def test_payload_carries_the_identities_as_given_and_a_backdated_iat(identities,
     assert payload == {**claims, "iat": NOW - 5}
     assert (minted.issued_at, minted.valid_until) == (NOW - 5, NOW - 5 + 900)
     assert minted.identity_used is used and minted.secret_version == 7
+
+
+@pytest.mark.parametrize("identities", [
+    {"email": "someone@example.com"},
+    {"external_id": "cust-1"},
+    {"email": "üser@exämple.de", "external_id": "ид-42 \\ \"quoted\" </script>"},
+    {"external_id": "😀" * 64},
+])
+def test_fast_path_tokens_are_byte_identical_to_pyjwt(identities):
+    claims = {}
+    if identities.get("external_id"):
+        claims["externalId"] = identities["external_id"]
+    if identities.get("email"):
+        claims["email"] = identities["email"]
+    claims["iat"] = NOW - 5
+    reference = jwt.encode(claims, SECRET.encode(), algorithm="HS256", headers={"typ": "JWT"})
+    assert mint(**identities).token == reference
 
 
 def test_unicode_email_is_kept_byte_for_byte():
