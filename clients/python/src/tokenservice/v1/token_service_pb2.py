@@ -26,7 +26,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tokenservice/v1/token_service.proto\x12\x0ftokenservice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"C\n\x10MintTokenRequest\x12\x13\n\x0b\x65xternal_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\x12\x0b\n\x03org\x18\x03 \x01(\t\"\xcc\x01\n\x11MintTokenResponse\x12\r\n\x05token\x18\x01 \x01(\t\x12-\n\tissued_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x16\n\x0esecret_version\x18\x04 \x01(\x03\x12\x30\n\ridentity_used\x18\x05 \x01(\x0e\x32\x19.tokenservice.v1.Identity\"H\n\x11MintTokensRequest\x12\x33\n\x08requests\x18\x01 \x03(\x0b\x32!.tokenservice.v1.MintTokenRequest\"G\n\x12MintTokensResponse\x12\x31\n\x07results\x18\x01 \x03(\x0b\x32 .tokenservice.v1.MintTokenResult\"v\n\x0fMintTokenResult\x12\x33\n\x05token\x18\x01 \x01(\x0b\x32\".tokenservice.v1.MintTokenResponseH\x00\x12#\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00\x42\t\n\x07outcome\"0\n\x12VerifyTokenRequest\x12\r\n\x05token\x18\x01 \x01(\t\x12\x0b\n\x03org\x18\x02 \x01(\t\"\xfa\x01\n\x13VerifyTokenResponse\x12\r\n\x05valid\x18\x01 \x01(\x08\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x13\n\x0b\x65xternal_id\x18\x03 \x01(\t\x12\r\n\x05\x65mail\x18\x04 \x01(\t\x12-\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06\x64\x65tail\x18\x07 \x01(\t\x12\x30\n\ridentity_used\x18\x08 \x01(\x0e\x32\x19.tokenservice.v1.Identity*R\n\x08Identity\x12\x18\n\x14IDENTITY_UNSPECIFIED\x10\x00\x12\x18\n\x14IDENTITY_EXTERNAL_ID\x10\x01\x12\x12\n\x0eIDENTITY_EMAIL\x10\x02\x32\x93\x02\n\x0cTokenService\x12R\n\tMintToken\x12!.tokenservice.v1.MintTokenRequest\x1a\".tokenservice.v1.MintTokenResponse\x12U\n\nMintTokens\x12\".tokenservice.v1.MintTokensRequest\x1a#.tokenservice.v1.MintTokensResponse\x12X\n\x0bVerifyToken\x12#.tokenservice.v1.VerifyTokenRequest\x1a$.tokenservice.v1.VerifyTokenResponseB*\n\x13\x63om.tokenservice.v1B\x11TokenServiceProtoP\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n#tokenservice/v1/token_service.proto\x12\x0ftokenservice.v1\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"[\n\x10MintTokenRequest\x12\x1f\n\x0b\x65xternal_id\x18\x01 \x01(\tR\nexternalId\x12\x14\n\x05\x65mail\x18\x02 \x01(\tR\x05\x65mail\x12\x10\n\x03org\x18\x03 \x01(\tR\x03org\"\x86\x02\n\x11MintTokenResponse\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token\x12\x37\n\tissued_at\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08issuedAt\x12;\n\x0bvalid_until\x18\x03 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nvalidUntil\x12%\n\x0esecret_version\x18\x04 \x01(\x03R\rsecretVersion\x12>\n\ridentity_used\x18\x05 \x01(\x0e\x32\x19.tokenservice.v1.IdentityR\x0cidentityUsed\"R\n\x11MintTokensRequest\x12=\n\x08requests\x18\x01 \x03(\x0b\x32!.tokenservice.v1.MintTokenRequestR\x08requests\"P\n\x12MintTokensResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32 .tokenservice.v1.MintTokenResultR\x07results\"\x84\x01\n\x0fMintTokenResult\x12:\n\x05token\x18\x01 \x01(\x0b\x32\".tokenservice.v1.MintTokenResponseH\x00R\x05token\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00R\x05\x65rrorB\t\n\x07outcome\"<\n\x12VerifyTokenRequest\x12\x14\n\x05token\x18\x01 \x01(\tR\x05token\x12\x10\n\x03org\x18\x02 \x01(\tR\x03org\"\xc8\x02\n\x13VerifyTokenResponse\x12\x14\n\x05valid\x18\x01 \x01(\x08R\x05valid\x12\x16\n\x06reason\x18\x02 \x01(\tR\x06reason\x12\x1f\n\x0b\x65xternal_id\x18\x03 \x01(\tR\nexternalId\x12\x14\n\x05\x65mail\x18\x04 \x01(\tR\x05\x65mail\x12\x37\n\tissued_at\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\x08issuedAt\x12;\n\x0bvalid_until\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampR\nvalidUntil\x12\x16\n\x06\x64\x65tail\x18\x07 \x01(\tR\x06\x64\x65tail\x12>\n\ridentity_used\x18\x08 \x01(\x0e\x32\x19.tokenservice.v1.IdentityR\x0cidentityUsed*R\n\x08Identity\x12\x18\n\x14IDENTITY_UNSPECIFIED\x10\x00\x12\x18\n\x14IDENTITY_EXTERNAL_ID\x10\x01\x12\x12\n\x0eIDENTITY_EMAIL\x10\x02\x32\x93\x02\n\x0cTokenService\x12R\n\tMintToken\x12!.tokenservice.v1.MintTokenRequest\x1a\".tokenservice.v1.MintTokenResponse\x12U\n\nMintTokens\x12\".tokenservice.v1.MintTokensRequest\x1a#.tokenservice.v1.MintTokensResponse\x12X\n\x0bVerifyToken\x12#.tokenservice.v1.VerifyTokenRequest\x1a$.tokenservice.v1.VerifyTokenResponseB*\n\x13\x63om.tokenservice.v1B\x11TokenServiceProtoP\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,22 +34,22 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tokenservice.v1.token_servi
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\023com.tokenservice.v1B\021TokenServiceProtoP\001'
-  _globals['_IDENTITY']._serialized_start=960
-  _globals['_IDENTITY']._serialized_end=1042
+  _globals['_IDENTITY']._serialized_start=1166
+  _globals['_IDENTITY']._serialized_end=1248
   _globals['_MINTTOKENREQUEST']._serialized_start=114
-  _globals['_MINTTOKENREQUEST']._serialized_end=181
-  _globals['_MINTTOKENRESPONSE']._serialized_start=184
-  _globals['_MINTTOKENRESPONSE']._serialized_end=388
-  _globals['_MINTTOKENSREQUEST']._serialized_start=390
-  _globals['_MINTTOKENSREQUEST']._serialized_end=462
-  _globals['_MINTTOKENSRESPONSE']._serialized_start=464
-  _globals['_MINTTOKENSRESPONSE']._serialized_end=535
-  _globals['_MINTTOKENRESULT']._serialized_start=537
-  _globals['_MINTTOKENRESULT']._serialized_end=655
-  _globals['_VERIFYTOKENREQUEST']._serialized_start=657
-  _globals['_VERIFYTOKENREQUEST']._serialized_end=705
-  _globals['_VERIFYTOKENRESPONSE']._serialized_start=708
-  _globals['_VERIFYTOKENRESPONSE']._serialized_end=958
-  _globals['_TOKENSERVICE']._serialized_start=1045
-  _globals['_TOKENSERVICE']._serialized_end=1320
+  _globals['_MINTTOKENREQUEST']._serialized_end=205
+  _globals['_MINTTOKENRESPONSE']._serialized_start=208
+  _globals['_MINTTOKENRESPONSE']._serialized_end=470
+  _globals['_MINTTOKENSREQUEST']._serialized_start=472
+  _globals['_MINTTOKENSREQUEST']._serialized_end=554
+  _globals['_MINTTOKENSRESPONSE']._serialized_start=556
+  _globals['_MINTTOKENSRESPONSE']._serialized_end=636
+  _globals['_MINTTOKENRESULT']._serialized_start=639
+  _globals['_MINTTOKENRESULT']._serialized_end=771
+  _globals['_VERIFYTOKENREQUEST']._serialized_start=773
+  _globals['_VERIFYTOKENREQUEST']._serialized_end=833
+  _globals['_VERIFYTOKENRESPONSE']._serialized_start=836
+  _globals['_VERIFYTOKENRESPONSE']._serialized_end=1164
+  _globals['_TOKENSERVICE']._serialized_start=1251
+  _globals['_TOKENSERVICE']._serialized_end=1526
 # @@protoc_insertion_point(module_scope)

@@ -32,7 +32,9 @@ class TokenServiceStub:
     Every error carries a `google.rpc.ErrorInfo` detail in the
     `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
     stable `reason` string that callers can branch on. The reasons are listed
-    with each RPC below.
+    with each RPC below. Every RPC may also fail with UNAVAILABLE
+    `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
+    was not started, so retry it (another replica will answer).
     """
 
     def __init__(self, channel):
@@ -65,7 +67,9 @@ class TokenServiceServicer:
     Every error carries a `google.rpc.ErrorInfo` detail in the
     `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
     stable `reason` string that callers can branch on. The reasons are listed
-    with each RPC below.
+    with each RPC below. Every RPC may also fail with UNAVAILABLE
+    `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
+    was not started, so retry it (another replica will answer).
     """
 
     def MintToken(self, request, context):
@@ -158,7 +162,9 @@ class TokenService:
     Every error carries a `google.rpc.ErrorInfo` detail in the
     `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
     stable `reason` string that callers can branch on. The reasons are listed
-    with each RPC below.
+    with each RPC below. Every RPC may also fail with UNAVAILABLE
+    `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
+    was not started, so retry it (another replica will answer).
     """
 
     @staticmethod

@@ -1,0 +1,35 @@
+"""Every example.sh retries UNAVAILABLE with backoff, then gives up: pointed
+at a loopback port nobody listens on, it tries 5 times, prints nothing on
+stdout and exits non-zero. (INVALID_ARGUMENT is never retried: see the
+test_<lang>_client.py files.) Needs no server."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+
+import pytest
+
+from tests.clients.common import REPO
+
+
+# Each example.sh builds what it needs first (cold: a Go build, npm ci).
+pytestmark = pytest.mark.timeout(600)
+
+
+def closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.mark.parametrize("lang", ["python", "go", "typescript"])
+def test_example_retries_unavailable_then_fails(lang):
+    env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{closed_port()}", "PYTHON": sys.executable}
+    result = subprocess.run([str(REPO / "clients" / lang / "example.sh"), "someone@example.com"], cwd=REPO, env=env,
+                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0 and result.stdout == "", result
+    assert result.stderr.count("retrying") == 4, result.stderr
+    assert "UNAVAILABLE" in result.stderr.upper()

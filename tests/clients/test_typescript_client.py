@@ -1,0 +1,44 @@
+"""The TypeScript client (clients/typescript) against a real `tokenservice
+serve` process: clients/typescript/test/e2e.ts mints by email, by external id
+and in a batch with one bad entry, verifies every token with jsonwebtoken
+and reads the EMAIL_INVALID ErrorInfo from the grpc-status-details-bin
+trailer; then clients/typescript/example.sh."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+
+from tests.clients.common import REPO, client_env, run
+
+# A cold `npm ci` + tsc takes ~30 s; allow more than the default 120 s.
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
+
+TS = REPO / "clients" / "typescript"
+
+
+@pytest.fixture(scope="module")
+def ts_built() -> None:
+    if not (TS / "node_modules").is_dir():
+        run(["npm", "ci", "--no-audit", "--no-fund"], cwd=TS, timeout=300)
+    run(["npx", "--no-install", "tsc", "-p", "tsconfig.json"], cwd=TS, timeout=300)
+
+
+def test_typescript_client_end_to_end(ts_built, live_service):
+    result = run(["node", "dist/test/e2e.js"], cwd=TS, env=client_env(live_service), timeout=60)
+    assert "typescript client e2e: OK" in result.stderr
+
+
+def test_typescript_example_prints_only_a_token(ts_built, live_service):
+    result = run([str(TS / "example.sh"), "ts-example@example.com"], cwd=REPO, env=client_env(live_service),
+                 timeout=300)
+    token = result.stdout.strip()
+    assert result.stdout == token + "\n" and token.count(".") == 2, result.stdout
+
+
+def test_typescript_example_does_not_retry_invalid_argument(ts_built, live_service):
+    result = subprocess.run([str(TS / "example.sh"), "not-an-email"], cwd=REPO, env=client_env(live_service),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode != 0 and result.stdout == ""
+    assert "EMAIL_INVALID" in result.stderr and "retrying" not in result.stderr, result.stderr
