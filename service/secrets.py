@@ -196,8 +196,9 @@ class SecretStore:
         secret = self._secrets.get(org)
         if secret is None:
             if org not in self._orgs:
-                raise OrgUnknownError(f"org: {org!r} is not configured; use one of {', '.join(sorted(self._orgs))}",
-                                      field="org")
+                raise OrgUnknownError(
+                    f"org: not a configured org; use one of {', '.join(sorted(self._orgs))} or leave it empty",
+                    field="org")
             raise SecretUnavailableError(
                 f"no valid signing secret is loaded for org {org!r} yet; retry with backoff", field="org"
             )
