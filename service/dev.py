@@ -34,6 +34,18 @@ def free_loopback_port() -> int:
         return probe.getsockname()[1]
 
 
+def stop_process(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
+    """SIGTERM a child process, SIGKILL it if it lingers past `timeout`, and reap it."""
+    if process is None or process.poll() is not None:
+        return
+    process.terminate()
+    try:
+        process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
 class OpenBaoDevServer:
     """Starts `bao server -dev` on 127.0.0.1 and stops it on exit."""
 
@@ -73,13 +85,7 @@ class OpenBaoDevServer:
 
     def stop(self) -> None:
         """Stop the server; everything it held is gone."""
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process)
         self._process = None
 
     def client(self) -> hvac.Client:

@@ -21,15 +21,8 @@ def _service_and_method(full_method: str) -> tuple[str, str]:
     return service, method
 
 
-class MetricsInterceptor(grpc.aio.ServerInterceptor):
-    """Counts and times every unary RPC of a registered method.
-
-    Unregistered methods are not counted, so a caller cannot grow the label
-    set by inventing method names.
-    """
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
+class _UnaryInterceptor(grpc.aio.ServerInterceptor):
+    """Wraps the behaviour of registered unary methods; `wrap` may decline with None."""
 
     async def intercept_service(
         self,
@@ -39,10 +32,24 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(handler_call_details)
         if handler is None or handler.unary_unary is None:
             return handler
-        service, method = _service_and_method(handler_call_details.method)
-        return handler._replace(unary_unary=self._instrument(handler.unary_unary, service, method))
+        wrapped = self.wrap(handler.unary_unary, *_service_and_method(handler_call_details.method))
+        return handler if wrapped is None else handler._replace(unary_unary=wrapped)
 
-    def _instrument(self, behavior: Behavior, service: str, method: str) -> Behavior:
+    def wrap(self, behavior: Behavior, service: str, method: str) -> Behavior | None:
+        raise NotImplementedError
+
+
+class MetricsInterceptor(_UnaryInterceptor):
+    """Counts and times every unary RPC of a registered method.
+
+    Unregistered methods are not counted, so a caller cannot grow the label
+    set by inventing method names.
+    """
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def wrap(self, behavior: Behavior, service: str, method: str) -> Behavior:
         labels = {"grpc_type": "unary", "grpc_service": service, "grpc_method": method}
         started_total = self._metrics.grpc_started_total.labels(**labels)
         handling_seconds = self._metrics.grpc_handling_seconds.labels(**labels)
@@ -64,7 +71,7 @@ class MetricsInterceptor(grpc.aio.ServerInterceptor):
         return instrumented
 
 
-class DrainInterceptor(grpc.aio.ServerInterceptor):
+class DrainInterceptor(_UnaryInterceptor):
     """Tracks the calls of the given services so that shutdown can wait for them.
 
     grpc-core cancels calls that reached the server but were not yet handed
@@ -81,18 +88,10 @@ class DrainInterceptor(grpc.aio.ServerInterceptor):
         self._in_flight = 0
         self._last_arrival = time.monotonic()
 
-    async def intercept_service(
-        self,
-        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
-        handler_call_details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler | None:
-        handler = await continuation(handler_call_details)
-        service, _ = _service_and_method(handler_call_details.method)
-        if handler is None or handler.unary_unary is None or service not in self._services:
-            return handler
-        return handler._replace(unary_unary=self._track(handler.unary_unary))
+    def wrap(self, behavior: Behavior, service: str, method: str) -> Behavior | None:
+        if service not in self._services:
+            return None
 
-    def _track(self, behavior: Behavior) -> Behavior:
         async def tracked(request: Any, context: grpc.aio.ServicerContext) -> Any:
             self._last_arrival = time.monotonic()
             if self._draining:

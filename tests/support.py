@@ -21,6 +21,8 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service.dev import find_bao, free_loopback_port, stop_process
+
 TOKENSERVICE = str(Path(sys.executable).parent / "tokenservice")
 
 
@@ -143,8 +145,6 @@ class OpenBaoFileServer:
     """
 
     def __init__(self, directory: Path) -> None:
-        from service.dev import find_bao, free_loopback_port
-
         self.port = free_loopback_port()
         self.addr = f"http://127.0.0.1:{self.port}"
         self._bao = find_bao()
@@ -220,13 +220,7 @@ class OpenBaoFileServer:
         self.client().sys.seal()
 
     def stop(self) -> None:
-        if self._process is not None and self._process.poll() is None:
-            self._process.terminate()
-            try:
-                self._process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                self._process.kill()
-                self._process.wait()
+        stop_process(self._process)
         self._process = None
 
     def write_secret(self, path: str, value: str) -> int:
