@@ -19,6 +19,8 @@ import urllib.request
 from pathlib import Path
 
 import grpc
+import hvac
+import hvac.exceptions
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from service.dev import find_bao, free_loopback_port, stop_process
@@ -159,9 +161,7 @@ class OpenBaoFileServer:
         self.root_token = ""
         self._unseal_key = ""
 
-    def client(self, token: str | None = None):
-        import hvac
-
+    def client(self, token: str | None = None) -> hvac.Client:
         return hvac.Client(url=self.addr, token=token if token is not None else self.root_token, timeout=30)
 
     def start(self) -> None:
@@ -190,8 +190,6 @@ class OpenBaoFileServer:
             self._wait_active()
 
     def _wait_kv_upgraded(self) -> None:
-        import hvac.exceptions
-
         deadline = time.monotonic() + 15
         while True:
             try:
