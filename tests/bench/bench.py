@@ -1,0 +1,789 @@
+"""Side-by-side minting benchmark: TokenService against two references.
+
+Run it through tests/bench/run (which creates .venv first); see
+tests/bench/README.md for what it measures and what each column means.
+
+Everything it starts (OpenBao dev server, tokenservice, the Express and Go
+references, h2load) listens on or connects to 127.0.0.1 only, is bounded in
+time, and is stopped before it exits, also on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent.parent
+sys.path.insert(0, str(REPO))
+
+import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from tokenservice.v1 import token_service_pb2 as pb  # noqa: E402
+from tokenservice.v1 import token_service_pb2_grpc as pb_grpc  # noqa: E402
+
+from service.dev import OpenBaoDevServer, free_loopback_port  # noqa: E402
+
+TOKENSERVICE = Path(sys.executable).parent / "tokenservice"
+EXPRESS_DIR = HERE / "reference-express"
+GO_DIR = HERE / "reference-go"
+GO_BINARY = GO_DIR / "reference-go"
+SECRET_PATH = "kustomer/bench"
+EXPECTED_HEADER = b'{"alg":"HS256","typ":"JWT"}'
+ALLOWED_CLAIMS = {"externalId", "email", "iat"}
+
+# The customer every benchmark request names: both identities, as a backend
+# that knows both would send them.
+EMAIL = "bench.user@example.com"
+EXTERNAL_ID = "bench-user-000042"
+
+MINT_PATH = "/tokenservice.v1.TokenService/MintToken"
+MINT_BATCH_PATH = "/tokenservice.v1.TokenService/MintTokens"
+GRPC_HEADERS = ["content-type: application/grpc", "te: trailers"]
+
+# Row keys, in table order.
+UNARY, BATCH, EXPRESS, GO, HALF = "unary", "batch", "express", "go", "half"
+LABELS = {
+    UNARY: "tokenservice MintToken",
+    BATCH: "tokenservice MintTokens x{batch}",
+    EXPRESS: "reference Express+jsonwebtoken",
+    GO: "reference Go grpc-go+golang-jwt",
+    HALF: "tokenservice MintToken @~50% peak",
+}
+
+
+class BenchError(Exception):
+    """Something is wrong with a server or the benchmark itself: stop, loudly."""
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+class Children:
+    """Every process this benchmark starts, so that all of them get stopped."""
+
+    def __init__(self) -> None:
+        self._processes: list[subprocess.Popen] = []
+
+    def start(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
+              output: Path | None = None) -> subprocess.Popen:
+        sink = open(output, "wb") if output else subprocess.DEVNULL  # noqa: SIM115 (closed by the child's exit)
+        try:
+            process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
+                                       stderr=subprocess.STDOUT, start_new_session=True)
+        finally:
+            if output:
+                sink.close()
+        self._processes.append(process)
+        return process
+
+    def run(self, argv: list[str], *, timeout: float) -> str:
+        """Run a command to its end (killed after `timeout` s); its stdout+stderr.
+        A non-zero exit is a BenchError."""
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, start_new_session=True)
+        self._processes.append(process)
+        try:
+            output, _ = process.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(process, grace=0)
+            raise BenchError(f"{argv[0]} did not finish within {timeout:g} s: {' '.join(argv)}") from None
+        finally:
+            self._forget(process)
+        text = output.decode(errors="replace")
+        if process.returncode != 0:
+            raise BenchError(f"{' '.join(argv)} exited with {process.returncode}:\n{text}")
+        return text
+
+    def stop(self, process: subprocess.Popen, grace: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL after `grace` seconds; wait for the exit."""
+        if process.poll() is None:
+            if grace > 0:
+                process.terminate()
+                try:
+                    process.wait(timeout=grace)
+                except subprocess.TimeoutExpired:
+                    pass
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        # Each child leads its own process group (start_new_session): sweep up
+        # whatever it left behind, such as tokenservice's worker processes.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(process.pid, signal.SIGKILL)
+        self._forget(process)
+
+    def stop_all(self) -> None:
+        for process in reversed(list(self._processes)):
+            self.stop(process)
+
+    def _forget(self, process: subprocess.Popen) -> None:
+        if process in self._processes:
+            self._processes.remove(process)
+
+
+def _raise_on_signal(signal_number: int, _frame: object) -> None:
+    raise KeyboardInterrupt(f"signal {signal_number}")
+
+
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its live descendants (tokenservice may run worker processes)."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        children.setdefault(int(fields[1]), []).append(int(stat.parent.name))
+    tree, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        tree.append(current)
+        pending.extend(children.get(current, []))
+    return tree
+
+
+def _status_kib(pid: int, field: str) -> int:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def rss_kib(pid: int) -> int:
+    """VmRSS of a live process plus its descendants, in KiB."""
+    total = sum(_status_kib(member, "VmRSS") for member in process_tree(pid))
+    if total == 0:
+        raise BenchError(f"no VmRSS for pid {pid}")
+    return total
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a live process and its descendants have used so far."""
+    total = 0.0
+    for member in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{member}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def wait_for_json_line(process: subprocess.Popen, output: Path, key: str, what: str,
+                       timeout: float = 30.0) -> dict:
+    """The first JSON object containing `key` that a child printed to `output`."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for line in output.read_text(errors="replace").splitlines():
+            if line.startswith("{") and f'"{key}"' in line:
+                return json.loads(line)
+        if process.poll() is not None:
+            raise BenchError(f"{what} exited with {process.returncode}:\n{output.read_text(errors='replace')}")
+        time.sleep(0.02)
+    raise BenchError(f"{what} did not report {key} within {timeout:g} s:\n{output.read_text(errors='replace')}")
+
+
+# ------------------------------------------------------------------ install
+
+
+def ensure_tools(children: Children) -> str:
+    """h2load, node/npm, go; Express dependencies; the Go reference binary. The h2load version."""
+    if shutil.which("h2load") is None:
+        log("h2load is missing: apt-get install nghttp2-client")
+        if os.geteuid() != 0:
+            raise BenchError("h2load is missing and this is not root: apt-get install -y nghttp2-client")
+        children.run(["apt-get", "update", "-qq"], timeout=300)
+        children.run(["apt-get", "install", "-y", "-qq", "nghttp2-client"], timeout=300)
+        if shutil.which("h2load") is None:
+            raise BenchError("apt-get install nghttp2-client did not provide h2load")
+    version = children.run(["h2load", "--version"], timeout=10).strip()
+
+    for tool in ("node", "npm"):
+        if shutil.which(tool) is None:
+            raise BenchError(f"{tool} is required for the Express reference (Node.js >= 18)")
+    lock_digest = hashlib.sha256((EXPRESS_DIR / "package-lock.json").read_bytes()).hexdigest()
+    stamp = EXPRESS_DIR / "node_modules" / ".bench-lock-sha256"
+    if not stamp.exists() or stamp.read_text() != lock_digest:
+        log("reference-express: npm ci")
+        children.run(["npm", "ci", "--prefix", str(EXPRESS_DIR), "--no-audit", "--no-fund"], timeout=600)
+        stamp.write_text(lock_digest)
+
+    if shutil.which("go") is None:
+        raise BenchError("go is required for the Go reference (Go >= 1.26)")
+    if not (REPO / "clients" / "go" / "tokenservice" / "v1" / "token_service_grpc.pb.go").exists():
+        raise BenchError("clients/go/tokenservice/v1 is missing: run clients/generate (the Go reference uses its stubs)")
+    log("reference-go: go build")
+    children.run(["go", "-C", str(GO_DIR), "build", "-o", str(GO_BINARY), "."], timeout=900)
+    return version
+
+
+# ------------------------------------------------------------------ servers
+
+
+@dataclasses.dataclass
+class Service:
+    """A running `tokenservice serve`."""
+
+    process: subprocess.Popen
+    grpc_target: str
+    metrics_url: str
+    seconds_to_listening: float
+    seconds_to_serving: float  # the first health check answering SERVING
+    seconds_to_all_serving: float  # every worker process has logged that it serves
+    workers: int
+
+    def metrics(self) -> dict[tuple[str, frozenset], float]:
+        with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
+            return parse_metrics(response.read().decode())
+
+
+def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
+    samples = {}
+    for line in text.splitlines():
+        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", line)
+        if match:
+            labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
+            samples[(match.group(1), labels)] = float(match.group(3))
+    return samples
+
+
+def metric_sum(samples: dict, name: str, where: Callable[[dict], bool] = lambda labels: True) -> float:
+    return sum(value for (sample, labels), value in samples.items() if sample == name and where(dict(labels)))
+
+
+def service_env(bao: OpenBaoDevServer, grpc_port: int, metrics_port: int, workers: int | None) -> dict[str, str]:
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
+    if workers:
+        env["TOKENSERVICE_WORKERS"] = str(workers)
+    env.update({
+        "VAULT_ADDR": bao.addr, "VAULT_TOKEN": bao.root_token, "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
+        "TOKENSERVICE_GRPC_ADDR": f"127.0.0.1:{grpc_port}", "TOKENSERVICE_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+    })
+    return env
+
+
+def log_records(output: Path) -> list[dict]:
+    records = []
+    for line in output.read_text(errors="replace").splitlines():
+        if line.startswith("{"):
+            with contextlib.suppress(ValueError):
+                records.append(json.loads(line))
+    return records
+
+
+def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag: str, workers: int | None,
+                  timeout: float = 60.0) -> Service:
+    """Start `tokenservice serve` and time it to a listening port and to health SERVING."""
+    grpc_port, metrics_port = free_loopback_port(), free_loopback_port()
+    output = workdir / f"tokenservice-{tag}.log"
+    started = time.monotonic()
+    process = children.start([str(TOKENSERVICE), "serve"], env=service_env(bao, grpc_port, metrics_port, workers),
+                             output=output)
+    deadline = started + timeout
+
+    def check_alive() -> None:
+        if process.poll() is not None:
+            raise BenchError(f"tokenservice exited with {process.returncode}:\n{output.read_text(errors='replace')}")
+        if time.monotonic() > deadline:
+            children.stop(process)
+            raise BenchError(f"tokenservice was not SERVING within {timeout:g} s:\n{output.read_text()}")
+
+    while True:
+        check_alive()
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", grpc_port)) == 0:
+                break
+        time.sleep(0.002)
+    listening = time.monotonic()
+    target = f"127.0.0.1:{grpc_port}"
+    options = [("grpc.initial_reconnect_backoff_ms", 10), ("grpc.min_reconnect_backoff_ms", 10),
+               ("grpc.max_reconnect_backoff_ms", 20)]
+    with grpc.insecure_channel(target, options=options) as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        while True:
+            check_alive()
+            try:
+                status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
+                if status == health_pb2.HealthCheckResponse.SERVING:
+                    break
+            except grpc.RpcError:
+                pass
+            time.sleep(0.002)
+    serving = time.monotonic()
+    # With several worker processes, the health check reached one of them:
+    # wait until every worker has logged that it serves.
+    while True:
+        records = log_records(output)
+        count = next((record.get("workers", 1) for record in records if record.get("message") == "listening"), 1)
+        ready = sum(1 for record in records if record.get("message") == "readiness changed" and record.get("serving"))
+        if ready >= count:
+            break
+        check_alive()
+        time.sleep(0.005)
+    all_serving = time.monotonic()
+    return Service(process, target, f"http://127.0.0.1:{metrics_port}/metrics", listening - started,
+                   serving - started, all_serving - started, count)
+
+
+@dataclasses.dataclass
+class Reference:
+    process: subprocess.Popen
+    port: int
+    stats_port: int = 0
+
+    def stats(self) -> dict[str, int]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.stats_port}/stats", timeout=5) as response:
+            return json.loads(response.read())
+
+
+def start_express(children: Children, secret: str, workdir: Path) -> Reference:
+    output = workdir / "reference-express.log"
+    env = {**os.environ, "KUSTOMER_SECRET": secret, "PORT": "0", "NODE_ENV": "production"}
+    process = children.start(["node", str(EXPRESS_DIR / "server.js")], env=env, cwd=EXPRESS_DIR, output=output)
+    return Reference(process, wait_for_json_line(process, output, "port", "reference-express")["port"])
+
+
+def start_go(children: Children, secret: str, workdir: Path) -> Reference:
+    output = workdir / "reference-go.log"
+    env = {**os.environ, "KUSTOMER_SECRET": secret, "GRPC_PORT": "0", "STATS_PORT": "0"}
+    process = children.start([str(GO_BINARY)], env=env, cwd=GO_DIR, output=output)
+    ports = wait_for_json_line(process, output, "grpc_port", "reference-go")
+    return Reference(process, ports["grpc_port"], ports["stats_port"])
+
+
+# ------------------------------------------------------------ verification
+
+
+def b64url_decode(segment: str) -> bytes:
+    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+
+
+def check_token(verifier: pb_grpc.TokenServiceStub, token: str, who: str, email: str, external_id: str) -> None:
+    """Fail unless `token` is exactly a Kustomer login token the service's VerifyToken accepts."""
+    parts = token.split(".")
+    if len(parts) != 3:
+        raise BenchError(f"{who}: not a compact JWS: {token[:60]!r}")
+    header = b64url_decode(parts[0])
+    if header != EXPECTED_HEADER:
+        raise BenchError(f"{who}: header is {header!r}, not exactly {EXPECTED_HEADER!r}")
+    claims = json.loads(b64url_decode(parts[1]))
+    if set(claims) - ALLOWED_CLAIMS or type(claims.get("iat")) is not int:
+        raise BenchError(f"{who}: claims {sorted(claims)} are not externalId/email plus an integer iat")
+    verdict = verifier.VerifyToken(pb.VerifyTokenRequest(token=token), timeout=10)
+    if not verdict.valid:
+        raise BenchError(f"{who}: the service's VerifyToken rejects its token: {verdict.reason} ({verdict.detail})")
+    if verdict.email != email or verdict.external_id != external_id:
+        raise BenchError(f"{who}: token carries email={verdict.email!r} externalId={verdict.external_id!r}, "
+                         f"asked for {email!r} / {external_id!r}")
+
+
+def batch_entries(size: int) -> list[pb.MintTokenRequest]:
+    return [pb.MintTokenRequest(external_id=f"bench-user-{index:06d}", email=f"bench.user+{index}@example.com")
+            for index in range(size)]
+
+
+def sample_tokens(key: str, target: str | int, batch: int) -> list[tuple[str, str, str]]:
+    """One token (several for a batch) from a server: (token, email, external_id)."""
+    if key == EXPRESS:
+        body = json.dumps({"externalId": EXTERNAL_ID, "email": EMAIL}).encode()
+        request = urllib.request.Request(f"http://127.0.0.1:{target}/login", data=body, method="POST",
+                                         headers={"content-type": "application/json"})
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return [(json.loads(response.read())["token"], EMAIL, EXTERNAL_ID)]
+    with grpc.insecure_channel(str(target)) as channel:
+        stub = pb_grpc.TokenServiceStub(channel)
+        if key == BATCH:
+            entries = batch_entries(batch)
+            results = stub.MintTokens(pb.MintTokensRequest(requests=entries), timeout=30).results
+            if len(results) != batch or any(not result.HasField("token") for result in results):
+                raise BenchError(f"MintTokens x{batch}: not every entry was minted")
+            return [(results[index].token.token, entries[index].email, entries[index].external_id)
+                    for index in (0, batch // 2, batch - 1)]
+        response = stub.MintToken(pb.MintTokenRequest(external_id=EXTERNAL_ID, email=EMAIL), timeout=10)
+        return [(response.token, EMAIL, EXTERNAL_ID)]
+
+
+# ------------------------------------------------------------------- h2load
+
+
+@dataclasses.dataclass
+class Target:
+    key: str
+    label: str
+    url: str
+    data_file: Path
+    headers: list[str]
+    h1: bool
+    clients: int
+    streams: int
+    tokens_per_request: int
+    pid: int
+    address: str | int  # what sample_tokens needs
+    server_counts: Callable[[], tuple[float, float]] | None = None  # (ok, not ok) so far, server side
+
+
+@dataclasses.dataclass
+class Run:
+    rps: float
+    succeeded: int
+    failures: int  # h2load failed + errored + timeout + non-2xx
+    server_failures: float  # server-side non-OK during the run (gRPC targets)
+    p50_ms: float
+    p99_ms: float
+    samples: int
+    cpu_percent: float  # server CPU over the whole h2load run (warm-up included), % of one core
+
+
+def percentile(sorted_values: list[int], p: float) -> float:
+    """Nearest-rank percentile."""
+    rank = max(1, math.ceil(p / 100 * len(sorted_values)))
+    return float(sorted_values[rank - 1])
+
+
+def run_h2load(children: Children, target: Target, workdir: Path, tag: str, *, duration: float | None = None,
+               warmup: float = 0.0, rps_per_client: int | None = None, requests: int | None = None) -> Run:
+    log_file = workdir / f"h2load-{tag}.tsv"
+    argv = ["h2load", "-t", "1", "-c", str(target.clients), "-m", str(target.streams),
+            "-d", str(target.data_file), "--log-file", str(log_file)]
+    for header in target.headers:
+        argv += ["-H", header]
+    if target.h1:
+        argv.append("--h1")
+    if requests is not None:
+        argv += ["-n", str(requests)]
+        limit = 600.0 + requests / 100
+    else:
+        argv += ["-D", f"{duration:g}"]
+        if warmup > 0:
+            argv += [f"--warm-up-time={warmup:g}"]
+        limit = duration + warmup + 60
+    if rps_per_client:
+        argv += [f"--rps={rps_per_client}"]
+    argv.append(target.url)
+
+    before = target.server_counts() if target.server_counts else (0.0, 0.0)
+    cpu_before, wall_before = cpu_seconds(target.pid), time.monotonic()
+    output = children.run(argv, timeout=limit)
+    cpu_percent = 100 * (cpu_seconds(target.pid) - cpu_before) / (time.monotonic() - wall_before)
+    after = target.server_counts() if target.server_counts else (0.0, 0.0)
+    (workdir / f"h2load-{tag}.out").write_text(output)
+
+    finished = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output)
+    counts = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+                       r"(\d+) errored, (\d+) timeout", output)
+    codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
+    if not (finished and counts and codes):
+        raise BenchError(f"cannot read h2load's output for {target.label}:\n{output}")
+    succeeded = int(counts.group(4))
+    failures = int(counts.group(5)) + int(counts.group(6)) + int(counts.group(7)) + sum(
+        int(codes.group(i)) for i in (2, 3, 4))
+    durations = sorted(int(line.split("\t")[2]) for line in log_file.read_text().splitlines() if line.strip())
+    if not durations or succeeded == 0:
+        raise BenchError(f"h2load completed no request against {target.label}:\n{output}")
+    server_ok, server_failed = after[0] - before[0], after[1] - before[1]
+    if target.server_counts and server_ok < succeeded:
+        raise BenchError(f"{target.label}: h2load counted {succeeded} successes but the server only "
+                         f"{server_ok:g} OK calls; the gRPC status is not what h2load thinks")
+    return Run(float(finished.group(1)), succeeded, failures, server_failed, percentile(durations, 50) / 1000,
+               percentile(durations, 99) / 1000, len(durations), cpu_percent)
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message: uncompressed flag, 4-byte big-endian length, bytes."""
+    return b"\x00" + struct.pack(">I", len(message)) + message
+
+
+# ------------------------------------------------------------------ report
+
+
+def spread(values: list[float], digits: int) -> str:
+    median = statistics.median(values)
+    text = f"{median:,.{digits}f}"
+    if len(values) > 1:
+        text += f" [{min(values):,.{digits}f}-{max(values):,.{digits}f}]"
+    return text
+
+
+def render_table(rows: list[dict]) -> str:
+    columns = ["server", "req/s", "tokens/s", "p50 ms", "p99 ms", "failed", "CPU %", "RSS MiB", "token verified"]
+    cells = [[row[column] for column in columns] for row in rows]
+    widths = [max(len(column), *(len(line[index]) for line in cells)) for index, column in enumerate(columns)]
+    def line(values: list[str]) -> str:
+        return "| " + " | ".join(
+            value.ljust(width) if index in (0, len(columns) - 1) else value.rjust(width)
+            for index, (value, width) in enumerate(zip(values, widths))) + " |"
+    separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
+    return "\n".join([line(columns), separator, *(line(cell) for cell in cells)])
+
+
+# -------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="tests/bench/run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds per run (default 10)")
+    parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each run (default 1)")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per server, interleaved (default 3)")
+    parser.add_argument("--clients", type=int, default=16, help="h2load connections for gRPC (default 16)")
+    parser.add_argument("--streams", type=int, default=4,
+                        help="concurrent streams per gRPC connection (default 4); Express gets "
+                             "clients*streams HTTP/1.1 connections with one request each, the same load in flight")
+    parser.add_argument("--batch", type=int, default=100, help="MintTokens batch size (default 100)")
+    parser.add_argument("--mints", type=int, default=100_000,
+                        help="MintToken calls for the memory check on a fresh process (default 100000)")
+    parser.add_argument("--startup-runs", type=int, default=3, help="starts timed to SERVING (default 3)")
+    parser.add_argument("--service-workers", type=int,
+                        help="TOKENSERVICE_WORKERS for the service (default: unset, the service's own default)")
+    parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
+    parser.add_argument("--keep", type=Path, help="keep h2load logs and server logs in this directory")
+    args = parser.parse_args(argv)
+    for name in ("duration", "repeats", "clients", "streams", "batch", "mints", "startup_runs"):
+        if getattr(args, name) <= 0:
+            parser.error(f"--{name.replace('_', '-')} must be positive")
+    if args.warmup < 0:
+        parser.error("--warmup must not be negative")
+    if args.mints < args.clients * 2:
+        parser.error("--mints must be at least twice --clients")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for signal_number in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signal_number, _raise_on_signal)
+    children = Children()
+    workdir = Path(tempfile.mkdtemp(prefix="tokenservice-bench-"))
+    bao = OpenBaoDevServer()
+    began = time.monotonic()
+    try:
+        return bench(args, children, bao, workdir)
+    except BenchError as error:
+        print(f"\nBENCHMARK FAILED: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nbenchmark interrupted; stopping every process it started", file=sys.stderr)
+        return 130
+    finally:
+        children.stop_all()
+        bao.stop()
+        if args.keep:
+            args.keep.mkdir(parents=True, exist_ok=True)
+            for path in workdir.iterdir():
+                shutil.copy2(path, args.keep / path.name)
+        shutil.rmtree(workdir, ignore_errors=True)
+        log(f"done in {time.monotonic() - began:.0f} s")
+
+
+def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, workdir: Path) -> int:
+    h2load_version = ensure_tools(children)
+    load_before = os.getloadavg()[0]
+    log("starting OpenBao dev server")
+    bao.start()
+    bao.write_secret(SECRET_PATH, secrets.token_urlsafe(48))
+    secret = bao.read_secret(SECRET_PATH)
+    problems: list[str] = []
+
+    # Start-up: process start to a listening port and to health SERVING.
+    startups = []
+    for index in range(args.startup_runs):
+        service = start_service(children, bao, workdir, f"startup-{index}", args.service_workers)
+        startups.append(service)
+        children.stop(service.process)
+    log("startup to SERVING: " + ", ".join(f"{s.seconds_to_all_serving * 1000:.0f} ms" for s in startups))
+
+    # The servers under test.
+    service = start_service(children, bao, workdir, "main", args.service_workers)
+    express = start_express(children, secret, workdir)
+    go = start_go(children, secret, workdir)
+    log(f"servers: tokenservice {service.grpc_target}, express 127.0.0.1:{express.port}, go 127.0.0.1:{go.port}")
+
+    def service_counts(method: str) -> Callable[[], tuple[float, float]]:
+        def counts() -> tuple[float, float]:
+            samples = service.metrics()
+            ok = metric_sum(samples, "grpc_server_handled_total",
+                            lambda labels: labels.get("grpc_method") == method and labels.get("grpc_code") == "OK")
+            failed = metric_sum(samples, "grpc_server_handled_total", lambda labels: labels.get("grpc_code") != "OK")
+            failed += metric_sum(samples, "tokenservice_mint_errors_total")  # per-entry errors of a batch
+            return ok, failed
+        return counts
+
+    def go_counts() -> tuple[float, float]:
+        stats = go.stats()
+        return float(stats["ok"]), float(stats["errors"])
+
+    unary_request = pb.MintTokenRequest(external_id=EXTERNAL_ID, email=EMAIL).SerializeToString()
+    (workdir / "unary.bin").write_bytes(grpc_frame(unary_request))
+    batch_request = pb.MintTokensRequest(requests=batch_entries(args.batch)).SerializeToString()
+    (workdir / "batch.bin").write_bytes(grpc_frame(batch_request))
+    (workdir / "express.json").write_bytes(json.dumps({"externalId": EXTERNAL_ID, "email": EMAIL}).encode())
+
+    service_url = f"http://{service.grpc_target}"
+    targets = [
+        Target(UNARY, LABELS[UNARY], service_url + MINT_PATH, workdir / "unary.bin", GRPC_HEADERS, False,
+               args.clients, args.streams, 1, service.process.pid, service.grpc_target, service_counts("MintToken")),
+        Target(BATCH, LABELS[BATCH].format(batch=args.batch), service_url + MINT_BATCH_PATH, workdir / "batch.bin",
+               GRPC_HEADERS, False, args.clients, args.streams, args.batch, service.process.pid, service.grpc_target,
+               service_counts("MintTokens")),
+        Target(EXPRESS, LABELS[EXPRESS], f"http://127.0.0.1:{express.port}/login", workdir / "express.json",
+               ["content-type: application/json"], True, args.clients * args.streams, 1, 1, express.process.pid,
+               express.port),
+        Target(GO, LABELS[GO], f"http://127.0.0.1:{go.port}{MINT_PATH}", workdir / "unary.bin", GRPC_HEADERS, False,
+               args.clients, args.streams, 1, go.process.pid, f"127.0.0.1:{go.port}", go_counts),
+    ]
+
+    # Every server's tokens must pass the project's own verifier, before and after the load.
+    verified: dict[str, bool] = {}
+    with grpc.insecure_channel(service.grpc_target) as channel:
+        verifier = pb_grpc.TokenServiceStub(channel)
+
+        def verify_all(when: str) -> None:
+            for target in targets:
+                for token, email, external_id in sample_tokens(target.key, target.address, args.batch):
+                    check_token(verifier, token, f"{target.label} ({when} the load)", email, external_id)
+                verified[target.key] = True
+            log(f"{when} the load: every server's token passed the service's VerifyToken")
+
+        verify_all("before")
+        runs: dict[str, list[Run]] = {target.key: [] for target in targets}
+        for repeat in range(args.repeats):
+            for target in targets:
+                log(f"run {repeat + 1}/{args.repeats}: {target.label} for {args.duration:g} s")
+                run = run_h2load(children, target, workdir, f"{target.key}-{repeat}", duration=args.duration,
+                                 warmup=args.warmup)
+                runs[target.key].append(run)
+                log(f"  {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
+                    f"{run.failures} failed, {run.server_failures:g} server-side non-OK, server CPU {run.cpu_percent:.0f}%")
+
+        # p99 of this service at about half its peak unary rate.
+        peak = statistics.median(run.rps for run in runs[UNARY])
+        per_client = max(1, round(peak / 2 / args.clients))
+        half_target = dataclasses.replace(targets[0], key=HALF, label=LABELS[HALF])
+        runs[HALF] = []
+        for repeat in range(args.repeats):
+            log(f"half-rate run {repeat + 1}/{args.repeats}: {per_client * args.clients} req/s offered")
+            run = run_h2load(children, half_target, workdir, f"half-{repeat}", duration=args.duration,
+                             warmup=args.warmup, rps_per_client=per_client)
+            runs[HALF].append(run)
+            log(f"  {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms")
+        verify_all("after")
+
+    rss = {target.key: rss_kib(target.pid) for target in targets}
+    rss[HALF] = rss[UNARY]
+    total_failed = metric_sum(service.metrics(), "grpc_server_handled_total",
+                              lambda labels: labels.get("grpc_code") != "OK")
+    if total_failed:
+        problems.append(f"tokenservice counted {total_failed:g} non-OK gRPC calls (grpc_server_handled_total)")
+    for stopped in (express.process, go.process, service.process):
+        children.stop(stopped)
+
+    # Memory: RSS of a fresh process after --mints MintToken calls.
+    log(f"memory check: {args.mints} MintToken calls on a fresh process")
+    fresh = start_service(children, bao, workdir, "memory", args.service_workers)
+    memory = [(0, rss_kib(fresh.process.pid))]
+    memory_processes = len(process_tree(fresh.process.pid))
+    mint_target = dataclasses.replace(targets[0], url=f"http://{fresh.grpc_target}{MINT_PATH}", pid=fresh.process.pid,
+                                      server_counts=None)
+    done = 0
+    for step in (args.mints // 10, args.mints - args.mints // 10):
+        run = run_h2load(children, mint_target, workdir, f"memory-{done}", requests=step)
+        if run.failures or run.succeeded != step:
+            problems.append(f"memory check: {run.failures} of {step} MintToken calls failed")
+        done += step
+        memory.append((done, rss_kib(fresh.process.pid)))
+    issued = metric_sum(fresh.metrics(), "tokenservice_tokens_issued_total")
+    if issued != args.mints:
+        problems.append(f"memory check: the service issued {issued:g} tokens, expected {args.mints}")
+    children.stop(fresh.process)
+
+    # The table.
+    rows = []
+    for key in (UNARY, BATCH, EXPRESS, GO, HALF):
+        key_runs = runs[key]
+        label = LABELS[key].format(batch=args.batch)
+        tokens = next((target.tokens_per_request for target in targets if target.key == key), 1)
+        failures = sum(run.failures for run in key_runs) + sum(run.server_failures for run in key_runs)
+        if failures:
+            problems.append(f"{label}: {failures:g} failed requests")
+        rows.append({
+            "server": label,
+            "req/s": spread([run.rps for run in key_runs], 0),
+            "tokens/s": f"{statistics.median(run.rps for run in key_runs) * tokens:,.0f}",
+            "p50 ms": spread([run.p50_ms for run in key_runs], 2),
+            "p99 ms": spread([run.p99_ms for run in key_runs], 2),
+            "failed": f"{failures:g}",
+            "CPU %": f"{statistics.median(run.cpu_percent for run in key_runs):.0f}",
+            "RSS MiB": f"{rss[key] / 1024:.0f}",
+            "token verified": "yes" if verified.get(key, key == HALF) else "NO",
+        })
+    load_after = os.getloadavg()[0]
+    startup_serving = [s.seconds_to_serving * 1000 for s in startups]
+    startup_all = [s.seconds_to_all_serving * 1000 for s in startups]
+    startup_listening = [s.seconds_to_listening * 1000 for s in startups]
+    notes = [
+        f"{h2load_version}, -t 1, on 127.0.0.1 with the servers ({os.cpu_count()} CPUs shared by all); "
+        f"gRPC: h2c -c {args.clients} -m {args.streams}; Express: --h1 -c {args.clients * args.streams} -m 1 "
+        f"(same {args.clients * args.streams} requests in flight)",
+        f"1-min load average {load_before:.1f} before, {load_after:.1f} after"
+        + (" (above the CPU count: other work competed for the CPUs, the figures are noisy)"
+           if max(load_before, load_after) > (os.cpu_count() or 1) else ""),
+        f"{args.repeats} interleaved run(s) of {args.duration:g} s after {args.warmup:g} s warm-up; "
+        "median [min-max] over runs; p50/p99 from h2load --log-file per-request times",
+        f"@~50% peak: h2load --rps {per_client}/client = {per_client * args.clients} req/s offered "
+        f"(peak median {peak:,.0f})",
+        f"tokenservice ({service.workers} worker process(es)) start to listening: {spread(startup_listening, 0)} ms; "
+        f"to health SERVING (local OpenBao): {spread(startup_serving, 0)} ms; to every worker SERVING: "
+        f"{spread(startup_all, 0)} ms ({args.startup_runs} starts)",
+        f"tokenservice RSS (VmRSS summed over its {memory_processes} "
+        "processes), fresh start: " + ", ".join(
+            f"{kib / 1024:.1f} MiB after {count:,} mints" for count, kib in memory)
+        + f" (+{(memory[-1][1] - memory[1][1]) / 1024:.1f} MiB over the last {args.mints - args.mints // 10:,})",
+    ]
+    print(render_table(rows))
+    for note in notes:
+        print(f"- {note}")
+    sys.stdout.flush()
+    if args.json:
+        args.json.write_text(json.dumps({
+            "rows": rows,
+            "runs": {key: [dataclasses.asdict(run) for run in value] for key, value in runs.items()},
+            "startup_ms": {"listening": startup_listening, "serving": startup_serving, "all_serving": startup_all},
+            "service_workers": service.workers,
+            "memory_kib": memory, "notes": notes, "problems": problems,
+            "settings": {key: str(value) for key, value in vars(args).items()},
+        }, indent=2))
+    if problems:
+        print("\nBENCHMARK FAILED (correctness):\n" + "\n".join(f"- {p}" for p in problems), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
