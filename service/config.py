@@ -38,7 +38,8 @@ ENVIRONMENT_SETTINGS = {
 DEFAULT_ORG_NAME = "default"
 DEFAULT_SECRET_PATH = "kustomer/chat"
 DEFAULT_SECRET_FIELD = "secret"
-AUTH_METHODS = ("token", "approle")
+AUTH_METHODS = ("token", "approle", "kubernetes")
+KUBERNETES_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -63,6 +64,9 @@ class VaultConfig:
     approle_mount: str = "approle"
     role_id_file: str | None = None
     secret_id_file: str | None = None
+    kubernetes_mount: str = "kubernetes"
+    kubernetes_role: str | None = None
+    kubernetes_token_file: str = KUBERNETES_TOKEN_FILE
 
 
 @dataclasses.dataclass(frozen=True)
@@ -231,6 +235,9 @@ def _build_vault(settings: _Settings) -> VaultConfig:
         approle_mount=settings.string("vault.approle_mount", defaults.approle_mount).strip("/"),
         role_id_file=settings.string("vault.role_id_file", None),
         secret_id_file=settings.string("vault.secret_id_file", None),
+        kubernetes_mount=settings.string("vault.kubernetes_mount", defaults.kubernetes_mount).strip("/"),
+        kubernetes_role=settings.string("vault.kubernetes_role", None),
+        kubernetes_token_file=settings.string("vault.kubernetes_token_file", defaults.kubernetes_token_file),
     )
     if vault.auth == "token" and not (vault.token or vault.token_file):
         raise ConfigError(
@@ -239,6 +246,9 @@ def _build_vault(settings: _Settings) -> VaultConfig:
         )
     if vault.auth == "approle" and not (vault.role_id_file and vault.secret_id_file):
         raise ConfigError("settings vault.role_id_file and vault.secret_id_file: AppRole auth needs both files")
+    if vault.auth == "kubernetes" and not vault.kubernetes_role:
+        raise ConfigError("setting vault.kubernetes_role: Kubernetes auth needs the Vault role bound to the "
+                          "service account")
     return vault
 
 

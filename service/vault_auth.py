@@ -77,10 +77,28 @@ class AppRoleAuth:
         client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=self._mount)
 
 
+class KubernetesAuth:
+    """Logs in with the pod's service-account token (a projected, Vault-audience
+    token file, re-read at every login because the kubelet rotates it)."""
+
+    name = "kubernetes"
+
+    def __init__(self, role: str, token_file: str, mount: str = "kubernetes") -> None:
+        self._role = role
+        self._token_file = token_file
+        self._mount = mount
+
+    def login(self, client: hvac.Client) -> None:
+        jwt = _read_credential(self._token_file, "Kubernetes service-account token")
+        client.auth.kubernetes.login(role=self._role, jwt=jwt, mount_point=self._mount)
+
+
 def auth_from_config(vault: VaultConfig) -> VaultAuth:
     """The auth method that `vault.auth` names."""
     if vault.auth == "approle":
         return AppRoleAuth(vault.role_id_file, vault.secret_id_file, vault.approle_mount)
+    if vault.auth == "kubernetes":
+        return KubernetesAuth(vault.kubernetes_role, vault.kubernetes_token_file, vault.kubernetes_mount)
     return TokenAuth(vault.token, vault.token_file)
 
 

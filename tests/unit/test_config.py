@@ -72,3 +72,11 @@ def test_token_auth_without_a_token_is_refused():
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml", TOKEN_ENV)
+
+
+def test_kubernetes_auth_needs_a_role_and_reads_the_projected_token_path(tmp_path):
+    with pytest.raises(ConfigError, match="vault.kubernetes_role"):
+        load_config(write(tmp_path, '[vault]\nauth = "kubernetes"\n'), {})
+    config = load_config(write(tmp_path, '[vault]\nauth = "kubernetes"\nkubernetes_role = "tokenservice"\n'), {})
+    assert config.vault.kubernetes_token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
+    assert config.vault.kubernetes_mount == "kubernetes"
