@@ -28,6 +28,10 @@ logger = logging.getLogger(__name__)
 _MAX_BATCH_ENTRY_BYTES = EMAIL_MAX_BYTES + EXTERNAL_ID_MAX_BYTES + ORG_NAME_MAX_BYTES + 3 * 3 + 4
 _MESSAGE_SLACK_BYTES = 1024
 
+# A health service name that is SERVING for as long as the process runs, for
+# liveness probes; "" and the TokenService name track the signing secrets.
+LIVENESS_SERVICE = "liveness"
+
 
 def max_receive_message_bytes(batch_limit: int) -> int:
     """What the largest valid request needs, and no more."""
@@ -103,6 +107,7 @@ class TokenServer:
                 raise ConfigError(f"setting metrics_addr: cannot listen on {self.config.metrics_addr}: "
                                   f"{error.strerror}") from None
         await self._set_serving(False)
+        await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._server.start()
         self.store.start()
 

@@ -285,6 +285,7 @@ async def test_vault_down_at_start_refuses_to_mint_then_serves_once_it_is_up():
         await asyncio.sleep(0.3)
         assert await health_of(running) == NOT_SERVING
         assert await health_of(running, "tokenservice.v1.TokenService") == NOT_SERVING
+        assert await health_of(running, "liveness") == SERVING  # waiting for Vault is not a reason to restart
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await running.stub.MintToken(pb.MintTokenRequest(email="early@example.com"))
         assert raised.value.code() == grpc.StatusCode.UNAVAILABLE

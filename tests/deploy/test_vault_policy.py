@@ -1,0 +1,120 @@
+"""deploy/vault/tokenservice-policy.hcl on a real OpenBao dev server: read the
+org secrets, and nothing else.
+
+A token holding only that policy (no "default" policy) must read a secret
+under kustomer/ and be denied every other path and every write, as answered by
+the server both for real requests and by sys/capabilities.
+"""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import hvac
+import pytest
+import requests
+
+from tests.conftest import new_secret
+
+pytestmark = pytest.mark.integration
+
+POLICY = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "tokenservice-policy.hcl"
+
+
+@pytest.fixture
+def policy_token(openbao) -> tuple[hvac.Client, str]:
+    """A client whose token holds only the tokenservice policy, and a fresh org secret path it may read."""
+    root = openbao.client()
+    name = f"tokenservice-{uuid.uuid4().hex[:8]}"
+    root.sys.create_or_update_policy(name, POLICY.read_text())
+    token = root.auth.token.create(policies=[name], no_default_policy=True, ttl="10m")["auth"]["client_token"]
+    path = f"kustomer/org-{uuid.uuid4().hex[:8]}"
+    openbao.write_secret(path, new_secret())
+    openbao.write_secret(f"elsewhere-{uuid.uuid4().hex[:8]}/chat", new_secret())
+    return hvac.Client(url=openbao.addr, token=token), path
+
+
+def status_of(client: hvac.Client, method: str, path: str, json: dict | None = None) -> int:
+    """The HTTP status of one raw request with the client's token (LIST is a real HTTP method to Vault)."""
+    headers = {"X-Vault-Token": client.token}
+    if method == "PATCH":
+        headers["Content-Type"] = "application/merge-patch+json"
+    return requests.request(method, f"{client.url}/v1/{path}", json=json, headers=headers, timeout=10).status_code
+
+
+def test_reads_the_org_secret(policy_token, openbao):
+    client, path = policy_token
+    read = client.secrets.kv.v2.read_secret_version(path=path, mount_point="secret", raise_on_deleted_version=True)
+    assert read["data"]["data"]["secret"] == openbao.read_secret(path)
+    assert read["data"]["metadata"]["version"] == 1
+    nested = f"{path}/nested"
+    openbao.write_secret(nested, new_secret())
+    assert client.secrets.kv.v2.read_secret_version(path=nested, mount_point="secret",
+                                                    raise_on_deleted_version=True)["data"]["data"]["secret"]
+
+
+def test_every_write_and_every_other_path_is_denied(policy_token, openbao):
+    client, path = policy_token
+    payload = {"data": {"secret": new_secret()}}
+    denied = [
+        # Writes to the org secret itself, in every KV v2 form.
+        ("POST", f"secret/data/{path}", payload),
+        ("PUT", f"secret/data/{path}", payload),
+        ("PATCH", f"secret/data/{path}", payload),
+        ("DELETE", f"secret/data/{path}", None),
+        ("POST", f"secret/delete/{path}", {"versions": [1]}),
+        ("POST", f"secret/undelete/{path}", {"versions": [1]}),
+        ("POST", f"secret/destroy/{path}", {"versions": [1]}),
+        ("GET", f"secret/metadata/{path}", None),
+        ("POST", f"secret/metadata/{path}", {"max_versions": 1}),
+        ("DELETE", f"secret/metadata/{path}", None),
+        ("LIST", "secret/metadata/kustomer", None),
+        ("LIST", "secret/metadata/", None),
+        # A new secret under kustomer/.
+        ("POST", f"secret/data/kustomer/new-{uuid.uuid4().hex[:6]}", payload),
+        # Other secrets and the engine's config.
+        ("GET", "secret/data/elsewhere/chat", None),
+        ("GET", "secret/data/kustomer", None),
+        ("GET", "secret/config", None),
+        ("POST", "secret/config", {"max_versions": 1}),
+        ("GET", "cubbyhole/anything", None),
+        ("POST", "cubbyhole/anything", {"value": "x"}),
+        # The server itself.
+        ("GET", "sys/mounts", None),
+        ("POST", "sys/mounts/evil", {"type": "kv"}),
+        ("GET", "sys/policies/acl/default", None),
+        ("POST", "sys/policies/acl/evil", {"policy": 'path "*" { capabilities = ["sudo"] }'}),
+        ("GET", "sys/auth", None),
+        ("POST", "sys/auth/evil", {"type": "userpass"}),
+        ("POST", "auth/token/create", {"policies": ["default"]}),
+        ("LIST", "auth/token/accessors", None),
+        ("GET", "sys/audit", None),
+        ("POST", "sys/seal", None),
+    ]
+    problems = [f"{method} {where}: {status}" for method, where, body in denied
+                if (status := status_of(client, method, where, body)) != 403]
+    assert problems == [], "expected 403 permission denied"
+    # Nothing was changed by the attempts.
+    assert openbao.client().secrets.kv.v2.read_secret_version(
+        path=path, mount_point="secret", raise_on_deleted_version=True)["data"]["metadata"]["version"] == 1
+
+
+def test_capabilities_are_exactly_read_on_org_secrets(policy_token, openbao):
+    client, path = policy_token
+    paths = {
+        f"secret/data/{path}": ["read"],
+        "secret/data/kustomer/any-org": ["read"],
+        f"secret/metadata/{path}": ["deny"],
+        f"secret/delete/{path}": ["deny"],
+        f"secret/destroy/{path}": ["deny"],
+        "secret/data/elsewhere/chat": ["deny"],
+        "secret/data/kustomer": ["deny"],
+        "sys/policies/acl/tokenservice": ["deny"],
+        "auth/token/create": ["deny"],
+        "auth/kubernetes/login": ["deny"],
+    }
+    # sys/capabilities-self itself needs the default policy, so ask as root about the token.
+    response = openbao.client().adapter.post("/v1/sys/capabilities", json={"token": client.token, "paths": list(paths)})
+    found = {where: sorted(response["data"][where]) for where in paths}
+    assert found == paths
