@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import secrets
 import sys
@@ -19,8 +18,7 @@ from service.dev import OpenBaoDevServer, find_bao
 from service.errors import ConfigError
 from service.logs import configure_logging
 from service.secret_sync import SyncError, fetch_secret, org_for_sync, read_api_key, sync_secret
-from service.secrets import VaultSecretSource
-from service.server import serve
+from service.server import run
 from service.vault_auth import session_from_config
 from service.workers import run_workers
 
@@ -114,13 +112,8 @@ def _serve(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
     if config.workers > 1:
         return run_workers(config, config.workers, args.log_level)
-    _run(config)
+    run(config)
     return 0
-
-
-def _run(config: Config) -> None:
-    source = VaultSecretSource(config.vault, session_from_config(config.vault))
-    asyncio.run(serve(config, source))
 
 
 def _dev(args: argparse.Namespace) -> int:
@@ -132,7 +125,7 @@ def _dev(args: argparse.Namespace) -> int:
             "grpc_addr": args.grpc_addr, "metrics_addr": args.metrics_addr, "refresh_interval_seconds": 5,
         })
         print(_dev_banner(config, vault, version), file=sys.stderr, flush=True)
-        _run(config)
+        run(config)
     return 0
 
 

@@ -17,8 +17,9 @@ from service.errors import ConfigError
 from service.interceptors import DrainInterceptor, MetricsInterceptor
 from service.metrics import Metrics
 from service.minting import EMAIL_MAX_BYTES, EXTERNAL_ID_MAX_BYTES, TOKEN_MAX_BYTES, TokenMinter, TokenVerifier
-from service.secrets import SecretSource, SecretStore
+from service.secrets import SecretSource, SecretStore, VaultSecretSource
 from service.servicer import SERVICE_NAME, TokenServicer, rpc_handlers
+from service.vault_auth import session_from_config
 
 logger = logging.getLogger(__name__)
 
@@ -144,3 +145,9 @@ async def serve(config: Config, source: SecretSource, *, serve_metrics: bool = T
     await stop.wait()
     logger.info("shutting down", extra={"fields": {"grace_seconds": config.shutdown_grace_seconds}})
     await server.stop()
+
+
+def run(config: Config, *, serve_metrics: bool = True) -> None:
+    """Serve with the Vault secret source the config describes, until SIGTERM or SIGINT."""
+    source = VaultSecretSource(config.vault, session_from_config(config.vault))
+    asyncio.run(serve(config, source, serve_metrics=serve_metrics))

@@ -49,16 +49,11 @@ def reserve_port(address: str) -> int:
 def _worker_main(config: Config, log_level: str) -> None:
     # Imported here: in a spawned worker, prometheus-client must load after
     # PROMETHEUS_MULTIPROC_DIR is set, which the environment already did.
-    import asyncio
-
     from service.logs import configure_logging
-    from service.secrets import VaultSecretSource
-    from service.server import serve
-    from service.vault_auth import session_from_config
+    from service.server import run
 
     configure_logging(log_level)
-    source = VaultSecretSource(config.vault, session_from_config(config.vault))
-    asyncio.run(serve(config, source, serve_metrics=False))
+    run(config, serve_metrics=False)
 
 
 def run_workers(config: Config, workers: int, log_level: str) -> int:
