@@ -165,10 +165,17 @@ class OpenBaoFileServer:
         return hvac.Client(url=self.addr, token=token if token is not None else self.root_token, timeout=30)
 
     def start(self) -> None:
-        """Start the server (initialising it the first time) and unseal it."""
+        """Start the server (initialising it the first time) and unseal it; no process is left on failure."""
         with self._log.open("a") as log:
             self._process = subprocess.Popen([self._bao, "server", f"-config={self._config}"],
                                              stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        try:
+            self._bring_up()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _bring_up(self) -> None:
         deadline = time.monotonic() + 15
         while True:
             try:

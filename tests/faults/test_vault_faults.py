@@ -27,9 +27,11 @@ SECRET_PATH = "kustomer/chat"
 def vault(tmp_path: Path):
     server = OpenBaoFileServer(tmp_path)
     server.start()
-    server.write_secret(SECRET_PATH, new_secret())
-    yield server
-    server.stop()
+    try:
+        server.write_secret(SECRET_PATH, new_secret())
+        yield server
+    finally:
+        server.stop()
 
 
 @dataclasses.dataclass
@@ -96,10 +98,7 @@ def refresh_errors(service: ServiceProcess) -> float:
     return scrape(service, "tokenservice_vault_refresh_total", org="default", result="error")
 
 
-def test_vault_down_at_start_then_started(tmp_path):
-    vault = OpenBaoFileServer(tmp_path)
-    vault.start()
-    vault.write_secret(SECRET_PATH, new_secret())
+def test_vault_down_at_start_then_started(vault):
     vault.stop()
     service = start_service(vault, wait_serving=False)
     try:
@@ -110,7 +109,6 @@ def test_vault_down_at_start_then_started(tmp_path):
         assert service.process.poll() is None
     finally:
         assert service.terminate() == 0
-        vault.stop()
 
 
 @pytest.mark.parametrize("fault", ["stopped", "sealed"])
