@@ -24,11 +24,25 @@ from tests.support import ServiceProcess
 SECRET_PATH = "kustomer/chat"
 
 
-def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
+def process_tree(pid: int) -> list[int]:
+    """`pid` and all its descendants (the supervisor, its workers and their helpers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return [pid, *(descendant for child in children for descendant in process_tree(int(child)))]
+
+
+def largest(sizes: dict[int, int]) -> int:
+    """The RSS of the biggest process of a tree: a worker, or the only process."""
+    return max(sizes.values())
+
+
+def rss_kib(pid: int) -> dict[int, int]:
+    """VmRSS of each process of the tree."""
+    sizes = {}
+    for member in process_tree(pid):
+        for line in Path(f"/proc/{member}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                sizes[member] = int(line.split()[1])
+    return sizes
 
 
 def caller(target: str, stop: threading.Event, outcomes: collections.Counter, latencies: list[float]) -> None:
@@ -77,13 +91,15 @@ def main() -> None:
         exit_code = service.terminate()
     elapsed = time.monotonic() - started
     total = sum(outcomes.values())
-    after_warmup = [rss for at, rss in samples if at >= 30] or [samples[-1][1]]
+    after_warmup = [largest(rss) for at, rss in samples if at >= 30] or [largest(samples[-1][1])]
     print(f"duration {elapsed:.0f} s, {args.callers} callers, {total} calls ({total / elapsed:.0f}/s)")
     print(f"outcomes: {dict(outcomes)}")
     print(f"latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
           f"p99 {statistics.quantiles(latencies, n=100)[98] * 1000:.2f} ms")
-    print(f"RSS KiB: start {samples[0][1]}, after 30 s {after_warmup[0]}, end {samples[-1][1]}, "
-          f"max {max(rss for _, rss in samples)}; growth after warm-up {samples[-1][1] - after_warmup[0]} KiB")
+    print(f"processes: {len(samples[-1][1])}; RSS KiB of the largest: start {largest(samples[0][1])}, "
+          f"after 30 s {after_warmup[0]}, end {after_warmup[-1]}, max {max(largest(rss) for _, rss in samples)}; "
+          f"growth after warm-up {after_warmup[-1] - after_warmup[0]} KiB; "
+          f"all processes at the end: {sum(samples[-1][1].values())} KiB")
     print(f"exit code after SIGTERM: {exit_code}")
 
 
