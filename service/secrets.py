@@ -215,12 +215,7 @@ class SecretStore:
 
     def is_ready(self) -> bool:
         """True when every org has a usable secret."""
-        now = self._clock()
-        return all(
-            org in self._secrets
-            and (self._max_staleness is None or now - self._secrets[org].loaded_at <= self._max_staleness)
-            for org in self._orgs
-        )
+        return all(self._usable(org) for org in self._orgs)
 
     async def refresh(self, org: str) -> bool:
         """Read `org`'s secret once and adopt it if valid; True when a good secret is current."""
@@ -266,7 +261,6 @@ class SecretStore:
         previous = self._version_of(org)
         self._secrets[org] = SigningSecret(key=key, version=version, loaded_at=self._clock())
         self._metrics.secret_version.labels(org=org).set(version)
-        self._metrics.secret_loaded.labels(org=org).set(1)
         logger.info("signing secret adopted", extra={"fields": {
             "org": org, "version": version, "previous_version": previous}})
 
