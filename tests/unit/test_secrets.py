@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import ssl
+
 import pytest
 from prometheus_client import generate_latest
 
@@ -16,7 +19,7 @@ GOOD = "s" * 40
 
 @pytest.mark.parametrize("value", [
     "", "short", " " + GOOD, GOOD + "\n",
-    "-----BEGIN PRIVATE KEY-----\n" + "A" * 64,
+    ssl.DER_cert_to_PEM_cert(os.urandom(48)).strip(),  # PEM armour, made here rather than committed
     "ssh-ed25519 " + "A" * 68,
     '{"kty":"oct","k":"' + "A" * 43 + '"}',
 ])
