@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 from pathlib import Path
+
+from tests.support import hs256_open
 
 REPO = Path(__file__).resolve().parents[2]
 # Build outputs of the client tests (.gitignored with the rest of .cache/).
@@ -27,3 +30,28 @@ def client_env(live_service) -> dict[str, str]:
     secret to verify tokens with."""
     return {**os.environ, "TOKENSERVICE_ADDR": live_service.grpc_target,
             "TOKENSERVICE_TEST_SECRET": live_service.secret}
+
+
+def example(lang: str) -> str:
+    """The path of a client's example.sh."""
+    return str(REPO / "clients" / lang / "example.sh")
+
+
+def assert_example_prints_a_verified_token(lang: str, live_service, email: str, timeout: float = 300) -> None:
+    """example.sh prints one line, a token for `email` that verifies against the secret (stdlib HMAC)."""
+    env = {**client_env(live_service), "PYTHON": sys.executable}
+    result = run([example(lang), email], cwd=REPO, env=env, timeout=timeout)
+    token = result.stdout.strip()
+    assert result.stdout == token + "\n" and token.count(".") == 2, result.stdout
+    header, claims = hs256_open(token, live_service.secret)
+    assert header == b'{"alg":"HS256","typ":"JWT"}'
+    assert set(claims) == {"email", "iat"} and claims["email"] == email
+
+
+def assert_example_does_not_retry_invalid_argument(lang: str, live_service, timeout: float = 300) -> None:
+    """example.sh with a bad email fails at once with EMAIL_INVALID on stderr and nothing on stdout."""
+    env = {**client_env(live_service), "PYTHON": sys.executable}
+    result = subprocess.run([example(lang), "not-an-email"], cwd=REPO, env=env, capture_output=True, text=True,
+                            timeout=timeout, stdin=subprocess.DEVNULL)
+    assert result.returncode != 0 and result.stdout == "", result
+    assert "EMAIL_INVALID" in result.stderr and "retrying" not in result.stderr, result.stderr

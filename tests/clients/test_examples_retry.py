@@ -6,12 +6,12 @@ test_<lang>_client.py files.) Needs no server."""
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 
 import pytest
 
+from service.dev import free_loopback_port
 from tests.clients.common import REPO
 
 
@@ -19,15 +19,9 @@ from tests.clients.common import REPO
 pytestmark = pytest.mark.timeout(600)
 
 
-def closed_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
 @pytest.mark.parametrize("lang", ["python", "go", "typescript"])
 def test_example_retries_unavailable_then_fails(lang):
-    env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{closed_port()}", "PYTHON": sys.executable}
+    env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{free_loopback_port()}", "PYTHON": sys.executable}
     result = subprocess.run([str(REPO / "clients" / lang / "example.sh"), "someone@example.com"], cwd=REPO, env=env,
                             capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode != 0 and result.stdout == "", result

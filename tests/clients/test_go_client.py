@@ -5,11 +5,12 @@ EMAIL_INVALID ErrorInfo with status.FromError; then clients/go/example.sh."""
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 
-from tests.clients.common import BUILD_DIR, REPO, client_env, run
+from tests.clients.common import (
+    assert_example_does_not_retry_invalid_argument, assert_example_prints_a_verified_token, BUILD_DIR, REPO, client_env, run,
+)
 
 # A cold `go build` downloads and compiles grpc (a minute or two on 2 cores),
 # hence the timeout above the default 120 s.
@@ -30,15 +31,8 @@ def test_go_client_end_to_end(go_e2e, live_service):
 
 
 def test_go_example_prints_only_a_token(live_service):
-    result = run([str(REPO / "clients" / "go" / "example.sh"), "go-example@example.com"], cwd=REPO,
-                 env=client_env(live_service), timeout=300)
-    token = result.stdout.strip()
-    assert result.stdout == token + "\n" and token.count(".") == 2, result.stdout
+    assert_example_prints_a_verified_token("go", live_service, "go-example@example.com")
 
 
 def test_go_example_does_not_retry_invalid_argument(live_service):
-    result = subprocess.run(
-        [str(REPO / "clients" / "go" / "example.sh"), "not-an-email"], cwd=REPO, env=client_env(live_service),
-        capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and result.stdout == ""
-    assert "EMAIL_INVALID" in result.stderr and "retrying" not in result.stderr, result.stderr
+    assert_example_does_not_retry_invalid_argument("go", live_service)

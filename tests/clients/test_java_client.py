@@ -7,15 +7,15 @@ INVALID_ARGUMENT, retries UNAVAILABLE with backoff."""
 
 from __future__ import annotations
 
-import json
 import os
-import socket
 import subprocess
 
 import pytest
 
-from tests.clients.common import REPO, client_env, run
-from tests.support import hs256_open
+from service.dev import free_loopback_port
+from tests.clients.common import (
+    assert_example_does_not_retry_invalid_argument, assert_example_prints_a_verified_token, REPO, client_env, run,
+)
 
 JAVA = REPO / "clients" / "java"
 EXAMPLE = str(JAVA / "example.sh")
@@ -38,27 +38,15 @@ def test_java_client_end_to_end(java_classpath, live_service):
 
 
 def test_java_example_prints_only_a_token(java_classpath, live_service):
-    email = "java-example@example.com"
-    result = run([EXAMPLE, email], cwd=REPO, env=client_env(live_service), timeout=300)
-    token = result.stdout.strip()
-    assert result.stdout == token + "\n" and token.count(".") == 2, result.stdout
-    header, claims = hs256_open(token, live_service.secret)
-    assert json.loads(header) == {"alg": "HS256", "typ": "JWT"}
-    assert set(claims) == {"email", "iat"} and claims["email"] == email
+    assert_example_prints_a_verified_token("java", live_service, "java-example@example.com")
 
 
 def test_java_example_does_not_retry_invalid_argument(java_classpath, live_service):
-    result = subprocess.run([EXAMPLE, "not-an-email"], cwd=REPO, env=client_env(live_service),
-                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
-    assert result.returncode != 0 and result.stdout == "", result
-    assert "EMAIL_INVALID" in result.stderr and "retrying" not in result.stderr, result.stderr
+    assert_example_does_not_retry_invalid_argument("java", live_service)
 
 
 def test_java_example_retries_unavailable(java_classpath):
-    with socket.socket() as probe:  # a loopback port that nothing listens on
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
-    env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{port}"}
+    env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{free_loopback_port()}"}  # nothing listens there
     result = subprocess.run([EXAMPLE, "someone@example.com"], cwd=REPO, env=env, capture_output=True,
                             text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert result.returncode != 0 and result.stdout == "", result

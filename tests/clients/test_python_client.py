@@ -7,12 +7,13 @@ installed (pip install ./clients/python)."""
 
 from __future__ import annotations
 
-import subprocess
 import sys
 
 import pytest
 
-from tests.clients.common import REPO, client_env, run
+from tests.clients.common import (
+    assert_example_does_not_retry_invalid_argument, assert_example_prints_a_verified_token, REPO, client_env, run,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -24,15 +25,8 @@ def test_python_client_end_to_end(live_service):
 
 
 def test_python_example_prints_only_a_token(live_service):
-    result = run([str(REPO / "clients" / "python" / "example.sh"), "py-example@example.com"], cwd=REPO,
-                 env={**client_env(live_service), "PYTHON": sys.executable}, timeout=60)
-    token = result.stdout.strip()
-    assert result.stdout == token + "\n" and token.count(".") == 2, result.stdout
+    assert_example_prints_a_verified_token("python", live_service, "py-example@example.com")
 
 
 def test_python_example_does_not_retry_invalid_argument(live_service):
-    result = subprocess.run([str(REPO / "clients" / "python" / "example.sh"), "not-an-email"], cwd=REPO,
-                            env={**client_env(live_service), "PYTHON": sys.executable},
-                            capture_output=True, text=True, timeout=60)
-    assert result.returncode != 0 and result.stdout == ""
-    assert "EMAIL_INVALID" in result.stderr and "retrying" not in result.stderr, result.stderr
+    assert_example_does_not_retry_invalid_argument("python", live_service)

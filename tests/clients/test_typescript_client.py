@@ -6,11 +6,12 @@ trailer; then clients/typescript/example.sh."""
 
 from __future__ import annotations
 
-import subprocess
 
 import pytest
 
-from tests.clients.common import REPO, client_env, run
+from tests.clients.common import (
+    assert_example_does_not_retry_invalid_argument, assert_example_prints_a_verified_token, REPO, client_env, run,
+)
 
 # A cold `npm ci` + tsc takes ~30 s; allow more than the default 120 s.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
@@ -31,14 +32,8 @@ def test_typescript_client_end_to_end(ts_built, live_service):
 
 
 def test_typescript_example_prints_only_a_token(ts_built, live_service):
-    result = run([str(TS / "example.sh"), "ts-example@example.com"], cwd=REPO, env=client_env(live_service),
-                 timeout=300)
-    token = result.stdout.strip()
-    assert result.stdout == token + "\n" and token.count(".") == 2, result.stdout
+    assert_example_prints_a_verified_token("typescript", live_service, "ts-example@example.com")
 
 
 def test_typescript_example_does_not_retry_invalid_argument(ts_built, live_service):
-    result = subprocess.run([str(TS / "example.sh"), "not-an-email"], cwd=REPO, env=client_env(live_service),
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode != 0 and result.stdout == ""
-    assert "EMAIL_INVALID" in result.stderr and "retrying" not in result.stderr, result.stderr
+    assert_example_does_not_retry_invalid_argument("typescript", live_service)
