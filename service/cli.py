@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import secrets
 import sys
@@ -13,17 +14,35 @@ from grpc_status import rpc_status
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
-from service.config import DEFAULT_SECRET_PATH, Config, load_config
+from service.api_keys import hash_api_key, new_api_key
+from service.audit import AuditLog
+from service.config import (
+    AUDIT_OFF,
+    CALLER_NAME_PATTERN,
+    DEFAULT_SECRET_PATH,
+    Config,
+    load_config,
+    require_caller_auth_decision,
+)
 from service.dev import OpenBaoDevServer, find_bao
 from service.errors import ConfigError
 from service.logs import configure_logging
 from service.secret_sync import SyncError, fetch_secret, org_for_sync, read_api_key, sync_secret
-from service.server import run
+from service.server import run, warn_if_insecure
 from service.vault_auth import session_from_config
 from service.workers import run_workers
 
 DEFAULT_CLIENT_ADDR = "localhost:50051"
 DEV_SECRET_BYTES = 64
+
+# Credentials of `mint` and `verify`: the same environment variables as the client examples.
+CLIENT_CREDENTIAL_FLAGS = (
+    ("--ca-file", "TOKENSERVICE_CA_FILE", "PEM CA bundle that signed the server certificate; turns TLS on"),
+    ("--cert-file", "TOKENSERVICE_CERT_FILE", "PEM client certificate, for mTLS"),
+    ("--key-file", "TOKENSERVICE_KEY_FILE", "PEM key of the client certificate"),
+    ("--tls-server-name", "TOKENSERVICE_TLS_SERVER_NAME", "name to check in the server certificate"),
+    ("--api-key-file", "TOKENSERVICE_API_KEY_FILE", "file holding this caller's API key (or env TOKENSERVICE_API_KEY)"),
+)
 
 # Flags of `serve`, and the setting each overrides.
 SERVE_FLAGS = {
@@ -36,6 +55,7 @@ SERVE_FLAGS = {
     "kv_mount": "vault.kv_mount",
     "secret_path": "secret_path",
     "secret_field": "secret_field",
+    "insecure_no_caller_auth": "auth.insecure_no_caller_auth",
 }
 
 
@@ -58,6 +78,9 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--secret-field", help="key of the secret inside the KV entry (default secret)")
     serve_cmd.add_argument("--workers", type=int,
                            help="worker processes sharing the gRPC port (env TOKENSERVICE_WORKERS, default: one per core)")
+    serve_cmd.add_argument("--insecure-no-caller-auth", action="store_const", const=True, default=None,
+                           help="serve without caller authentication: anyone who reaches the port can mint "
+                                "(env TOKENSERVICE_INSECURE_NO_CALLER_AUTH=1)")
     serve_cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     dev_cmd = commands.add_parser("dev", help="run the service against a throwaway OpenBao dev server")
@@ -76,6 +99,20 @@ def _parser() -> argparse.ArgumentParser:
     sync_cmd.add_argument("--dry-run", action="store_true", help="say what would change; write nothing")
     sync_cmd.add_argument("--timeout", type=float, default=10.0, help="Kustomer API timeout in seconds (default 10)")
 
+    api_key_cmd = commands.add_parser("api-key", help="make an API key for a caller")
+    api_key_actions = api_key_cmd.add_subparsers(dest="action", required=True)
+    new_key_cmd = api_key_actions.add_parser(
+        "new", help="print a new random key (hand it to the caller) and its hash (store that in Vault)")
+    new_key_cmd.add_argument("--caller", required=True, help="the [callers.<name>] the key is for")
+
+    fingerprint_cmd = commands.add_parser(
+        "fingerprint", help="print the audit fingerprint of a customer identity, to search the audit trail")
+    fingerprint_identity = fingerprint_cmd.add_mutually_exclusive_group(required=True)
+    fingerprint_identity.add_argument("--email")
+    fingerprint_identity.add_argument("--external-id")
+    fingerprint_cmd.add_argument("--config", default=os.environ.get("TOKENSERVICE_CONFIG"),
+                                 help="TOML config naming audit.fingerprint_key_file (env TOKENSERVICE_CONFIG)")
+
     mint_cmd = commands.add_parser("mint", help="mint a token and print it")
     mint_cmd.add_argument("--email", default="")
     mint_cmd.add_argument("--external-id", default="")
@@ -92,13 +129,15 @@ def _add_client_flags(command: argparse.ArgumentParser) -> None:
     command.add_argument("--addr", default=os.environ.get("TOKENSERVICE_ADDR", DEFAULT_CLIENT_ADDR),
                          help=f"server address (env TOKENSERVICE_ADDR, default {DEFAULT_CLIENT_ADDR})")
     command.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default 5)")
+    for flag, variable, what in CLIENT_CREDENTIAL_FLAGS:
+        command.add_argument(flag, default=os.environ.get(variable), help=f"{what} (env {variable})")
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        return {"serve": _serve, "dev": _dev, "mint": _mint, "verify": _verify, "secret": _secret_sync}[
-            args.command](args)
+        return {"serve": _serve, "dev": _dev, "mint": _mint, "verify": _verify, "secret": _secret_sync,
+                "api-key": _new_api_key, "fingerprint": _fingerprint}[args.command](args)
     except ConfigError as error:
         print(f"tokenservice: configuration refused: {error}", file=sys.stderr)
         return 2
@@ -109,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(args: argparse.Namespace) -> int:
     overrides = {setting: getattr(args, flag) for flag, setting in SERVE_FLAGS.items()}
     config = load_config(args.config, os.environ, overrides)
+    require_caller_auth_decision(config)
     configure_logging(args.log_level)
+    warn_if_insecure(config)
     if config.workers > 1:
         return run_workers(config, config.workers, args.log_level)
     run(config)
@@ -123,6 +164,7 @@ def _dev(args: argparse.Namespace) -> int:
         config = load_config(None, {}, {
             "vault.addr": vault.addr, "vault.token": vault.root_token,
             "grpc_addr": args.grpc_addr, "metrics_addr": args.metrics_addr, "refresh_interval_seconds": 5,
+            "auth.insecure_no_caller_auth": True,
         })
         print(_dev_banner(config, vault, version), file=sys.stderr, flush=True)
         run(config)
@@ -133,6 +175,8 @@ def _dev_banner(config: Config, vault: OpenBaoDevServer, version: int) -> str:
     env = f"VAULT_ADDR={vault.addr} VAULT_TOKEN={vault.root_token}"
     return "\n".join([
         "tokenservice dev: a throwaway OpenBao dev server holds a random 64-byte secret; NOT for production.",
+        "  !! CALLER AUTHENTICATION IS OFF: anyone who can reach the port can mint tokens. Production needs",
+        "  !! [callers.<name>] in the config (README, \"Callers\"); `serve` refuses to start without them.",
         f"  gRPC:     {config.grpc_addr}   (health, reflection, tokenservice.v1.TokenService)",
         f"  metrics:  http://{config.metrics_addr}/metrics",
         f"  Vault:    {vault.addr} (dev root token {vault.root_token}), secret at secret/{DEFAULT_SECRET_PATH} "
@@ -157,6 +201,25 @@ def _secret_sync(args: argparse.Namespace) -> int:
         print(f"tokenservice secret sync: {error}", file=sys.stderr)
         return 1
     print(result.describe())
+    return 0
+
+
+def _new_api_key(args: argparse.Namespace) -> int:
+    if not CALLER_NAME_PATTERN.match(args.caller):
+        raise ConfigError("--caller: caller names are lower-case letters, digits and '-'")
+    key = new_api_key()
+    print(f"key (give it to {args.caller}; it is shown once and not stored anywhere): {key}")
+    print(f"hash (add it to the caller's field in Vault):  {args.caller}={hash_api_key(key)}")
+    return 0
+
+
+def _fingerprint(args: argparse.Namespace) -> int:
+    config = load_config(args.config, os.environ)
+    if config.audit.fingerprint_key_file is None:
+        raise ConfigError("setting audit.fingerprint_key_file: needed to compute fingerprints; pass --config")
+    audit = AuditLog.from_config(dataclasses.replace(config.audit, output=AUDIT_OFF), caller_auth=True)
+    kind, value = ("email", args.email) if args.email is not None else ("external_id", args.external_id)
+    print(f"{kind}_fingerprint {audit.fingerprint(kind, value)}")
     return 0
 
 
@@ -185,12 +248,41 @@ def _verify(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, rpc):
-    with grpc.insecure_channel(args.addr) as channel:
+    with _channel(args) as channel:
         try:
             return rpc(pb_grpc.TokenServiceStub(channel))
         except grpc.RpcError as error:
             print(f"tokenservice: {_describe(error)}", file=sys.stderr)
             return None
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    api_key = _read_flag_file(args, "api_key_file", "--api-key-file") or os.environ.get("TOKENSERVICE_API_KEY")
+    if not (args.ca_file or args.cert_file):
+        if api_key:
+            raise ConfigError("--api-key-file / TOKENSERVICE_API_KEY: an API key is only sent over TLS; "
+                              "pass --ca-file (TOKENSERVICE_CA_FILE)")
+        return grpc.insecure_channel(args.addr)
+    if bool(args.cert_file) != bool(args.key_file):
+        raise ConfigError("--cert-file and --key-file: give both for mTLS, or neither")
+    credentials = grpc.ssl_channel_credentials(
+        _read_flag_file(args, "ca_file", "--ca-file"), _read_flag_file(args, "key_file", "--key-file"),
+        _read_flag_file(args, "cert_file", "--cert-file"))
+    if api_key:
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(api_key))
+    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
+    return grpc.secure_channel(args.addr, credentials, options)
+
+
+def _read_flag_file(args: argparse.Namespace, name: str, flag: str) -> bytes | None:
+    path = getattr(args, name)
+    if not path:
+        return None
+    try:
+        with open(path, "rb") as flag_file:
+            return flag_file.read().strip() if name == "api_key_file" else flag_file.read()
+    except OSError as error:
+        raise ConfigError(f"{flag}: cannot read {path}: {error.strerror}") from None
 
 
 def _describe(error: grpc.RpcError) -> str:

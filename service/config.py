@@ -31,6 +31,8 @@ ENVIRONMENT_SETTINGS = {
     "TOKENSERVICE_KV_MOUNT": "vault.kv_mount",
     "TOKENSERVICE_SECRET_PATH": "secret_path",
     "TOKENSERVICE_SECRET_FIELD": "secret_field",
+    "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "auth.insecure_no_caller_auth",
+    "TOKENSERVICE_AUDIT_OUTPUT": "audit.output",
     "VAULT_ADDR": "vault.addr",
     "VAULT_TOKEN": "vault.token",
 }
@@ -39,6 +41,14 @@ DEFAULT_ORG_NAME = "default"
 DEFAULT_SECRET_PATH = "kustomer/chat"
 DEFAULT_SECRET_FIELD = "secret"
 AUTH_METHODS = ("token", "approle", "kubernetes")
+# What a caller may assert and call; MintToken is what every caller is for.
+IDENTITY_KINDS = ("email", "external_id")
+CALLER_RPCS = ("MintToken", "MintTokens", "VerifyToken")
+DEFAULT_CALLER_RPCS = ("MintToken",)
+ALL_ORGS = "*"
+CALLER_NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
+AUDIT_OFF = "off"
+AUDIT_STDOUT = "stdout"
 KUBERNETES_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 
@@ -70,6 +80,65 @@ class VaultConfig:
 
 
 @dataclasses.dataclass(frozen=True)
+class TlsConfig:
+    """TLS on the gRPC port; with a client CA, callers must present a certificate from it."""
+
+    cert_file: str
+    key_file: str
+    client_ca_file: str | None = None
+    # A second port with server-only TLS, for API-key callers when grpc_addr requires certificates.
+    api_key_addr: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class CallerConfig:
+    """One caller: how it is recognised, and what it may do."""
+
+    name: str
+    orgs: frozenset[str]
+    identities: frozenset[str] = frozenset(IDENTITY_KINDS)
+    rpcs: frozenset[str] = frozenset(DEFAULT_CALLER_RPCS)
+    rate_per_second: float = 100.0
+    burst: int = 200
+    spiffe_id: str | None = None
+    dns_name: str | None = None
+
+    def may_mint_for(self, org: str) -> bool:
+        return ALL_ORGS in self.orgs or org in self.orgs
+
+
+@dataclasses.dataclass(frozen=True)
+class AuthConfig:
+    """Who may call: the configured callers, and where their API keys live."""
+
+    callers: Mapping[str, CallerConfig] = dataclasses.field(default_factory=dict)
+    insecure_no_caller_auth: bool = False
+    api_keys_path: str | None = None
+    public_health: bool = True
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.callers)
+
+
+def require_caller_auth_decision(config: Config) -> None:
+    """Refuse to serve without caller authentication unless that was asked for explicitly."""
+    if not config.auth.enabled and not config.auth.insecure_no_caller_auth:
+        raise ConfigError(
+            "caller authentication: no [callers.<name>] are configured, so anyone who can reach the port could "
+            "mint tokens for any customer; configure callers (README, \"Callers\"), or pass "
+            "--insecure-no-caller-auth (TOKENSERVICE_INSECURE_NO_CALLER_AUTH=1) to run without it")
+
+
+@dataclasses.dataclass(frozen=True)
+class AuditConfig:
+    """Where the audit trail goes, and the key that fingerprints identities in it."""
+
+    output: str = AUDIT_STDOUT
+    fingerprint_key_file: str | None = None
+
+
+@dataclasses.dataclass(frozen=True)
 class Config:
     """Everything `tokenservice serve` needs, checked."""
 
@@ -86,6 +155,10 @@ class Config:
     batch_limit: int = 1000
     shutdown_grace_seconds: float = 10.0
     workers: int = dataclasses.field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    health_addr: str | None = None
+    tls: TlsConfig | None = None
+    auth: AuthConfig = AuthConfig()
+    audit: AuditConfig = AuditConfig()
 
 
 def load_config(
@@ -125,7 +198,7 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and key != "orgs":
+        if isinstance(value, dict) and key not in ("orgs", "callers"):
             flat.update(_flatten(value, f"{name}."))
         else:
             flat[name] = value
@@ -168,6 +241,17 @@ class _Settings:
             raise self.refuse(name, f"must be {kind} >= {minimum}")
         return value
 
+    def flag(self, name: str, default: bool) -> bool:
+        found = self.raw(name)
+        if found is None:
+            return default
+        value = found[0]
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.strip().lower() in ("1", "true", "yes")
+        if not isinstance(value, bool):
+            raise self.refuse(name, "must be true or false (or 1/0 in the environment)")
+        return value
+
     def unknown(self) -> list[str]:
         return sorted(name for name in self._settings if name not in self.used)
 
@@ -198,6 +282,10 @@ def _build(layered: dict[str, tuple[Any, str]]) -> Config:
             "shutdown_grace_seconds", defaults.shutdown_grace_seconds, minimum=0
         ),
         workers=settings.number("workers", defaults.workers, minimum=1, integer=True),
+        health_addr=_address(settings, "health_addr", None),
+        tls=_build_tls(settings),
+        auth=_build_auth(settings, orgs),
+        audit=_build_audit(settings),
     )
     if config.refresh_jitter_ratio >= 1:
         raise settings.refuse("refresh_jitter_ratio", "must be below 1 (a fraction of the refresh interval)")
@@ -209,8 +297,10 @@ def _build(layered: dict[str, tuple[Any, str]]) -> Config:
     return config
 
 
-def _address(settings: _Settings, name: str, default: str) -> str:
+def _address(settings: _Settings, name: str, default: str | None) -> str | None:
     address = settings.string(name, default)
+    if address is None:
+        return None
     host, _, port = address.rpartition(":")
     if not host or not port.isdigit() or int(port) > 65535:
         raise settings.refuse(name, "must be host:port, for example 127.0.0.1:50051")
@@ -296,3 +386,120 @@ def _build_org(name: str, entry: Any, source: str) -> OrgConfig:
 def _check_org_name(settings: _Settings, setting: str, name: str) -> None:
     if not ORG_NAME_PATTERN.match(name):
         raise settings.refuse(setting, "org names are lower-case letters, digits and '-', as in the Kustomer URL")
+
+
+def _readable_file(settings: _Settings, name: str) -> str | None:
+    path = settings.string(name, None)
+    if path is not None and not os.access(path, os.R_OK):
+        raise settings.refuse(name, "must name a readable file")
+    return path
+
+
+def _build_tls(settings: _Settings) -> TlsConfig | None:
+    cert_file = _readable_file(settings, "tls.cert_file")
+    key_file = _readable_file(settings, "tls.key_file")
+    client_ca_file = _readable_file(settings, "tls.client_ca_file")
+    api_key_addr = _address(settings, "tls.api_key_addr", None)
+    if not (cert_file or key_file):
+        if client_ca_file or api_key_addr:
+            raise ConfigError("settings tls.cert_file and tls.key_file: required by the other tls settings")
+        return None
+    if not (cert_file and key_file):
+        raise ConfigError("settings tls.cert_file and tls.key_file: give both, the server certificate and its key")
+    if api_key_addr and not client_ca_file:
+        raise settings.refuse("tls.api_key_addr", "is only needed with tls.client_ca_file (grpc_addr already "
+                              "accepts API keys without it); remove it")
+    return TlsConfig(cert_file, key_file, client_ca_file, api_key_addr)
+
+
+def _build_audit(settings: _Settings) -> AuditConfig:
+    return AuditConfig(
+        output=settings.string("audit.output", AUDIT_STDOUT),
+        fingerprint_key_file=_readable_file(settings, "audit.fingerprint_key_file"),
+    )
+
+
+def _build_auth(settings: _Settings, orgs: Mapping[str, OrgConfig]) -> AuthConfig:
+    insecure = settings.flag("auth.insecure_no_caller_auth", False)
+    found = settings.raw("callers")
+    callers: dict[str, CallerConfig] = {}
+    if found is not None:
+        table, source = found
+        if not isinstance(table, dict) or not table:
+            raise settings.refuse("callers", "must be a table of [callers.<name>] sections")
+        callers = {name: _build_caller(name, entry, source, orgs) for name, entry in table.items()}
+    auth = AuthConfig(
+        callers=callers,
+        insecure_no_caller_auth=insecure,
+        api_keys_path=(settings.string("auth.api_keys_path", None) or "").strip("/") or None,
+        public_health=settings.flag("auth.public_health", True),
+    )
+    if insecure and callers:
+        raise ConfigError("setting auth.insecure_no_caller_auth: callers are configured, so caller authentication "
+                          "cannot be off; remove --insecure-no-caller-auth (or TOKENSERVICE_INSECURE_NO_CALLER_AUTH)")
+    _check_identities(settings, callers)
+    return auth
+
+
+def _check_identities(settings: _Settings, callers: Mapping[str, CallerConfig]) -> None:
+    seen: dict[str, str] = {}
+    for caller in callers.values():
+        for identity in filter(None, (caller.spiffe_id, caller.dns_name)):
+            if identity in seen:
+                raise ConfigError(f"settings callers.{seen[identity]} and callers.{caller.name}: both claim the "
+                                  f"certificate identity {identity!r}; each identity names one caller")
+            seen[identity] = caller.name
+    if not settings.raw("auth.api_keys_path") and any(
+            not (caller.spiffe_id or caller.dns_name) for caller in callers.values()):
+        names = sorted(caller.name for caller in callers.values() if not (caller.spiffe_id or caller.dns_name))
+        raise ConfigError(f"callers {', '.join(names)}: have no spiffe_id or dns_name, so they need API keys; "
+                          "set auth.api_keys_path to the Vault KV path of the key hashes")
+
+
+_CALLER_KEYS = {"orgs", "identities", "rpcs", "rate_per_second", "burst", "spiffe_id", "dns_name"}
+
+
+def _build_caller(name: str, entry: Any, source: str, orgs: Mapping[str, OrgConfig]) -> CallerConfig:
+    where = f"setting callers.{name} (from {source})"
+    if not CALLER_NAME_PATTERN.match(name):
+        raise ConfigError(f"{where}: caller names are lower-case letters, digits and '-' (they become metric labels)")
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a table")
+    unknown = set(entry) - _CALLER_KEYS
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
+                          f"{', '.join(sorted(_CALLER_KEYS))}")
+    caller_orgs = _string_set(where, entry, "orgs", None, set(orgs) | {ALL_ORGS})
+    defaults = CallerConfig(name=name, orgs=frozenset())
+    rate = entry.get("rate_per_second", defaults.rate_per_second)
+    burst = entry.get("burst", defaults.burst)
+    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
+        raise ConfigError(f"{where}: rate_per_second must be a number above 0 (tokens per second)")
+    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
+        raise ConfigError(f"{where}: burst must be a whole number >= 1 (tokens a caller may use at once)")
+    spiffe_id = entry.get("spiffe_id")
+    if spiffe_id is not None and (not isinstance(spiffe_id, str) or not spiffe_id.startswith("spiffe://")):
+        raise ConfigError(f"{where}: spiffe_id must be a spiffe:// URI, as in the caller certificate's URI SAN")
+    dns_name = entry.get("dns_name")
+    if dns_name is not None and (not isinstance(dns_name, str) or not dns_name or " " in dns_name):
+        raise ConfigError(f"{where}: dns_name must be the DNS SAN of the caller's certificate")
+    return CallerConfig(
+        name=name,
+        orgs=caller_orgs,
+        identities=_string_set(where, entry, "identities", IDENTITY_KINDS, set(IDENTITY_KINDS)),
+        rpcs=_string_set(where, entry, "rpcs", DEFAULT_CALLER_RPCS, set(CALLER_RPCS)),
+        rate_per_second=float(rate),
+        burst=burst,
+        spiffe_id=spiffe_id,
+        dns_name=dns_name,
+    )
+
+
+def _string_set(where: str, entry: dict, key: str, default: tuple[str, ...] | None,
+                allowed: set[str]) -> frozenset[str]:
+    value = entry.get(key, default)
+    if value is None:
+        raise ConfigError(f"{where}: needs {key} = [...], one or more of {', '.join(sorted(allowed))}")
+    if not isinstance(value, (list, tuple)) or not value or any(item not in allowed for item in value):
+        raise ConfigError(f"{where}: {key} must be a non-empty list of {', '.join(sorted(allowed))}; got {value!r}")
+    return frozenset(value)

@@ -9,7 +9,7 @@ value (which may be personal data).
 from __future__ import annotations
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
 
 ERROR_DOMAIN = "tokenservice.v1"
@@ -91,6 +91,50 @@ class ShuttingDownError(TokenServiceError):
     reason = "SHUTTING_DOWN"
 
 
+class UnauthenticatedError(TokenServiceError):
+    """Raised when a call carries no credentials the service recognises."""
+
+    reason = "CREDENTIALS_MISSING"
+
+
+class CredentialsInvalidError(UnauthenticatedError):
+    """Raised when a call's API key or certificate identity belongs to no configured caller."""
+
+    reason = "CREDENTIALS_INVALID"
+
+
+class PermissionDeniedError(TokenServiceError):
+    """Raised when a known caller asks for something outside its policy."""
+
+
+class RpcNotAllowedError(PermissionDeniedError):
+    """Raised when a caller calls an RPC its policy does not list."""
+
+    reason = "RPC_NOT_ALLOWED"
+
+
+class OrgNotAllowedError(PermissionDeniedError):
+    """Raised when a caller mints or verifies for an org its policy does not list."""
+
+    reason = "ORG_NOT_ALLOWED"
+
+
+class IdentityNotAllowedError(PermissionDeniedError):
+    """Raised when a caller asserts an identity kind (email, external id) its policy does not list."""
+
+    reason = "IDENTITY_NOT_ALLOWED"
+
+
+class RateLimitedError(TokenServiceError):
+    """Raised when a caller is over its rate; `retry_after` says when enough budget is back."""
+
+    reason = "RATE_LIMITED"
+
+    def __init__(self, message: str, *, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class ConfigError(Exception):
     """Raised when the configuration is refused at start; the message names the setting."""
 
@@ -112,6 +156,9 @@ _STATUS_CODES: dict[type[TokenServiceError], grpc.StatusCode] = {
     OrgUnknownError: grpc.StatusCode.NOT_FOUND,
     SecretUnavailableError: grpc.StatusCode.UNAVAILABLE,
     ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
+    UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
+    PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
+    RateLimitedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
     TokenServiceError: grpc.StatusCode.INTERNAL,
 }
 
@@ -128,11 +175,18 @@ def to_rpc_status(error: TokenServiceError) -> status_pb2.Status:
     """A google.rpc.Status for an error, carrying its ErrorInfo reason."""
     metadata = {"field": error.field} if error.field else {}
     info = error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)
+    details = [_packed(info)]
+    if isinstance(error, RateLimitedError):
+        delay = duration_pb2.Duration()
+        delay.FromNanoseconds(max(1, int(error.retry_after * 1e9)))
+        details.append(_packed(error_details_pb2.RetryInfo(retry_delay=delay)))
+    return status_pb2.Status(code=status_code_for(error).value[0], message=error.message, details=details)
+
+
+def _packed(message) -> any_pb2.Any:
     detail = any_pb2.Any()
-    detail.Pack(info)
-    return status_pb2.Status(
-        code=status_code_for(error).value[0], message=error.message, details=[detail]
-    )
+    detail.Pack(message)
+    return detail
 
 
 async def abort_with_error(context: grpc.aio.ServicerContext, error: TokenServiceError) -> None:

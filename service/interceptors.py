@@ -1,16 +1,19 @@
 """Server interceptors: the standard grpc_server_* metrics, as go-grpc-prometheus
-names them, and the drain that lets shutdown lose no call."""
+names them, the drain that lets shutdown lose no call, and caller
+authentication for the services that do not check it themselves."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import grpc
 
-from service.errors import ShuttingDownError, abort_with_error
+from service.callers import CallerAuthenticator
+from service.errors import ShuttingDownError, TokenServiceError, abort_with_error
 from service.metrics import Metrics
 
 Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
@@ -130,3 +133,47 @@ class DrainInterceptor(_UnaryInterceptor):
             if self._in_flight == 0 and time.monotonic() - self._last_arrival >= quiet_seconds:
                 return
             await asyncio.sleep(0.01)
+
+
+class AuthenticationInterceptor(grpc.aio.ServerInterceptor):
+    """Requires a known caller on every method of the services not in `exempt`
+    (TokenService authenticates, audits and applies policy itself), e.g. health
+    and reflection when they are not public. Streaming methods are covered too."""
+
+    def __init__(self, authenticator: CallerAuthenticator, exempt: set[str]) -> None:
+        self._authenticator = authenticator
+        self._exempt = exempt
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler | None:
+        handler = await continuation(handler_call_details)
+        service, _ = _service_and_method(handler_call_details.method)
+        if handler is None or service in self._exempt:
+            return handler
+        kind = next(kind for kind in ("unary_unary", "unary_stream", "stream_unary", "stream_stream")
+                    if getattr(handler, kind) is not None)
+        return handler._replace(**{kind: self._guarded(getattr(handler, kind))})
+
+    async def _require_caller(self, context: grpc.aio.ServicerContext) -> None:
+        try:
+            self._authenticator.authenticate(context)
+        except TokenServiceError as error:
+            await abort_with_error(context, error)
+
+    def _guarded(self, behavior: Callable[..., Any]) -> Callable[..., Any]:
+        if inspect.isasyncgenfunction(behavior):
+            async def guarded_stream(request: Any, context: grpc.aio.ServicerContext) -> Any:
+                await self._require_caller(context)
+                async for response in behavior(request, context):
+                    yield response
+
+            return guarded_stream
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            await self._require_caller(context)
+            return await behavior(request, context)
+
+        return guarded

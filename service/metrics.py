@@ -1,6 +1,6 @@
 """Prometheus metrics of the service, on a registry that is passed in.
 
-Label values are bounded: orgs are the configured ones (or "unknown"),
+Label values are bounded: orgs and callers are the configured ones (or "unknown"),
 identities and reasons are fixed sets, gRPC methods are the registered ones.
 No label ever carries an email, an external id or a token.
 """
@@ -24,10 +24,24 @@ class Metrics:
         r = self.registry
         self.tokens_issued_total = Counter(
             "tokenservice_tokens_issued", "Tokens minted, by org and the identity Kustomer will use.",
-            ["org", "identity"], registry=r)
+            ["org", "identity", "caller"], registry=r)
         self.mint_errors_total = Counter(
-            "tokenservice_mint_errors", "Mint attempts refused, by org and ErrorInfo reason.",
-            ["org", "reason"], registry=r)
+            "tokenservice_mint_errors", "Mint attempts refused, by org, ErrorInfo reason and caller.",
+            ["org", "reason", "caller"], registry=r)
+        self.auth_failures_total = Counter(
+            "tokenservice_auth_failures", "Calls refused as unauthenticated or outside the caller's policy, "
+            "by ErrorInfo reason.", ["reason"], registry=r)
+        self.rate_limited_total = Counter(
+            "tokenservice_rate_limited", "Calls refused because the caller was over its rate.", ["caller"], registry=r)
+        self.api_key_refresh_total = Counter(
+            "tokenservice_api_key_refresh", "Reads of the API key hashes from Vault, by result (ok, error).",
+            ["result"], registry=r)
+        self.api_keys_loaded = Gauge(
+            "tokenservice_api_keys_loaded", "API keys currently accepted (the fewest across workers).",
+            multiprocess_mode="livemin", registry=r)
+        self.tls_reload_total = Counter(
+            "tokenservice_tls_reload", "Reloads of changed TLS certificate files, by result (ok, error).",
+            ["result"], registry=r)
         self.mint_duration = Histogram(
             "tokenservice_mint_duration_seconds", "Time to validate and sign one token.",
             buckets=MINT_LATENCY_BUCKETS, registry=r)

@@ -60,11 +60,22 @@ class SigningSecret:
         object.__setattr__(self, "mac", hmac.new(self.key, digestmod=hashlib.sha256))
 
 
+@dataclasses.dataclass(frozen=True)
+class KvEntry:
+    """The data of the latest version of a KV v2 entry."""
+
+    data: Mapping[str, object] = dataclasses.field(repr=False)
+    version: int
+
+
 class SecretSource(Protocol):
-    """Reads the current version of an org's signing secret."""
+    """Reads KV v2 entries: an org's signing secret, or the API key hashes."""
 
     def read(self, org: OrgConfig) -> SecretVersion:
-        """The latest version; raise SecretSourceError when it cannot be read."""
+        """The latest version of the org's secret; raise SecretSourceError when it cannot be read."""
+
+    def read_entry(self, path: str) -> KvEntry:
+        """The latest version of the entry at `path`; raise SecretSourceError when it cannot be read."""
 
 
 class VaultSecretSource:
@@ -75,55 +86,66 @@ class VaultSecretSource:
         self._session = session
 
     def read(self, org: OrgConfig) -> SecretVersion:
+        entry = self.read_entry(org.path)
+        if org.field not in entry.data:
+            raise SecretSourceError(f"{self._where(org.path)} has no field {org.field!r}; write the secret under that key")
+        return SecretVersion(value=entry.data[org.field], version=entry.version)
+
+    def read_entry(self, path: str) -> KvEntry:
         try:
-            return self._session.call(lambda client: self._read(client, org))
+            return self._session.call(lambda client: self._read(client, path))
         except hvac.exceptions.Forbidden:
             raise SecretSourceError(
-                f"Vault denied reading {self._where(org)}; grant the {self._session.auth_name} "
+                f"Vault denied reading {self._where(path)}; grant the {self._session.auth_name} "
                 "identity read access to that path") from None
         except hvac.exceptions.VaultDown:
             raise SecretSourceError(f"Vault at {self._vault.addr} is sealed or down") from None
         except hvac.exceptions.VaultError as error:
-            raise SecretSourceError(f"Vault refused reading {self._where(org)}: {type(error).__name__}") from None
+            raise SecretSourceError(f"Vault refused reading {self._where(path)}: {type(error).__name__}") from None
         except requests.RequestException as error:
             raise SecretSourceError(f"Vault at {self._vault.addr} is unreachable: {type(error).__name__}") from None
 
-    def _read(self, client: hvac.Client, org: OrgConfig) -> SecretVersion:
+    def _read(self, client: hvac.Client, path: str) -> KvEntry:
         kv = client.secrets.kv.v2
         try:
-            response = kv.read_secret_version(path=org.path, mount_point=self._vault.kv_mount,
+            response = kv.read_secret_version(path=path, mount_point=self._vault.kv_mount,
                                               raise_on_deleted_version=True)
         except hvac.exceptions.InvalidPath:
-            self._raise_missing(client, org)
+            self._raise_missing(client, path)
         data = response["data"]
-        if org.field not in (data.get("data") or {}):
-            raise SecretSourceError(f"{self._where(org)} has no field {org.field!r}; write the secret under that key")
-        return SecretVersion(value=data["data"][org.field], version=int(data["metadata"]["version"]))
+        return KvEntry(data=data.get("data") or {}, version=int(data["metadata"]["version"]))
 
-    def _raise_missing(self, client: hvac.Client, org: OrgConfig) -> None:
+    def _raise_missing(self, client: hvac.Client, path: str) -> None:
         try:
-            metadata = client.secrets.kv.v2.read_secret_metadata(path=org.path, mount_point=self._vault.kv_mount)
+            metadata = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self._vault.kv_mount)
         except hvac.exceptions.InvalidPath:
-            raise SecretSourceError(f"no secret at {self._where(org)}; write one (tokenservice secret sync)") from None
+            raise SecretSourceError(f"no entry at {self._where(path)}; write one") from None
         version = metadata["data"]["current_version"]
         raise SecretDeletedError(
-            f"the latest version ({version}) of {self._where(org)} is deleted or destroyed; "
+            f"the latest version ({version}) of {self._where(path)} is deleted or destroyed; "
             "undelete it or write a new version")
 
-    def _where(self, org: OrgConfig) -> str:
-        return f"{self._vault.kv_mount}/{org.path}"
+    def _where(self, path: str) -> str:
+        return f"{self._vault.kv_mount}/{path}"
 
 
 class InMemorySecretSource:
-    """Serves secrets from a dictionary; for tests and local experiments."""
+    """Serves secrets and entries from dictionaries; for tests and local experiments."""
 
-    def __init__(self, secrets: Mapping[str, SecretVersion] | None = None) -> None:
+    def __init__(self, secrets: Mapping[str, SecretVersion] | None = None,
+                 entries: Mapping[str, KvEntry] | None = None) -> None:
         self.secrets: dict[str, SecretVersion] = dict(secrets or {})
+        self.entries: dict[str, KvEntry] = dict(entries or {})
 
     def read(self, org: OrgConfig) -> SecretVersion:
         if org.path not in self.secrets:
             raise SecretSourceError(f"no secret at {org.path}")
         return self.secrets[org.path]
+
+    def read_entry(self, path: str) -> KvEntry:
+        if path not in self.entries:
+            raise SecretSourceError(f"no entry at {path}")
+        return self.entries[path]
 
 
 _KEY_FILE_MARKERS = ("-----BEGIN", "ssh-rsa ", "ssh-ed25519 ", "ssh-dss ", "ecdsa-sha2-")
@@ -301,12 +323,18 @@ class SecretStore:
         self._tasks = []
 
     async def _refresh_forever(self, org: str) -> None:
-        retry_delay = INITIAL_RETRY_SECONDS
-        while True:
-            if await self.refresh(org):
-                retry_delay = INITIAL_RETRY_SECONDS
-                delay = self._refresh_interval * (1 + random.uniform(-self._jitter_ratio, self._jitter_ratio))
-            else:
-                delay = min(retry_delay, self._refresh_interval) * random.uniform(0.8, 1.0)
-                retry_delay *= 2
-            await asyncio.sleep(delay)
+        await refresh_forever(lambda: self.refresh(org), self._refresh_interval, self._jitter_ratio)
+
+
+async def refresh_forever(refresh: Callable[[], Awaitable[bool]], interval: float, jitter_ratio: float) -> None:
+    """Call `refresh` every `interval` seconds (jittered); after a failure, retry
+    sooner with backoff that doubles up to the interval."""
+    retry_delay = INITIAL_RETRY_SECONDS
+    while True:
+        if await refresh():
+            retry_delay = INITIAL_RETRY_SECONDS
+            delay = interval * (1 + random.uniform(-jitter_ratio, jitter_ratio))
+        else:
+            delay = min(retry_delay, interval) * random.uniform(0.8, 1.0)
+            retry_delay *= 2
+        await asyncio.sleep(delay)

@@ -12,13 +12,17 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from service.api_keys import ApiKeyStore
+from service.audit import AuditLog
+from service.callers import CallerAuthenticator
 from service.config import ORG_NAME_MAX_BYTES, Config
 from service.errors import ConfigError
-from service.interceptors import DrainInterceptor, MetricsInterceptor
+from service.interceptors import AuthenticationInterceptor, DrainInterceptor, MetricsInterceptor
 from service.metrics import Metrics
 from service.minting import EMAIL_MAX_BYTES, EXTERNAL_ID_MAX_BYTES, TOKEN_MAX_BYTES, TokenMinter, TokenVerifier
 from service.secrets import SecretSource, SecretStore, VaultSecretSource
 from service.servicer import SERVICE_NAME, TokenServicer, rpc_handlers
+from service.tls import CertificateFiles
 from service.vault_auth import session_from_config
 
 logger = logging.getLogger(__name__)
@@ -56,6 +60,7 @@ class TokenServer:
         source: SecretSource,
         *,
         metrics: Metrics | None = None,
+        audit: AuditLog | None = None,
         clock: Callable[[], float] = time.time,
         serve_metrics: bool = True,
     ) -> None:
@@ -69,20 +74,33 @@ class TokenServer:
             refresh_interval=config.refresh_interval_seconds,
             jitter_ratio=config.refresh_jitter_ratio,
             max_staleness=config.max_staleness_seconds,
-            on_readiness_change=self._set_serving,
+            on_readiness_change=self._update_serving,
             clock=clock,
         )
+        self.api_keys = None
+        if config.auth.enabled and config.auth.api_keys_path:
+            self.api_keys = ApiKeyStore(
+                config.auth.api_keys_path, source, self.metrics, config.auth.callers,
+                refresh_interval=config.refresh_interval_seconds, jitter_ratio=config.refresh_jitter_ratio,
+                on_first_load=self._update_serving)
+        self.audit = audit or AuditLog.from_config(config.audit, caller_auth=config.auth.enabled)
+        authenticator = CallerAuthenticator(config.auth, self.api_keys, self.metrics)
         servicer = TokenServicer(
             self.store,
             TokenMinter(backdate_seconds=config.iat_backdate_seconds, clock=clock),
             TokenVerifier(clock=clock),
             self.metrics,
+            authenticator,
+            self.audit,
             default_org=config.default_org,
             batch_limit=config.batch_limit,
         )
         self._drain = DrainInterceptor({SERVICE_NAME})
+        interceptors = [MetricsInterceptor(self.metrics), self._drain]
+        if config.auth.enabled and not config.auth.public_health:
+            interceptors.append(AuthenticationInterceptor(authenticator, exempt={SERVICE_NAME}))
         self._server = grpc.aio.server(
-            interceptors=[MetricsInterceptor(self.metrics), self._drain],
+            interceptors=interceptors,
             options=[("grpc.max_receive_message_length", max_receive_message_bytes(config.batch_limit))],
         )
         self._server.add_generic_rpc_handlers((rpc_handlers(servicer),))
@@ -91,15 +109,21 @@ class TokenServer:
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
             self._server,
         )
+        self._health_server = None
+        if config.health_addr:
+            # Kubelet gRPC probes speak neither TLS nor API keys: a plaintext port with health alone.
+            self._health_server = grpc.aio.server()
+            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
         self.grpc_port = 0
+        self.api_key_port = 0
+        self.health_port = 0
         self.metrics_port = 0
 
     async def start(self) -> None:
         """Listen, start refreshing secrets, and turn SERVING once every org has one."""
-        try:
-            self.grpc_port = self._server.add_insecure_port(self.config.grpc_addr)
-        except RuntimeError:
-            raise ConfigError(f"setting grpc_addr: cannot listen on {self.config.grpc_addr} (in use?)") from None
+        self.grpc_port, self.api_key_port = self._add_ports()
+        if self._health_server is not None:
+            self.health_port = _listen(self._health_server, "health_addr", self.config.health_addr, None)
         if self._serve_metrics:
             host, port = _split_address(self.config.metrics_addr)
             try:
@@ -110,7 +134,24 @@ class TokenServer:
         await self._set_serving(False)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._server.start()
+        if self._health_server is not None:
+            await self._health_server.start()
         self.store.start()
+        if self.api_keys is not None:
+            self.api_keys.start()
+
+    def _add_ports(self) -> tuple[int, int]:
+        tls = self.config.tls
+        if tls is None:
+            return _listen(self._server, "grpc_addr", self.config.grpc_addr, None), 0
+        files = CertificateFiles(tls, self.metrics, require_client_certificate=tls.client_ca_file is not None,
+                                 port_name="grpc_addr")
+        grpc_port = _listen(self._server, "grpc_addr", self.config.grpc_addr, files.credentials())
+        if not tls.api_key_addr:
+            return grpc_port, 0
+        api_key_files = CertificateFiles(tls, self.metrics, require_client_certificate=False,
+                                         port_name="tls.api_key_addr")
+        return grpc_port, _listen(self._server, "tls.api_key_addr", tls.api_key_addr, api_key_files.credentials())
 
     async def stop(self, grace: float | None = None) -> None:
         """Turn NOT_SERVING, let in-flight RPCs finish within `grace` seconds, then stop."""
@@ -119,14 +160,32 @@ class TokenServer:
         await self.health.enter_graceful_shutdown()
         await self._drain.drain(timeout=grace)
         await self.store.stop()
+        if self.api_keys is not None:
+            await self.api_keys.stop()
         await self._server.stop(max(0.0, deadline - time.monotonic()))
+        if self._health_server is not None:
+            await self._health_server.stop(0)
         self.metrics.stop_http()
+        self.audit.close()
         logger.info("stopped")
+
+    async def _update_serving(self, _secrets_ready: bool | None = None) -> None:
+        keys_ready = self.api_keys is None or self.api_keys.loaded
+        await self._set_serving(self.store.is_ready() and keys_ready)
 
     async def _set_serving(self, serving: bool) -> None:
         status = health_pb2.HealthCheckResponse.SERVING if serving else health_pb2.HealthCheckResponse.NOT_SERVING
         for service_name in ("", SERVICE_NAME):
             await self.health.set(service_name, status)
+
+
+def _listen(server: grpc.aio.Server, setting: str, address: str, credentials: grpc.ServerCredentials | None) -> int:
+    try:
+        if credentials is None:
+            return server.add_insecure_port(address)
+        return server.add_secure_port(address, credentials)
+    except RuntimeError:
+        raise ConfigError(f"setting {setting}: cannot listen on {address} (in use?)") from None
 
 
 async def serve(config: Config, source: SecretSource, *, serve_metrics: bool = True) -> None:
@@ -137,7 +196,7 @@ async def serve(config: Config, source: SecretSource, *, serve_metrics: bool = T
     server = TokenServer(config, source, serve_metrics=serve_metrics)
     await server.start()
     logger.info("listening" if serve_metrics else "worker listening", extra={"fields": {
-        "grpc_port": server.grpc_port, "metrics_port": server.metrics_port or None, "orgs": sorted(config.orgs)}})
+        "grpc_port": server.grpc_port, "metrics_port": server.metrics_port or None, **_listening_fields(server)}})
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
@@ -145,6 +204,27 @@ async def serve(config: Config, source: SecretSource, *, serve_metrics: bool = T
     await stop.wait()
     logger.info("shutting down", extra={"fields": {"grace_seconds": config.shutdown_grace_seconds}})
     await server.stop()
+
+
+def _listening_fields(server: TokenServer) -> dict:
+    config = server.config
+    return {
+        "api_key_port": server.api_key_port or None,
+        "health_port": server.health_port or None,
+        "orgs": sorted(config.orgs),
+        "tls": "mtls" if config.tls and config.tls.client_ca_file else "tls" if config.tls else "off",
+        "callers": sorted(config.auth.callers),
+    }
+
+
+def warn_if_insecure(config: Config) -> None:
+    """Say loudly at start what is unprotected."""
+    if not config.auth.enabled:
+        logger.warning("caller authentication is OFF: anyone who can reach the gRPC port can mint tokens for any "
+                       "customer (--insecure-no-caller-auth)")
+    elif config.tls is None and config.auth.api_keys_path:
+        logger.warning("API keys are accepted without TLS: keys cross the network in clear text; configure "
+                       "tls.cert_file and tls.key_file")
 
 
 def run(config: Config, *, serve_metrics: bool = True) -> None:

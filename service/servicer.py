@@ -8,9 +8,12 @@ other exception into INTERNAL without leaking its text.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import re
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import grpc
@@ -18,13 +21,18 @@ from google.protobuf import message as protobuf_message
 from google.protobuf.timestamp_pb2 import Timestamp
 from tokenservice.v1 import token_service_pb2 as pb
 
+from service.audit import AuditLog, MintAttempt
+from service.callers import UNKNOWN_CALLER, Caller, CallerAuthenticator
 from service.errors import (
     BatchTooLargeError,
+    PermissionDeniedError,
+    RateLimitedError,
     RequestMalformedError,
     TokenMissingError,
     TokenServiceError,
     TokenTooLargeError,
     abort_with_error,
+    status_code_for,
     to_rpc_status,
 )
 from service.metrics import UNKNOWN_ORG_LABEL, Metrics
@@ -42,8 +50,28 @@ def _timestamp(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
 
+_REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+
+
+@dataclasses.dataclass(frozen=True)
+class _Call:
+    """What the audit trail needs to know of the RPC around a mint attempt."""
+
+    rpc: str
+    request_id: str
+    peer: str
+
+
+def _call(context: grpc.aio.ServicerContext, rpc: str) -> _Call:
+    request_id = next((value for name, value in context.invocation_metadata() or () if name == "x-request-id"), "")
+    if not isinstance(request_id, str) or not _REQUEST_ID_PATTERN.match(request_id):
+        request_id = uuid.uuid4().hex
+    return _Call(rpc, request_id, context.peer() or "")
+
+
 class TokenServicer:
-    """Mints and verifies tokens with the store's current secrets."""
+    """Mints and verifies tokens with the store's current secrets, for the callers
+    the authenticator recognises, within their policies; every mint attempt is audited."""
 
     def __init__(
         self,
@@ -51,6 +79,8 @@ class TokenServicer:
         minter: TokenMinter,
         verifier: TokenVerifier,
         metrics: Metrics,
+        authenticator: CallerAuthenticator,
+        audit: AuditLog,
         *,
         default_org: str,
         batch_limit: int = 1000,
@@ -59,30 +89,36 @@ class TokenServicer:
         self._minter = minter
         self._verifier = verifier
         self._metrics = metrics
+        self._authenticator = authenticator
+        self._audit = audit
         self._default_org = default_org
         self._batch_limit = batch_limit
 
     async def MintToken(self, request: pb.MintTokenRequest, context: grpc.aio.ServicerContext) -> pb.MintTokenResponse:
-        return self._mint(request)
+        call = _call(context, "MintToken")
+        caller = self._admit_mint(context, call, [request], cost=1)
+        return self._mint(request, caller, call)
 
     async def MintTokens(
         self, request: pb.MintTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.MintTokensResponse:
-        if len(request.requests) > self._batch_limit:
-            raise BatchTooLargeError(
-                f"requests: {len(request.requests)} entries exceed the batch limit of {self._batch_limit}; "
-                "split the batch", field="requests")
-        return pb.MintTokensResponse(results=[self._mint_result(entry) for entry in request.requests])
+        call = _call(context, "MintTokens")
+        caller = self._admit_mint(context, call, request.requests, cost=len(request.requests))
+        return pb.MintTokensResponse(results=[self._mint_result(entry, caller, call) for entry in request.requests])
 
     async def VerifyToken(
         self, request: pb.VerifyTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyTokenResponse:
+        org = request.org or self._default_org
+        caller = self._authenticate(context, "VerifyToken")
+        self._take_rate(caller, 1)
+        self._checked(lambda: caller.check_org(org))
         if not request.token:
             raise TokenMissingError("token: required; pass the token to check", field="token")
         if len(request.token) > TOKEN_MAX_BYTES:
             raise TokenTooLargeError(
                 f"token: longer than {TOKEN_MAX_BYTES} bytes, which no token of this service is", field="token")
-        secret = self._store.current(request.org or self._default_org)
+        secret = self._store.current(org)
         outcome = self._verifier.verify(request.token, secret.key)
         response = pb.VerifyTokenResponse(
             valid=outcome.valid, reason=outcome.reason, detail=outcome.detail,
@@ -94,26 +130,92 @@ class TokenServicer:
             response.identity_used = _IDENTITY_TO_PROTO[outcome.identity_used]
         return response
 
-    def _mint_result(self, request: pb.MintTokenRequest) -> pb.MintTokenResult:
+    def _authenticate(self, context: grpc.aio.ServicerContext, rpc: str) -> Caller:
+        """The caller, once it is known and may call `rpc`."""
+        caller = self._authenticator.authenticate(context)
+        self._checked(lambda: caller.check_rpc(rpc))
+        return caller
+
+    def _take_rate(self, caller: Caller, cost: int) -> None:
         try:
-            return pb.MintTokenResult(token=self._mint(request))
+            caller.check_rate(cost)
+        except RateLimitedError:
+            self._metrics.rate_limited_total.labels(caller=caller.name).inc()
+            raise
+
+    def _admit_mint(self, context: grpc.aio.ServicerContext, call: _Call, entries: Sequence[pb.MintTokenRequest],
+                    cost: int) -> Caller:
+        """The caller, admitted to mint `cost` tokens; a refused call is audited once per entry."""
+        caller: Caller | None = None
+        try:
+            caller = self._authenticator.authenticate(context)
+            self._checked(lambda: caller.check_rpc(call.rpc))
+            self._check_batch_size(caller, cost)
+            self._take_rate(caller, cost)
+            return caller
+        except TokenServiceError as error:
+            name = caller.name if caller else UNKNOWN_CALLER
+            # Entries past the batch limit were never considered, and must not flood the trail.
+            for entry in entries[:self._batch_limit]:
+                self._record(call, name, entry, error=error)
+            raise
+
+    def _check_batch_size(self, caller: Caller, size: int) -> None:
+        if size > self._batch_limit:
+            raise BatchTooLargeError(
+                f"requests: {size} entries exceed the batch limit of {self._batch_limit}; split the batch",
+                field="requests")
+        if caller.policy is not None and size > caller.policy.burst:
+            raise BatchTooLargeError(
+                f"requests: {size} entries exceed caller {caller.name!r}'s burst of {caller.policy.burst} tokens, "
+                "so the batch could never pass its rate limit; split the batch", field="requests")
+
+    def _checked(self, check: Callable[[], None]) -> None:
+        """Run a policy check, counting its refusals (the authenticator counts its own)."""
+        try:
+            check()
+        except PermissionDeniedError as error:
+            self._metrics.auth_failures_total.labels(reason=error.reason).inc()
+            raise
+
+    def _mint_result(self, request: pb.MintTokenRequest, caller: Caller, call: _Call) -> pb.MintTokenResult:
+        try:
+            return pb.MintTokenResult(token=self._mint(request, caller, call))
         except TokenServiceError as error:
             return pb.MintTokenResult(error=to_rpc_status(error))
 
-    def _mint(self, request: pb.MintTokenRequest) -> pb.MintTokenResponse:
+    def _mint(self, request: pb.MintTokenRequest, caller: Caller, call: _Call) -> pb.MintTokenResponse:
         org = request.org or self._default_org
         started = time.perf_counter()
         try:
+            self._checked(lambda: caller.check_org(org))
+            self._checked(lambda: caller.check_identities(request.email, request.external_id))
             identity = check_identity(request.external_id, request.email)
             secret = self._store.current(org)
             minted = self._minter.mint(secret, external_id=request.external_id, email=request.email)
         except TokenServiceError as error:
-            org_label = org if self._store.knows(org) else UNKNOWN_ORG_LABEL
-            self._metrics.mint_errors_total.labels(org=org_label, reason=error.reason).inc()
+            self._metrics.mint_errors_total.labels(
+                org=self._org_label(org), reason=error.reason, caller=caller.name).inc()
+            self._record(call, caller.name, request, error=error)
             raise
         self._metrics.mint_duration.observe(time.perf_counter() - started)
-        self._metrics.tokens_issued_total.labels(org=org, identity=identity.value).inc()
+        self._metrics.tokens_issued_total.labels(org=org, identity=identity.value, caller=caller.name).inc()
+        self._record(call, caller.name, request, secret_version=minted.secret_version)
         return _mint_response(minted)
+
+    def _org_label(self, org: str) -> str:
+        return org if self._store.knows(org) else UNKNOWN_ORG_LABEL
+
+    def _record(self, call: _Call, caller: str, request: pb.MintTokenRequest, *,
+                error: TokenServiceError | None = None, secret_version: int | None = None) -> None:
+        self._audit.record(MintAttempt(
+            request_id=call.request_id, caller=caller, rpc=call.rpc, peer=call.peer,
+            org=self._org_label(request.org or self._default_org),
+            email=request.email, external_id=request.external_id,
+            status=status_code_for(error).name if error else "OK",
+            reason=error.reason if error else None,
+            secret_version=secret_version,
+        ))
 
 
 def _mint_response(minted: MintedToken) -> pb.MintTokenResponse:

@@ -46,6 +46,22 @@ def reserve_port(address: str) -> int:
         return probe.getsockname()[1]
 
 
+def _shared(address: str) -> str:
+    host, _ = _split(address)
+    port = reserve_port(address)
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _with_shared_ports(config: Config) -> Config:
+    """The config with every gRPC listener on a fixed port, so that all workers share it."""
+    tls = config.tls
+    if tls is not None and tls.api_key_addr:
+        tls = dataclasses.replace(tls, api_key_addr=_shared(tls.api_key_addr))
+    return dataclasses.replace(
+        config, grpc_addr=_shared(config.grpc_addr), tls=tls,
+        health_addr=_shared(config.health_addr) if config.health_addr else None)
+
+
 def _worker_main(config: Config, log_level: str) -> None:
     # Imported here: in a spawned worker, prometheus-client must load after
     # PROMETHEUS_MULTIPROC_DIR is set, which the environment already did.
@@ -70,9 +86,8 @@ def _supervise(config: Config, workers: int, log_level: str, metrics_dir: str) -
     from prometheus_client import CollectorRegistry, start_http_server
     from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
-    host, _ = _split(config.grpc_addr)
-    port = reserve_port(config.grpc_addr)
-    worker_config = dataclasses.replace(config, grpc_addr=f"[{host}]:{port}" if ":" in host else f"{host}:{port}")
+    worker_config = _with_shared_ports(config)
+    port = _split(worker_config.grpc_addr)[1]
     registry = CollectorRegistry()
     MultiProcessCollector(registry, metrics_dir)
     metrics_host, metrics_port = _split(config.metrics_addr)
@@ -89,9 +104,12 @@ def _supervise(config: Config, workers: int, log_level: str, metrics_dir: str) -
                  for n in range(workers)]
     for process in processes:
         process.start()
+    tls = worker_config.tls
     logger.info("listening", extra={"fields": {
         "grpc_port": port, "metrics_port": http_server.server_port, "workers": workers,
-        "orgs": sorted(config.orgs)}})
+        "api_key_port": _split(tls.api_key_addr)[1] if tls and tls.api_key_addr else None,
+        "health_port": _split(worker_config.health_addr)[1] if worker_config.health_addr else None,
+        "orgs": sorted(config.orgs), "callers": sorted(config.auth.callers)}})
 
     while not stop.wait(0.2):
         if any(process.exitcode is not None for process in processes):

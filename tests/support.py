@@ -79,29 +79,40 @@ class ServiceProcess:
     metrics_url: str = ""
     secret: str = ""
     org: str = "default"
+    audit_path: Path | None = None
+    listening: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def start(cls, env: dict[str, str], args: list[str] = (), wait_serving: bool = True) -> ServiceProcess:
         log = tempfile.NamedTemporaryFile(prefix="tokenservice-", suffix=".log", delete=False)
+        audit_path = Path(log.name).with_suffix(".audit")
         full_env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
-        full_env.update({"TOKENSERVICE_GRPC_ADDR": "127.0.0.1:0", "TOKENSERVICE_METRICS_ADDR": "127.0.0.1:0", **env})
+        full_env.update({"TOKENSERVICE_GRPC_ADDR": "127.0.0.1:0", "TOKENSERVICE_METRICS_ADDR": "127.0.0.1:0",
+                         "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1", "TOKENSERVICE_AUDIT_OUTPUT": str(audit_path),
+                         **env})
         process = subprocess.Popen([TOKENSERVICE, "serve", *args], env=full_env, stdout=log, stderr=log,
                                    stdin=subprocess.DEVNULL)
-        service = cls(process, Path(log.name))
-        grpc_port, metrics_port = service._wait_for_ports()
-        service.grpc_target = f"127.0.0.1:{grpc_port}"
-        service.metrics_url = f"http://127.0.0.1:{metrics_port}/metrics"
+        service = cls(process, Path(log.name), audit_path=audit_path)
+        service.listening = service._wait_for_listening()
+        service.grpc_target = f"127.0.0.1:{service.listening['grpc_port']}"
+        service.metrics_url = f"http://127.0.0.1:{service.listening['metrics_port']}/metrics"
         if wait_serving:
-            wait_for_health(service.grpc_target, health_pb2.HealthCheckResponse.SERVING)
+            wait_for_health(service.health_target, health_pb2.HealthCheckResponse.SERVING)
         return service
 
-    def _wait_for_ports(self, timeout: float = 15.0) -> tuple[int, int]:
+    @property
+    def health_target(self) -> str:
+        """The plaintext address that answers health checks (health_addr when TLS is on)."""
+        health_port = self.listening.get("health_port")
+        return f"127.0.0.1:{health_port}" if health_port else self.grpc_target
+
+    def _wait_for_listening(self, timeout: float = 15.0) -> dict:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for line in self.log_path.read_text().splitlines():
                 if '"listening"' in line:
                     record = json.loads(line)
-                    return record["grpc_port"], record["metrics_port"]
+                    return record
             if self.process.poll() is not None:
                 raise AssertionError(f"tokenservice exited with {self.process.returncode}:\n{self.logs()}")
             time.sleep(0.05)
@@ -110,6 +121,12 @@ class ServiceProcess:
 
     def logs(self) -> str:
         return self.log_path.read_text()
+
+    def audit_records(self) -> list[dict]:
+        """The audit trail, one record per line (every line must be one JSON object)."""
+        if self.audit_path is None or not self.audit_path.exists():
+            return []
+        return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
 
     def log_records(self) -> list[dict]:
         return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]

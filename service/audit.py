@@ -1,0 +1,136 @@
+"""The audit trail: one JSON line per mint attempt, allowed or denied.
+
+A record names the caller, the org, the RPC, the identity kind and a keyed
+fingerprint of each identity (HMAC-SHA256 with a key of the operator's), so
+an investigator can find every token issued for one customer by computing
+that customer's fingerprint, while the trail itself holds no email or
+external id. Never the token, the secret or the raw identity. Every value is
+JSON-encoded with ASCII escapes, so no value can break a record into two.
+
+Each record is written with one `os.write` on a file opened for appending,
+so records of several worker processes sharing the file never interleave.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import hmac
+import json
+import logging
+import os
+import secrets
+from datetime import datetime, timezone
+from typing import Any
+
+from service.config import AUDIT_OFF, AUDIT_STDOUT, AuditConfig
+from service.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+FINGERPRINT_KEY_MIN_BYTES = 32
+_FINGERPRINT_HEX_DIGITS = 32
+
+
+@dataclasses.dataclass(frozen=True)
+class MintAttempt:
+    """What the trail records of one mint attempt."""
+
+    request_id: str
+    caller: str
+    rpc: str
+    org: str
+    email: str
+    external_id: str
+    peer: str
+    status: str
+    reason: str | None = None
+    secret_version: int | None = None
+
+
+def identity_fingerprint(key: bytes, kind: str, value: str) -> str:
+    """The keyed fingerprint of one identity; the kind is mixed in so an email and an
+    external id with the same text do not collide."""
+    digest = hmac.new(key, f"{kind}\0{value}".encode("utf-8", "surrogatepass"), hashlib.sha256).hexdigest()
+    return digest[:_FINGERPRINT_HEX_DIGITS]
+
+
+def _identity_kind(email: str, external_id: str) -> str:
+    return "+".join(kind for kind, value in (("email", email), ("external_id", external_id)) if value) or "none"
+
+
+class AuditLog:
+    """Writes mint attempts to a file descriptor as JSON lines."""
+
+    def __init__(self, fd: int | None, fingerprint_key: bytes) -> None:
+        self._fd = fd
+        self._key = fingerprint_key
+
+    @classmethod
+    def from_config(cls, audit: AuditConfig, *, caller_auth: bool) -> AuditLog:
+        """The audit log the config asks for; refuses a missing or short fingerprint key
+        unless caller authentication is off (then a random key is used, and said so)."""
+        if audit.output == AUDIT_OFF:
+            return cls(None, b"")
+        fd = 1 if audit.output == AUDIT_STDOUT else _open_for_append(audit.output)
+        return cls(fd, _fingerprint_key(audit, caller_auth=caller_auth))
+
+    def fingerprint(self, kind: str, value: str) -> str | None:
+        """The fingerprint of an identity, or None when it was not given."""
+        return identity_fingerprint(self._key, kind, value) if value else None
+
+    def record(self, attempt: MintAttempt) -> None:
+        """Write one record; a failed write is logged, never raised into the RPC."""
+        if self._fd is None:
+            return
+        line = json.dumps(self._fields(attempt), ensure_ascii=True, separators=(",", ":")) + "\n"
+        try:
+            os.write(self._fd, line.encode("ascii"))
+        except OSError as error:
+            logger.error("audit record could not be written", extra={"fields": {"error": error.strerror}})
+
+    def _fields(self, attempt: MintAttempt) -> dict[str, Any]:
+        return {
+            "time": datetime.now(timezone.utc).isoformat(timespec="milliseconds"),
+            "request_id": attempt.request_id,
+            "caller": attempt.caller,
+            "peer": attempt.peer,
+            "rpc": attempt.rpc,
+            "org": attempt.org,
+            "identity_kind": _identity_kind(attempt.email, attempt.external_id),
+            "email_fingerprint": self.fingerprint("email", attempt.email),
+            "external_id_fingerprint": self.fingerprint("external_id", attempt.external_id),
+            "secret_version": attempt.secret_version,
+            "status": attempt.status,
+            "reason": attempt.reason,
+        }
+
+    def close(self) -> None:
+        """Close the audit file (stdout stays open)."""
+        if self._fd is not None and self._fd > 2:
+            os.close(self._fd)
+        self._fd = None
+
+
+def _open_for_append(path: str) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    except OSError as error:
+        raise ConfigError(f"setting audit.output: cannot open {path} for appending: {error.strerror}") from None
+
+
+def _fingerprint_key(audit: AuditConfig, *, caller_auth: bool) -> bytes:
+    if audit.fingerprint_key_file is None:
+        if caller_auth:
+            raise ConfigError(
+                "setting audit.fingerprint_key_file: required with caller authentication, so that fingerprints "
+                "stay the same across restarts and replicas; write 32+ random bytes to a file "
+                "(head -c 32 /dev/urandom | base64 > key) and name it here, or set audit.output = \"off\"")
+        logger.warning("audit fingerprints use a random key of this process: they match only within this run")
+        return secrets.token_bytes(FINGERPRINT_KEY_MIN_BYTES)
+    with open(audit.fingerprint_key_file, "rb") as key_file:
+        key = key_file.read().strip()
+    if len(key) < FINGERPRINT_KEY_MIN_BYTES:
+        raise ConfigError(f"setting audit.fingerprint_key_file: the key is {len(key)} bytes; use at least "
+                          f"{FINGERPRINT_KEY_MIN_BYTES} random bytes")
+    return key

@@ -1,0 +1,169 @@
+"""Who is calling, and what it may do: authentication, policy and rate limits.
+
+A caller is recognised by its client certificate (the SPIFFE URI SAN when
+there is one, else its DNS SANs), or by an API key in `authorization: Bearer`
+metadata. Each configured caller has a policy (orgs, identity kinds, RPCs)
+and a token bucket. With caller authentication off, every call is the
+`unknown` caller and nothing is limited.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+
+import grpc
+
+from service.api_keys import ApiKeyStore
+from service.config import AuthConfig, CallerConfig
+from service.errors import (
+    CredentialsInvalidError,
+    IdentityNotAllowedError,
+    OrgNotAllowedError,
+    RateLimitedError,
+    RpcNotAllowedError,
+    UnauthenticatedError,
+)
+from service.metrics import Metrics
+
+UNKNOWN_CALLER = "unknown"
+_BEARER_PREFIX = "bearer "
+_MAX_SHOWN_IDENTITY = 200
+
+
+class TokenBucket:
+    """Allows `rate` units per second on average and `burst` at once."""
+
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self._rate = rate
+        self._burst = float(burst)
+        self._clock = clock
+        self._available = float(burst)
+        self._updated = clock()
+        self._lock = threading.Lock()
+
+    def take(self, cost: int) -> float:
+        """Take `cost` units: 0 when granted, else the seconds until they would be."""
+        with self._lock:
+            now = self._clock()
+            self._available = min(self._burst, self._available + (now - self._updated) * self._rate)
+            self._updated = now
+            if self._available >= cost:
+                self._available -= cost
+                return 0.0
+            return (cost - self._available) / self._rate
+
+
+class Caller:
+    """An authenticated caller (or, with authentication off, the unknown one)."""
+
+    def __init__(self, name: str, policy: CallerConfig | None, clock: Callable[[], float] = time.monotonic) -> None:
+        self.name = name
+        self.policy = policy
+        self._bucket = TokenBucket(policy.rate_per_second, policy.burst, clock) if policy else None
+
+    def check_rpc(self, rpc: str) -> None:
+        """Raise PERMISSION_DENIED unless the policy lists `rpc`."""
+        if self.policy is not None and rpc not in self.policy.rpcs:
+            raise RpcNotAllowedError(f"caller {self.name!r} may not call {rpc}; ask the service owners to add it "
+                                     f"to callers.{self.name}.rpcs")
+
+    def check_org(self, org: str) -> None:
+        """Raise PERMISSION_DENIED unless the policy lists `org`."""
+        if self.policy is not None and not self.policy.may_mint_for(org):
+            raise OrgNotAllowedError(f"org: caller {self.name!r} may not use this org; allowed: "
+                                     f"{', '.join(sorted(self.policy.orgs))}", field="org")
+
+    def check_identities(self, email: str, external_id: str) -> None:
+        """Raise PERMISSION_DENIED if the request asserts an identity kind the policy does not list."""
+        if self.policy is None:
+            return
+        for kind, value in (("email", email), ("external_id", external_id)):
+            if value and kind not in self.policy.identities:
+                raise IdentityNotAllowedError(
+                    f"{kind}: caller {self.name!r} may not assert an {kind.replace('_', ' ')}; allowed: "
+                    f"{', '.join(sorted(self.policy.identities))}", field=kind)
+
+    def check_rate(self, cost: int) -> None:
+        """Raise RESOURCE_EXHAUSTED, with the delay to wait, when the caller is over its rate."""
+        if self._bucket is None:
+            return
+        retry_after = self._bucket.take(cost)
+        if retry_after:
+            raise RateLimitedError(
+                f"caller {self.name!r} is over its rate of {self.policy.rate_per_second:g} tokens/s "
+                f"(burst {self.policy.burst}); retry after {retry_after:.3f} s", retry_after=retry_after)
+
+
+class CallerAuthenticator:
+    """Finds the caller of an RPC from its certificate or API key."""
+
+    def __init__(self, auth: AuthConfig, api_keys: ApiKeyStore | None, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._metrics = metrics
+        self._callers = {name: Caller(name, policy, clock) for name, policy in auth.callers.items()}
+        self._by_spiffe_id = {p.spiffe_id: name for name, p in auth.callers.items() if p.spiffe_id}
+        self._by_dns_name = {p.dns_name: name for name, p in auth.callers.items() if p.dns_name}
+        self._api_keys = api_keys
+        self._anonymous = None if auth.enabled else Caller(UNKNOWN_CALLER, None)
+
+    @property
+    def callers(self) -> list[str]:
+        """The configured caller names (the bounded set of `caller` label values)."""
+        return sorted(self._callers)
+
+    def authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
+        """The caller of this RPC; raise UNAUTHENTICATED when it cannot be told."""
+        if self._anonymous is not None:
+            return self._anonymous
+        try:
+            return self._callers[self._caller_name(context)]
+        except UnauthenticatedError as error:
+            self._metrics.auth_failures_total.labels(reason=error.reason).inc()
+            raise
+
+    def _caller_name(self, context: grpc.aio.ServicerContext) -> str:
+        certificate_identity, by_certificate = self._certificate_caller(context.auth_context())
+        key = _bearer_key(context.invocation_metadata())
+        by_key = None
+        if key is not None:
+            by_key = self._api_keys.caller_for(key) if self._api_keys else None
+            if by_key is None:
+                raise CredentialsInvalidError(
+                    "authorization: the API key is not valid (unknown or revoked); ask the service owners for one")
+        if by_certificate and by_key and by_certificate != by_key:
+            raise CredentialsInvalidError("the client certificate and the API key belong to different callers; "
+                                          "send one of them")
+        caller = by_certificate or by_key
+        if caller is not None:
+            return caller
+        if certificate_identity is not None:
+            raise CredentialsInvalidError(f"the client certificate ({certificate_identity[:_MAX_SHOWN_IDENTITY]}) "
+                                          "belongs to no configured caller; add its SPIFFE ID or DNS name to a "
+                                          "[callers.<name>] section, or send an API key")
+        raise UnauthenticatedError(
+            "no credentials: send `authorization: Bearer <API key>` metadata, or connect with a client "
+            "certificate of a configured caller")
+
+    def _certificate_caller(self, auth_context: dict[str, list[bytes]]) -> tuple[str | None, str | None]:
+        """The certificate's identity (SPIFFE ID, else DNS names) and the caller it names, if any."""
+        spiffe_ids = auth_context.get("peer_spiffe_id")
+        if spiffe_ids:
+            spiffe_id = spiffe_ids[0].decode(errors="replace")
+            return spiffe_id, self._by_spiffe_id.get(spiffe_id)
+        dns_names = sorted({name.decode(errors="replace") for name in auth_context.get("peer_dns", ())})
+        if not dns_names:
+            return None, None
+        callers = {self._by_dns_name[name] for name in dns_names if name in self._by_dns_name}
+        return ", ".join(dns_names), callers.pop() if len(callers) == 1 else None
+
+
+def _bearer_key(metadata: tuple | None) -> str | None:
+    """The API key of `authorization: Bearer <key>`, or None without that header."""
+    for name, value in metadata or ():
+        if name == "authorization":
+            if not isinstance(value, str) or not value[:len(_BEARER_PREFIX)].lower() == _BEARER_PREFIX:
+                raise CredentialsInvalidError("authorization: must be `Bearer <API key>`")
+            return value[len(_BEARER_PREFIX):].strip()
+    return None
