@@ -11,6 +11,10 @@ if [[ $# -ne 1 ]]; then
   echo "usage: $0 EMAIL" >&2
   exit 2
 fi
+# TLS files named relative to the caller's directory stay valid after the cd.
+for var in TOKENSERVICE_CA_FILE TOKENSERVICE_CERT_FILE TOKENSERVICE_KEY_FILE; do
+  if [[ -n "${!var:-}" && "${!var}" != /* ]]; then export "$var=$PWD/${!var}"; fi
+done
 cd "$(dirname "${BASH_SOURCE[0]}")"
 cargo build --locked --example mint >&2
 exec cargo run --locked --quiet --example mint -- "$1"

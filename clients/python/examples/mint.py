@@ -3,7 +3,21 @@
     TOKENSERVICE_ADDR=localhost:50051 python examples/mint.py someone@example.com
 
 Retries UNAVAILABLE with exponential backoff; any other error (such as
-INVALID_ARGUMENT for a bad email) fails at once.
+INVALID_ARGUMENT for a bad email, UNAUTHENTICATED for a wrong API key)
+fails at once.
+
+TLS and the API key come from the environment (the same variables in every
+language's example):
+
+    TOKENSERVICE_CA_FILE          PEM CA bundle that verifies the server (turns TLS on)
+    TOKENSERVICE_CERT_FILE        PEM client certificate for mTLS (with TOKENSERVICE_KEY_FILE;
+    TOKENSERVICE_KEY_FILE         PEM client key                    both turn TLS on)
+    TOKENSERVICE_TLS_SERVER_NAME  name to check in the server's certificate (turns TLS on)
+    TOKENSERVICE_API_KEY          sent as `authorization: Bearer <key>`; needs TLS
+
+With none of the TLS variables set the channel is plaintext; with TLS on and
+no CA file, gRPC's default roots verify the server. A bad setting or an
+unreadable file exits with status 2.
 """
 
 import os
@@ -12,9 +26,17 @@ import time
 
 import grpc
 
-from tokenservice.client import create_channel, error_reason
+from tokenservice.client import TLSFileError, create_channel, error_reason
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
+
+# create_channel's keyword for each variable, to name the variable in errors.
+TLS_ENV = {
+    "ca_file": "TOKENSERVICE_CA_FILE",
+    "cert_file": "TOKENSERVICE_CERT_FILE",
+    "key_file": "TOKENSERVICE_KEY_FILE",
+    "server_name": "TOKENSERVICE_TLS_SERVER_NAME",
+}
 
 
 def main() -> int:
@@ -22,7 +44,26 @@ def main() -> int:
         print("usage: mint.py EMAIL", file=sys.stderr)
         return 2
     addr = os.environ.get("TOKENSERVICE_ADDR", "localhost:50051")
-    with create_channel(addr) as channel:
+    tls = {arg: os.environ.get(var) or None for arg, var in TLS_ENV.items()}
+    api_key = os.environ.get("TOKENSERVICE_API_KEY") or None
+    if (tls["cert_file"] is None) != (tls["key_file"] is None):
+        print("mint: set both TOKENSERVICE_CERT_FILE and TOKENSERVICE_KEY_FILE (mTLS) or neither",
+              file=sys.stderr)
+        return 2
+    if api_key is not None and not any(tls.values()):
+        print("mint: TOKENSERVICE_API_KEY needs TLS, refusing to send it in plaintext: set "
+              "TOKENSERVICE_CA_FILE (or TOKENSERVICE_CERT_FILE and TOKENSERVICE_KEY_FILE, or "
+              "TOKENSERVICE_TLS_SERVER_NAME to use the system roots)", file=sys.stderr)
+        return 2
+    try:
+        channel = create_channel(addr, api_key=api_key, **tls)
+    except TLSFileError as error:
+        print(f"mint: {TLS_ENV[error.option]}: {error.path}: {error.problem}", file=sys.stderr)
+        return 2
+    except ValueError as error:  # e.g. an API key with a line break; the message never holds the key
+        print(f"mint: {error}", file=sys.stderr)
+        return 2
+    with channel:
         stub = pb_grpc.TokenServiceStub(channel)
         backoff = 0.2
         for attempt in range(1, 6):

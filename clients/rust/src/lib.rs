@@ -5,7 +5,8 @@
 //! protoc-gen-prost, protoc-gen-tonic and protoc-gen-prost-crate); do not
 //! edit it. `google.rpc.Status` is [`tonic_types::pb::Status`], so the
 //! error of a failed `MintTokens` entry and the details of a failed call
-//! decode with the same `tonic_types` helpers.
+//! decode with the same `tonic_types` helpers. [`auth`] has TLS/mTLS from
+//! PEM files and an interceptor that sends an API key.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -25,6 +26,8 @@
 #[allow(clippy::all, missing_docs, rustdoc::all)]
 #[rustfmt::skip]
 mod gen;
+
+pub mod auth;
 
 /// The `tokenservice.v1` package: messages, the `Identity` enum,
 /// `token_service_client::TokenServiceClient` and

@@ -4,9 +4,14 @@
 // re-exports it and adds what every caller needs: a client whose calls get a
 // default deadline, promise-returning calls, and errorInfo() to read the
 // google.rpc.ErrorInfo that the server puts in the grpc-status-details-bin
-// trailer of every error.
+// trailer of every error; and TLS/mTLS from PEM files plus an API key sent as
+// `authorization: Bearer <key>` (tlsCredentials, apiKeyCredentials, or the
+// `tls` and `apiKey` options of createClient).
+import { X509Certificate } from "crypto";
+import { readFileSync } from "fs";
 import { BinaryReader } from "@bufbuild/protobuf/wire";
 import {
+  CallCredentials,
   CallOptions,
   ChannelCredentials,
   ClientOptions,
@@ -42,19 +47,130 @@ export function defaultDeadline(ms: number): Interceptor {
     new InterceptingCall(nextCall(options.deadline === undefined ? { ...options, deadline: Date.now() + ms } : options));
 }
 
+/** PEM files for a TLS or mTLS connection (see tlsCredentials). */
+export interface TlsFiles {
+  /** CA bundle that verifies the server's certificate; default: Node's root CAs. */
+  caFile?: string;
+  /** Client certificate (chain) for mTLS; needs keyFile. */
+  certFile?: string;
+  /** Client private key for mTLS; needs certFile. */
+  keyFile?: string;
+  /**
+   * Name checked in the server's certificate instead of the target's host
+   * (connecting by IP address or through a proxy). createClient sets it as
+   * the `grpc.ssl_target_name_override` channel option.
+   */
+  serverName?: string;
+}
+
+/** A TLS file that cannot be read or holds no PEM data of the expected kind. */
+export class TlsFileError extends Error {
+  constructor(
+    /** "caFile", "certFile" or "keyFile". */
+    readonly option: "caFile" | "certFile" | "keyFile",
+    readonly path: string,
+    readonly problem: string,
+  ) {
+    super(`${option} ${path}: ${problem}`);
+    this.name = "TlsFileError";
+  }
+}
+
+function readPem(option: TlsFileError["option"], path: string, marker: string): Buffer {
+  let data: Buffer;
+  try {
+    data = readFileSync(path);
+  } catch (err: any) {
+    // "ENOENT: no such file or directory, open '/x'" without the repeated path
+    throw new TlsFileError(option, path, `cannot read: ${String(err?.message ?? err).replace(/, \w+ '.*'$/, "")}`);
+  }
+  if (!data.includes(marker)) throw new TlsFileError(option, path, `no PEM ${marker.replace(/-/g, "").trim()} block in it`);
+  if (option !== "keyFile") {
+    // Node skips CA certificates it cannot parse (the server then fails
+    // verification on every attempt): parse each one now.
+    for (const pem of data.toString("latin1").match(/-----BEGIN CERTIFICATE-----[^-]*-----END CERTIFICATE-----/g) ?? []) {
+      try {
+        new X509Certificate(pem);
+      } catch (err: any) {
+        throw new TlsFileError(option, path, `cannot load: ${err?.message ?? err}`);
+      }
+    }
+  }
+  return data;
+}
+
+/**
+ * TLS channel credentials from PEM files, read now (credentials.createSsl).
+ * Throws TlsFileError for a file that cannot be read or loaded, and Error
+ * when only one of certFile / keyFile is given.
+ */
+export function tlsCredentials(files: TlsFiles = {}): ChannelCredentials {
+  if ((files.certFile === undefined) !== (files.keyFile === undefined)) {
+    throw new Error("certFile and keyFile go together: give both for mTLS, or neither");
+  }
+  const ca = files.caFile === undefined ? null : readPem("caFile", files.caFile, "-----BEGIN CERTIFICATE-----");
+  const cert = files.certFile === undefined ? null : readPem("certFile", files.certFile, "-----BEGIN CERTIFICATE-----");
+  const key = files.keyFile === undefined ? null : readPem("keyFile", files.keyFile, "PRIVATE KEY-----");
+  try {
+    return grpcCredentials.createSsl(ca, key, cert);
+  } catch (err: any) {
+    // tls.createSecureContext rejected a certificate or key.
+    const [option, path] = cert ? (["certFile", files.certFile!] as const) : (["caFile", files.caFile!] as const);
+    throw new TlsFileError(option, path, `cannot load${cert ? ` with keyFile ${files.keyFile}` : ""}: ${err?.message ?? err}`);
+  }
+}
+
+/**
+ * Call credentials that send `authorization: Bearer <apiKey>` with every
+ * call. grpc-js only combines them with secure channel credentials, so the
+ * key is never sent in plaintext.
+ */
+export function apiKeyCredentials(apiKey: string): CallCredentials {
+  if (!apiKey || apiKey.trim() !== apiKey || /[^\x20-\x7e]/.test(apiKey)) {
+    throw new Error("the API key must be non-empty printable ASCII without surrounding spaces");
+  }
+  const header = `Bearer ${apiKey}`;
+  return grpcCredentials.createFromMetadataGenerator((_params, callback) => {
+    const metadata = new Metadata();
+    metadata.set("authorization", header);
+    callback(null, metadata);
+  });
+}
+
 export interface CreateClientOptions {
-  /** Defaults to plaintext (grpc.credentials.createInsecure()). */
+  /** Defaults to plaintext (grpc.credentials.createInsecure()) unless `tls` is given. */
   credentials?: ChannelCredentials;
+  /** TLS (or mTLS) from PEM files instead of `credentials`; `{}` is TLS with Node's root CAs. */
+  tls?: TlsFiles;
+  /**
+   * Sent as `authorization: Bearer <apiKey>` with every call. Needs TLS
+   * (`tls`, or secure `credentials`): createClient throws rather than send
+   * the key in plaintext.
+   */
+  apiKey?: string;
   /** Deadline for calls that set none; default DEFAULT_DEADLINE_MS. */
   defaultDeadlineMs?: number;
   /** Further @grpc/grpc-js client options. */
   clientOptions?: Partial<ClientOptions>;
 }
 
-/** A TokenService client whose calls time out after a default deadline. */
+/**
+ * A TokenService client whose calls time out after a default deadline.
+ * Throws TlsFileError for an unreadable TLS file and Error for an API key
+ * without TLS.
+ */
 export function createClient(address: string, options: CreateClientOptions = {}): TokenServiceClient {
-  const clientOptions = options.clientOptions ?? {};
-  return new TokenServiceClient(address, options.credentials ?? grpcCredentials.createInsecure(), {
+  const clientOptions: Partial<ClientOptions> = { ...(options.clientOptions ?? {}) };
+  if (options.tls && options.credentials) throw new Error("give either credentials or tls, not both");
+  let channelCredentials = options.credentials ?? (options.tls ? tlsCredentials(options.tls) : grpcCredentials.createInsecure());
+  if (options.tls?.serverName !== undefined) clientOptions["grpc.ssl_target_name_override"] = options.tls.serverName;
+  if (options.apiKey !== undefined) {
+    if (!channelCredentials._isSecure()) {
+      throw new Error("apiKey needs TLS: give tls (or secure credentials); the key is never sent in plaintext");
+    }
+    channelCredentials = grpcCredentials.combineChannelCredentials(channelCredentials, apiKeyCredentials(options.apiKey));
+  }
+  return new TokenServiceClient(address, channelCredentials, {
     ...clientOptions,
     interceptors: [defaultDeadline(options.defaultDeadlineMs ?? DEFAULT_DEADLINE_MS), ...(clientOptions.interceptors ?? [])],
   });
