@@ -279,13 +279,16 @@ def metric_sum(samples: dict, name: str, where: Callable[[dict], bool] = lambda 
     return sum(value for (sample, labels), value in samples.items() if sample == name and where(dict(labels)))
 
 
-def service_env(bao: OpenBaoDevServer, grpc_port: int, metrics_port: int, workers: int | None) -> dict[str, str]:
+def service_env(bao: OpenBaoDevServer, grpc_port: int, metrics_port: int, workers: int | None,
+                audit_file: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
     if workers:
         env["TOKENSERVICE_WORKERS"] = str(workers)
     env.update({
         "VAULT_ADDR": bao.addr, "VAULT_TOKEN": bao.root_token, "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
         "TOKENSERVICE_GRPC_ADDR": f"127.0.0.1:{grpc_port}", "TOKENSERVICE_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+        # Like the references, no caller authentication; the audit trail stays on, into a file.
+        "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1", "TOKENSERVICE_AUDIT_OUTPUT": str(audit_file),
     })
     return env
 
@@ -305,7 +308,9 @@ def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag:
     grpc_port, metrics_port = free_loopback_port(), free_loopback_port()
     output = workdir / f"tokenservice-{tag}.log"
     started = time.monotonic()
-    process = children.start([str(TOKENSERVICE), "serve"], env=service_env(bao, grpc_port, metrics_port, workers),
+    audit_file = workdir / f"tokenservice-{tag}.audit"
+    process = children.start([str(TOKENSERVICE), "serve"],
+                             env=service_env(bao, grpc_port, metrics_port, workers, audit_file),
                              output=output)
     deadline = started + timeout
 

@@ -37,6 +37,19 @@ const (
 // with each RPC below. Every RPC may also fail with UNAVAILABLE
 // `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
 // was not started, so retry it (another replica will answer).
+//
+// Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+// else a DNS SAN, names the caller) or with an API key in
+// `authorization: Bearer <key>` metadata. Every RPC may fail with:
+//   - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+//   - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+//     the certificate names no configured caller, or the certificate and the
+//     key name different callers.
+//   - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+//     this RPC.
+//   - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+//     per second, one per minted or verified token); a `google.rpc.RetryInfo`
+//     detail says how long to wait. Other callers are not affected.
 type TokenServiceClient interface {
 	// MintToken signs a login token for one customer of one Kustomer org.
 	//
@@ -52,6 +65,10 @@ type TokenServiceClient interface {
 	//   - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
 	//     as a `MintTokenRequest`.
 	//   - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+	//   - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+	//     the org.
+	//   - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+	//     let it assert an email (or an external id).
 	//   - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
 	//     loaded from Vault for the org yet (or it is older than the configured
 	//     maximum staleness); retry with backoff.
@@ -61,7 +78,8 @@ type TokenServiceClient interface {
 	//
 	// Errors of the whole call:
 	//   - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-	//     batch limit (1000 by default); split the batch.
+	//     batch limit (1000 by default), or than the caller's rate-limit burst;
+	//     split the batch.
 	//   - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
 	//     as a `MintTokensRequest`.
 	//
@@ -78,6 +96,8 @@ type TokenServiceClient interface {
 	//   - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
 	//     as a `VerifyTokenRequest`.
 	//   - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+	//   - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+	//     the org.
 	//   - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
 	//     the org; retry with backoff.
 	VerifyToken(ctx context.Context, in *VerifyTokenRequest, opts ...grpc.CallOption) (*VerifyTokenResponse, error)
@@ -134,6 +154,19 @@ func (c *tokenServiceClient) VerifyToken(ctx context.Context, in *VerifyTokenReq
 // with each RPC below. Every RPC may also fail with UNAVAILABLE
 // `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
 // was not started, so retry it (another replica will answer).
+//
+// Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+// else a DNS SAN, names the caller) or with an API key in
+// `authorization: Bearer <key>` metadata. Every RPC may fail with:
+//   - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+//   - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+//     the certificate names no configured caller, or the certificate and the
+//     key name different callers.
+//   - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+//     this RPC.
+//   - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+//     per second, one per minted or verified token); a `google.rpc.RetryInfo`
+//     detail says how long to wait. Other callers are not affected.
 type TokenServiceServer interface {
 	// MintToken signs a login token for one customer of one Kustomer org.
 	//
@@ -149,6 +182,10 @@ type TokenServiceServer interface {
 	//   - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
 	//     as a `MintTokenRequest`.
 	//   - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+	//   - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+	//     the org.
+	//   - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+	//     let it assert an email (or an external id).
 	//   - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
 	//     loaded from Vault for the org yet (or it is older than the configured
 	//     maximum staleness); retry with backoff.
@@ -158,7 +195,8 @@ type TokenServiceServer interface {
 	//
 	// Errors of the whole call:
 	//   - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-	//     batch limit (1000 by default); split the batch.
+	//     batch limit (1000 by default), or than the caller's rate-limit burst;
+	//     split the batch.
 	//   - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
 	//     as a `MintTokensRequest`.
 	//
@@ -175,6 +213,8 @@ type TokenServiceServer interface {
 	//   - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
 	//     as a `VerifyTokenRequest`.
 	//   - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+	//   - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+	//     the org.
 	//   - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
 	//     the org; retry with backoff.
 	VerifyToken(context.Context, *VerifyTokenRequest) (*VerifyTokenResponse, error)

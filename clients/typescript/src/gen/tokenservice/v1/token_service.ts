@@ -987,6 +987,19 @@ export const VerifyTokenResponse: MessageFns<VerifyTokenResponse> = {
  * with each RPC below. Every RPC may also fail with UNAVAILABLE
  * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
  * was not started, so retry it (another replica will answer).
+ *
+ * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+ * else a DNS SAN, names the caller) or with an API key in
+ * `authorization: Bearer <key>` metadata. Every RPC may fail with:
+ * - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+ * - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+ *   the certificate names no configured caller, or the certificate and the
+ *   key name different callers.
+ * - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+ *   this RPC.
+ * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+ *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
+ *   detail says how long to wait. Other callers are not affected.
  */
 export type TokenServiceService = typeof TokenServiceService;
 export const TokenServiceService = {
@@ -1005,6 +1018,10 @@ export const TokenServiceService = {
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `MintTokenRequest`.
    * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+   * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+   *   the org.
+   * - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+   *   let it assert an email (or an external id).
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
    *   loaded from Vault for the org yet (or it is older than the configured
    *   maximum staleness); retry with backoff.
@@ -1024,7 +1041,8 @@ export const TokenServiceService = {
    *
    * Errors of the whole call:
    * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-   *   batch limit (1000 by default); split the batch.
+   *   batch limit (1000 by default), or than the caller's rate-limit burst;
+   *   split the batch.
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `MintTokensRequest`.
    * Each failed entry carries the status MintToken would have returned for
@@ -1050,6 +1068,8 @@ export const TokenServiceService = {
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `VerifyTokenRequest`.
    * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+   * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+   *   the org.
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
    *   the org; retry with backoff.
    */
@@ -1080,6 +1100,10 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `MintTokenRequest`.
    * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+   * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+   *   the org.
+   * - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+   *   let it assert an email (or an external id).
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
    *   loaded from Vault for the org yet (or it is older than the configured
    *   maximum staleness); retry with backoff.
@@ -1091,7 +1115,8 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    *
    * Errors of the whole call:
    * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-   *   batch limit (1000 by default); split the batch.
+   *   batch limit (1000 by default), or than the caller's rate-limit burst;
+   *   split the batch.
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `MintTokensRequest`.
    * Each failed entry carries the status MintToken would have returned for
@@ -1109,6 +1134,8 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `VerifyTokenRequest`.
    * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+   * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+   *   the org.
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
    *   the org; retry with backoff.
    */
@@ -1131,6 +1158,10 @@ export interface TokenServiceClient extends Client {
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `MintTokenRequest`.
    * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+   * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+   *   the org.
+   * - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+   *   let it assert an email (or an external id).
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
    *   loaded from Vault for the org yet (or it is older than the configured
    *   maximum staleness); retry with backoff.
@@ -1156,7 +1187,8 @@ export interface TokenServiceClient extends Client {
    *
    * Errors of the whole call:
    * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-   *   batch limit (1000 by default); split the batch.
+   *   batch limit (1000 by default), or than the caller's rate-limit burst;
+   *   split the batch.
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `MintTokensRequest`.
    * Each failed entry carries the status MintToken would have returned for
@@ -1188,6 +1220,8 @@ export interface TokenServiceClient extends Client {
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `VerifyTokenRequest`.
    * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+   * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+   *   the org.
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
    *   the org; retry with backoff.
    */

@@ -12,6 +12,18 @@ import static io.grpc.MethodDescriptor.generateFullMethodName;
  * with each RPC below. Every RPC may also fail with UNAVAILABLE
  * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
  * was not started, so retry it (another replica will answer).
+ * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+ * else a DNS SAN, names the caller) or with an API key in
+ * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
+ * - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+ * - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+ *   the certificate names no configured caller, or the certificate and the
+ *   key name different callers.
+ * - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+ *   this RPC.
+ * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+ *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
+ *   detail says how long to wait. Other callers are not affected.
  * </pre>
  */
 @io.grpc.stub.annotations.GrpcGenerated
@@ -184,6 +196,18 @@ public final class TokenServiceGrpc {
    * with each RPC below. Every RPC may also fail with UNAVAILABLE
    * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
    * was not started, so retry it (another replica will answer).
+   * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+   * else a DNS SAN, names the caller) or with an API key in
+   * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
+   * - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+   * - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+   *   the certificate names no configured caller, or the certificate and the
+   *   key name different callers.
+   * - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+   *   this RPC.
+   * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+   *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
+   *   detail says how long to wait. Other callers are not affected.
    * </pre>
    */
   public interface AsyncService {
@@ -203,6 +227,10 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
+     * - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+     *   let it assert an email (or an external id).
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
@@ -219,7 +247,8 @@ public final class TokenServiceGrpc {
      * succeeds or fails on its own; the results come back in request order.
      * Errors of the whole call:
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-     *   batch limit (1000 by default); split the batch.
+     *   batch limit (1000 by default), or than the caller's rate-limit burst;
+     *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
      * Each failed entry carries the status MintToken would have returned for
@@ -242,6 +271,8 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `VerifyTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
      * </pre>
@@ -263,6 +294,18 @@ public final class TokenServiceGrpc {
    * with each RPC below. Every RPC may also fail with UNAVAILABLE
    * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
    * was not started, so retry it (another replica will answer).
+   * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+   * else a DNS SAN, names the caller) or with an API key in
+   * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
+   * - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+   * - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+   *   the certificate names no configured caller, or the certificate and the
+   *   key name different callers.
+   * - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+   *   this RPC.
+   * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+   *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
+   *   detail says how long to wait. Other callers are not affected.
    * </pre>
    */
   public static abstract class TokenServiceImplBase
@@ -284,6 +327,18 @@ public final class TokenServiceGrpc {
    * with each RPC below. Every RPC may also fail with UNAVAILABLE
    * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
    * was not started, so retry it (another replica will answer).
+   * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+   * else a DNS SAN, names the caller) or with an API key in
+   * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
+   * - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+   * - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+   *   the certificate names no configured caller, or the certificate and the
+   *   key name different callers.
+   * - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+   *   this RPC.
+   * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+   *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
+   *   detail says how long to wait. Other callers are not affected.
    * </pre>
    */
   public static final class TokenServiceStub
@@ -314,6 +369,10 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
+     * - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+     *   let it assert an email (or an external id).
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
@@ -331,7 +390,8 @@ public final class TokenServiceGrpc {
      * succeeds or fails on its own; the results come back in request order.
      * Errors of the whole call:
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-     *   batch limit (1000 by default); split the batch.
+     *   batch limit (1000 by default), or than the caller's rate-limit burst;
+     *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
      * Each failed entry carries the status MintToken would have returned for
@@ -355,6 +415,8 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `VerifyTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
      * </pre>
@@ -377,6 +439,18 @@ public final class TokenServiceGrpc {
    * with each RPC below. Every RPC may also fail with UNAVAILABLE
    * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
    * was not started, so retry it (another replica will answer).
+   * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+   * else a DNS SAN, names the caller) or with an API key in
+   * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
+   * - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+   * - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+   *   the certificate names no configured caller, or the certificate and the
+   *   key name different callers.
+   * - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+   *   this RPC.
+   * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+   *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
+   *   detail says how long to wait. Other callers are not affected.
    * </pre>
    */
   public static final class TokenServiceBlockingV2Stub
@@ -407,6 +481,10 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
+     * - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+     *   let it assert an email (or an external id).
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
@@ -423,7 +501,8 @@ public final class TokenServiceGrpc {
      * succeeds or fails on its own; the results come back in request order.
      * Errors of the whole call:
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-     *   batch limit (1000 by default); split the batch.
+     *   batch limit (1000 by default), or than the caller's rate-limit burst;
+     *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
      * Each failed entry carries the status MintToken would have returned for
@@ -446,6 +525,8 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `VerifyTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
      * </pre>
@@ -467,6 +548,18 @@ public final class TokenServiceGrpc {
    * with each RPC below. Every RPC may also fail with UNAVAILABLE
    * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
    * was not started, so retry it (another replica will answer).
+   * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+   * else a DNS SAN, names the caller) or with an API key in
+   * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
+   * - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+   * - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+   *   the certificate names no configured caller, or the certificate and the
+   *   key name different callers.
+   * - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+   *   this RPC.
+   * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+   *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
+   *   detail says how long to wait. Other callers are not affected.
    * </pre>
    */
   public static final class TokenServiceBlockingStub
@@ -497,6 +590,10 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
+     * - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+     *   let it assert an email (or an external id).
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
@@ -513,7 +610,8 @@ public final class TokenServiceGrpc {
      * succeeds or fails on its own; the results come back in request order.
      * Errors of the whole call:
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-     *   batch limit (1000 by default); split the batch.
+     *   batch limit (1000 by default), or than the caller's rate-limit burst;
+     *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
      * Each failed entry carries the status MintToken would have returned for
@@ -536,6 +634,8 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `VerifyTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
      * </pre>
@@ -557,6 +657,18 @@ public final class TokenServiceGrpc {
    * with each RPC below. Every RPC may also fail with UNAVAILABLE
    * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
    * was not started, so retry it (another replica will answer).
+   * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
+   * else a DNS SAN, names the caller) or with an API key in
+   * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
+   * - UNAUTHENTICATED `CREDENTIALS_MISSING`: the call carries no credentials.
+   * - UNAUTHENTICATED `CREDENTIALS_INVALID`: the API key is unknown or revoked,
+   *   the certificate names no configured caller, or the certificate and the
+   *   key name different callers.
+   * - PERMISSION_DENIED `RPC_NOT_ALLOWED`: the caller's policy does not list
+   *   this RPC.
+   * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
+   *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
+   *   detail says how long to wait. Other callers are not affected.
    * </pre>
    */
   public static final class TokenServiceFutureStub
@@ -587,6 +699,10 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
+     * - PERMISSION_DENIED `IDENTITY_NOT_ALLOWED`: the caller's policy does not
+     *   let it assert an email (or an external id).
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
@@ -604,7 +720,8 @@ public final class TokenServiceGrpc {
      * succeeds or fails on its own; the results come back in request order.
      * Errors of the whole call:
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
-     *   batch limit (1000 by default); split the batch.
+     *   batch limit (1000 by default), or than the caller's rate-limit burst;
+     *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
      * Each failed entry carries the status MintToken would have returned for
@@ -628,6 +745,8 @@ public final class TokenServiceGrpc {
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `VerifyTokenRequest`.
      * - NOT_FOUND `ORG_UNKNOWN`: `org` names an org that is not configured.
+     * - PERMISSION_DENIED `ORG_NOT_ALLOWED`: the caller's policy does not list
+     *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
      * </pre>
