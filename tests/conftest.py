@@ -21,6 +21,7 @@ from service.metrics import Metrics
 from service.secrets import VaultSecretSource
 from service.server import TokenServer
 from service.vault_auth import session_from_config
+from tests.secured import SecuredFiles, start_secured_service
 from tests.support import ServiceProcess
 
 
@@ -90,6 +91,16 @@ async def running(openbao: OpenBaoDevServer, secret_path: str) -> AsyncIterator[
         yield started
     finally:
         await stop_server(started)
+
+
+@pytest.fixture(scope="session")
+def secured_live_service(openbao: OpenBaoDevServer, tmp_path_factory) -> Iterator[tuple[ServiceProcess, SecuredFiles]]:
+    """A real `tokenservice serve` with TLS, mTLS, an API-key port and callers (tests/secured.py)."""
+    service, files = start_secured_service(openbao, tmp_path_factory.mktemp("secured"))
+    try:
+        yield service, files
+    finally:
+        service.terminate()
 
 
 @pytest.fixture(scope="session")

@@ -55,3 +55,18 @@ def assert_example_does_not_retry_invalid_argument(lang: str, live_service, time
                             timeout=timeout, stdin=subprocess.DEVNULL)
     assert result.returncode != 0 and result.stdout == "", result
     assert "EMAIL_INVALID" in result.stderr and "retrying" not in result.stderr, result.stderr
+
+
+def assert_example_mints_over_mtls_and_with_an_api_key(lang: str, secured_live_service, timeout: float = 300) -> None:
+    """example.sh with a client certificate (mTLS), then with server-only TLS and an API key: each prints a
+    token that verifies; the audit trail names the caller each time."""
+    service, files = secured_live_service
+    for env, email, caller in [(files.client_env(service), f"{lang}-mtls@example.com", "checkout"),
+                               (files.api_key_env(service), f"{lang}-key@example.com", "reports")]:
+        result = run([example(lang), email], cwd=REPO, env={**os.environ, **env, "PYTHON": sys.executable},
+                     timeout=timeout)
+        _, claims = hs256_open(result.stdout.strip(), files.secret)
+        assert claims["email"] == email
+        assert files.api_key not in result.stdout + result.stderr
+        callers = [r["caller"] for r in service.audit_records() if r["status"] == "OK"]
+        assert callers[-1] == caller

@@ -9,7 +9,8 @@ from __future__ import annotations
 import pytest
 
 from tests.clients.common import (
-    assert_example_does_not_retry_invalid_argument, assert_example_prints_a_verified_token, BUILD_DIR, REPO, client_env, run,
+    assert_example_does_not_retry_invalid_argument, assert_example_mints_over_mtls_and_with_an_api_key,
+    assert_example_prints_a_verified_token, BUILD_DIR, REPO, client_env, run,
 )
 
 # A cold `go build` downloads and compiles grpc (a minute or two on 2 cores),
@@ -36,3 +37,7 @@ def test_go_example_prints_only_a_token(live_service):
 
 def test_go_example_does_not_retry_invalid_argument(live_service):
     assert_example_does_not_retry_invalid_argument("go", live_service)
+
+
+def test_go_example_passes_tls_credentials_and_an_api_key(secured_live_service):
+    assert_example_mints_over_mtls_and_with_an_api_key("go", secured_live_service)

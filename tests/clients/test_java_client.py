@@ -14,7 +14,8 @@ import pytest
 
 from service.dev import free_loopback_port
 from tests.clients.common import (
-    assert_example_does_not_retry_invalid_argument, assert_example_prints_a_verified_token, REPO, client_env, run,
+    assert_example_does_not_retry_invalid_argument, assert_example_mints_over_mtls_and_with_an_api_key,
+    assert_example_prints_a_verified_token, REPO, client_env, run,
 )
 
 JAVA = REPO / "clients" / "java"
@@ -53,3 +54,7 @@ def test_java_example_retries_unavailable(java_classpath):
     # 5 attempts: 4 backoffs, then the final UNAVAILABLE is reported.
     assert result.stderr.count("UNAVAILABLE (attempt") == 4, result.stderr
     assert "MintToken failed: UNAVAILABLE" in result.stderr, result.stderr
+
+
+def test_java_example_passes_tls_credentials_and_an_api_key(secured_live_service):
+    assert_example_mints_over_mtls_and_with_an_api_key("java", secured_live_service)

@@ -12,7 +12,8 @@ import sys
 import pytest
 
 from tests.clients.common import (
-    assert_example_does_not_retry_invalid_argument, assert_example_prints_a_verified_token, REPO, client_env, run,
+    assert_example_does_not_retry_invalid_argument, assert_example_mints_over_mtls_and_with_an_api_key,
+    assert_example_prints_a_verified_token, REPO, client_env, run,
 )
 
 pytestmark = pytest.mark.integration
@@ -30,3 +31,7 @@ def test_python_example_prints_only_a_token(live_service):
 
 def test_python_example_does_not_retry_invalid_argument(live_service):
     assert_example_does_not_retry_invalid_argument("python", live_service)
+
+
+def test_python_example_passes_tls_credentials_and_an_api_key(secured_live_service):
+    assert_example_mints_over_mtls_and_with_an_api_key("python", secured_live_service)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import pytest
 
 from tests.clients.common import (
-    assert_example_does_not_retry_invalid_argument, assert_example_prints_a_verified_token, REPO, client_env, run,
+    assert_example_does_not_retry_invalid_argument, assert_example_mints_over_mtls_and_with_an_api_key,
+    assert_example_prints_a_verified_token, REPO, client_env, run,
 )
 
 # A cold `npm ci` + tsc takes ~30 s; allow more than the default 120 s.
@@ -37,3 +38,7 @@ def test_typescript_example_prints_only_a_token(ts_built, live_service):
 
 def test_typescript_example_does_not_retry_invalid_argument(ts_built, live_service):
     assert_example_does_not_retry_invalid_argument("typescript", live_service)
+
+
+def test_typescript_example_passes_tls_credentials_and_an_api_key(secured_live_service):
+    assert_example_mints_over_mtls_and_with_an_api_key("typescript", secured_live_service)

@@ -80,3 +80,66 @@ def test_kubernetes_auth_needs_a_role_and_reads_the_projected_token_path(tmp_pat
     config = load_config(write(tmp_path, '[vault]\nauth = "kubernetes"\nkubernetes_role = "tokenservice"\n'), {})
     assert config.vault.kubernetes_token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
     assert config.vault.kubernetes_mount == "kubernetes"
+
+
+CALLERS = '''
+[auth]
+api_keys_path = "/tokenservice/api-keys/"
+[callers.web]
+spiffe_id = "spiffe://corp.example/ns/web/sa/web"
+orgs = ["default"]
+[callers.batch]
+orgs = ["*"]
+identities = ["external_id"]
+rpcs = ["MintToken", "MintTokens"]
+rate_per_second = 5.5
+burst = 50
+'''
+
+
+def test_callers_are_read_with_their_policies_and_defaults(tmp_path):
+    config = load_config(write(tmp_path, CALLERS), TOKEN_ENV)
+    web, batch = config.auth.callers["web"], config.auth.callers["batch"]
+    assert config.auth.enabled and config.auth.api_keys_path == "tokenservice/api-keys" and config.auth.public_health
+    assert (web.orgs, web.identities, web.rpcs) == ({"default"}, {"email", "external_id"}, {"MintToken"})
+    assert (web.rate_per_second, web.burst, web.spiffe_id) == (100, 200, "spiffe://corp.example/ns/web/sa/web")
+    assert (batch.identities, batch.rpcs, batch.rate_per_second, batch.burst) == (
+        {"external_id"}, {"MintToken", "MintTokens"}, 5.5, 50)
+    assert batch.may_mint_for("anything") and not web.may_mint_for("other")
+
+
+@pytest.mark.parametrize("text, named", [
+    ('[callers.web]\norgs = ["nope"]\n', "callers.web.*orgs must be a non-empty list"),
+    ('[callers.web]\nspiffe_id = "spiffe://a/b"\n', "callers.web.*needs orgs"),
+    ('[callers.Web]\norgs = ["*"]\n', "callers.Web.*lower-case"),
+    ('[callers.web]\norgs = ["*"]\nrpcs = ["DeleteEverything"]\n', "rpcs must be a non-empty list"),
+    ('[callers.web]\norgs = ["*"]\nidentities = []\n', "identities must be a non-empty list"),
+    ('[callers.web]\norgs = ["*"]\nrate_per_second = 0\n', "rate_per_second must be a number above 0"),
+    ('[callers.web]\norgs = ["*"]\nburst = 1.5\n', "burst must be a whole number"),
+    ('[callers.web]\norgs = ["*"]\nspiffe_id = "https://x"\n', "spiffe_id must be a spiffe:// URI"),
+    ('[callers.web]\norgs = ["*"]\nrole = "admin"\n', "unknown key.*role"),
+    ('[callers.web]\norgs = ["*"]\n', "callers web: have no spiffe_id or dns_name.*auth.api_keys_path"),
+    ('[callers.a]\norgs = ["*"]\ndns_name = "x.example"\n[callers.b]\norgs = ["*"]\ndns_name = "x.example"\n',
+     "callers.a and callers.b: both claim"),
+    ('[tls]\ncert_file = "/etc/hostname"\n', "tls.cert_file and tls.key_file: give both"),
+    ('[tls]\ncert_file = "/nonexistent.pem"\nkey_file = "/etc/hostname"\n', "tls.cert_file.*readable file"),
+    ('[tls]\ncert_file = "/etc/hostname"\nkey_file = "/etc/hostname"\napi_key_addr = "127.0.0.1:1"\n',
+     "tls.api_key_addr.*only needed with tls.client_ca_file"),
+    ('[auth]\npublic_health = "sometimes"\n', "auth.public_health.*true or false"),
+])
+def test_bad_caller_and_tls_settings_are_refused_by_name(tmp_path, text, named):
+    with pytest.raises(ConfigError, match=named):
+        load_config(write(tmp_path, text), TOKEN_ENV)
+
+
+def test_serving_without_callers_must_be_asked_for_and_cannot_be_combined_with_callers(tmp_path):
+    from service.config import require_caller_auth_decision
+
+    with pytest.raises(ConfigError, match="--insecure-no-caller-auth"):
+        require_caller_auth_decision(load_config(None, TOKEN_ENV))
+    insecure = load_config(None, {**TOKEN_ENV, "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1"})
+    require_caller_auth_decision(insecure)
+    assert not insecure.auth.enabled
+    require_caller_auth_decision(load_config(write(tmp_path, CALLERS), TOKEN_ENV))
+    with pytest.raises(ConfigError, match="callers are configured, so caller authentication cannot be off"):
+        load_config(write(tmp_path, CALLERS), {**TOKEN_ENV, "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "true"})
