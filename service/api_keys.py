@@ -53,8 +53,10 @@ def parse_key_hashes(data: dict, callers: Collection[str]) -> tuple[dict[str, st
         if caller not in callers:
             problems.append(f"field {caller!r} names no configured caller; its keys are ignored")
             continue
-        hashes = re.split(r"[\s,]+", value.strip()) if isinstance(value, str) else [""]
-        for key_hash in hashes:
+        if not isinstance(value, str):
+            problems.append(f"field {caller!r} is not a string of sha256:<hex> hashes; it is ignored")
+            continue
+        for key_hash in filter(None, re.split(r"[\s,]+", value)):
             if not _HASH_PATTERN.match(key_hash):
                 problems.append(f"field {caller!r} holds a value that is not sha256:<64 hex digits>; "
                                 "it is ignored (store hashes, never keys)")

@@ -72,8 +72,8 @@ class AuditLog:
         unless caller authentication is off (then a random key is used, and said so)."""
         if audit.output == AUDIT_OFF:
             return cls(None, b"")
-        fd = 1 if audit.output == AUDIT_STDOUT else _open_for_append(audit.output)
-        return cls(fd, _fingerprint_key(audit, caller_auth=caller_auth))
+        key = load_fingerprint_key(audit, caller_auth=caller_auth)
+        return cls(1 if audit.output == AUDIT_STDOUT else _open_for_append(audit.output), key)
 
     def fingerprint(self, kind: str, value: str) -> str | None:
         """The fingerprint of an identity, or None when it was not given."""
@@ -119,7 +119,8 @@ def _open_for_append(path: str) -> int:
         raise ConfigError(f"setting audit.output: cannot open {path} for appending: {error.strerror}") from None
 
 
-def _fingerprint_key(audit: AuditConfig, *, caller_auth: bool) -> bytes:
+def load_fingerprint_key(audit: AuditConfig, *, caller_auth: bool) -> bytes:
+    """The key of the identity fingerprints; a random one only when caller authentication is off."""
     if audit.fingerprint_key_file is None:
         if caller_auth:
             raise ConfigError(

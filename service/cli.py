@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import secrets
 import sys
@@ -15,9 +14,8 @@ from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.api_keys import hash_api_key, new_api_key
-from service.audit import AuditLog
+from service.audit import AuditLog, load_fingerprint_key
 from service.config import (
-    AUDIT_OFF,
     CALLER_NAME_PATTERN,
     DEFAULT_SECRET_PATH,
     Config,
@@ -217,7 +215,7 @@ def _fingerprint(args: argparse.Namespace) -> int:
     config = load_config(args.config, os.environ)
     if config.audit.fingerprint_key_file is None:
         raise ConfigError("setting audit.fingerprint_key_file: needed to compute fingerprints; pass --config")
-    audit = AuditLog.from_config(dataclasses.replace(config.audit, output=AUDIT_OFF), caller_auth=True)
+    audit = AuditLog(None, load_fingerprint_key(config.audit, caller_auth=True))
     kind, value = ("email", args.email) if args.email is not None else ("external_id", args.external_id)
     print(f"{kind}_fingerprint {audit.fingerprint(kind, value)}")
     return 0

@@ -64,6 +64,10 @@ def test_two_workers_serve_mtls_and_api_key_callers_and_audit_and_count_them(ope
                         caller="reports") == 6
     assert metric_value(metrics, "tokenservice_auth_failures_total", reason="CREDENTIALS_MISSING") == 1
     records = service.audit_records()
+    fingerprint = run_cli("fingerprint", "--config", str(files.config_file), "--email", "w0@example.com",
+                          env={"VAULT_TOKEN": "unused"})
+    assert fingerprint.returncode == 0, fingerprint.stderr
+    assert sum(r["email_fingerprint"] == fingerprint.stdout.split()[1] for r in records) == 1
     assert [r["status"] for r in records].count("OK") == 12 and len(records) == 14
     assert {r["caller"] for r in records} == {"checkout", "reports", "unknown"}
     workers = [r for r in service.log_records() if r.get("message") == "worker listening"]

@@ -89,11 +89,12 @@ def test_key_entries_map_hashes_to_callers_and_report_every_problem_without_the_
     leaked_key = new_api_key()
     by_hash, problems = parse_key_hashes({
         "web": f"{one}, {two}", "batch": f"{shared}\n", "other": shared, "stranger": one,
-        "mistake": leaked_key, "numbers": 42,
-    }, callers={"web", "batch", "other", "mistake", "numbers"})
+        "mistake": leaked_key, "numbers": 42, "revoked": " ",
+    }, callers={"web", "batch", "other", "mistake", "numbers", "revoked"})
     assert by_hash == {one: "web", two: "web"}
     assert len(problems) == 4
     assert any("'stranger' names no configured caller" in p for p in problems)
     assert any(f"key {key_id(shared)} is listed for two callers" in p for p in problems)
-    assert sum("is not sha256:<64 hex digits>" in p for p in problems) == 2
+    assert any("'mistake' holds a value that is not sha256:<64 hex digits>" in p for p in problems)
+    assert any("'numbers' is not a string" in p for p in problems)
     assert leaked_key not in "".join(problems)
