@@ -145,7 +145,7 @@ rpcs = ["MintToken", "VerifyToken"]
 [callers.reports]
 orgs = ["acme"]
 identities = ["external_id"]
-rpcs = ["MintToken", "MintTokens"]
+rpcs = ["MintToken", "MintTokens", "VerifyToken"]
 rate_per_second = 2
 burst = 3
 
@@ -500,3 +500,62 @@ async def test_no_secret_key_token_or_identity_in_logs_audit_or_metrics(secured,
         for token in tokens:
             assert token.split(".")[2] not in text, f"{where} contains a token signature"
     assert len(secured.audit_of("leak")) == 3 and "API keys adopted" in logs
+
+
+# --- more attack paths --------------------------------------------------------------------------------------
+
+
+async def test_a_certificate_and_a_key_of_different_callers_are_refused(secured, clients):
+    credentials = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(secured.ca.cert_pem, clients["checkout"].key_pem, clients["checkout"].cert_pem),
+        grpc.access_token_call_credentials(secured.keys["backfill"]))
+    async with grpc.aio.secure_channel(secured.mtls_target, credentials) as channel:
+        code, reason, _ = await refused(mint(channel, "mixed-credentials", email="ada@example.com", org="globex"))
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_INVALID")
+
+
+@pytest.mark.parametrize("authorization", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "tks_not-even-bearer"])
+async def test_malformed_authorization_metadata_is_unauthenticated(secured, authorization):
+    async with secured.key_channel(None) as channel:
+        code, reason, _ = await refused(pb_grpc.TokenServiceStub(channel).MintToken(
+            pb.MintTokenRequest(external_id="c-1"), metadata=(("authorization", authorization),), timeout=5))
+    assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_INVALID")
+
+
+async def test_a_request_id_that_could_forge_audit_fields_is_replaced(secured):
+    forged = 'x","caller":"checkout'
+    async with secured.key_channel(secured.keys["backfill"]) as channel:
+        await mint(channel, forged, external_id="c-1")
+    [record] = [r for r in secured.audit() if r["caller"] == "backfill"]
+    assert record["request_id"] != forged and len(record["request_id"]) == 32
+
+
+async def test_an_unauthenticated_oversized_batch_cannot_flood_the_audit_trail(secured):
+    async with secured.key_channel(None) as channel:
+        await refused(pb_grpc.TokenServiceStub(channel).MintTokens(pb.MintTokensRequest(
+            requests=[pb.MintTokenRequest(external_id="c")] * 5000), timeout=10))
+    records = secured.audit()
+    assert len(records) == secured.server.config.batch_limit
+    assert {r["reason"] for r in records} == {"CREDENTIALS_MISSING"}
+
+
+async def test_verify_token_is_no_oracle_for_orgs_outside_the_policy(secured, clients):
+    async with secured.mtls_channel(clients["support"]) as support:
+        token = (await mint(support, "oracle", email="ada@example.com", org="globex")).token
+    async with secured.key_channel(secured.keys["reports"]) as reports:
+        code, reason, _ = await refused(pb_grpc.TokenServiceStub(reports).VerifyToken(
+            pb.VerifyTokenRequest(token=token, org="globex"), timeout=5))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "ORG_NOT_ALLOWED")
+    async with secured.mtls_channel(clients["checkout"]) as checkout:
+        code, reason, _ = await refused(pb_grpc.TokenServiceStub(checkout).VerifyToken(
+            pb.VerifyTokenRequest(token=token, org="globex"), timeout=5))
+    assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "RPC_NOT_ALLOWED")
+
+
+async def test_a_plaintext_client_gets_no_answer_from_the_tls_ports(secured):
+    for target in (secured.mtls_target, secured.api_key_target):
+        async with grpc.aio.insecure_channel(target) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await mint(channel, "plaintext", external_id="c-1")
+        assert raised.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert secured.audit_of("plaintext") == []
