@@ -55,11 +55,12 @@ _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 @dataclasses.dataclass(frozen=True)
 class _Call:
-    """What the audit trail needs to know of the RPC around a mint attempt."""
+    """What the audit trail needs to know of the RPC around its mint attempts, and those attempts."""
 
     rpc: str
     request_id: str
     peer: str
+    attempts: list[MintAttempt] = dataclasses.field(default_factory=list)
 
 
 def _call(context: grpc.aio.ServicerContext, rpc: str) -> _Call:
@@ -96,15 +97,22 @@ class TokenServicer:
 
     async def MintToken(self, request: pb.MintTokenRequest, context: grpc.aio.ServicerContext) -> pb.MintTokenResponse:
         call = _call(context, "MintToken")
-        caller = self._admit_mint(context, call, [request], cost=1)
-        return self._mint(request, caller, call)
+        try:
+            caller = self._admit_mint(context, call, [request], cost=1)
+            return self._mint(request, caller, call)
+        finally:
+            self._audit.record(call.attempts)
 
     async def MintTokens(
         self, request: pb.MintTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.MintTokensResponse:
         call = _call(context, "MintTokens")
-        caller = self._admit_mint(context, call, request.requests, cost=len(request.requests))
-        return pb.MintTokensResponse(results=[self._mint_result(entry, caller, call) for entry in request.requests])
+        try:
+            caller = self._admit_mint(context, call, request.requests, cost=len(request.requests))
+            return pb.MintTokensResponse(
+                results=[self._mint_result(entry, caller, call) for entry in request.requests])
+        finally:
+            self._audit.record(call.attempts)
 
     async def VerifyToken(
         self, request: pb.VerifyTokenRequest, context: grpc.aio.ServicerContext
@@ -208,7 +216,7 @@ class TokenServicer:
 
     def _record(self, call: _Call, caller: str, request: pb.MintTokenRequest, *,
                 error: TokenServiceError | None = None, secret_version: int | None = None) -> None:
-        self._audit.record(MintAttempt(
+        call.attempts.append(MintAttempt(
             request_id=call.request_id, caller=caller, rpc=call.rpc, peer=call.peer,
             org=self._org_label(request.org or self._default_org),
             email=request.email, external_id=request.external_id,

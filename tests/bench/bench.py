@@ -62,9 +62,10 @@ MINT_BATCH_PATH = "/tokenservice.v1.TokenService/MintTokens"
 GRPC_HEADERS = ["content-type: application/grpc", "te: trailers"]
 
 # Row keys, in table order.
-UNARY, BATCH, EXPRESS, GO, HALF = "unary", "batch", "express", "go", "half"
+UNARY, SECURED, BATCH, EXPRESS, GO, HALF = "unary", "secured", "batch", "express", "go", "half"
 LABELS = {
     UNARY: "tokenservice MintToken",
+    SECURED: "tokenservice MintToken, TLS + API key",
     BATCH: "tokenservice MintTokens x{batch}",
     EXPRESS: "reference Express+jsonwebtoken",
     GO: "reference Go grpc-go+golang-jwt",
@@ -303,15 +304,20 @@ def log_records(output: Path) -> list[dict]:
 
 
 def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag: str, workers: int | None,
-                  timeout: float = 60.0) -> Service:
-    """Start `tokenservice serve` and time it to a listening port and to health SERVING."""
+                  timeout: float = 60.0, secured: SecuredSetup | None = None) -> Service:
+    """Start `tokenservice serve` and time it to a listening port and to health SERVING.
+
+    With `secured`, it runs with its config: callers, TLS, and health on a plaintext port."""
     grpc_port, metrics_port = free_loopback_port(), free_loopback_port()
     output = workdir / f"tokenservice-{tag}.log"
     started = time.monotonic()
     audit_file = workdir / f"tokenservice-{tag}.audit"
-    process = children.start([str(TOKENSERVICE), "serve"],
-                             env=service_env(bao, grpc_port, metrics_port, workers, audit_file),
-                             output=output)
+    env = service_env(bao, grpc_port, metrics_port, workers, audit_file)
+    argv = [str(TOKENSERVICE), "serve"]
+    if secured is not None:
+        env["TOKENSERVICE_INSECURE_NO_CALLER_AUTH"] = ""
+        argv += ["--config", str(secured.config_file)]
+    process = children.start(argv, env=env, output=output)
     deadline = started + timeout
 
     def check_alive() -> None:
@@ -329,9 +335,10 @@ def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag:
         time.sleep(0.002)
     listening = time.monotonic()
     target = f"127.0.0.1:{grpc_port}"
+    health_target = f"127.0.0.1:{secured.health_port}" if secured else target
     options = [("grpc.initial_reconnect_backoff_ms", 10), ("grpc.min_reconnect_backoff_ms", 10),
                ("grpc.max_reconnect_backoff_ms", 20)]
-    with grpc.insecure_channel(target, options=options) as channel:
+    with grpc.insecure_channel(health_target, options=options) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
             check_alive()
@@ -356,6 +363,51 @@ def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag:
     all_serving = time.monotonic()
     return Service(process, target, f"http://127.0.0.1:{metrics_port}/metrics", listening - started,
                    serving - started, all_serving - started, count)
+
+
+@dataclasses.dataclass
+class SecuredSetup:
+    """What a `tokenservice serve` with caller authentication needs: TLS on the gRPC port
+    (server certificate only, so API keys are accepted there), one caller with an API key
+    whose hash is in OpenBao and no rate limit to speak of, and the audit fingerprint key."""
+
+    config_file: Path
+    ca_pem: bytes
+    api_key: str
+    health_port: int
+
+    @classmethod
+    def create(cls, bao: OpenBaoDevServer, workdir: Path) -> SecuredSetup:
+        from service.api_keys import hash_api_key, new_api_key
+        from tests.certificates import CertificateAuthority
+
+        ca = CertificateAuthority(workdir, name="bench-ca")
+        server = ca.issue_server("bench-server")
+        api_key = new_api_key()
+        bao.client().secrets.kv.v2.create_or_update_secret(path="tokenservice/bench-api-keys",
+                                                           secret={"bench": hash_api_key(api_key)})
+        (workdir / "fingerprint.key").write_text(secrets.token_urlsafe(32))
+        health_port = free_loopback_port()
+        config_file = workdir / "secured.toml"
+        config_file.write_text(f"""
+health_addr = "127.0.0.1:{health_port}"
+[tls]
+cert_file = "{server.cert_file}"
+key_file = "{server.key_file}"
+[auth]
+api_keys_path = "tokenservice/bench-api-keys"
+[audit]
+fingerprint_key_file = "{workdir / 'fingerprint.key'}"
+[callers.bench]
+orgs = ["*"]
+rate_per_second = 1e9
+burst = 1000000
+""")
+        return cls(config_file, ca.cert_pem, api_key, health_port)
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.composite_channel_credentials(grpc.ssl_channel_credentials(self.ca_pem),
+                                                  grpc.access_token_call_credentials(self.api_key))
 
 
 @dataclasses.dataclass
@@ -415,7 +467,8 @@ def batch_entries(size: int) -> list[pb.MintTokenRequest]:
             for index in range(size)]
 
 
-def sample_tokens(key: str, target: str | int, batch: int) -> list[tuple[str, str, str]]:
+def sample_tokens(key: str, target: str | int, batch: int,
+                  credentials: grpc.ChannelCredentials | None = None) -> list[tuple[str, str, str]]:
     """One token (several for a batch) from a server: (token, email, external_id)."""
     if key == EXPRESS:
         body = json.dumps({"externalId": EXTERNAL_ID, "email": EMAIL}).encode()
@@ -423,7 +476,8 @@ def sample_tokens(key: str, target: str | int, batch: int) -> list[tuple[str, st
                                          headers={"content-type": "application/json"})
         with urllib.request.urlopen(request, timeout=10) as response:
             return [(json.loads(response.read())["token"], EMAIL, EXTERNAL_ID)]
-    with grpc.insecure_channel(str(target)) as channel:
+    with (grpc.secure_channel(str(target), credentials, options=[("grpc.ssl_target_name_override", "localhost")])
+          if credentials else grpc.insecure_channel(str(target))) as channel:
         stub = pb_grpc.TokenServiceStub(channel)
         if key == BATCH:
             entries = batch_entries(batch)
@@ -453,6 +507,7 @@ class Target:
     pid: int
     address: str | int  # what sample_tokens needs
     server_counts: Callable[[], tuple[float, float]] | None = None  # (ok, not ok) so far, server side
+    credentials: grpc.ChannelCredentials | None = None  # what sample_tokens needs for a TLS target
 
 
 @dataclasses.dataclass
@@ -626,13 +681,15 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
 
     # The servers under test.
     service = start_service(children, bao, workdir, "main", args.service_workers)
+    secured_setup = SecuredSetup.create(bao, workdir)
+    secured = start_service(children, bao, workdir, "secured", args.service_workers, secured=secured_setup)
     express = start_express(children, secret, workdir)
     go = start_go(children, secret, workdir)
     log(f"servers: tokenservice {service.grpc_target}, express 127.0.0.1:{express.port}, go 127.0.0.1:{go.port}")
 
-    def service_counts(method: str) -> Callable[[], tuple[float, float]]:
+    def service_counts(method: str, server: Service = service) -> Callable[[], tuple[float, float]]:
         def counts() -> tuple[float, float]:
-            samples = service.metrics()
+            samples = server.metrics()
             ok = metric_sum(samples, "grpc_server_handled_total",
                             lambda labels: labels.get("grpc_method") == method and labels.get("grpc_code") == "OK")
             failed = metric_sum(samples, "grpc_server_handled_total", lambda labels: labels.get("grpc_code") != "OK")
@@ -654,6 +711,10 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     targets = [
         Target(UNARY, LABELS[UNARY], service_url + MINT_PATH, workdir / "unary.bin", GRPC_HEADERS, False,
                args.clients, args.streams, 1, service.process.pid, service.grpc_target, service_counts("MintToken")),
+        Target(SECURED, LABELS[SECURED], f"https://{secured.grpc_target}{MINT_PATH}", workdir / "unary.bin",
+               [*GRPC_HEADERS, f"authorization: Bearer {secured_setup.api_key}"], False, args.clients, args.streams,
+               1, secured.process.pid, secured.grpc_target, service_counts("MintToken", secured),
+               secured_setup.credentials()),
         Target(BATCH, LABELS[BATCH].format(batch=args.batch), service_url + MINT_BATCH_PATH, workdir / "batch.bin",
                GRPC_HEADERS, False, args.clients, args.streams, args.batch, service.process.pid, service.grpc_target,
                service_counts("MintTokens")),
@@ -671,7 +732,8 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
 
         def verify_all(when: str) -> None:
             for target in targets:
-                for token, email, external_id in sample_tokens(target.key, target.address, args.batch):
+                for token, email, external_id in sample_tokens(target.key, target.address, args.batch,
+                                                               target.credentials):
                     check_token(verifier, token, f"{target.label} ({when} the load)", email, external_id)
                 verified[target.key] = True
             log(f"{when} the load: every server's token passed the service's VerifyToken")
@@ -706,7 +768,7 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
                               lambda labels: labels.get("grpc_code") != "OK")
     if total_failed:
         problems.append(f"tokenservice counted {total_failed:g} non-OK gRPC calls (grpc_server_handled_total)")
-    for stopped in (express.process, go.process, service.process):
+    for stopped in (express.process, go.process, service.process, secured.process):
         children.stop(stopped)
 
     # Memory: RSS of a fresh process after --mints MintToken calls.
@@ -730,7 +792,7 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
 
     # The table.
     rows = []
-    for key in (UNARY, BATCH, EXPRESS, GO, HALF):
+    for key in (UNARY, SECURED, BATCH, EXPRESS, GO, HALF):
         key_runs = runs[key]
         label = LABELS[key].format(batch=args.batch)
         tokens = next((target.tokens_per_request for target in targets if target.key == key), 1)

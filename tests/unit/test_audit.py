@@ -27,7 +27,7 @@ def write_records(tmp_path, *attempts: MintAttempt) -> list[str]:
     log = AuditLog.from_config(AuditConfig(output=str(path), fingerprint_key_file=str(key_file(tmp_path))),
                                caller_auth=True)
     for each in attempts:
-        log.record(each)
+        log.record([each])
     log.close()
     return path.read_text().split("\n")[:-1]
 
@@ -80,9 +80,9 @@ def test_records_from_several_writers_stay_whole(tmp_path):
     logs = [AuditLog.from_config(AuditConfig(output=str(path), fingerprint_key_file=str(key_file(tmp_path))),
                                  caller_auth=True) for _ in range(2)]
     for n in range(200):
-        logs[n % 2].record(attempt(request_id=f"r-{n}"))
+        logs[n % 2].record([attempt(request_id=f"r-{n}-{entry}") for entry in range(3)])
     for log in logs:
         log.close()
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert sorted(int(r["request_id"][2:]) for r in records) == list(range(200))
+    assert sorted(r["request_id"] for r in records) == sorted(f"r-{n}-{e}" for n in range(200) for e in range(3))
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
