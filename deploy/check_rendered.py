@@ -6,18 +6,32 @@ Run by deploy/validate with the tools virtualenv's Python (PyYAML, jsonschema):
     check_rendered.py RULES_OUT_DIR RENDERED.yaml...
 
 1. Kinds: every object is either a built-in kind (schema-checked by
-   kubernetes-validate) or one of the Prometheus Operator kinds below, which
-   kubernetes-validate has no schema for. Those are checked here instead:
-   ServiceMonitor against a strict schema of the fields this repo uses, and
-   each PrometheusRule's spec is written to RULES_OUT_DIR for
-   `promtool check rules`.
+   kubernetes-validate) or one of the custom kinds below, which
+   kubernetes-validate has no schema for. Those are checked here instead,
+   against strict schemas of the fields this repo uses: the Prometheus
+   Operator's ServiceMonitor and PrometheusRule (whose spec is also written
+   to RULES_OUT_DIR for `promtool check rules`), and cert-manager's
+   Certificate and Issuer.
 2. checkov skips: every checkov.io/skipN annotation reads CKV_ID=<reason>.
 3. TokenService's pod, against the config.toml in its own ConfigMap:
-   probes on the configured gRPC port (readiness for tokenservice.v1.TokenService),
-   named Service ports grpc (appProtocol grpc) and metrics on the configured
-   ports, terminationGracePeriodSeconds > preStop sleep + shutdown grace,
-   the projected Vault token (audience "vault") mounted where the config reads it,
-   and the hardening the deployment issue asks for.
+   - container ports grpc, grpc-api-key, health and metrics on the configured
+     addresses; named Service ports grpc and grpc-api-key (appProtocol grpc)
+     and metrics, and not the plaintext health port;
+   - startup, liveness ("liveness") and readiness (tokenservice.v1.TokenService)
+     probes: native gRPC probes on health_addr's port;
+   - caller authentication on: callers configured, mTLS on grpc_addr
+     (tls.client_ca_file), API keys at a path, audit to stdout with a
+     fingerprint key file;
+   - the TLS files and the audit key read from Secret volumes mounted
+     read-only as directories (no subPath, which would never see a renewal),
+     with no mount inside another; the TLS Secret issued by a rendered
+     cert-manager Certificate for the Service's names (when the overlay has
+     one), from an issuer that exists;
+   - terminationGracePeriodSeconds > preStop sleep + shutdown grace, the
+     projected Vault token (audience "vault") mounted where the config reads
+     it, and the hardening the deployment issue asks for;
+   - a NetworkPolicy selecting the pods admits the caller ports and metrics,
+     never the health port.
 """
 
 from __future__ import annotations
@@ -30,7 +44,12 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-OPERATOR_KINDS = {("monitoring.coreos.com/v1", "ServiceMonitor"), ("monitoring.coreos.com/v1", "PrometheusRule")}
+CUSTOM_KINDS = {
+    ("monitoring.coreos.com/v1", "ServiceMonitor"),
+    ("monitoring.coreos.com/v1", "PrometheusRule"),
+    ("cert-manager.io/v1", "Certificate"),
+    ("cert-manager.io/v1", "Issuer"),
+}
 
 _STR = {"type": "string"}
 _LABELS = {"type": "object", "additionalProperties": _STR}
@@ -85,17 +104,105 @@ PROMETHEUS_RULE_SCHEMA = {
     },
 }
 
+_DURATION = {"type": "string", "pattern": r"^(\d+(h|m|s))+$"}
+_ISSUER_REF = {
+    "type": "object", "required": ["name", "kind", "group"], "additionalProperties": False,
+    "properties": {"name": _STR, "kind": {"enum": ["Issuer", "ClusterIssuer"]}, "group": {"const": "cert-manager.io"}},
+}
+# cert-manager's key usages (the ones a TLS server or client certificate may need).
+_USAGES = ["digital signature", "key encipherment", "server auth", "client auth", "cert sign", "crl sign"]
+CERTIFICATE_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Certificate"},
+        "metadata": SERVICE_MONITOR_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object", "required": ["secretName", "issuerRef", "privateKey"], "additionalProperties": False,
+            "anyOf": [{"required": ["dnsNames"]}, {"required": ["uris"]}, {"required": ["commonName"]}],
+            "properties": {
+                "secretName": _STR,
+                "secretTemplate": {
+                    "type": "object", "additionalProperties": False,
+                    "properties": {"labels": _LABELS, "annotations": _LABELS},
+                },
+                "isCA": {"type": "boolean"},
+                "commonName": {"type": "string", "maxLength": 64},
+                "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^[a-z0-9.-]+$"}},
+                "uris": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^spiffe://\S+$"}},
+                "duration": _DURATION,
+                "renewBefore": _DURATION,
+                "usages": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": _USAGES}},
+                "privateKey": {
+                    "type": "object", "required": ["algorithm", "rotationPolicy"], "additionalProperties": False,
+                    "properties": {
+                        "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                        "size": {"type": "integer"},
+                        "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                        "rotationPolicy": {"enum": ["Never", "Always"]},
+                    },
+                },
+                "issuerRef": _ISSUER_REF,
+            },
+        },
+    },
+}
+ISSUER_SCHEMA = {
+    "type": "object",
+    "required": ["apiVersion", "kind", "metadata", "spec"],
+    "additionalProperties": False,
+    "properties": {
+        "apiVersion": {"const": "cert-manager.io/v1"},
+        "kind": {"const": "Issuer"},
+        "metadata": SERVICE_MONITOR_SCHEMA["properties"]["metadata"],
+        "spec": {
+            "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+            "properties": {
+                "selfSigned": {"type": "object", "additionalProperties": False, "properties": {}},
+                "ca": {"type": "object", "required": ["secretName"], "additionalProperties": False,
+                       "properties": {"secretName": _STR}},
+            },
+        },
+    },
+}
+SCHEMAS = {
+    "ServiceMonitor": SERVICE_MONITOR_SCHEMA,
+    "PrometheusRule": PROMETHEUS_RULE_SCHEMA,
+    "Certificate": CERTIFICATE_SCHEMA,
+    "Issuer": ISSUER_SCHEMA,
+}
+
 CHECKOV_SKIP = re.compile(r"^CKV2?_[A-Z0-9]+_\d+=\S.{19,}$")
 
 
 class Problems(list):
     def need(self, condition: bool, message: str) -> None:
-        if not condition:
+        if not condition and message not in self:
             self.append(message)
 
 
 def port_of(address: str) -> int:
     return int(address.rpartition(":")[2])
+
+
+def secret_file(path: str | None, mounts: dict, volumes: dict) -> tuple[str | None, str | None, dict | None]:
+    """Where a configured file comes from: (Secret name, key, mount) when it lies directly in a
+    Secret volume's directory, else (None, None, the mount it lies in or None)."""
+    if not path:
+        return None, None, None
+    directory, _, name = path.rpartition("/")
+    for mount in mounts.values():
+        if mount["mountPath"].rstrip("/") != directory:
+            continue
+        secret = volumes.get(mount["name"], {}).get("secret")
+        if secret is None:
+            return None, None, mount
+        items = secret.get("items")
+        key = name if items is None else next((i["key"] for i in items if i["path"] == name), None)
+        return secret["secretName"], key, mount
+    return None, None, None
 
 
 def check_tokenservice(objects: list[dict], where: str, problems: Problems) -> None:
@@ -122,29 +229,93 @@ def check_tokenservice(objects: list[dict], where: str, problems: Problems) -> N
     config_dir = mounts["config"]["mountPath"]
     problems.need(container.get("args", [])[-2:] == ["--config", f"{config_dir}/config.toml"],
                   f"{where}: container args are --config {config_dir}/config.toml")
+    tls = config.get("tls", {})
+    auth = config.get("auth", {})
+    audit = config.get("audit", {})
+
+    # Ports: what config.toml listens on, declared on the container and (but health) on the Service.
     grpc_port = port_of(config.get("grpc_addr", "0.0.0.0:50051"))
     metrics_port = port_of(config.get("metrics_addr", "0.0.0.0:9090"))
-
+    health_port = port_of(config["health_addr"]) if "health_addr" in config else None
+    api_key_port = port_of(tls["api_key_addr"]) if "api_key_addr" in tls else None
+    expected_ports = {"grpc": grpc_port, "grpc-api-key": api_key_port, "health": health_port, "metrics": metrics_port}
     ports = {p["name"]: p["containerPort"] for p in container["ports"]}
-    problems.need(ports == {"grpc": grpc_port, "metrics": metrics_port},
-                  f"{where}: container ports grpc={grpc_port}, metrics={metrics_port} (from config.toml); got {ports}")
+    problems.need(ports == expected_ports,
+                  f"{where}: container ports {expected_ports} (from config.toml: grpc_addr, tls.api_key_addr, "
+                  f"health_addr, metrics_addr); got {ports}")
     services = [o for o in objects if o["kind"] == "Service" and o["metadata"]["name"] == "tokenservice"]
     problems.need(len(services) == 1, f"{where}: one Service tokenservice")
     for service in services:
         by_name = {p["name"]: p for p in service["spec"]["ports"]}
-        problems.need(set(by_name) == {"grpc", "metrics"}, f"{where}: Service ports are named grpc and metrics")
-        problems.need(by_name.get("grpc", {}).get("appProtocol") == "grpc", f"{where}: Service port grpc has appProtocol grpc")
+        problems.need(set(by_name) == {"grpc", "grpc-api-key", "metrics"},
+                      f"{where}: Service ports are grpc, grpc-api-key and metrics (not the plaintext health port); "
+                      f"got {sorted(by_name)}")
+        for name in ("grpc", "grpc-api-key"):
+            problems.need(by_name.get(name, {}).get("appProtocol") == "grpc",
+                          f"{where}: Service port {name} has appProtocol grpc")
+        for name, port in by_name.items():
+            problems.need(port.get("targetPort") == name and port.get("port") == expected_ports.get(name),
+                          f"{where}: Service port {name} is {expected_ports.get(name)}, targetPort {name}")
         selector = service["spec"].get("selector", {})
         labels = deployment["spec"]["template"]["metadata"]["labels"]
         problems.need(selector and all(labels.get(k) == v for k, v in selector.items()),
                       f"{where}: the Service selects the tokenservice pods")
 
-    liveness, readiness = container.get("livenessProbe", {}), container.get("readinessProbe", {})
-    problems.need(liveness.get("grpc") == {"port": grpc_port, "service": "liveness"},
-                  f"{where}: liveness is a native gRPC probe on port {grpc_port}, service \"liveness\" "
-                  "(SERVING while the process runs, whatever Vault does)")
-    problems.need(readiness.get("grpc") == {"port": grpc_port, "service": "tokenservice.v1.TokenService"},
-                  f"{where}: readiness is a native gRPC probe on {grpc_port} for tokenservice.v1.TokenService")
+    # Probes: native gRPC on the plaintext health port (the kubelet speaks neither TLS nor API keys).
+    problems.need(health_port is not None, f"{where}: config.toml sets health_addr (the probes' plaintext port)")
+    for probe, service_name in (("startupProbe", "liveness"), ("livenessProbe", "liveness"),
+                                ("readinessProbe", "tokenservice.v1.TokenService")):
+        problems.need(container.get(probe, {}).get("grpc") == {"port": health_port, "service": service_name},
+                      f"{where}: {probe} is a native gRPC probe on the health port {health_port}, "
+                      f"service {service_name!r}")
+
+    # Caller authentication, as the issue asks: on, mTLS on grpc_addr, API keys, audit.
+    callers = config.get("callers", {})
+    problems.need(bool(callers), f"{where}: config.toml configures [callers.<name>] (caller authentication on)")
+    problems.need(not auth.get("insecure_no_caller_auth", False), f"{where}: auth.insecure_no_caller_auth is not set")
+    problems.need(bool(tls.get("client_ca_file")),
+                  f"{where}: tls.client_ca_file set: grpc_addr requires client certificates")
+    problems.need(bool(auth.get("api_keys_path")) and api_key_port is not None,
+                  f"{where}: auth.api_keys_path and tls.api_key_addr set for the API-key callers")
+    problems.need(audit.get("output", "stdout") == "stdout",
+                  f"{where}: audit.output is stdout (the pod's log, collected with it)")
+    problems.need(any(c.get("spiffe_id") or c.get("dns_name") for c in callers.values())
+                  and any(not (c.get("spiffe_id") or c.get("dns_name")) for c in callers.values()),
+                  f"{where}: an example certificate caller and an example API-key caller")
+
+    # Mounts: separate directories, none inside another, no subPath anywhere.
+    paths = sorted(m["mountPath"].rstrip("/") for m in mounts.values())
+    for index, path in enumerate(paths):
+        for other in paths[index + 1:]:
+            problems.need(not (other == path or other.startswith(path + "/")),
+                          f"{where}: volume mount {other} lies inside (or on) {path}; give each its own directory")
+    for mount in mounts.values():
+        problems.need("subPath" not in mount and "subPathExpr" not in mount,
+                      f"{where}: volume {mount['name']} is mounted with a subPath, which never receives updates")
+
+    # The TLS files and the audit key: read-only Secret directories.
+    tls_keys = {"tls.cert_file": "tls.crt", "tls.key_file": "tls.key", "tls.client_ca_file": "ca.crt"}
+    tls_secrets = set()
+    for setting in (*tls_keys, "audit.fingerprint_key_file"):
+        section, _, key_name = setting.partition(".")
+        value = config.get(section, {}).get(key_name)
+        secret, key, mount = secret_file(value, mounts, volumes)
+        problems.need(secret is not None and key is not None,
+                      f"{where}: {setting} ({value}) is a key of a Secret volume, mounted as a directory")
+        if mount is not None:
+            problems.need(mount.get("readOnly") is True, f"{where}: volume {mount['name']} is mounted read-only")
+        if secret is None:
+            continue
+        volume = volumes[mount["name"]]["secret"]
+        problems.need(volume.get("defaultMode", 0o644) & 0o007 == 0,
+                      f"{where}: Secret volume {mount['name']} is not world-readable (defaultMode)")
+        problems.need(not volume.get("optional", False), f"{where}: Secret volume {mount['name']} is not optional")
+        if setting in tls_keys:
+            tls_secrets.add(secret)
+            problems.need(key == tls_keys[setting],
+                          f"{where}: {setting} is the key {tls_keys[setting]} of a kubernetes.io/tls Secret")
+    problems.need(len(tls_secrets) <= 1, f"{where}: the TLS files come from one Secret; got {sorted(tls_secrets)}")
+    check_certificates(objects, where, services, tls_secrets, callers, problems)
 
     pre_stop = container.get("lifecycle", {}).get("preStop", {}).get("sleep", {}).get("seconds", 0)
     grace = float(config.get("shutdown_grace_seconds", 10))
@@ -179,6 +350,69 @@ def check_tokenservice(objects: list[dict], where: str, problems: Problems) -> N
         configured = next((v for k, v in vault.items() if k.endswith("token_file") or k.endswith("jwt_file")), None)
         problems.need(configured == expected, f"{where}: config.toml reads the Vault token at {expected} (got {configured})")
 
+    check_network_policies(objects, where, deployment, problems)
+
+
+def check_certificates(objects: list[dict], where: str, services: list[dict], tls_secrets: set[str],
+                       callers: dict, problems: Problems) -> None:
+    """cert-manager objects: the server certificate names the Service; every Issuer referred to is
+    rendered (a ClusterIssuer is the cluster's); a CA issuer's CA is a rendered CA certificate; a
+    client certificate's identities are those of configured callers."""
+    certificates = [o for o in objects if o["kind"] == "Certificate"]
+    issuers = {o["metadata"]["name"]: o for o in objects if o["kind"] == "Issuer"}
+    identities = {c.get("spiffe_id") for c in callers.values()} | {c.get("dns_name") for c in callers.values()}
+    for certificate in certificates:
+        spec = certificate["spec"]
+        name = f"{where}: Certificate/{certificate['metadata']['name']}"
+        ref = spec["issuerRef"]
+        if ref["kind"] == "Issuer":
+            problems.need(ref["name"] in issuers, f"{name}: its Issuer {ref['name']} is rendered in the overlay")
+        if "client auth" in spec.get("usages", []):
+            for identity in spec.get("uris", []) + spec.get("dnsNames", []):
+                problems.need(identity in identities,
+                              f"{name}: client certificate identity {identity} is a configured caller's")
+    for issuer in issuers.values():
+        ca_secret = issuer["spec"].get("ca", {}).get("secretName")
+        if ca_secret:
+            problems.need(any(c["spec"]["secretName"] == ca_secret and c["spec"].get("isCA") for c in certificates),
+                          f"{where}: Issuer/{issuer['metadata']['name']}: its CA Secret {ca_secret} is issued by a "
+                          "rendered CA Certificate (isCA)")
+    if not certificates:
+        return  # the TLS Secret is made outside Kustomize
+    servers = [c for c in certificates if c["spec"]["secretName"] in tls_secrets]
+    problems.need(len(servers) == 1,
+                  f"{where}: one cert-manager Certificate issues the TLS Secret {sorted(tls_secrets)}")
+    for server in servers:
+        spec = server["spec"]
+        problems.need("server auth" in spec.get("usages", []), f"{where}: the server Certificate has usage server auth")
+        problems.need(not spec.get("isCA"), f"{where}: the server Certificate is not a CA")
+        problems.need(spec["privateKey"].get("rotationPolicy") == "Always",
+                      f"{where}: the server Certificate gets a new private key at each renewal (rotationPolicy Always)")
+        for service in services:
+            namespace = service["metadata"].get("namespace")
+            wanted = {"tokenservice", f"tokenservice.{namespace}", f"tokenservice.{namespace}.svc"}
+            missing = wanted - set(spec.get("dnsNames", []))
+            problems.need(not missing, f"{where}: the server Certificate names the Service; missing {sorted(missing)}")
+            problems.need(server["metadata"].get("namespace") == namespace,
+                          f"{where}: the server Certificate is in the Service's namespace")
+
+
+def check_network_policies(objects: list[dict], where: str, deployment: dict, problems: Problems) -> None:
+    """A NetworkPolicy that selects the tokenservice pods admits the caller ports and metrics, never health."""
+    labels = deployment["spec"]["template"]["metadata"]["labels"]
+    for policy in (o for o in objects if o["kind"] == "NetworkPolicy"):
+        selector = policy["spec"]["podSelector"].get("matchLabels", {})
+        if not selector or not all(labels.get(k) == v for k, v in selector.items()):
+            continue
+        name = f"{where}: NetworkPolicy/{policy['metadata']['name']}"
+        rules = policy["spec"].get("ingress", [])
+        admitted = {port.get("port") for rule in rules for port in rule.get("ports", [])}
+        problems.need({"grpc", "grpc-api-key", "metrics"} <= admitted,
+                      f"{name}: admits the named ports grpc, grpc-api-key and metrics; "
+                      f"got {sorted(map(str, admitted))}")
+        problems.need(all(rule.get("ports") for rule in rules) and "health" not in admitted and 50052 not in admitted,
+                      f"{name}: admits no pod to the plaintext health port (every rule names its ports)")
+
 
 def main(argv: list[str]) -> int:
     rules_dir, rendered = Path(argv[0]), [Path(p) for p in argv[1:]]
@@ -189,14 +423,13 @@ def main(argv: list[str]) -> int:
         for obj in objects:
             name = f"{path.stem}: {obj['kind']}/{obj['metadata']['name']}"
             group = obj["apiVersion"].split("/")[0] if "/" in obj["apiVersion"] else ""
-            if "." in group and not group.endswith(".k8s.io") and (obj["apiVersion"], obj["kind"]) not in OPERATOR_KINDS:
+            custom = "." in group and not group.endswith(".k8s.io")
+            if custom and (obj["apiVersion"], obj["kind"]) not in CUSTOM_KINDS:
                 problems.append(f"{name}: custom resource kind with no check; add a schema in deploy/check_rendered.py")
-            if obj["kind"] == "ServiceMonitor":
-                for error in jsonschema.Draft202012Validator(SERVICE_MONITOR_SCHEMA).iter_errors(obj):
+            elif custom:
+                for error in jsonschema.Draft202012Validator(SCHEMAS[obj["kind"]]).iter_errors(obj):
                     problems.append(f"{name}: {'.'.join(map(str, error.absolute_path))}: {error.message}")
             if obj["kind"] == "PrometheusRule":
-                for error in jsonschema.Draft202012Validator(PROMETHEUS_RULE_SCHEMA).iter_errors(obj):
-                    problems.append(f"{name}: {'.'.join(map(str, error.absolute_path))}: {error.message}")
                 out = rules_dir / f"{path.stem}-{obj['metadata']['name']}.rules.yaml"
                 out.write_text(yaml.safe_dump(obj["spec"], sort_keys=False))
             for key, value in (obj["metadata"].get("annotations") or {}).items():

@@ -2,9 +2,13 @@
 # Configure a Vault or OpenBao server for TokenService (idempotent):
 #   1. a KV v2 secrets engine at $KV_MOUNT (enabled if missing, upgraded if v1),
 #   2. the Kubernetes auth method at $K8S_AUTH_MOUNT, pointed at the cluster,
-#   3. the read-only policy "tokenservice" (tokenservice-policy.hcl),
+#   3. the read-only policy "tokenservice" (tokenservice-policy.hcl): the org
+#      secrets under kustomer/ and the API key hashes at tokenservice/api-keys,
 #   4. the role "tokenservice", bound to the service account tokenservice in
 #      namespace $SA_NAMESPACE and to tokens for audience "vault".
+# It writes no secret: the org secrets and the API key hashes are yours to
+# write (deploy/README.md); it says so when the API key entry is missing, as
+# TokenService does not become ready without it.
 #
 # Works with the `bao` CLI (OpenBao) or the `vault` CLI (HashiCorp Vault):
 # set VAULT_CLI, else whichever is on PATH (bao first) is used.
@@ -126,3 +130,13 @@ cli write "auth/$K8S_AUTH_MOUNT/role/$ROLE_NAME" \
     token_ttl="$TOKEN_TTL" \
     token_max_ttl="$TOKEN_MAX_TTL" >/dev/null
 echo "wrote role auth/$K8S_AUTH_MOUNT/role/$ROLE_NAME for $SA_NAMESPACE/$SA_NAME (audience $AUDIENCE)"
+
+# 5. The API key hashes (auth.api_keys_path) are read like the org secrets;
+#    the service is not ready until the entry exists. Only a reminder here.
+if cli kv get -mount="$KV_MOUNT" tokenservice/api-keys >/dev/null 2>&1; then
+    echo "$KV_MOUNT/tokenservice/api-keys exists"
+else
+    echo "note: no entry at $KV_MOUNT/tokenservice/api-keys yet; TokenService is not ready until there is one." \
+        "Per API-key caller: tokenservice api-key new --caller <name>, then" \
+        "$VAULT_CLI kv patch -mount=$KV_MOUNT tokenservice/api-keys <name>=sha256:... (kv put for the first)"
+fi

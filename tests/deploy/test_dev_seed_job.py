@@ -8,13 +8,17 @@ here; tests/deploy/test_vault_kubernetes_auth.py covers it).
 
 from __future__ import annotations
 
+import hashlib
 import re
 import shutil
 import subprocess
+import tomllib
 from pathlib import Path
 
+import hvac
 import pytest
 
+from service.api_keys import parse_key_hashes
 from service.dev import find_bao
 
 pytestmark = pytest.mark.integration
@@ -37,7 +41,17 @@ def job_script() -> str:
     return "\n".join(body) + "\n"
 
 
+def forget(openbao, path: str) -> None:
+    """Delete every version of an entry, so the Job finds it missing (the shared server may hold it)."""
+    try:
+        openbao.client().secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point="secret")
+    except hvac.exceptions.InvalidPath:
+        pass
+
+
 def test_seed_job_configures_openbao_and_seeds_once(openbao, tmp_path):
+    for path in ("kustomer/example", "tokenservice/api-keys", "dev-only/api-key-helpdesk"):
+        forget(openbao, path)
     (tmp_path / "token").write_text(openbao.root_token)
     script = (job_script()
               .replace("/var/run/secrets/openbao-dev-root/token", str(tmp_path / "token"))
@@ -55,11 +69,25 @@ def test_seed_job_configures_openbao_and_seeds_once(openbao, tmp_path):
     assert "wrote a random dev secret" in first.stdout
     secret = openbao.read_secret("kustomer/example")
     assert re.fullmatch(r"[0-9a-f]{64}", secret), "32 random bytes, hex"
+    # The API key of the dev overlay's caller "helpdesk": its hash where the service reads the hashes,
+    # the key itself at a path for the developer (which the tokenservice policy cannot read).
+    assert "wrote a random dev API key for caller helpdesk" in first.stdout
+    key = openbao.read_secret("dev-only/api-key-helpdesk", field="key")
+    assert re.fullmatch(r"tks_[0-9a-f]{64}", key)
+    hashes = openbao.client().secrets.kv.v2.read_secret_version(
+        path="tokenservice/api-keys", mount_point="secret", raise_on_deleted_version=True)["data"]["data"]
+    assert hashes == {"helpdesk": "sha256:" + hashlib.sha256(key.encode()).hexdigest()}
+    dev_callers = tomllib.loads((DEPLOY / "overlays" / "dev" / "config.toml").read_text())["callers"]
+    assert parse_key_hashes(hashes, set(dev_callers)) == ({hashes["helpdesk"]: "helpdesk"}, [])
+    assert not {"spiffe_id", "dns_name"} & set(dev_callers["helpdesk"]), "helpdesk is an API-key caller"
+    assert key not in first.stdout + first.stderr
 
     again = subprocess.run([shell, "-ec", script], env=env, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stdout + again.stderr
-    assert "already set" in again.stdout
+    assert "secret/kustomer/example already set" in again.stdout
+    assert "secret/tokenservice/api-keys already set" in again.stdout
     assert openbao.read_secret("kustomer/example") == secret
+    assert openbao.read_secret("dev-only/api-key-helpdesk", field="key") == key
 
     role = openbao.client().read("auth/kubernetes-dev-seed/role/tokenservice")["data"]
     assert role["bound_service_account_names"] == ["tokenservice"]

@@ -28,8 +28,8 @@ DASHBOARD = MONITORING / "grafana-dashboard.json"
 
 # The metrics the deployment issue promised; service/metrics.py must export all of them.
 CONTRACT = {
-    "tokenservice_tokens_issued_total": {"org", "identity"},
-    "tokenservice_mint_errors_total": {"org", "reason"},
+    "tokenservice_tokens_issued_total": {"org", "identity", "caller"},
+    "tokenservice_mint_errors_total": {"org", "reason", "caller"},
     "tokenservice_mint_duration_seconds_bucket": {"le"},
     "tokenservice_secret_version": {"org"},
     "tokenservice_secret_last_refresh_timestamp_seconds": {"org"},
@@ -38,6 +38,15 @@ CONTRACT = {
     "grpc_server_started_total": set(),
     "grpc_server_handled_total": {"grpc_service", "grpc_method", "grpc_code"},
     "grpc_server_handling_seconds_bucket": {"grpc_service", "grpc_method", "le"},
+}
+# The caller-authentication metrics the alerts and the dashboard use. Labelled counters
+# appear once counted, so test_prometheus_scrape.py reads these from a service with callers.
+CALLER_AUTH_CONTRACT = {
+    "tokenservice_auth_failures_total": {"reason"},
+    "tokenservice_rate_limited_total": {"caller"},
+    "tokenservice_api_key_refresh_total": {"result"},
+    "tokenservice_api_keys_loaded": set(),
+    "tokenservice_tls_reload_total": {"result"},
 }
 # kube-state-metrics series the replica alerts use.
 KUBE_STATE_METRICS = {
@@ -163,7 +172,7 @@ def check_expressions(exprs: dict[str, str]) -> list[str]:
 
 def test_the_service_exports_every_promised_metric():
     exported = exported_series()
-    for name, labels in CONTRACT.items():
+    for name, labels in {**CONTRACT, **CALLER_AUTH_CONTRACT}.items():
         assert name in exported, f"service/metrics.py does not export {name}"
         assert labels <= exported[name], f"{name}: labels {sorted(labels - exported[name])} missing"
 
@@ -180,8 +189,18 @@ def test_dashboard_uses_only_exported_metrics_and_labels():
     used = {name for expr in exprs.values() for name, _ in selectors(expr)[0]}
     for wanted in ("tokenservice_tokens_issued_total", "tokenservice_mint_errors_total",
                    "tokenservice_mint_duration_seconds_bucket", "tokenservice_secret_version",
-                   "tokenservice_secret_last_refresh_timestamp_seconds", "tokenservice_vault_refresh_total"):
+                   "tokenservice_secret_last_refresh_timestamp_seconds", "tokenservice_vault_refresh_total",
+                   *CALLER_AUTH_CONTRACT):
         assert wanted in used, f"the dashboard shows {wanted}"
+    by_caller = [expr for expr in exprs.values()
+                 if "tokenservice_tokens_issued_total" in expr and "caller" in selectors(expr)[1]]
+    assert by_caller, "the dashboard shows issuance by caller"
+
+
+def test_every_caller_auth_metric_is_alerted_on_or_shown():
+    """Each alert on the caller-auth metrics is there; the gauge of loaded keys is shown only."""
+    used = {name for expr in rule_expressions().values() for name, _ in selectors(expr)[0]}
+    assert set(CALLER_AUTH_CONTRACT) - {"tokenservice_api_keys_loaded"} <= used
 
 
 def test_the_check_catches_a_wrong_name_and_a_wrong_label():

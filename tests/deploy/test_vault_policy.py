@@ -1,9 +1,10 @@
 """deploy/vault/tokenservice-policy.hcl on a real OpenBao dev server: read the
-org secrets, and nothing else.
+org secrets and the API key hashes, and nothing else.
 
 A token holding only that policy (no "default" policy) must read a secret
-under kustomer/ and be denied every other path and every write, as answered by
-the server both for real requests and by sys/capabilities.
+under kustomer/ and the entry tokenservice/api-keys, and be denied every other
+path (its neighbours under tokenservice/ included) and every write, as
+answered by the server both for real requests and by sys/capabilities.
 """
 
 from __future__ import annotations
@@ -15,11 +16,13 @@ import hvac
 import pytest
 import requests
 
+from service.api_keys import hash_api_key, new_api_key
 from tests.conftest import new_secret
 
 pytestmark = pytest.mark.integration
 
 POLICY = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "tokenservice-policy.hcl"
+API_KEYS = "tokenservice/api-keys"  # auth.api_keys_path of every shipped config.toml (test_deploy_config.py)
 
 
 @pytest.fixture
@@ -54,8 +57,22 @@ def test_reads_the_org_secret(policy_token, openbao):
                                                     raise_on_deleted_version=True)["data"]["data"]["secret"]
 
 
+def test_reads_the_api_key_hashes(policy_token, openbao):
+    client, _ = policy_token
+    hashes = {"helpdesk": f"{hash_api_key(new_api_key())} {hash_api_key(new_api_key())}"}
+    written = openbao.client().secrets.kv.v2.create_or_update_secret(path=API_KEYS, secret=hashes)
+    read = client.secrets.kv.v2.read_secret_version(path=API_KEYS, mount_point="secret", raise_on_deleted_version=True)
+    assert read["data"]["data"] == hashes
+    assert read["data"]["metadata"]["version"] == written["data"]["version"]
+
+
 def test_every_write_and_every_other_path_is_denied(policy_token, openbao):
     client, path = policy_token
+    keys = {"helpdesk": hash_api_key(new_api_key())}
+    openbao.client().secrets.kv.v2.create_or_update_secret(path=API_KEYS, secret=keys)
+    for neighbour in ("tokenservice/api-keys-old", "tokenservice/api-keys/nested", "tokenservice/other",
+                      "dev-only/api-key-helpdesk"):
+        openbao.client().secrets.kv.v2.create_or_update_secret(path=neighbour, secret={"key": new_api_key()})
     payload = {"data": {"secret": new_secret()}}
     denied = [
         # Writes to the org secret itself, in every KV v2 form.
@@ -73,6 +90,21 @@ def test_every_write_and_every_other_path_is_denied(policy_token, openbao):
         ("LIST", "secret/metadata/", None),
         # A new secret under kustomer/.
         ("POST", f"secret/data/kustomer/new-{uuid.uuid4().hex[:6]}", payload),
+        # The API key hashes: read only, and that one entry only.
+        ("POST", f"secret/data/{API_KEYS}", {"data": {"helpdesk": hash_api_key(new_api_key())}}),
+        ("PUT", f"secret/data/{API_KEYS}", {"data": {"helpdesk": hash_api_key(new_api_key())}}),
+        ("PATCH", f"secret/data/{API_KEYS}", {"data": {"helpdesk": hash_api_key(new_api_key())}}),
+        ("DELETE", f"secret/data/{API_KEYS}", None),
+        ("POST", f"secret/delete/{API_KEYS}", {"versions": [1]}),
+        ("POST", f"secret/destroy/{API_KEYS}", {"versions": [1]}),
+        ("GET", f"secret/metadata/{API_KEYS}", None),
+        ("DELETE", f"secret/metadata/{API_KEYS}", None),
+        ("LIST", "secret/metadata/tokenservice", None),
+        ("GET", "secret/data/tokenservice/api-keys-old", None),
+        ("GET", "secret/data/tokenservice/api-keys/nested", None),
+        ("GET", "secret/data/tokenservice/other", None),
+        ("GET", "secret/data/tokenservice", None),
+        ("GET", "secret/data/dev-only/api-key-helpdesk", None),
         # Other secrets and the engine's config.
         ("GET", "secret/data/elsewhere/chat", None),
         ("GET", "secret/data/kustomer", None),
@@ -98,13 +130,21 @@ def test_every_write_and_every_other_path_is_denied(policy_token, openbao):
     # Nothing was changed by the attempts.
     assert openbao.client().secrets.kv.v2.read_secret_version(
         path=path, mount_point="secret", raise_on_deleted_version=True)["data"]["metadata"]["version"] == 1
+    assert openbao.client().secrets.kv.v2.read_secret_version(
+        path=API_KEYS, mount_point="secret", raise_on_deleted_version=True)["data"]["data"] == keys
 
 
-def test_capabilities_are_exactly_read_on_org_secrets(policy_token, openbao):
+def test_capabilities_are_exactly_read_on_org_secrets_and_api_keys(policy_token, openbao):
     client, path = policy_token
     paths = {
         f"secret/data/{path}": ["read"],
         "secret/data/kustomer/any-org": ["read"],
+        f"secret/data/{API_KEYS}": ["read"],
+        f"secret/metadata/{API_KEYS}": ["deny"],
+        f"secret/delete/{API_KEYS}": ["deny"],
+        "secret/data/tokenservice/api-keys-old": ["deny"],
+        "secret/data/tokenservice/api-keys/nested": ["deny"],
+        "secret/data/tokenservice/other": ["deny"],
         f"secret/metadata/{path}": ["deny"],
         f"secret/delete/{path}": ["deny"],
         f"secret/destroy/{path}": ["deny"],
