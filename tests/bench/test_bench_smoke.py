@@ -17,6 +17,7 @@ import pytest
 RUN = Path(__file__).resolve().parent / "run"
 ROWS = [
     "tokenservice MintToken",
+    "tokenservice MintToken, TLS + API key",
     "tokenservice MintTokens x100",
     "reference Express+jsonwebtoken",
     "reference Go grpc-go+golang-jwt",
