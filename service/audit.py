@@ -18,15 +18,16 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import hmac
-import json
 import logging
 import os
 import secrets
 from datetime import datetime, timezone
-from typing import Any
+from json.encoder import encode_basestring_ascii
+from typing import NamedTuple
 
 from service.config import AUDIT_OFF, AUDIT_STDOUT, AuditConfig
 from service.errors import ConfigError
+from service.metrics import UNKNOWN_CALLER
 
 logger = logging.getLogger(__name__)
 
@@ -34,20 +35,32 @@ FINGERPRINT_KEY_MIN_BYTES = 32
 _FINGERPRINT_HEX_DIGITS = 32
 
 
-@dataclasses.dataclass(frozen=True)
-class MintAttempt:
-    """What the trail records of one mint attempt."""
+class MintAttempt(NamedTuple):
+    """What the trail records of one mint attempt (a tuple: a batch makes one per entry)."""
 
-    request_id: str
-    caller: str
-    rpc: str
     org: str
     email: str
     external_id: str
-    peer: str
     status: str
     reason: str | None = None
     secret_version: int | None = None
+
+
+@dataclasses.dataclass
+class AuditedCall:
+    """One RPC and the mint attempts it made; `caller` stays unknown until authentication succeeds."""
+
+    rpc: str
+    request_id: str
+    peer: str
+    caller: str = UNKNOWN_CALLER
+    attempts: list[MintAttempt] = dataclasses.field(default_factory=list)
+
+
+def _json(value: str | int | None) -> str:
+    if value is None:
+        return "null"
+    return str(value) if isinstance(value, int) else encode_basestring_ascii(value)
 
 
 def _identity_kind(email: str, external_id: str) -> str:
@@ -61,7 +74,6 @@ class AuditLog:
         self._fd = fd
         # Keyed once: copying a keyed HMAC is cheaper than keying one per fingerprint.
         self._mac = hmac.new(fingerprint_key, digestmod=hashlib.sha256)
-        self._encoder = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
 
     @classmethod
     def from_config(cls, audit: AuditConfig, *, caller_auth: bool) -> AuditLog:
@@ -81,32 +93,34 @@ class AuditLog:
         mac.update(f"{kind}\0{value}".encode("utf-8", "surrogatepass"))
         return mac.hexdigest()[:_FINGERPRINT_HEX_DIGITS]
 
-    def record(self, attempts: list[MintAttempt]) -> None:
-        """Write the records of one call in one write; a failed write is logged, never raised into the RPC."""
-        if self._fd is None or not attempts:
+    def record(self, call: AuditedCall) -> None:
+        """Write the records of one call in one write; a failed write is logged, never raised into the RPC.
+
+        Lines are assembled from values escaped by the json module rather than by json.dumps
+        of a dict per record, which was a fifth of a batch entry's cost in the profile."""
+        if self._fd is None or not call.attempts:
             return
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        lines = "".join(self._encoder.encode(self._fields(attempt, now)) + "\n" for attempt in attempts)
+        prefix = (f'{{"time":{_json(now)},"request_id":{_json(call.request_id)},"caller":{_json(call.caller)},'
+                  f'"peer":{_json(call.peer)},"rpc":{_json(call.rpc)},')
+        lines = "".join(prefix + self._attempt_fields(attempt) for attempt in call.attempts)
         try:
             os.write(self._fd, lines.encode("ascii"))
         except OSError as error:
             logger.error("audit record could not be written", extra={"fields": {"error": error.strerror}})
 
-    def _fields(self, attempt: MintAttempt, now: str) -> dict[str, Any]:
-        return {
-            "time": now,
-            "request_id": attempt.request_id,
-            "caller": attempt.caller,
-            "peer": attempt.peer,
-            "rpc": attempt.rpc,
-            "org": attempt.org,
-            "identity_kind": _identity_kind(attempt.email, attempt.external_id),
-            "email_fingerprint": self.fingerprint("email", attempt.email),
-            "external_id_fingerprint": self.fingerprint("external_id", attempt.external_id),
-            "secret_version": attempt.secret_version,
-            "status": attempt.status,
-            "reason": attempt.reason,
-        }
+    def _attempt_fields(self, attempt: MintAttempt) -> str:
+        return (f'"org":{_json(attempt.org)},'
+                f'"identity_kind":"{_identity_kind(attempt.email, attempt.external_id)}",'
+                f'"email_fingerprint":{_json(self.fingerprint("email", attempt.email))},'
+                f'"external_id_fingerprint":{_json(self.fingerprint("external_id", attempt.external_id))},'
+                f'"secret_version":{_json(attempt.secret_version)},"status":{_json(attempt.status)},'
+                f'"reason":{_json(attempt.reason)}}}\n')
+
+    @property
+    def enabled(self) -> bool:
+        """False when the trail is off, so callers can skip building records."""
+        return self._fd is not None
 
     def close(self) -> None:
         """Close the audit file (stdout stays open)."""

@@ -25,9 +25,8 @@ from service.errors import (
     RpcNotAllowedError,
     UnauthenticatedError,
 )
-from service.metrics import Metrics
+from service.metrics import UNKNOWN_CALLER, Metrics
 
-UNKNOWN_CALLER = "unknown"
 _BEARER_PREFIX = "bearer "
 _MAX_SHOWN_IDENTITY = 200
 

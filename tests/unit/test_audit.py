@@ -9,25 +9,29 @@ import os
 
 import pytest
 
-from service.audit import AuditLog, MintAttempt
+from service.audit import AuditedCall, AuditLog, MintAttempt
 from service.config import AuditConfig
 from service.errors import ConfigError
 
 KEY = b"k" * 32
 
 
-def attempt(**overrides) -> MintAttempt:
-    return MintAttempt(**{"request_id": "r-1", "caller": "web", "rpc": "MintToken", "org": "acme",
-                          "email": "ada@example.com", "external_id": "", "peer": "ipv4:127.0.0.1:5000",
-                          "status": "OK", "secret_version": 3, **overrides})
+def attempt(**overrides) -> AuditedCall:
+    """A call with one attempt; `overrides` may set fields of either."""
+    call_fields = {"rpc": "MintToken", "request_id": "r-1", "peer": "ipv4:127.0.0.1:5000", "caller": "web"}
+    attempt_fields = {"org": "acme", "email": "ada@example.com", "external_id": "", "status": "OK",
+                      "secret_version": 3}
+    for name, value in overrides.items():
+        (call_fields if name in call_fields else attempt_fields)[name] = value
+    return AuditedCall(**call_fields, attempts=[MintAttempt(**attempt_fields)])
 
 
-def write_records(tmp_path, *attempts: MintAttempt) -> list[str]:
+def write_records(tmp_path, *calls: AuditedCall) -> list[str]:
     path = tmp_path / "audit.jsonl"
     log = AuditLog.from_config(AuditConfig(output=str(path), fingerprint_key_file=str(key_file(tmp_path))),
                                caller_auth=True)
-    for each in attempts:
-        log.record([each])
+    for call in calls:
+        log.record(call)
     log.close()
     return path.read_text().split("\n")[:-1]
 
@@ -50,12 +54,14 @@ def test_a_record_holds_fingerprints_not_identities(tmp_path):
 
 
 def test_no_value_can_split_a_record_or_forge_a_field(tmp_path):
-    hostile = 'x\n{"caller":"admin"}\r\u2028\u2029\u0085"\\'
-    lines = write_records(tmp_path, attempt(caller=hostile, peer=hostile, request_id=hostile),
+    hostile = 'x\n{"caller":"admin"}\r\u2028\u2029\u0085\x00"\\\udcff'
+    lines = write_records(tmp_path, attempt(caller=hostile, peer=hostile, request_id=hostile, org=hostile,
+                                            status=hostile, reason=hostile),
                           attempt(request_id="second"))
     assert len(lines) == 2 and all(line.isascii() for line in lines)
     first = json.loads(lines[0])
-    assert first["caller"] == hostile and json.loads(lines[1])["request_id"] == "second"
+    assert all(first[field] == hostile for field in ("caller", "peer", "request_id", "org", "status", "reason"))
+    assert json.loads(lines[1])["request_id"] == "second"
 
 
 def test_the_same_identity_has_the_same_fingerprint_and_kinds_do_not_collide(tmp_path):
@@ -80,9 +86,11 @@ def test_records_from_several_writers_stay_whole(tmp_path):
     logs = [AuditLog.from_config(AuditConfig(output=str(path), fingerprint_key_file=str(key_file(tmp_path))),
                                  caller_auth=True) for _ in range(2)]
     for n in range(200):
-        logs[n % 2].record([attempt(request_id=f"r-{n}-{entry}") for entry in range(3)])
+        call = attempt(request_id=f"r-{n}")
+        call.attempts *= 3
+        logs[n % 2].record(call)
     for log in logs:
         log.close()
     records = [json.loads(line) for line in path.read_text().splitlines()]
-    assert sorted(r["request_id"] for r in records) == sorted(f"r-{n}-{e}" for n in range(200) for e in range(3))
+    assert sorted(r["request_id"] for r in records) == sorted(f"r-{n}" for n in range(200) for _ in range(3))
     assert oct(os.stat(path).st_mode & 0o777) == "0o600"
