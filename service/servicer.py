@@ -9,9 +9,10 @@ other exception into INTERNAL without leaking its text.
 from __future__ import annotations
 
 import logging
+import itertools
 import re
+import secrets
 import time
-import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -50,12 +51,15 @@ def _timestamp(seconds: int) -> Timestamp:
 
 
 _REQUEST_ID_PATTERN = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Request ids made here: a random per-process prefix and a counter (uuid4 cost a syscall per call).
+_REQUEST_ID_PREFIX = secrets.token_hex(8)
+_request_numbers = itertools.count()
 
 
 def _audited_call(context: grpc.aio.ServicerContext, rpc: str) -> AuditedCall:
     request_id = next((value for name, value in context.invocation_metadata() or () if name == "x-request-id"), "")
     if not isinstance(request_id, str) or not _REQUEST_ID_PATTERN.match(request_id):
-        request_id = uuid.uuid4().hex
+        request_id = f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}"
     return AuditedCall(rpc, request_id, context.peer() or "")
 
 
