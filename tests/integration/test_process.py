@@ -131,8 +131,9 @@ def test_dev_runs_openbao_and_the_service_and_stops_both_on_ctrl_c():
     dev = subprocess.Popen([TOKENSERVICE, "dev", "--grpc-addr", grpc_addr, "--metrics-addr",
                             f"127.0.0.1:{metrics_port}"], stderr=subprocess.PIPE, text=True)
     try:
-        banner = "".join(dev.stderr.readline() for _ in range(10))
+        banner = "".join(dev.stderr.readline() for _ in range(12))
         assert f"tokenservice mint --addr {grpc_addr} --email someone@example.com" in banner
+        assert "CALLER AUTHENTICATION IS OFF" in banner
         wait_for_health(grpc_addr, 1)
         minted = run_cli("mint", "--addr", grpc_addr, "--email", "someone@example.com")
         assert minted.returncode == 0 and minted.stdout.count(".") == 2
