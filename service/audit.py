@@ -103,9 +103,10 @@ class AuditLog:
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
         prefix = (f'{{"time":{_json(now)},"request_id":{_json(call.request_id)},"caller":{_json(call.caller)},'
                   f'"peer":{_json(call.peer)},"rpc":{_json(call.rpc)},')
-        lines = "".join(prefix + self._attempt_fields(attempt) for attempt in call.attempts)
+        data = memoryview("".join(prefix + self._attempt_fields(attempt) for attempt in call.attempts).encode("ascii"))
         try:
-            os.write(self._fd, lines.encode("ascii"))
+            while data:  # a pipe may take a large batch's records in several writes
+                data = data[os.write(self._fd, data):]
         except OSError as error:
             logger.error("audit record could not be written", extra={"fields": {"error": error.strerror}})
 

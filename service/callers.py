@@ -107,11 +107,6 @@ class CallerAuthenticator:
         self._api_keys = api_keys
         self._anonymous = None if auth.enabled else Caller(UNKNOWN_CALLER, None)
 
-    @property
-    def callers(self) -> list[str]:
-        """The configured caller names (the bounded set of `caller` label values)."""
-        return sorted(self._callers)
-
     def authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
         """The caller of this RPC; raise UNAUTHENTICATED when it cannot be told."""
         if self._anonymous is not None:
