@@ -26,6 +26,7 @@ class SecuredFiles:
     client: Issued
     api_key: str
     secret: str
+    secret_path: str
     fingerprint_key: bytes
 
     def client_env(self, service: ServiceProcess) -> dict[str, str]:
@@ -40,7 +41,8 @@ class SecuredFiles:
                 "TOKENSERVICE_CA_FILE": str(self.ca.cert_file), "TOKENSERVICE_API_KEY": self.api_key}
 
 
-def write_secured_config(openbao: OpenBaoDevServer, directory: Path, *, workers: int = 1) -> SecuredFiles:
+def write_secured_config(openbao: OpenBaoDevServer, directory: Path, *, workers: int = 1,
+                         rate_per_second: float = 100) -> SecuredFiles:
     """Certificates, a fingerprint key, a signing secret and an API key hash in OpenBao, and a config using them."""
     ca = CertificateAuthority(directory)
     server = ca.issue_server()
@@ -77,18 +79,23 @@ fingerprint_key_file = "{directory / 'fingerprint.key'}"
 spiffe_id = "{CERTIFICATE_CALLER_SPIFFE_ID}"
 orgs = ["acme"]
 identities = ["email"]
+rate_per_second = {rate_per_second}
+burst = {max(200, int(rate_per_second))}
 
 [callers.reports]
 orgs = ["acme"]
 rpcs = ["MintToken", "MintTokens", "VerifyToken"]
+rate_per_second = {rate_per_second}
+burst = {max(200, int(rate_per_second))}
 """)
-    return SecuredFiles(config_file, ca, client, api_key, openbao.read_secret(secret_path), fingerprint_key)
+    return SecuredFiles(config_file, ca, client, api_key, openbao.read_secret(secret_path), secret_path,
+                        fingerprint_key)
 
 
-def start_secured_service(openbao: OpenBaoDevServer, directory: Path, *, workers: int = 1
-                          ) -> tuple[ServiceProcess, SecuredFiles]:
+def start_secured_service(openbao: OpenBaoDevServer, directory: Path, *, workers: int = 1,
+                          rate_per_second: float = 100) -> tuple[ServiceProcess, SecuredFiles]:
     """`tokenservice serve --config` with caller authentication on, SERVING."""
-    files = write_secured_config(openbao, directory, workers=workers)
+    files = write_secured_config(openbao, directory, workers=workers, rate_per_second=rate_per_second)
     service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
                                     "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""},
                                    ["--config", str(files.config_file)])
