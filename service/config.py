@@ -287,6 +287,7 @@ def _build(layered: dict[str, tuple[Any, str]]) -> Config:
         auth=_build_auth(settings, orgs),
         audit=_build_audit(settings),
     )
+    _check_callers_can_connect(config)
     if config.refresh_jitter_ratio >= 1:
         raise settings.refuse("refresh_jitter_ratio", "must be below 1 (a fraction of the refresh interval)")
     if config.iat_backdate_seconds >= 600:
@@ -439,6 +440,20 @@ def _build_auth(settings: _Settings, orgs: Mapping[str, OrgConfig]) -> AuthConfi
                           "cannot be off; remove --insecure-no-caller-auth (or TOKENSERVICE_INSECURE_NO_CALLER_AUTH)")
     _check_identities(settings, callers)
     return auth
+
+
+def _check_callers_can_connect(config: Config) -> None:
+    """Refuse callers that the configured ports give no way in."""
+    callers = config.auth.callers.values()
+    by_certificate = sorted(c.name for c in callers if c.spiffe_id or c.dns_name)
+    by_key = sorted(c.name for c in callers if not (c.spiffe_id or c.dns_name))
+    client_ca = config.tls is not None and config.tls.client_ca_file
+    if by_certificate and not client_ca:
+        raise ConfigError(f"callers {', '.join(by_certificate)}: are recognised by their client certificate, but "
+                          "no port asks for one; set tls.cert_file, tls.key_file and tls.client_ca_file")
+    if by_key and client_ca and not config.tls.api_key_addr:
+        raise ConfigError(f"callers {', '.join(by_key)}: authenticate with API keys, but grpc_addr requires a "
+                          "client certificate (tls.client_ca_file); set tls.api_key_addr for them")
 
 
 def _check_identities(settings: _Settings, callers: Mapping[str, CallerConfig]) -> None:

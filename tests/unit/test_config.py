@@ -83,6 +83,11 @@ def test_kubernetes_auth_needs_a_role_and_reads_the_projected_token_path(tmp_pat
 
 
 CALLERS = '''
+[tls]
+cert_file = "{pem}"
+key_file = "{pem}"
+client_ca_file = "{pem}"
+api_key_addr = "127.0.0.1:50053"
 [auth]
 api_keys_path = "/tokenservice/api-keys/"
 [callers.web]
@@ -97,8 +102,15 @@ burst = 50
 '''
 
 
+def callers_config(tmp_path, text: str = CALLERS):
+    """A config file with the callers above; the TLS files exist (load_config checks only that)."""
+    pem = tmp_path / "any.pem"
+    pem.write_text("-----BEGIN CERTIFICATE-----\n")
+    return write(tmp_path, text.replace("{pem}", str(pem)))
+
+
 def test_callers_are_read_with_their_policies_and_defaults(tmp_path):
-    config = load_config(write(tmp_path, CALLERS), TOKEN_ENV)
+    config = load_config(callers_config(tmp_path), TOKEN_ENV)
     web, batch = config.auth.callers["web"], config.auth.callers["batch"]
     assert config.auth.enabled and config.auth.api_keys_path == "tokenservice/api-keys" and config.auth.public_health
     assert (web.orgs, web.identities, web.rpcs) == ({"default"}, {"email", "external_id"}, {"MintToken"})
@@ -140,6 +152,15 @@ def test_serving_without_callers_must_be_asked_for_and_cannot_be_combined_with_c
     insecure = load_config(None, {**TOKEN_ENV, "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1"})
     require_caller_auth_decision(insecure)
     assert not insecure.auth.enabled
-    require_caller_auth_decision(load_config(write(tmp_path, CALLERS), TOKEN_ENV))
+    require_caller_auth_decision(load_config(callers_config(tmp_path), TOKEN_ENV))
     with pytest.raises(ConfigError, match="callers are configured, so caller authentication cannot be off"):
-        load_config(write(tmp_path, CALLERS), {**TOKEN_ENV, "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "true"})
+        load_config(callers_config(tmp_path), {**TOKEN_ENV, "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "true"})
+
+
+def test_callers_the_ports_give_no_way_in_are_refused(tmp_path):
+    without_client_ca = CALLERS.replace('client_ca_file = "{pem}"\napi_key_addr = "127.0.0.1:50053"\n', "")
+    with pytest.raises(ConfigError, match="callers web: are recognised by their client certificate, but no port"):
+        load_config(callers_config(tmp_path, without_client_ca), TOKEN_ENV)
+    without_key_port = CALLERS.replace('api_key_addr = "127.0.0.1:50053"\n', "")
+    with pytest.raises(ConfigError, match="callers batch: authenticate with API keys, but grpc_addr requires"):
+        load_config(callers_config(tmp_path, without_key_port), TOKEN_ENV)
