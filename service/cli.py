@@ -1,4 +1,4 @@
-"""The `tokenservice` command: serve, dev, mint, verify."""
+"""The `tokenservice` command: serve, dev, mint, verify, secret sync, api-key new, fingerprint."""
 
 from __future__ import annotations
 
