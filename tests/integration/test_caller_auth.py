@@ -415,14 +415,20 @@ async def test_health_and_reflection_can_require_credentials(openbao, tmp_path):
                                                                                timeout=5))
             with pytest.raises(grpc.aio.AioRpcError) as reflection_refused:
                 await list_services(anonymous)
+            with pytest.raises(grpc.aio.AioRpcError) as watch_refused:
+                async for _ in health_pb2_grpc.HealthStub(anonymous).Watch(health_pb2.HealthCheckRequest(), timeout=5):
+                    pass
         async with running.key_channel(running.keys["reports"]) as known:
             allowed = await health_pb2_grpc.HealthStub(known).Check(health_pb2.HealthCheckRequest(), timeout=5)
             services = await list_services(known)
+            watch = health_pb2_grpc.HealthStub(known).Watch(health_pb2.HealthCheckRequest(), timeout=5)
+            watched = await watch.read()
+            watch.cancel()
     finally:
         await running.server.stop(grace=1)
     assert health[:2] == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_MISSING")
-    assert reflection_refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
-    assert allowed.status == health_pb2.HealthCheckResponse.SERVING and services
+    assert reflection_refused.value.code() == watch_refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    assert allowed.status == watched.status == health_pb2.HealthCheckResponse.SERVING and services
 
 
 # --- certificate rotation -----------------------------------------------------------------------------------
