@@ -21,6 +21,7 @@ from service.errors import (
     CredentialsInvalidError,
     IdentityNotAllowedError,
     OrgNotAllowedError,
+    PermissionDeniedError,
     RateLimitedError,
     RpcNotAllowedError,
     UnauthenticatedError,
@@ -55,24 +56,35 @@ class TokenBucket:
 
 
 class Caller:
-    """An authenticated caller (or, with authentication off, the unknown one)."""
+    """An authenticated caller (or, with authentication off, the unknown one).
 
-    def __init__(self, name: str, policy: CallerConfig | None, clock: Callable[[], float] = time.monotonic) -> None:
+    Its checks raise the refusal and count it: `tokenservice_auth_failures_total`
+    for a policy denial, `tokenservice_rate_limited_total` for the rate."""
+
+    def __init__(self, name: str, policy: CallerConfig | None, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.name = name
         self.policy = policy
+        self._metrics = metrics
         self._bucket = TokenBucket(policy.rate_per_second, policy.burst, clock) if policy else None
+
+    def _denied(self, error: PermissionDeniedError) -> PermissionDeniedError:
+        self._metrics.auth_failures_total.labels(reason=error.reason).inc()
+        return error
 
     def check_rpc(self, rpc: str) -> None:
         """Raise PERMISSION_DENIED unless the policy lists `rpc`."""
         if self.policy is not None and rpc not in self.policy.rpcs:
-            raise RpcNotAllowedError(f"caller {self.name!r} may not call {rpc}; ask the service owners to add it "
-                                     f"to callers.{self.name}.rpcs")
+            raise self._denied(RpcNotAllowedError(
+                f"caller {self.name!r} may not call {rpc}; ask the service owners to add it to "
+                f"callers.{self.name}.rpcs"))
 
     def check_org(self, org: str) -> None:
         """Raise PERMISSION_DENIED unless the policy lists `org`."""
         if self.policy is not None and not self.policy.may_mint_for(org):
-            raise OrgNotAllowedError(f"org: caller {self.name!r} may not use this org; allowed: "
-                                     f"{', '.join(sorted(self.policy.orgs))}", field="org")
+            raise self._denied(OrgNotAllowedError(
+                f"org: caller {self.name!r} may not use this org; allowed: {', '.join(sorted(self.policy.orgs))}",
+                field="org"))
 
     def check_identities(self, email: str, external_id: str) -> None:
         """Raise PERMISSION_DENIED if the request asserts an identity kind the policy does not list."""
@@ -80,9 +92,9 @@ class Caller:
             return
         for kind, value in (("email", email), ("external_id", external_id)):
             if value and kind not in self.policy.identities:
-                raise IdentityNotAllowedError(
+                raise self._denied(IdentityNotAllowedError(
                     f"{kind}: caller {self.name!r} may not assert an {kind.replace('_', ' ')}; allowed: "
-                    f"{', '.join(sorted(self.policy.identities))}", field=kind)
+                    f"{', '.join(sorted(self.policy.identities))}", field=kind))
 
     def check_rate(self, cost: int) -> None:
         """Raise RESOURCE_EXHAUSTED, with the delay to wait, when the caller is over its rate."""
@@ -90,6 +102,7 @@ class Caller:
             return
         retry_after = self._bucket.take(cost)
         if retry_after:
+            self._metrics.rate_limited_total.labels(caller=self.name).inc()
             raise RateLimitedError(
                 f"caller {self.name!r} is over its rate of {self.policy.rate_per_second:g} tokens/s "
                 f"(burst {self.policy.burst}); retry after {retry_after:.3f} s", retry_after=retry_after)
@@ -101,11 +114,11 @@ class CallerAuthenticator:
     def __init__(self, auth: AuthConfig, api_keys: ApiKeyStore | None, metrics: Metrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._metrics = metrics
-        self._callers = {name: Caller(name, policy, clock) for name, policy in auth.callers.items()}
+        self._callers = {name: Caller(name, policy, metrics, clock) for name, policy in auth.callers.items()}
         self._by_spiffe_id = {p.spiffe_id: name for name, p in auth.callers.items() if p.spiffe_id}
         self._by_dns_name = {p.dns_name: name for name, p in auth.callers.items() if p.dns_name}
         self._api_keys = api_keys
-        self._anonymous = None if auth.enabled else Caller(UNKNOWN_CALLER, None)
+        self._anonymous = None if auth.enabled else Caller(UNKNOWN_CALLER, None, metrics)
 
     def authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
         """The caller of this RPC; raise UNAUTHENTICATED when it cannot be told."""

@@ -8,8 +8,7 @@ import secrets
 import sys
 
 import grpc
-from google.rpc import error_details_pb2
-from grpc_status import rpc_status
+from tokenservice.client import TLSFileError, create_channel, error_reason
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
@@ -255,39 +254,28 @@ def _call(args: argparse.Namespace, rpc):
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
-    api_key = _read_flag_file(args, "api_key_file", "--api-key-file") or os.environ.get("TOKENSERVICE_API_KEY")
-    if not (args.ca_file or args.cert_file):
-        if api_key:
-            raise ConfigError("--api-key-file / TOKENSERVICE_API_KEY: an API key is only sent over TLS; "
-                              "pass --ca-file (TOKENSERVICE_CA_FILE)")
-        return grpc.insecure_channel(args.addr)
-    if bool(args.cert_file) != bool(args.key_file):
-        raise ConfigError("--cert-file and --key-file: give both for mTLS, or neither")
-    credentials = grpc.ssl_channel_credentials(
-        _read_flag_file(args, "ca_file", "--ca-file"), _read_flag_file(args, "key_file", "--key-file"),
-        _read_flag_file(args, "cert_file", "--cert-file"))
-    if api_key:
-        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(api_key))
-    options = [("grpc.ssl_target_name_override", args.tls_server_name)] if args.tls_server_name else []
-    return grpc.secure_channel(args.addr, credentials, options)
-
-
-def _read_flag_file(args: argparse.Namespace, name: str, flag: str) -> bytes | None:
-    path = getattr(args, name)
-    if not path:
-        return None
+    """A channel built by the Python client package from the TLS and key flags; refusals name the flag."""
     try:
-        with open(path, "rb") as flag_file:
-            return flag_file.read().strip() if name == "api_key_file" else flag_file.read()
+        return create_channel(args.addr, ca_file=args.ca_file or None, cert_file=args.cert_file or None,
+                              key_file=args.key_file or None, server_name=args.tls_server_name or None,
+                              api_key=_api_key(args), default_timeout=args.timeout)
+    except TLSFileError as error:
+        raise ConfigError(f"--{error.option.replace('_', '-')} {error.path}: {error.problem}") from None
+    except ValueError as error:
+        raise ConfigError(f"{error}; the flags are --ca-file, --cert-file, --key-file, --tls-server-name and "
+                          "--api-key-file (or their TOKENSERVICE_* variables)") from None
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    if not args.api_key_file:
+        return os.environ.get("TOKENSERVICE_API_KEY") or None
+    try:
+        with open(args.api_key_file) as key_file:
+            return key_file.read().strip() or None
     except OSError as error:
-        raise ConfigError(f"{flag}: cannot read {path}: {error.strerror}") from None
+        raise ConfigError(f"--api-key-file: cannot read {args.api_key_file}: {error.strerror}") from None
 
 
 def _describe(error: grpc.RpcError) -> str:
-    status = rpc_status.from_call(error)
-    reason = ""
-    for detail in status.details if status else ():
-        info = error_details_pb2.ErrorInfo()
-        if detail.Unpack(info):
-            reason = f" [{info.reason}]"
-    return f"{error.code().name}{reason}: {error.details()}"
+    reason = error_reason(error)
+    return f"{error.code().name}{f' [{reason}]' if reason else ''}: {error.details()}"

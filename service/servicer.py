@@ -25,8 +25,6 @@ from service.audit import AuditedCall, AuditLog, MintAttempt
 from service.callers import Caller, CallerAuthenticator
 from service.errors import (
     BatchTooLargeError,
-    PermissionDeniedError,
-    RateLimitedError,
     RequestMalformedError,
     TokenMissingError,
     TokenServiceError,
@@ -112,9 +110,7 @@ class TokenServicer:
         self, request: pb.VerifyTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyTokenResponse:
         org = request.org or self._default_org
-        caller = self._authenticate(context, "VerifyToken")
-        self._take_rate(caller, 1)
-        self._checked(lambda: caller.check_org(org))
+        self._admit(context, "VerifyToken", cost=1).check_org(org)
         if not request.token:
             raise TokenMissingError("token: required; pass the token to check", field="token")
         if len(request.token) > TOKEN_MAX_BYTES:
@@ -132,29 +128,22 @@ class TokenServicer:
             response.identity_used = _IDENTITY_TO_PROTO[outcome.identity_used]
         return response
 
-    def _authenticate(self, context: grpc.aio.ServicerContext, rpc: str) -> Caller:
-        """The caller, once it is known and may call `rpc`."""
+    def _admit(self, context: grpc.aio.ServicerContext, rpc: str, cost: int,
+               call: AuditedCall | None = None) -> Caller:
+        """The caller, once it is known, may call `rpc` and is within its rate for `cost` tokens."""
         caller = self._authenticator.authenticate(context)
-        self._checked(lambda: caller.check_rpc(rpc))
+        if call is not None:
+            call.caller = caller.name
+        caller.check_rpc(rpc)
+        self._check_batch_size(caller, cost)
+        caller.check_rate(cost)
         return caller
-
-    def _take_rate(self, caller: Caller, cost: int) -> None:
-        try:
-            caller.check_rate(cost)
-        except RateLimitedError:
-            self._metrics.rate_limited_total.labels(caller=caller.name).inc()
-            raise
 
     def _admit_mint(self, context: grpc.aio.ServicerContext, call: AuditedCall,
                     entries: Sequence[pb.MintTokenRequest], cost: int) -> Caller:
-        """The caller, admitted to mint `cost` tokens; a refused call is audited once per entry."""
+        """As `_admit`; a refused call is audited once per entry."""
         try:
-            caller = self._authenticator.authenticate(context)
-            call.caller = caller.name
-            self._checked(lambda: caller.check_rpc(call.rpc))
-            self._check_batch_size(caller, cost)
-            self._take_rate(caller, cost)
-            return caller
+            return self._admit(context, call.rpc, cost, call)
         except TokenServiceError as error:
             # Entries past the batch limit were never considered, and must not flood the trail.
             for entry in entries[:self._batch_limit]:
@@ -170,14 +159,6 @@ class TokenServicer:
             raise BatchTooLargeError(
                 f"requests: {size} entries exceed caller {caller.name!r}'s burst of {caller.policy.burst} tokens, "
                 "so the batch could never pass its rate limit; split the batch", field="requests")
-
-    def _checked(self, check: Callable[[], None]) -> None:
-        """Run a policy check, counting its refusals (the authenticator counts its own)."""
-        try:
-            check()
-        except PermissionDeniedError as error:
-            self._metrics.auth_failures_total.labels(reason=error.reason).inc()
-            raise
 
     def _mint_result(self, request: pb.MintTokenRequest, caller: Caller, call: AuditedCall) -> pb.MintTokenResult:
         try:
@@ -196,8 +177,6 @@ class TokenServicer:
             secret = self._store.current(org)
             minted = self._minter.mint(secret, external_id=request.external_id, email=request.email)
         except TokenServiceError as error:
-            if isinstance(error, PermissionDeniedError):
-                self._metrics.auth_failures_total.labels(reason=error.reason).inc()
             self._metrics.mint_errors_total.labels(
                 org=self._org_label(org), reason=error.reason, caller=caller.name).inc()
             self._record(call, request, error=error)

@@ -15,7 +15,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
 from prometheus_client.metrics import MetricWrapperBase
 
 from service.metrics import Metrics

@@ -242,7 +242,8 @@ async def test_a_configured_spiffe_id_mints_and_is_audited(secured, clients):
 
 async def test_a_configured_dns_name_is_the_caller_when_there_is_no_spiffe_id(secured, clients):
     async with secured.mtls_channel(clients["support"]) as channel:
-        await mint(channel, "dns-ok", external_id="cust-7", org="globex")
+        minted = await mint(channel, "dns-ok", external_id="cust-7", org="globex")
+        assert hs256_open(minted.token, secured.secrets["globex"])[1]["externalId"] == "cust-7"
         verdict = await pb_grpc.TokenServiceStub(channel).VerifyToken(
             pb.VerifyTokenRequest(token=(await mint(channel, "dns-ok-2", email="b@example.com")).token), timeout=5)
     assert verdict.valid

@@ -46,7 +46,15 @@ def test_two_workers_serve_mtls_and_api_key_callers_and_audit_and_count_them(ope
     try:
         by_certificate = [run_cli("mint", "--email", f"w{n}@example.com", env=files.client_env(service))
                           for n in range(6)]
-        by_key = [run_cli("mint", "--external-id", f"cust-{n}", env=files.api_key_env(service)) for n in range(6)]
+        by_key = [run_cli("mint", "--external-id", f"cust-{n}", env=files.api_key_env(service)) for n in range(5)]
+        key_file = tmp_path / "api-key"
+        key_file.write_text(files.api_key + "\n")
+        by_key.append(run_cli("mint", "--external-id", "cust-5", "--api-key-file", str(key_file),
+                              env={**files.api_key_env(service), "TOKENSERVICE_API_KEY": ""}))
+        key_without_tls = run_cli("mint", "--external-id", "cust-6", env={
+            "TOKENSERVICE_ADDR": service.grpc_target, "TOKENSERVICE_API_KEY": files.api_key})
+        missing_ca = run_cli("mint", "--external-id", "cust-6", env={
+            **files.api_key_env(service), "TOKENSERVICE_CA_FILE": str(tmp_path / "absent.pem")})
         no_key = run_cli("mint", "--email", "x@example.com",
                          env={**files.api_key_env(service), "TOKENSERVICE_API_KEY": ""})
         denied = run_cli("mint", "--external-id", "cust-1", env=files.client_env(service))
@@ -57,6 +65,9 @@ def test_two_workers_serve_mtls_and_api_key_callers_and_audit_and_count_them(ope
         assert result.returncode == 0, result.stderr
         hs256_open(result.stdout.strip(), files.secret)
     assert no_key.returncode == 1 and "UNAUTHENTICATED [CREDENTIALS_MISSING]" in no_key.stderr
+    assert key_without_tls.returncode == 2 and "api_key needs TLS" in key_without_tls.stderr
+    assert files.api_key not in key_without_tls.stderr
+    assert missing_ca.returncode == 2 and f"--ca-file {tmp_path / 'absent.pem'}: cannot read" in missing_ca.stderr
     assert denied.returncode == 1 and "PERMISSION_DENIED [IDENTITY_NOT_ALLOWED]" in denied.stderr
     assert metric_value(metrics, "tokenservice_tokens_issued_total", org="acme", identity="email",
                         caller="checkout") == 6

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import pytest
+from prometheus_client import generate_latest
 
 from service.api_keys import hash_api_key, key_id, new_api_key, parse_key_hashes
 from service.callers import Caller, TokenBucket
 from service.config import CallerConfig
 from service.errors import IdentityNotAllowedError, OrgNotAllowedError, RateLimitedError, RpcNotAllowedError
+from service.metrics import Metrics
+from tests.support import metric_value
 
 
 class FakeClock:
@@ -42,8 +45,9 @@ def policy(**overrides) -> CallerConfig:
                            "rpcs": frozenset({"MintToken"}), "rate_per_second": 1, "burst": 1, **overrides})
 
 
-def test_policy_checks_name_what_was_refused():
-    caller = Caller("web", policy(), clock=FakeClock())
+def test_policy_checks_name_what_was_refused_and_count_it():
+    metrics = Metrics()
+    caller = Caller("web", policy(), metrics, clock=FakeClock())
     caller.check_org("acme")
     caller.check_identities("a@example.com", "")
     caller.check_rpc("MintToken")
@@ -55,21 +59,26 @@ def test_policy_checks_name_what_was_refused():
     assert identity.value.field == "external_id"
     with pytest.raises(RpcNotAllowedError, match="VerifyToken"):
         caller.check_rpc("VerifyToken")
+    text = generate_latest(metrics.registry).decode()
+    for reason in ("ORG_NOT_ALLOWED", "IDENTITY_NOT_ALLOWED", "RPC_NOT_ALLOWED"):
+        assert metric_value(text, "tokenservice_auth_failures_total", reason=reason) == 1
 
 
 def test_all_orgs_and_the_rate_limit_with_its_retry_delay():
-    clock = FakeClock()
-    caller = Caller("web", policy(orgs=frozenset({"*"}), rate_per_second=4, burst=2), clock=clock)
+    clock, metrics = FakeClock(), Metrics()
+    caller = Caller("web", policy(orgs=frozenset({"*"}), rate_per_second=4, burst=2), metrics, clock=clock)
     caller.check_org("any-org")
     caller.check_rate(2)
     with pytest.raises(RateLimitedError) as limited:
         caller.check_rate(1)
     assert limited.value.retry_after == pytest.approx(0.25)
     assert "4 tokens/s (burst 2)" in limited.value.message
+    text = generate_latest(metrics.registry).decode()
+    assert metric_value(text, "tokenservice_rate_limited_total", caller="web") == 1
 
 
 def test_without_a_policy_nothing_is_refused():
-    caller = Caller("unknown", None)
+    caller = Caller("unknown", None, Metrics())
     caller.check_org("anything")
     caller.check_identities("a@example.com", "x")
     caller.check_rpc("VerifyToken")

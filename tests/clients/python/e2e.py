@@ -8,7 +8,6 @@ passes, 1 otherwise; says what failed on stderr.
 from __future__ import annotations
 
 import base64
-import json
 import os
 import sys
 import time
