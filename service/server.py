@@ -10,14 +10,19 @@ from collections.abc import Callable
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from service.api_keys import ApiKeyStore
 from service.audit import AuditLog
 from service.callers import CallerAuthenticator
 from service.config import ORG_NAME_MAX_BYTES, Config
 from service.errors import ConfigError
-from service.interceptors import AuthenticationInterceptor, DrainInterceptor, MetricsInterceptor
+from service.interceptors import (
+    AuthenticationInterceptor,
+    DrainInterceptor,
+    InterceptingRegistrar,
+    MetricsInterceptor,
+)
 from service.metrics import Metrics
 from service.minting import EMAIL_MAX_BYTES, EXTERNAL_ID_MAX_BYTES, TOKEN_MAX_BYTES, TokenMinter, TokenVerifier
 from service.secrets import SecretSource, SecretStore, VaultSecretSource
@@ -100,15 +105,14 @@ class TokenServer:
         if config.auth.enabled and not config.auth.public_health:
             interceptors.append(AuthenticationInterceptor(authenticator, exempt={SERVICE_NAME}))
         self._server = grpc.aio.server(
-            interceptors=interceptors,
             options=[("grpc.max_receive_message_length", max_receive_message_bytes(config.batch_limit))],
         )
-        self._server.add_generic_rpc_handlers((rpc_handlers(servicer),))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self._server)
-        reflection.enable_server_reflection(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
-            self._server,
-        )
+        registrar = InterceptingRegistrar(self._server, interceptors)
+        registrar.add_generic_rpc_handlers((rpc_handlers(servicer),))
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
+            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)),
+            registrar)
         self._health_server = None
         if config.health_addr:
             # Kubelet gRPC probes speak neither TLS nor API keys: a plaintext port with health alone.
