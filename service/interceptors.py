@@ -56,6 +56,7 @@ class MetricsInterceptor(_UnaryInterceptor):
         started_total = self._metrics.grpc_started_total.labels(**labels)
         handling_seconds = self._metrics.grpc_handling_seconds.labels(**labels)
         handled_total = self._metrics.grpc_handled_total
+        handled_by_code: dict[grpc.StatusCode, Any] = {}  # labels() per call showed in the profile
 
         async def instrumented(request: Any, context: grpc.aio.ServicerContext) -> Any:
             started_total.inc()
@@ -68,7 +69,10 @@ class MetricsInterceptor(_UnaryInterceptor):
                 raise
             finally:
                 handling_seconds.observe(time.perf_counter() - started)
-                handled_total.labels(**labels, grpc_code=code.name).inc()
+                handled = handled_by_code.get(code)
+                if handled is None:
+                    handled = handled_by_code[code] = handled_total.labels(**labels, grpc_code=code.name)
+                handled.inc()
 
         return instrumented
 
