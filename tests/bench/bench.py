@@ -186,6 +186,11 @@ def rss_kib(pid: int) -> int:
     return total
 
 
+def largest_rss_kib(pid: int) -> int:
+    """VmRSS of the largest of a live process and its descendants (a worker, when there are workers), in KiB."""
+    return max(_status_kib(member, "VmRSS") for member in process_tree(pid))
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time a live process and its descendants have used so far."""
     total = 0.0
@@ -794,6 +799,7 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
             problems.append(f"memory check: {run.failures} of {step} MintToken calls failed")
         done += step
         memory.append((done, rss_kib(fresh.process.pid)))
+    largest_process_kib = largest_rss_kib(fresh.process.pid)
     issued = metric_sum(fresh.metrics(), "tokenservice_tokens_issued_total")
     if issued != args.mints:
         problems.append(f"memory check: the service issued {issued:g} tokens, expected {args.mints}")
@@ -827,9 +833,9 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         f"{h2load_version}, -t 1, on 127.0.0.1 with the servers ({os.cpu_count()} CPUs shared by all); "
         f"gRPC: h2c -c {args.clients} -m {args.streams}; Express: --h1 -c {args.clients * args.streams} -m 1 "
         f"(same {args.clients * args.streams} requests in flight)",
-        f"1-min load average {load_before:.1f} before, {load_after:.1f} after"
-        + (" (above the CPU count: other work competed for the CPUs, the figures are noisy)"
-           if max(load_before, load_after) > (os.cpu_count() or 1) else ""),
+        f"1-min load average {load_before:.1f} before, {load_after:.1f} after (after counts the benchmark's own load)"
+        + (" (above the CPU count before: other work competed for the CPUs, the figures are noisy)"
+           if load_before > (os.cpu_count() or 1) else ""),
         f"{args.repeats} interleaved run(s) of {args.duration:g} s after {args.warmup:g} s warm-up; "
         "median [min-max] over runs; p50/p99 from h2load --log-file per-request times",
         f"@~50% peak: h2load --rps {per_client}/client = {per_client * args.clients} req/s offered, "
@@ -841,7 +847,8 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         f"tokenservice RSS (VmRSS summed over its {memory_processes} "
         "processes), fresh start: " + ", ".join(
             f"{kib / 1024:.1f} MiB after {count:,} mints" for count, kib in memory)
-        + f" (+{(memory[-1][1] - memory[1][1]) / 1024:.1f} MiB over the last {args.mints - args.mints // 10:,})",
+        + f" (+{(memory[-1][1] - memory[1][1]) / 1024:.1f} MiB over the last {args.mints - args.mints // 10:,}); "
+        f"largest process then: {largest_process_kib / 1024:.1f} MiB",
     ]
     print(render_table(rows))
     for note in notes:
@@ -853,7 +860,7 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
             "runs": {key: [dataclasses.asdict(run) for run in value] for key, value in runs.items()},
             "startup_ms": {"listening": startup_listening, "serving": startup_serving, "all_serving": startup_all},
             "service_workers": service.workers,
-            "memory_kib": memory, "notes": notes, "problems": problems,
+            "memory_kib": memory, "largest_process_kib": largest_process_kib, "notes": notes, "problems": problems,
             "settings": {key: str(value) for key, value in vars(args).items()},
         }, indent=2))
     if problems:

@@ -62,3 +62,4 @@ def test_benchmark_prints_every_row_with_verified_tokens(tmp_path: Path) -> None
     figures = json.loads(report.read_text())
     assert figures["problems"] == []
     assert [count for count, _ in figures["memory_kib"]] == [0, 200, 2000]
+    assert 0 < figures["largest_process_kib"] <= figures["memory_kib"][-1][1]
