@@ -826,6 +826,10 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
             "token verified": "yes" if verified.get(key, key == HALF) else "NO",
         })
     load_after = os.getloadavg()[0]
+    # Runs are interleaved, so run i of one server and run i of another shared the same stretch of time.
+    ratios = {f"{LABELS[numerator]} / {LABELS[denominator]}": [
+        top.rps / bottom.rps for top, bottom in zip(runs[numerator], runs[denominator])]
+        for numerator, denominator in ((UNARY, EXPRESS), (UNARY, GO), (SECURED, EXPRESS))}
     startup_serving = [s.seconds_to_serving * 1000 for s in startups]
     startup_all = [s.seconds_to_all_serving * 1000 for s in startups]
     startup_listening = [s.seconds_to_listening * 1000 for s in startups]
@@ -838,6 +842,8 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
            if load_before > (os.cpu_count() or 1) else ""),
         f"{args.repeats} interleaved run(s) of {args.duration:g} s after {args.warmup:g} s warm-up; "
         "median [min-max] over runs; p50/p99 from h2load --log-file per-request times",
+        "req/s ratios, run by run: " + "; ".join(
+            f"{name}: {spread(values, 3)}" for name, values in ratios.items()),
         f"@~50% peak: h2load --rps {per_client}/client = {per_client * args.clients} req/s offered, "
         f"the {args.clients} clients started 1 ms apart (--rate 1 --rate-period 1ms) so that they do not all "
         f"send in the same microsecond (peak median {peak:,.0f})",
@@ -860,7 +866,7 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
             "runs": {key: [dataclasses.asdict(run) for run in value] for key, value in runs.items()},
             "startup_ms": {"listening": startup_listening, "serving": startup_serving, "all_serving": startup_all},
             "service_workers": service.workers,
-            "memory_kib": memory, "largest_process_kib": largest_process_kib, "notes": notes, "problems": problems,
+            "memory_kib": memory, "largest_process_kib": largest_process_kib, "ratios": ratios, "notes": notes, "problems": problems,
             "settings": {key: str(value) for key, value in vars(args).items()},
         }, indent=2))
     if problems:

@@ -63,3 +63,5 @@ def test_benchmark_prints_every_row_with_verified_tokens(tmp_path: Path) -> None
     assert figures["problems"] == []
     assert [count for count, _ in figures["memory_kib"]] == [0, 200, 2000]
     assert 0 < figures["largest_process_kib"] <= figures["memory_kib"][-1][1]
+    assert len(figures["ratios"]) == 3 and all(len(values) == 1 and values[0] > 0 for values in figures["ratios"].values())
+    assert "req/s ratios, run by run: tokenservice MintToken / reference Express+jsonwebtoken: " in result.stdout
