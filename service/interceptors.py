@@ -171,7 +171,7 @@ class InterceptingRegistrar:
     around each method handler then, once (the first interceptor outermost).
 
     In place of grpc.aio interceptors, which run as a chain of coroutines on every
-    call and cost about a tenth of the unary rate in the profile."""
+    call: dropping them raised unary MintToken by about 5 % with 2 workers (10 % with one)."""
 
     def __init__(self, server: grpc.aio.Server, interceptors: Sequence[Interceptor]) -> None:
         self._server = server

@@ -110,6 +110,7 @@ class TokenServer:
         registrar = InterceptingRegistrar(self._server, interceptors)
         registrar.add_generic_rpc_handlers((rpc_handlers(servicer),))
         health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
+        # Not enable_server_reflection: it picks the aio servicer only for a grpc.aio.Server itself.
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)),
             registrar)

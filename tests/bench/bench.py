@@ -853,7 +853,7 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         f"tokenservice RSS (VmRSS summed over its {memory_processes} "
         "processes), fresh start: " + ", ".join(
             f"{kib / 1024:.1f} MiB after {count:,} mints" for count, kib in memory)
-        + f" (+{(memory[-1][1] - memory[1][1]) / 1024:.1f} MiB over the last {args.mints - args.mints // 10:,}); "
+        + f" ({(memory[-1][1] - memory[1][1]) / 1024:+.1f} MiB over the last {args.mints - args.mints // 10:,}); "
         f"largest process then: {largest_process_kib / 1024:.1f} MiB",
     ]
     print(render_table(rows))
