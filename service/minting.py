@@ -16,6 +16,7 @@ import time
 import unicodedata
 from collections.abc import Callable
 from enum import Enum
+from json.encoder import encode_basestring_ascii
 
 import jwt
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
@@ -40,7 +41,7 @@ _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_EMAIL = re.compile(
     rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+[A-Za-z]{{2,63}})")
-_SPECIAL_USE_DOMAINS = tuple(SPECIAL_USE_DOMAIN_NAMES)
+_SPECIAL_USE_DOMAINS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 
 class Identity(Enum):
@@ -81,7 +82,8 @@ def is_plain_email(email: str) -> bool:
     labels = domain.split(".")
     if any(label[2:4] == "--" for label in labels):  # xn-- and other reserved IDNA forms
         return False
-    return not any(domain == special or domain.endswith("." + special) for special in _SPECIAL_USE_DOMAINS)
+    # The domain and each parent domain, looked up: not every special domain tried as a suffix.
+    return not any(".".join(labels[start:]) in _SPECIAL_USE_DOMAINS for start in range(len(labels)))
 
 
 def check_identity(external_id: str, email: str) -> Identity:
@@ -132,13 +134,12 @@ class TokenMinter:
     def mint(self, secret: SigningSecret, *, external_id: str, email: str) -> MintedToken:
         """Sign a token for the given identities, which must have passed check_identity."""
         issued_at = int(self._clock()) - self._backdate_seconds
-        payload: dict[str, str | int] = {}
-        if external_id:
-            payload["externalId"] = external_id
-        if email:
-            payload["email"] = email
-        payload["iat"] = issued_at
-        signing_input = _HEADER_SEGMENT + b"." + _b64url(json.dumps(payload, separators=(",", ":")).encode())
+        # What json.dumps(separators=(",", ":")) writes for these claims, without its per-call encoder
+        # set-up (a third of the mint in the profile): the same escaping function, the same key order.
+        external_id_claim = f'"externalId":{encode_basestring_ascii(external_id)},' if external_id else ""
+        email_claim = f'"email":{encode_basestring_ascii(email)},' if email else ""
+        payload = f'{{{external_id_claim}{email_claim}"iat":{issued_at}}}'
+        signing_input = _HEADER_SEGMENT + b"." + _b64url(payload.encode("ascii"))
         mac = secret.mac.copy()
         mac.update(signing_input)
         token = (signing_input + b"." + _b64url(mac.digest())).decode()
