@@ -4,8 +4,11 @@ A record names the caller, the org, the RPC, the identity kind and a keyed
 fingerprint of each identity (HMAC-SHA256 with a key of the operator's), so
 an investigator can find every token issued for one customer by computing
 that customer's fingerprint, while the trail itself holds no email or
-external id. Never the token, the secret or the raw identity. Every value is
-JSON-encoded with ASCII escapes, so no value can break a record into two.
+external id. Never the token, the secret or the raw identity. Every value
+that can hold text from outside is JSON-encoded with ASCII escapes, so no
+value can break a record into two; the time, the RPC name, the identity kind
+and the hex fingerprints are made here of fixed alphabets and written as
+they are.
 
 The records of one call are written with one `os.write` on a file opened for
 appending, so records of several worker processes sharing the file never
@@ -63,8 +66,14 @@ def _json(value: str | int | None) -> str:
     return str(value) if isinstance(value, int) else encode_basestring_ascii(value)
 
 
-def _identity_kind(email: str, external_id: str) -> str:
-    return "+".join(kind for kind, value in (("email", email), ("external_id", external_id)) if value) or "none"
+def _quoted_or_null(value: str | None) -> str:
+    """A value of a fixed alphabet, which needs no escaping."""
+    return "null" if value is None else f'"{value}"'
+
+
+# (email given, external id given) -> identity_kind
+_IDENTITY_KINDS = {(True, True): "email+external_id", (True, False): "email", (False, True): "external_id",
+                   (False, False): "none"}
 
 
 class AuditLog:
@@ -101,8 +110,8 @@ class AuditLog:
         if self._fd is None or not call.attempts:
             return
         now = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
-        prefix = (f'{{"time":{_json(now)},"request_id":{_json(call.request_id)},"caller":{_json(call.caller)},'
-                  f'"peer":{_json(call.peer)},"rpc":{_json(call.rpc)},')
+        prefix = (f'{{"time":"{now}","request_id":{_json(call.request_id)},"caller":{_json(call.caller)},'
+                  f'"peer":{_json(call.peer)},"rpc":"{call.rpc}",')
         data = memoryview("".join(prefix + self._attempt_fields(attempt) for attempt in call.attempts).encode("ascii"))
         try:
             while data:  # a pipe may take a large batch's records in several writes
@@ -112,9 +121,9 @@ class AuditLog:
 
     def _attempt_fields(self, attempt: MintAttempt) -> str:
         return (f'"org":{_json(attempt.org)},'
-                f'"identity_kind":"{_identity_kind(attempt.email, attempt.external_id)}",'
-                f'"email_fingerprint":{_json(self.fingerprint("email", attempt.email))},'
-                f'"external_id_fingerprint":{_json(self.fingerprint("external_id", attempt.external_id))},'
+                f'"identity_kind":"{_IDENTITY_KINDS[bool(attempt.email), bool(attempt.external_id)]}",'
+                f'"email_fingerprint":{_quoted_or_null(self.fingerprint("email", attempt.email))},'
+                f'"external_id_fingerprint":{_quoted_or_null(self.fingerprint("external_id", attempt.external_id))},'
                 f'"secret_version":{_json(attempt.secret_version)},"status":{_json(attempt.status)},'
                 f'"reason":{_json(attempt.reason)}}}\n')
 

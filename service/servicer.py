@@ -208,13 +208,12 @@ class TokenServicer:
 
 
 def _mint_response(minted: MintedToken) -> pb.MintTokenResponse:
-    return pb.MintTokenResponse(
-        token=minted.token,
-        issued_at=_timestamp(minted.issued_at),
-        valid_until=_timestamp(minted.valid_until),
-        secret_version=minted.secret_version,
-        identity_used=_IDENTITY_TO_PROTO[minted.identity_used],
-    )
+    response = pb.MintTokenResponse(token=minted.token, secret_version=minted.secret_version,
+                                    identity_used=_IDENTITY_TO_PROTO[minted.identity_used])
+    # Set in place: a Timestamp built apart is copied into the response.
+    response.issued_at.seconds = minted.issued_at
+    response.valid_until.seconds = minted.valid_until
+    return response
 
 
 class _Undecodable:
