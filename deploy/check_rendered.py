@@ -44,65 +44,24 @@ from pathlib import Path
 import jsonschema
 import yaml
 
-CUSTOM_KINDS = {
-    ("monitoring.coreos.com/v1", "ServiceMonitor"),
-    ("monitoring.coreos.com/v1", "PrometheusRule"),
-    ("cert-manager.io/v1", "Certificate"),
-    ("cert-manager.io/v1", "Issuer"),
-}
-
 _STR = {"type": "string"}
 _LABELS = {"type": "object", "additionalProperties": _STR}
-SERVICE_MONITOR_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "ServiceMonitor"},
-        "metadata": {
-            "type": "object", "required": ["name", "namespace"], "additionalProperties": False,
-            "properties": {"name": _STR, "namespace": _STR, "labels": _LABELS, "annotations": _LABELS},
-        },
-        "spec": {
-            "type": "object", "required": ["selector", "endpoints"], "additionalProperties": False,
-            "properties": {
-                "selector": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {"matchLabels": _LABELS},
-                },
-                "namespaceSelector": {"type": "object"},
-                "endpoints": {
-                    "type": "array", "minItems": 1,
-                    "items": {
-                        "type": "object", "required": ["port"], "additionalProperties": False,
-                        "properties": {
-                            "port": _STR,
-                            "path": {"type": "string", "pattern": "^/"},
-                            "scheme": {"enum": ["http", "https"]},
-                            "interval": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
-                            "scrapeTimeout": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
-                        },
-                    },
-                },
-            },
-        },
-    },
+_METADATA = {
+    "type": "object", "required": ["name", "namespace"], "additionalProperties": False,
+    "properties": {"name": _STR, "namespace": _STR, "labels": _LABELS, "annotations": _LABELS},
 }
-PROMETHEUS_RULE_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "monitoring.coreos.com/v1"},
-        "kind": {"const": "PrometheusRule"},
-        "metadata": SERVICE_MONITOR_SCHEMA["properties"]["metadata"],
-        "spec": {
-            "type": "object", "required": ["groups"], "additionalProperties": False,
-            "properties": {"groups": {"type": "array", "minItems": 1}},
-        },
-    },
-}
+
+
+def _custom_resource(api_version: str, kind: str, spec: dict) -> dict:
+    """The schema of one custom resource: the envelope every kind shares, around its spec."""
+    return {
+        "type": "object",
+        "required": ["apiVersion", "kind", "metadata", "spec"],
+        "additionalProperties": False,
+        "properties": {"apiVersion": {"const": api_version}, "kind": {"const": kind}, "metadata": _METADATA,
+                       "spec": spec},
+    }
+
 
 _DURATION = {"type": "string", "pattern": r"^(\d+(h|m|s))+$"}
 _ISSUER_REF = {
@@ -111,68 +70,73 @@ _ISSUER_REF = {
 }
 # cert-manager's key usages (the ones a TLS server or client certificate may need).
 _USAGES = ["digital signature", "key encipherment", "server auth", "client auth", "cert sign", "crl sign"]
-CERTIFICATE_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "cert-manager.io/v1"},
-        "kind": {"const": "Certificate"},
-        "metadata": SERVICE_MONITOR_SCHEMA["properties"]["metadata"],
-        "spec": {
-            "type": "object", "required": ["secretName", "issuerRef", "privateKey"], "additionalProperties": False,
-            "anyOf": [{"required": ["dnsNames"]}, {"required": ["uris"]}, {"required": ["commonName"]}],
-            "properties": {
-                "secretName": _STR,
-                "secretTemplate": {
-                    "type": "object", "additionalProperties": False,
-                    "properties": {"labels": _LABELS, "annotations": _LABELS},
-                },
-                "isCA": {"type": "boolean"},
-                "commonName": {"type": "string", "maxLength": 64},
-                "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^[a-z0-9.-]+$"}},
-                "uris": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^spiffe://\S+$"}},
-                "duration": _DURATION,
-                "renewBefore": _DURATION,
-                "usages": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": _USAGES}},
-                "privateKey": {
-                    "type": "object", "required": ["algorithm", "rotationPolicy"], "additionalProperties": False,
+SCHEMAS = {
+    "ServiceMonitor": _custom_resource("monitoring.coreos.com/v1", "ServiceMonitor", {
+        "type": "object", "required": ["selector", "endpoints"], "additionalProperties": False,
+        "properties": {
+            "selector": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"matchLabels": _LABELS},
+            },
+            "namespaceSelector": {"type": "object"},
+            "endpoints": {
+                "type": "array", "minItems": 1,
+                "items": {
+                    "type": "object", "required": ["port"], "additionalProperties": False,
                     "properties": {
-                        "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
-                        "size": {"type": "integer"},
-                        "encoding": {"enum": ["PKCS1", "PKCS8"]},
-                        "rotationPolicy": {"enum": ["Never", "Always"]},
+                        "port": _STR,
+                        "path": {"type": "string", "pattern": "^/"},
+                        "scheme": {"enum": ["http", "https"]},
+                        "interval": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
+                        "scrapeTimeout": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
                     },
                 },
-                "issuerRef": _ISSUER_REF,
             },
         },
-    },
-}
-ISSUER_SCHEMA = {
-    "type": "object",
-    "required": ["apiVersion", "kind", "metadata", "spec"],
-    "additionalProperties": False,
-    "properties": {
-        "apiVersion": {"const": "cert-manager.io/v1"},
-        "kind": {"const": "Issuer"},
-        "metadata": SERVICE_MONITOR_SCHEMA["properties"]["metadata"],
-        "spec": {
-            "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
-            "properties": {
-                "selfSigned": {"type": "object", "additionalProperties": False, "properties": {}},
-                "ca": {"type": "object", "required": ["secretName"], "additionalProperties": False,
-                       "properties": {"secretName": _STR}},
+    }),
+    "PrometheusRule": _custom_resource("monitoring.coreos.com/v1", "PrometheusRule", {
+        "type": "object", "required": ["groups"], "additionalProperties": False,
+        "properties": {"groups": {"type": "array", "minItems": 1}},
+    }),
+    "Certificate": _custom_resource("cert-manager.io/v1", "Certificate", {
+        "type": "object", "required": ["secretName", "issuerRef", "privateKey"], "additionalProperties": False,
+        "anyOf": [{"required": ["dnsNames"]}, {"required": ["uris"]}, {"required": ["commonName"]}],
+        "properties": {
+            "secretName": _STR,
+            "secretTemplate": {
+                "type": "object", "additionalProperties": False,
+                "properties": {"labels": _LABELS, "annotations": _LABELS},
             },
+            "isCA": {"type": "boolean"},
+            "commonName": {"type": "string", "maxLength": 64},
+            "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^[a-z0-9.-]+$"}},
+            "uris": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^spiffe://\S+$"}},
+            "duration": _DURATION,
+            "renewBefore": _DURATION,
+            "usages": {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": _USAGES}},
+            "privateKey": {
+                "type": "object", "required": ["algorithm", "rotationPolicy"], "additionalProperties": False,
+                "properties": {
+                    "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                    "size": {"type": "integer"},
+                    "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                    "rotationPolicy": {"enum": ["Never", "Always"]},
+                },
+            },
+            "issuerRef": _ISSUER_REF,
         },
-    },
+    }),
+    "Issuer": _custom_resource("cert-manager.io/v1", "Issuer", {
+        "type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+        "properties": {
+            "selfSigned": {"type": "object", "additionalProperties": False, "properties": {}},
+            "ca": {"type": "object", "required": ["secretName"], "additionalProperties": False,
+                   "properties": {"secretName": _STR}},
+        },
+    }),
 }
-SCHEMAS = {
-    "ServiceMonitor": SERVICE_MONITOR_SCHEMA,
-    "PrometheusRule": PROMETHEUS_RULE_SCHEMA,
-    "Certificate": CERTIFICATE_SCHEMA,
-    "Issuer": ISSUER_SCHEMA,
-}
+# The custom kinds the manifests may use: the ones there is a schema for.
+CUSTOM_KINDS = {(schema["properties"]["apiVersion"]["const"], kind) for kind, schema in SCHEMAS.items()}
 
 CHECKOV_SKIP = re.compile(r"^CKV2?_[A-Z0-9]+_\d+=\S.{19,}$")
 
