@@ -135,6 +135,24 @@ class RateLimitedError(TokenServiceError):
         self.retry_after = retry_after
 
 
+class PeerRateLimitedError(RateLimitedError):
+    """Raised when a peer (or all unauthenticated peers together) is over the rate of refused calls."""
+
+    reason = "PEER_RATE_LIMITED"
+
+
+class ApiKeysStaleError(TokenServiceError):
+    """Raised when an API key is presented but the key set could not be refreshed within its maximum staleness."""
+
+    reason = "API_KEYS_STALE"
+
+
+class AuditUnavailableError(TokenServiceError):
+    """Raised when the audit trail cannot take a call's records in time, so the call is not served."""
+
+    reason = "AUDIT_UNAVAILABLE"
+
+
 class ConfigError(Exception):
     """Raised when the configuration is refused at start; the message names the setting."""
 
@@ -156,6 +174,8 @@ _STATUS_CODES: dict[type[TokenServiceError], grpc.StatusCode] = {
     OrgUnknownError: grpc.StatusCode.NOT_FOUND,
     SecretUnavailableError: grpc.StatusCode.UNAVAILABLE,
     ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
+    ApiKeysStaleError: grpc.StatusCode.UNAVAILABLE,
+    AuditUnavailableError: grpc.StatusCode.UNAVAILABLE,
     UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     RateLimitedError: grpc.StatusCode.RESOURCE_EXHAUSTED,
