@@ -8,20 +8,30 @@ value (which may be personal data).
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 import grpc
 from google.protobuf import any_pb2, duration_pb2
 from google.rpc import error_details_pb2, status_pb2
+
+from service.reasons import ErrorReason, reason_name
 
 ERROR_DOMAIN = "tokenservice.v1"
 STATUS_DETAILS_KEY = "grpc-status-details-bin"
 
 
 class TokenServiceError(Exception):
-    """Raised when a request cannot be served; the base of every error here."""
+    """Raised when a request cannot be served; the base of every error here.
 
-    reason = "INTERNAL"
+    Abstract, as InvalidRequestError and PermissionDeniedError are: only a
+    class that sets `reason` (from the proto's ErrorReason) can be raised, so
+    no error is sent without a documented reason."""
+
+    reason: ClassVar[str]
 
     def __init__(self, message: str, *, field: str | None = None) -> None:
+        if not hasattr(self, "reason"):
+            raise TypeError(f"{type(self).__name__} has no reason: raise a subclass that sets one")
         super().__init__(message)
         self.message = message
         self.field = field
@@ -34,73 +44,73 @@ class InvalidRequestError(TokenServiceError):
 class IdentityMissingError(InvalidRequestError):
     """Raised when a mint request names neither an email nor an external id."""
 
-    reason = "IDENTITY_MISSING"
+    reason = reason_name(ErrorReason.IDENTITY_MISSING)
 
 
 class EmailInvalidError(InvalidRequestError):
     """Raised when an email is not a valid address or breaks a length or character rule."""
 
-    reason = "EMAIL_INVALID"
+    reason = reason_name(ErrorReason.EMAIL_INVALID)
 
 
 class ExternalIdInvalidError(InvalidRequestError):
     """Raised when an external id breaks a length or character rule."""
 
-    reason = "EXTERNAL_ID_INVALID"
+    reason = reason_name(ErrorReason.EXTERNAL_ID_INVALID)
 
 
 class BatchTooLargeError(InvalidRequestError):
     """Raised when a MintTokens call holds more entries than the batch limit."""
 
-    reason = "BATCH_TOO_LARGE"
+    reason = reason_name(ErrorReason.BATCH_TOO_LARGE)
 
 
 class TokenMissingError(InvalidRequestError):
     """Raised when VerifyToken is called without a token."""
 
-    reason = "TOKEN_MISSING"
+    reason = reason_name(ErrorReason.TOKEN_MISSING)
 
 
 class TokenTooLargeError(InvalidRequestError):
     """Raised when VerifyToken is given a token longer than any this service mints."""
 
-    reason = "TOKEN_TOO_LARGE"
+    reason = reason_name(ErrorReason.TOKEN_TOO_LARGE)
 
 
 class RequestMalformedError(InvalidRequestError):
     """Raised when the request bytes do not parse as the RPC's request message."""
 
-    reason = "REQUEST_MALFORMED"
+    reason = reason_name(ErrorReason.REQUEST_MALFORMED)
 
 
 class OrgUnknownError(TokenServiceError):
     """Raised when a request names an org that is not configured."""
 
-    reason = "ORG_UNKNOWN"
+    reason = reason_name(ErrorReason.ORG_UNKNOWN)
 
 
 class SecretUnavailableError(TokenServiceError):
     """Raised when no valid signing secret is loaded for an org, or it is too stale."""
 
-    reason = "SECRET_UNAVAILABLE"
+    reason = reason_name(ErrorReason.SECRET_UNAVAILABLE)
 
 
 class ShuttingDownError(TokenServiceError):
     """Raised when a call arrives after shutdown began; it was not started, so retry it."""
 
-    reason = "SHUTTING_DOWN"
+    reason = reason_name(ErrorReason.SHUTTING_DOWN)
 
 
 class UnauthenticatedError(TokenServiceError):
     """Raised when a call carries no credentials the service recognises."""
 
-    reason = "CREDENTIALS_MISSING"
+    reason = reason_name(ErrorReason.CREDENTIALS_MISSING)
 
 
 class CredentialsInvalidError(UnauthenticatedError):
     """Raised when a call's API key or certificate identity belongs to no configured caller."""
 
-    reason = "CREDENTIALS_INVALID"
+    reason = reason_name(ErrorReason.CREDENTIALS_INVALID)
 
 
 class PermissionDeniedError(TokenServiceError):
@@ -110,25 +120,25 @@ class PermissionDeniedError(TokenServiceError):
 class RpcNotAllowedError(PermissionDeniedError):
     """Raised when a caller calls an RPC its policy does not list."""
 
-    reason = "RPC_NOT_ALLOWED"
+    reason = reason_name(ErrorReason.RPC_NOT_ALLOWED)
 
 
 class OrgNotAllowedError(PermissionDeniedError):
     """Raised when a caller mints or verifies for an org its policy does not list."""
 
-    reason = "ORG_NOT_ALLOWED"
+    reason = reason_name(ErrorReason.ORG_NOT_ALLOWED)
 
 
 class IdentityNotAllowedError(PermissionDeniedError):
     """Raised when a caller asserts an identity kind (email, external id) its policy does not list."""
 
-    reason = "IDENTITY_NOT_ALLOWED"
+    reason = reason_name(ErrorReason.IDENTITY_NOT_ALLOWED)
 
 
 class RateLimitedError(TokenServiceError):
     """Raised when a caller is over its rate; `retry_after` says when enough budget is back."""
 
-    reason = "RATE_LIMITED"
+    reason = reason_name(ErrorReason.RATE_LIMITED)
 
     def __init__(self, message: str, *, retry_after: float) -> None:
         super().__init__(message)
@@ -138,19 +148,28 @@ class RateLimitedError(TokenServiceError):
 class PeerRateLimitedError(RateLimitedError):
     """Raised when a peer (or all unauthenticated peers together) is over the rate of refused calls."""
 
-    reason = "PEER_RATE_LIMITED"
+    reason = reason_name(ErrorReason.PEER_RATE_LIMITED)
 
 
 class ApiKeysStaleError(TokenServiceError):
     """Raised when an API key is presented but the key set could not be refreshed within its maximum staleness."""
 
-    reason = "API_KEYS_STALE"
+    reason = reason_name(ErrorReason.API_KEYS_STALE)
 
 
 class AuditUnavailableError(TokenServiceError):
     """Raised when the audit trail cannot take a call's records in time, so the call is not served."""
 
-    reason = "AUDIT_UNAVAILABLE"
+    reason = reason_name(ErrorReason.AUDIT_UNAVAILABLE)
+
+
+class SignerUnavailableError(TokenServiceError):
+    """Raised when Vault Transit cannot sign or verify for an org in time (unreachable, sealed, refusing the
+    service's token, or answering what is not an HMAC): there is no local secret to fall back on."""
+
+    # The proto's ErrorReason has no SIGNER_UNAVAILABLE yet: this becomes reason_name(ErrorReason.SIGNER_UNAVAILABLE)
+    # once the value is added and the clients are generated again.
+    reason = "SIGNER_UNAVAILABLE"
 
 
 class ConfigError(Exception):
@@ -176,6 +195,7 @@ _STATUS_CODES: dict[type[TokenServiceError], grpc.StatusCode] = {
     ShuttingDownError: grpc.StatusCode.UNAVAILABLE,
     ApiKeysStaleError: grpc.StatusCode.UNAVAILABLE,
     AuditUnavailableError: grpc.StatusCode.UNAVAILABLE,
+    SignerUnavailableError: grpc.StatusCode.UNAVAILABLE,
     UnauthenticatedError: grpc.StatusCode.UNAUTHENTICATED,
     PermissionDeniedError: grpc.StatusCode.PERMISSION_DENIED,
     RateLimitedError: grpc.StatusCode.RESOURCE_EXHAUSTED,

@@ -3,8 +3,9 @@
 //
 // The generated stubs are in package tokenservicev1 (subdirectory
 // tokenservice/v1). This package adds what every caller needs on top:
-// a connection whose calls get a default deadline, and ErrorReason to read
-// the google.rpc.ErrorInfo reason that the server attaches to every error.
+// a connection whose calls get a default deadline, and ReasonOf to read
+// the google.rpc.ErrorInfo reason that the server attaches to every error as
+// a tokenservicev1.ErrorReason, the proto's enum of every reason.
 package tokenservice
 
 import (
@@ -14,6 +15,8 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/status"
+
+	tokenservicev1 "github.com/tokenservice/tokenservice/clients/go/tokenservice/v1"
 )
 
 // DefaultTimeout is the deadline NewClient gives a call whose context has
@@ -70,11 +73,36 @@ func ErrorInfo(err error) *errdetails.ErrorInfo {
 	return nil
 }
 
-// ErrorReason returns the ErrorInfo reason of err, such as "EMAIL_INVALID",
-// or "" when err carries no ErrorInfo.
+// ErrorReason returns the ErrorInfo reason of err as sent, such as
+// "EMAIL_INVALID", or "" when err carries no ErrorInfo. For logs; branch on
+// ReasonOf.
 func ErrorReason(err error) string {
 	if info := ErrorInfo(err); info != nil {
 		return info.GetReason()
 	}
 	return ""
+}
+
+// ReasonOf returns the reason of err, the error of a TokenService call, to
+// branch on:
+//
+//	if tokenservice.ReasonOf(err) == tokenservicev1.ErrorReason_EMAIL_INVALID { ... }
+//
+// For a failed MintTokens entry pass status.FromProto(result.GetError()).Err().
+// It is ErrorReason_ERROR_REASON_UNSPECIFIED when err carries no ErrorInfo of
+// domain ErrorDomain (for example a deadline exceeded on the client side) or
+// a reason newer than this client: then act on status.Code(err) alone.
+func ReasonOf(err error) tokenservicev1.ErrorReason {
+	info := ErrorInfo(err)
+	if info == nil || info.GetDomain() != ErrorDomain {
+		return tokenservicev1.ErrorReason_ERROR_REASON_UNSPECIFIED
+	}
+	return ParseReason(info.GetReason())
+}
+
+// ParseReason returns the ErrorReason named name, as sent in ErrorInfo.reason
+// or VerifyTokenResponse.reason, or ErrorReason_ERROR_REASON_UNSPECIFIED for
+// "" or a name this client does not know. ErrorReason.String() is the name.
+func ParseReason(name string) tokenservicev1.ErrorReason {
+	return tokenservicev1.ErrorReason(tokenservicev1.ErrorReason_value[name])
 }

@@ -14,6 +14,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde_json::{json, Value};
+use tokenservice_client::reason::{parse_reason, ErrorReasonExt};
 use tokenservice_client::tonic::transport::{Channel, Endpoint};
 use tokenservice_client::tonic::{Code, Status};
 use tokenservice_client::tonic_types::{pb, RpcStatusExt, StatusExt};
@@ -22,6 +23,7 @@ use tokenservice_client::v1::token_service_client::TokenServiceClient;
 use tokenservice_client::v1::{
     Identity, MintTokenRequest, MintTokenResponse, MintTokensRequest, VerifyTokenRequest,
 };
+use tokenservice_client::ErrorReason;
 
 const DOMAIN: &str = "tokenservice.v1";
 
@@ -184,6 +186,11 @@ impl Check {
             entry_error.code
         );
         self.check_error_info("batch[2]", &entry_error, "EMAIL_INVALID")?;
+        check!(
+            entry_error.error_reason() == ErrorReason::EmailInvalid,
+            "batch[2]: error_reason {:?}",
+            entry_error.error_reason()
+        );
         self.check_token(
             "batch[3]",
             &t3,
@@ -218,6 +225,25 @@ impl Check {
             "ORG_UNKNOWN",
         )
         .await?;
+
+        let garbage = self
+            .client
+            .verify_token(VerifyTokenRequest {
+                token: "not.a.token".into(),
+                ..Default::default()
+            })
+            .await
+            .map_err(|s| rpc_error("VerifyToken(garbage)", s))?
+            .into_inner();
+        check!(
+            !garbage.valid && parse_reason(&garbage.reason) == ErrorReason::TokenMalformed,
+            "VerifyToken(garbage): {garbage:?}"
+        );
+        check!(
+            Status::deadline_exceeded("client side").error_reason() == ErrorReason::Unspecified,
+            "error_reason(no ErrorInfo)"
+        );
+        self.checks += 1;
         Ok(())
     }
 
@@ -359,6 +385,11 @@ impl Check {
             info.reason == reason,
             "{what}: ErrorInfo reason {}, want {reason}",
             info.reason
+        );
+        check!(
+            status.error_reason().as_str_name() == reason,
+            "{what}: error_reason {:?}, want {reason}",
+            status.error_reason()
         );
         self.checks += 1;
         Ok(())

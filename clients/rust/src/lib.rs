@@ -6,7 +6,8 @@
 //! edit it. `google.rpc.Status` is [`tonic_types::pb::Status`], so the
 //! error of a failed `MintTokens` entry and the details of a failed call
 //! decode with the same `tonic_types` helpers. [`auth`] has TLS/mTLS from
-//! PEM files and an interceptor that sends an API key.
+//! PEM files and an interceptor that sends an API key; [`reason`] reads an
+//! error's reason as an [`ErrorReason`], the proto's enum of every reason.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -28,11 +29,16 @@
 mod gen;
 
 pub mod auth;
+pub mod reason;
 
 /// The `tokenservice.v1` package: messages, the `Identity` enum,
 /// `token_service_client::TokenServiceClient` and
 /// `token_service_server` (for tests and fakes).
 pub use gen::tokenservice::v1;
+
+/// Every reason the service sends (`tokenservice.v1.ErrorReason`), to branch
+/// on with [`reason::ErrorReasonExt`].
+pub use gen::tokenservice::v1::ErrorReason;
 
 /// Re-exported so that callers use the exact versions the generated code
 /// was built against.

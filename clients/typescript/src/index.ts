@@ -2,9 +2,10 @@
 //
 // The generated ts-proto code for @grpc/grpc-js is in ./gen; this module
 // re-exports it and adds what every caller needs: a client whose calls get a
-// default deadline, promise-returning calls, and errorInfo() to read the
+// default deadline, promise-returning calls, errorInfo() to read the
 // google.rpc.ErrorInfo that the server puts in the grpc-status-details-bin
-// trailer of every error; and TLS/mTLS from PEM files plus an API key sent as
+// trailer of every error and reasonOf() to read its reason as an ErrorReason
+// (the proto's enum of every reason); and TLS/mTLS from PEM files plus an API key sent as
 // `authorization: Bearer <key>` (tlsCredentials, apiKeyCredentials, or the
 // `tls` and `apiKey` options of createClient).
 import { X509Certificate } from "crypto";
@@ -24,6 +25,8 @@ import {
 import { Status } from "./gen/google/rpc/status";
 import {
   DeepPartial,
+  ErrorReason,
+  errorReasonFromJSON,
   MintTokenRequest,
   MintTokenResponse,
   MintTokensRequest,
@@ -262,4 +265,31 @@ export function errorStatus(error: Partial<ServiceError>): Status | undefined {
  */
 export function errorInfo(error: Partial<ServiceError>): ErrorInfo | undefined {
   return statusErrorInfo(errorStatus(error));
+}
+
+/**
+ * The ErrorReason named `name`, as sent in ErrorInfo.reason or
+ * VerifyTokenResponse.reason; ERROR_REASON_UNSPECIFIED for "" or a name this
+ * client does not know. errorReasonToJSON(reason) is the string sent.
+ */
+export function parseReason(name: string): ErrorReason {
+  const reason = errorReasonFromJSON(name);
+  return reason === ErrorReason.UNRECOGNIZED ? ErrorReason.ERROR_REASON_UNSPECIFIED : reason;
+}
+
+/** The reason of a google.rpc.Status (a failed MintTokens entry's `error`), as reasonOf. */
+export function statusReasonOf(status: Status | undefined): ErrorReason {
+  const info = statusErrorInfo(status);
+  return info?.domain === ERROR_DOMAIN ? parseReason(info.reason) : ErrorReason.ERROR_REASON_UNSPECIFIED;
+}
+
+/**
+ * The reason of a failed call, to branch on
+ * (`if (reasonOf(err) === ErrorReason.EMAIL_INVALID) ...`);
+ * ERROR_REASON_UNSPECIFIED when it carries no ErrorInfo of this service (for
+ * example a deadline exceeded on the client side) or a reason newer than
+ * this client: then act on `err.code` alone.
+ */
+export function reasonOf(error: Partial<ServiceError>): ErrorReason {
+  return statusReasonOf(errorStatus(error));
 }

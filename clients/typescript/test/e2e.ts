@@ -7,12 +7,16 @@ import jwt from "jsonwebtoken";
 import {
   createClient,
   errorInfo,
+  ErrorReason,
   errorStatus,
   Identity,
   mintToken,
   MintTokenResponse,
   mintTokens,
+  parseReason,
+  reasonOf,
   statusErrorInfo,
+  statusReasonOf,
   verifyToken,
 } from "../src";
 
@@ -111,6 +115,7 @@ async function main(): Promise<number> {
   check(bad.token === undefined && bad.error?.code === status.INVALID_ARGUMENT &&
     badInfo?.reason === "EMAIL_INVALID" && badInfo?.domain === "tokenservice.v1",
     `batch[1]: ${JSON.stringify(bad)}`);
+  check(statusReasonOf(bad.error) === ErrorReason.EMAIL_INVALID, `batch[1]: statusReasonOf ${statusReasonOf(bad.error)}`);
 
   for (const [token, claims] of tokens) {
     const v = await verifyToken(client, { token }, deadline());
@@ -118,6 +123,10 @@ async function main(): Promise<number> {
     check(v.email === (claims.email ?? "") && v.externalId === (claims.externalId ?? ""),
       `VerifyToken: ${JSON.stringify(v)} for ${JSON.stringify(claims)}`);
   }
+  const garbage = await verifyToken(client, { token: "not.a.token" }, deadline());
+  check(!garbage.valid && parseReason(garbage.reason) === ErrorReason.TOKEN_MALFORMED,
+    `VerifyToken(garbage): ${JSON.stringify(garbage)}`);
+  check(reasonOf({ code: status.DEADLINE_EXCEEDED }) === ErrorReason.ERROR_REASON_UNSPECIFIED, "reasonOf(no ErrorInfo)");
 
   try {
     await mintToken(client, { email: "not-an-email" }, deadline());
@@ -130,6 +139,7 @@ async function main(): Promise<number> {
     check(errorStatus(err)?.code === status.INVALID_ARGUMENT, `not-an-email: Status ${JSON.stringify(errorStatus(err))}`);
     const info = errorInfo(err);
     check(info?.reason === "EMAIL_INVALID" && info?.domain === "tokenservice.v1", `not-an-email: ErrorInfo ${JSON.stringify(info)}`);
+    check(reasonOf(err) === ErrorReason.EMAIL_INVALID, `not-an-email: reasonOf ${reasonOf(err)}`);
   }
 
   // Calls without a deadline get the client's default deadline: an

@@ -178,6 +178,7 @@ func main() {
 		domain, reason := reasonOf(st)
 		check(st.Code() == codes.InvalidArgument && reason == "EMAIL_INVALID" && domain == "tokenservice.v1",
 			"batch[1]: got %s %s/%s, want InvalidArgument tokenservice.v1/EMAIL_INVALID", st.Code(), domain, reason)
+		check(tokenservice.ReasonOf(st.Err()) == pb.ErrorReason_EMAIL_INVALID, "batch[1]: ReasonOf %s", tokenservice.ReasonOf(st.Err()))
 	}
 
 	for token, claims := range tokens {
@@ -191,7 +192,8 @@ func main() {
 			"VerifyToken: email %q external_id %q, want %v", v.GetEmail(), v.GetExternalId(), claims)
 	}
 	v, err := client.VerifyToken(ctx, &pb.VerifyTokenRequest{Token: "not.a.token"})
-	check(err == nil && !v.GetValid() && v.GetReason() != "", "VerifyToken(garbage): %v %v", v, err)
+	check(err == nil && !v.GetValid() && tokenservice.ParseReason(v.GetReason()) == pb.ErrorReason_TOKEN_MALFORMED,
+		"VerifyToken(garbage): %v %v", v, err)
 
 	_, err = client.MintToken(ctx, &pb.MintTokenRequest{Email: "not-an-email"})
 	st, ok := status.FromError(err)
@@ -200,6 +202,8 @@ func main() {
 	check(st.Code() == codes.InvalidArgument, "MintToken(not-an-email): code %s", st.Code())
 	check(reason == "EMAIL_INVALID" && domain == "tokenservice.v1", "MintToken(not-an-email): ErrorInfo %s/%s", domain, reason)
 	check(tokenservice.ErrorReason(err) == "EMAIL_INVALID", "ErrorReason: %q", tokenservice.ErrorReason(err))
+	check(tokenservice.ReasonOf(err) == pb.ErrorReason_EMAIL_INVALID, "ReasonOf: %s", tokenservice.ReasonOf(err))
+	check(tokenservice.ReasonOf(context.DeadlineExceeded) == pb.ErrorReason_ERROR_REASON_UNSPECIFIED, "ReasonOf(no ErrorInfo)")
 
 	// Calls without a deadline get the client's default deadline: an
 	// interceptor after NewClient's own sees it on the context.

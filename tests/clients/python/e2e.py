@@ -17,7 +17,7 @@ import jwt
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
 
-from tokenservice.client import create_channel, error_reason, status_error_info
+from tokenservice.client import ErrorReason, create_channel, error_reason, parse_reason, reason_of, status_error_info
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
@@ -101,12 +101,18 @@ def main() -> int:
         check(bad.WhichOneof("outcome") == "error" and bad.error.code == code_pb2.INVALID_ARGUMENT
               and info is not None and info.reason == "EMAIL_INVALID" and info.domain == "tokenservice.v1",
               f"batch[1]: {bad}")
+        check(reason_of(bad.error) == ErrorReason.EMAIL_INVALID, f"batch[1]: reason_of {reason_of(bad.error)}")
 
         for token, claims in tokens.items():
             verified = stub.VerifyToken(pb.VerifyTokenRequest(token=token), timeout=10)
             check(verified.valid and verified.reason == "", f"VerifyToken: {verified}")
             check(verified.email == claims.get("email", "") and verified.external_id == claims.get("externalId", ""),
                   f"VerifyToken: {verified} for {claims}")
+        first, second = list(tokens)[:2]
+        spliced = first.rsplit(".", 1)[0] + "." + second.rsplit(".", 1)[1]  # another token's signature
+        verified = stub.VerifyToken(pb.VerifyTokenRequest(token=spliced), timeout=10)
+        check(not verified.valid and parse_reason(verified.reason) == ErrorReason.TOKEN_SIGNATURE_INVALID,
+              f"VerifyToken(spliced): {verified}")
 
         try:
             stub.MintToken(pb.MintTokenRequest(email="not-an-email"), timeout=10)
@@ -123,6 +129,7 @@ def main() -> int:
             check(len(infos) == 1 and infos[0].reason == "EMAIL_INVALID" and infos[0].domain == "tokenservice.v1",
                   f"not-an-email: ErrorInfo {infos}")
             check(error_reason(error) == "EMAIL_INVALID", f"error_reason: {error_reason(error)!r}")
+            check(reason_of(error) == ErrorReason.EMAIL_INVALID, f"reason_of: {reason_of(error)}")
 
     # Calls without timeout= get the channel's default deadline: an
     # interceptor after create_channel's own sees it.

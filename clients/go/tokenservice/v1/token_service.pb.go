@@ -23,6 +23,223 @@ const (
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
 
+// ErrorReason is every reason the service sends, defined once. On the wire a
+// reason is always the value's name as a string, never its number: in
+// `google.rpc.ErrorInfo.reason` (domain `tokenservice.v1`) of a failed call
+// or of a failed `MintTokens` entry (values 1 to 99), and in
+// `VerifyTokenResponse.reason` of a token that is not valid (values from
+// 100). Each client library maps a received name to its value; a client
+// older than the server may get a name it does not know (and then
+// ERROR_REASON_UNSPECIFIED): act on the gRPC code alone then.
+//
+// The values are named exactly as the strings sent, without the usual
+// `ERROR_REASON_` prefix, so that every language's generated lookup by name
+// (Python `ErrorReason.Value`, Go `ErrorReason_value`, Java
+// `ErrorReason.valueOf`, TypeScript `errorReasonFromJSON`, Rust
+// `ErrorReason::from_str_name`) maps a received string to its value, and a
+// renamed value is a breaking change that `buf breaking` reports. Enum value
+// names share the package's scope: a new reason must not reuse the name of
+// another enum's value.
+// buf:lint:ignore ENUM_VALUE_PREFIX
+type ErrorReason int32
+
+const (
+	// ERROR_REASON_UNSPECIFIED is never sent. Clients return it when an error
+	// carries no `tokenservice.v1` ErrorInfo (for example a deadline exceeded
+	// on the client side) or a reason newer than the client.
+	ErrorReason_ERROR_REASON_UNSPECIFIED ErrorReason = 0
+	// IDENTITY_MISSING (INVALID_ARGUMENT): a mint request sets neither
+	// `email` nor `external_id`. Send at least one; never retry unchanged.
+	ErrorReason_IDENTITY_MISSING ErrorReason = 1
+	// EMAIL_INVALID (INVALID_ARGUMENT): `email` is not a syntactically valid
+	// address, is longer than 254 bytes, has leading or trailing whitespace or
+	// contains a control or line-separator character. Fix the email; never
+	// retry unchanged.
+	ErrorReason_EMAIL_INVALID ErrorReason = 2
+	// EXTERNAL_ID_INVALID (INVALID_ARGUMENT): `external_id` is longer than 256
+	// bytes, has leading or trailing whitespace or contains a control or
+	// line-separator character. Fix the id; never retry unchanged.
+	ErrorReason_EXTERNAL_ID_INVALID ErrorReason = 3
+	// BATCH_TOO_LARGE (INVALID_ARGUMENT): a MintTokens call has more entries
+	// than the server's batch limit or than the caller's rate-limit burst.
+	// Split the batch.
+	ErrorReason_BATCH_TOO_LARGE ErrorReason = 4
+	// TOKEN_MISSING (INVALID_ARGUMENT): VerifyToken is called with an empty
+	// `token`. Send the token to check.
+	ErrorReason_TOKEN_MISSING ErrorReason = 5
+	// TOKEN_TOO_LARGE (INVALID_ARGUMENT): VerifyToken is given a token longer
+	// than 4096 bytes, which this service never mints. Treat the token as
+	// invalid.
+	ErrorReason_TOKEN_TOO_LARGE ErrorReason = 6
+	// REQUEST_MALFORMED (INVALID_ARGUMENT): the request bytes do not parse as
+	// the RPC's request message. Regenerate the client's stubs from this file.
+	ErrorReason_REQUEST_MALFORMED ErrorReason = 7
+	// ORG_UNKNOWN (NOT_FOUND): `org` names an org that is not configured. Use
+	// a configured org, or leave `org` empty for the default one.
+	ErrorReason_ORG_UNKNOWN ErrorReason = 8
+	// SECRET_UNAVAILABLE (UNAVAILABLE): no valid signing secret is loaded for
+	// the org yet, or it is older than the configured maximum staleness.
+	// Retry with backoff.
+	ErrorReason_SECRET_UNAVAILABLE ErrorReason = 9
+	// SHUTTING_DOWN (UNAVAILABLE): the call reached a replica that is shutting
+	// down and was not started. Retry; another replica answers.
+	ErrorReason_SHUTTING_DOWN ErrorReason = 10
+	// CREDENTIALS_MISSING (UNAUTHENTICATED): the call carries neither an API
+	// key nor a client certificate. Send `authorization: Bearer <key>` or
+	// connect with mTLS; never retry unchanged.
+	ErrorReason_CREDENTIALS_MISSING ErrorReason = 11
+	// CREDENTIALS_INVALID (UNAUTHENTICATED): the API key is unknown or revoked,
+	// the client certificate names no configured caller, or the certificate
+	// and the key name different callers. Ask the service's owners for a key
+	// or a caller entry; never retry unchanged.
+	ErrorReason_CREDENTIALS_INVALID ErrorReason = 12
+	// RPC_NOT_ALLOWED (PERMISSION_DENIED): the caller's policy does not list
+	// this RPC. Ask for the policy to be widened; never retry unchanged.
+	ErrorReason_RPC_NOT_ALLOWED ErrorReason = 13
+	// ORG_NOT_ALLOWED (PERMISSION_DENIED): the caller's policy does not list
+	// the org. Ask for the policy to be widened; never retry unchanged.
+	ErrorReason_ORG_NOT_ALLOWED ErrorReason = 14
+	// IDENTITY_NOT_ALLOWED (PERMISSION_DENIED): the caller's policy does not
+	// let it assert this identity kind (an email, or an external id). Send the
+	// identity kind the policy allows, or ask for the policy to be widened.
+	ErrorReason_IDENTITY_NOT_ALLOWED ErrorReason = 15
+	// RATE_LIMITED (RESOURCE_EXHAUSTED): the caller is over its rate (tokens
+	// per second, one per minted or verified token). Wait for the
+	// `google.rpc.RetryInfo` detail's `retry_delay`, then retry.
+	ErrorReason_RATE_LIMITED ErrorReason = 16
+	// PEER_RATE_LIMITED (RESOURCE_EXHAUSTED): the peer address (or all
+	// unauthenticated peers together) has had too many calls refused. Fix the
+	// credentials; wait for the `google.rpc.RetryInfo` detail's
+	// `retry_delay` before calling again.
+	ErrorReason_PEER_RATE_LIMITED ErrorReason = 17
+	// API_KEYS_STALE (UNAVAILABLE): the call presents an API key, but the
+	// server could not refresh its set of API keys within their maximum
+	// staleness, so it cannot tell whether the key is revoked. Retry with
+	// backoff.
+	ErrorReason_API_KEYS_STALE ErrorReason = 18
+	// AUDIT_UNAVAILABLE (UNAVAILABLE): the audit trail cannot take the call's
+	// records in time, so the call is not served. Retry with backoff.
+	ErrorReason_AUDIT_UNAVAILABLE ErrorReason = 19
+	// TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
+	// JWS, or its payload is not a JSON claims set with an integer `iat` and
+	// string `email` / `externalId`. Do not use the token.
+	ErrorReason_TOKEN_MALFORMED ErrorReason = 100
+	// TOKEN_HEADER_INVALID (VerifyToken, `valid` false): the header is not
+	// exactly `{"alg":"HS256","typ":"JWT"}`. Do not use the token.
+	ErrorReason_TOKEN_HEADER_INVALID ErrorReason = 101
+	// TOKEN_ALGORITHM_INVALID (VerifyToken, `valid` false): the header's `alg`
+	// is not HS256. Do not use the token.
+	ErrorReason_TOKEN_ALGORITHM_INVALID ErrorReason = 102
+	// TOKEN_SIGNATURE_INVALID (VerifyToken, `valid` false): the signature does
+	// not match the org's current secret: the token is forged, for another
+	// org, or signed by a secret rotated out since. Mint a new token.
+	ErrorReason_TOKEN_SIGNATURE_INVALID ErrorReason = 103
+	// TOKEN_IAT_MISSING (VerifyToken, `valid` false): the token has no `iat`
+	// claim, without which Kustomer rejects it. Mint a new token.
+	ErrorReason_TOKEN_IAT_MISSING ErrorReason = 104
+	// TOKEN_ISSUED_IN_FUTURE (VerifyToken, `valid` false): `iat` is later than
+	// the server's clock. Mint a new token; check the signer's clock.
+	ErrorReason_TOKEN_ISSUED_IN_FUTURE ErrorReason = 105
+	// TOKEN_EXPIRED (VerifyToken, `valid` false): `iat` is more than 15
+	// minutes ago, so Kustomer rejects the token. Mint a new token.
+	ErrorReason_TOKEN_EXPIRED ErrorReason = 106
+	// TOKEN_IDENTITY_MISSING (VerifyToken, `valid` false): the token carries
+	// neither an `email` nor an `externalId` claim. Mint a new token with an
+	// identity.
+	ErrorReason_TOKEN_IDENTITY_MISSING ErrorReason = 107
+)
+
+// Enum value maps for ErrorReason.
+var (
+	ErrorReason_name = map[int32]string{
+		0:   "ERROR_REASON_UNSPECIFIED",
+		1:   "IDENTITY_MISSING",
+		2:   "EMAIL_INVALID",
+		3:   "EXTERNAL_ID_INVALID",
+		4:   "BATCH_TOO_LARGE",
+		5:   "TOKEN_MISSING",
+		6:   "TOKEN_TOO_LARGE",
+		7:   "REQUEST_MALFORMED",
+		8:   "ORG_UNKNOWN",
+		9:   "SECRET_UNAVAILABLE",
+		10:  "SHUTTING_DOWN",
+		11:  "CREDENTIALS_MISSING",
+		12:  "CREDENTIALS_INVALID",
+		13:  "RPC_NOT_ALLOWED",
+		14:  "ORG_NOT_ALLOWED",
+		15:  "IDENTITY_NOT_ALLOWED",
+		16:  "RATE_LIMITED",
+		17:  "PEER_RATE_LIMITED",
+		18:  "API_KEYS_STALE",
+		19:  "AUDIT_UNAVAILABLE",
+		100: "TOKEN_MALFORMED",
+		101: "TOKEN_HEADER_INVALID",
+		102: "TOKEN_ALGORITHM_INVALID",
+		103: "TOKEN_SIGNATURE_INVALID",
+		104: "TOKEN_IAT_MISSING",
+		105: "TOKEN_ISSUED_IN_FUTURE",
+		106: "TOKEN_EXPIRED",
+		107: "TOKEN_IDENTITY_MISSING",
+	}
+	ErrorReason_value = map[string]int32{
+		"ERROR_REASON_UNSPECIFIED": 0,
+		"IDENTITY_MISSING":         1,
+		"EMAIL_INVALID":            2,
+		"EXTERNAL_ID_INVALID":      3,
+		"BATCH_TOO_LARGE":          4,
+		"TOKEN_MISSING":            5,
+		"TOKEN_TOO_LARGE":          6,
+		"REQUEST_MALFORMED":        7,
+		"ORG_UNKNOWN":              8,
+		"SECRET_UNAVAILABLE":       9,
+		"SHUTTING_DOWN":            10,
+		"CREDENTIALS_MISSING":      11,
+		"CREDENTIALS_INVALID":      12,
+		"RPC_NOT_ALLOWED":          13,
+		"ORG_NOT_ALLOWED":          14,
+		"IDENTITY_NOT_ALLOWED":     15,
+		"RATE_LIMITED":             16,
+		"PEER_RATE_LIMITED":        17,
+		"API_KEYS_STALE":           18,
+		"AUDIT_UNAVAILABLE":        19,
+		"TOKEN_MALFORMED":          100,
+		"TOKEN_HEADER_INVALID":     101,
+		"TOKEN_ALGORITHM_INVALID":  102,
+		"TOKEN_SIGNATURE_INVALID":  103,
+		"TOKEN_IAT_MISSING":        104,
+		"TOKEN_ISSUED_IN_FUTURE":   105,
+		"TOKEN_EXPIRED":            106,
+		"TOKEN_IDENTITY_MISSING":   107,
+	}
+)
+
+func (x ErrorReason) Enum() *ErrorReason {
+	p := new(ErrorReason)
+	*p = x
+	return p
+}
+
+func (x ErrorReason) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (ErrorReason) Descriptor() protoreflect.EnumDescriptor {
+	return file_tokenservice_v1_token_service_proto_enumTypes[0].Descriptor()
+}
+
+func (ErrorReason) Type() protoreflect.EnumType {
+	return &file_tokenservice_v1_token_service_proto_enumTypes[0]
+}
+
+func (x ErrorReason) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use ErrorReason.Descriptor instead.
+func (ErrorReason) EnumDescriptor() ([]byte, []int) {
+	return file_tokenservice_v1_token_service_proto_rawDescGZIP(), []int{0}
+}
+
 // Identity names which customer identity Kustomer uses from a token.
 type Identity int32
 
@@ -62,11 +279,11 @@ func (x Identity) String() string {
 }
 
 func (Identity) Descriptor() protoreflect.EnumDescriptor {
-	return file_tokenservice_v1_token_service_proto_enumTypes[0].Descriptor()
+	return file_tokenservice_v1_token_service_proto_enumTypes[1].Descriptor()
 }
 
 func (Identity) Type() protoreflect.EnumType {
-	return &file_tokenservice_v1_token_service_proto_enumTypes[0]
+	return &file_tokenservice_v1_token_service_proto_enumTypes[1]
 }
 
 func (x Identity) Number() protoreflect.EnumNumber {
@@ -75,7 +292,7 @@ func (x Identity) Number() protoreflect.EnumNumber {
 
 // Deprecated: Use Identity.Descriptor instead.
 func (Identity) EnumDescriptor() ([]byte, []int) {
-	return file_tokenservice_v1_token_service_proto_rawDescGZIP(), []int{0}
+	return file_tokenservice_v1_token_service_proto_rawDescGZIP(), []int{1}
 }
 
 // MintTokenRequest names the customer to log in. At least one of
@@ -476,10 +693,12 @@ type VerifyTokenResponse struct {
 	// org's current secret, carries an identity and was issued within the
 	// last 15 minutes and not in the future.
 	Valid bool `protobuf:"varint,1,opt,name=valid,proto3" json:"valid,omitempty"`
-	// reason is empty when `valid` is true; otherwise one of
-	// `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-	// `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-	// `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+	// reason is empty when `valid` is true; otherwise the name of the
+	// `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+	// `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+	// `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+	// `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+	// that a reason added later reaches older clients as its name.
 	Reason string `protobuf:"bytes,2,opt,name=reason,proto3" json:"reason,omitempty"`
 	// external_id is the token's `externalId` claim, when the token decodes.
 	ExternalId string `protobuf:"bytes,3,opt,name=external_id,json=externalId,proto3" json:"external_id,omitempty"`
@@ -622,7 +841,37 @@ const file_tokenservice_v1_token_service_proto_rawDesc = "" +
 	"\vvalid_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"validUntil\x12\x16\n" +
 	"\x06detail\x18\a \x01(\tR\x06detail\x12>\n" +
-	"\ridentity_used\x18\b \x01(\x0e2\x19.tokenservice.v1.IdentityR\fidentityUsed*R\n" +
+	"\ridentity_used\x18\b \x01(\x0e2\x19.tokenservice.v1.IdentityR\fidentityUsed*\x92\x05\n" +
+	"\vErrorReason\x12\x1c\n" +
+	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
+	"\x10IDENTITY_MISSING\x10\x01\x12\x11\n" +
+	"\rEMAIL_INVALID\x10\x02\x12\x17\n" +
+	"\x13EXTERNAL_ID_INVALID\x10\x03\x12\x13\n" +
+	"\x0fBATCH_TOO_LARGE\x10\x04\x12\x11\n" +
+	"\rTOKEN_MISSING\x10\x05\x12\x13\n" +
+	"\x0fTOKEN_TOO_LARGE\x10\x06\x12\x15\n" +
+	"\x11REQUEST_MALFORMED\x10\a\x12\x0f\n" +
+	"\vORG_UNKNOWN\x10\b\x12\x16\n" +
+	"\x12SECRET_UNAVAILABLE\x10\t\x12\x11\n" +
+	"\rSHUTTING_DOWN\x10\n" +
+	"\x12\x17\n" +
+	"\x13CREDENTIALS_MISSING\x10\v\x12\x17\n" +
+	"\x13CREDENTIALS_INVALID\x10\f\x12\x13\n" +
+	"\x0fRPC_NOT_ALLOWED\x10\r\x12\x13\n" +
+	"\x0fORG_NOT_ALLOWED\x10\x0e\x12\x18\n" +
+	"\x14IDENTITY_NOT_ALLOWED\x10\x0f\x12\x10\n" +
+	"\fRATE_LIMITED\x10\x10\x12\x15\n" +
+	"\x11PEER_RATE_LIMITED\x10\x11\x12\x12\n" +
+	"\x0eAPI_KEYS_STALE\x10\x12\x12\x15\n" +
+	"\x11AUDIT_UNAVAILABLE\x10\x13\x12\x13\n" +
+	"\x0fTOKEN_MALFORMED\x10d\x12\x18\n" +
+	"\x14TOKEN_HEADER_INVALID\x10e\x12\x1b\n" +
+	"\x17TOKEN_ALGORITHM_INVALID\x10f\x12\x1b\n" +
+	"\x17TOKEN_SIGNATURE_INVALID\x10g\x12\x15\n" +
+	"\x11TOKEN_IAT_MISSING\x10h\x12\x1a\n" +
+	"\x16TOKEN_ISSUED_IN_FUTURE\x10i\x12\x11\n" +
+	"\rTOKEN_EXPIRED\x10j\x12\x1a\n" +
+	"\x16TOKEN_IDENTITY_MISSING\x10k*R\n" +
 	"\bIdentity\x12\x18\n" +
 	"\x14IDENTITY_UNSPECIFIED\x10\x00\x12\x18\n" +
 	"\x14IDENTITY_EXTERNAL_ID\x10\x01\x12\x12\n" +
@@ -646,37 +895,38 @@ func file_tokenservice_v1_token_service_proto_rawDescGZIP() []byte {
 	return file_tokenservice_v1_token_service_proto_rawDescData
 }
 
-var file_tokenservice_v1_token_service_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
+var file_tokenservice_v1_token_service_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
 var file_tokenservice_v1_token_service_proto_msgTypes = make([]protoimpl.MessageInfo, 7)
 var file_tokenservice_v1_token_service_proto_goTypes = []any{
-	(Identity)(0),                 // 0: tokenservice.v1.Identity
-	(*MintTokenRequest)(nil),      // 1: tokenservice.v1.MintTokenRequest
-	(*MintTokenResponse)(nil),     // 2: tokenservice.v1.MintTokenResponse
-	(*MintTokensRequest)(nil),     // 3: tokenservice.v1.MintTokensRequest
-	(*MintTokensResponse)(nil),    // 4: tokenservice.v1.MintTokensResponse
-	(*MintTokenResult)(nil),       // 5: tokenservice.v1.MintTokenResult
-	(*VerifyTokenRequest)(nil),    // 6: tokenservice.v1.VerifyTokenRequest
-	(*VerifyTokenResponse)(nil),   // 7: tokenservice.v1.VerifyTokenResponse
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
-	(*status.Status)(nil),         // 9: google.rpc.Status
+	(ErrorReason)(0),              // 0: tokenservice.v1.ErrorReason
+	(Identity)(0),                 // 1: tokenservice.v1.Identity
+	(*MintTokenRequest)(nil),      // 2: tokenservice.v1.MintTokenRequest
+	(*MintTokenResponse)(nil),     // 3: tokenservice.v1.MintTokenResponse
+	(*MintTokensRequest)(nil),     // 4: tokenservice.v1.MintTokensRequest
+	(*MintTokensResponse)(nil),    // 5: tokenservice.v1.MintTokensResponse
+	(*MintTokenResult)(nil),       // 6: tokenservice.v1.MintTokenResult
+	(*VerifyTokenRequest)(nil),    // 7: tokenservice.v1.VerifyTokenRequest
+	(*VerifyTokenResponse)(nil),   // 8: tokenservice.v1.VerifyTokenResponse
+	(*timestamppb.Timestamp)(nil), // 9: google.protobuf.Timestamp
+	(*status.Status)(nil),         // 10: google.rpc.Status
 }
 var file_tokenservice_v1_token_service_proto_depIdxs = []int32{
-	8,  // 0: tokenservice.v1.MintTokenResponse.issued_at:type_name -> google.protobuf.Timestamp
-	8,  // 1: tokenservice.v1.MintTokenResponse.valid_until:type_name -> google.protobuf.Timestamp
-	0,  // 2: tokenservice.v1.MintTokenResponse.identity_used:type_name -> tokenservice.v1.Identity
-	1,  // 3: tokenservice.v1.MintTokensRequest.requests:type_name -> tokenservice.v1.MintTokenRequest
-	5,  // 4: tokenservice.v1.MintTokensResponse.results:type_name -> tokenservice.v1.MintTokenResult
-	2,  // 5: tokenservice.v1.MintTokenResult.token:type_name -> tokenservice.v1.MintTokenResponse
-	9,  // 6: tokenservice.v1.MintTokenResult.error:type_name -> google.rpc.Status
-	8,  // 7: tokenservice.v1.VerifyTokenResponse.issued_at:type_name -> google.protobuf.Timestamp
-	8,  // 8: tokenservice.v1.VerifyTokenResponse.valid_until:type_name -> google.protobuf.Timestamp
-	0,  // 9: tokenservice.v1.VerifyTokenResponse.identity_used:type_name -> tokenservice.v1.Identity
-	1,  // 10: tokenservice.v1.TokenService.MintToken:input_type -> tokenservice.v1.MintTokenRequest
-	3,  // 11: tokenservice.v1.TokenService.MintTokens:input_type -> tokenservice.v1.MintTokensRequest
-	6,  // 12: tokenservice.v1.TokenService.VerifyToken:input_type -> tokenservice.v1.VerifyTokenRequest
-	2,  // 13: tokenservice.v1.TokenService.MintToken:output_type -> tokenservice.v1.MintTokenResponse
-	4,  // 14: tokenservice.v1.TokenService.MintTokens:output_type -> tokenservice.v1.MintTokensResponse
-	7,  // 15: tokenservice.v1.TokenService.VerifyToken:output_type -> tokenservice.v1.VerifyTokenResponse
+	9,  // 0: tokenservice.v1.MintTokenResponse.issued_at:type_name -> google.protobuf.Timestamp
+	9,  // 1: tokenservice.v1.MintTokenResponse.valid_until:type_name -> google.protobuf.Timestamp
+	1,  // 2: tokenservice.v1.MintTokenResponse.identity_used:type_name -> tokenservice.v1.Identity
+	2,  // 3: tokenservice.v1.MintTokensRequest.requests:type_name -> tokenservice.v1.MintTokenRequest
+	6,  // 4: tokenservice.v1.MintTokensResponse.results:type_name -> tokenservice.v1.MintTokenResult
+	3,  // 5: tokenservice.v1.MintTokenResult.token:type_name -> tokenservice.v1.MintTokenResponse
+	10, // 6: tokenservice.v1.MintTokenResult.error:type_name -> google.rpc.Status
+	9,  // 7: tokenservice.v1.VerifyTokenResponse.issued_at:type_name -> google.protobuf.Timestamp
+	9,  // 8: tokenservice.v1.VerifyTokenResponse.valid_until:type_name -> google.protobuf.Timestamp
+	1,  // 9: tokenservice.v1.VerifyTokenResponse.identity_used:type_name -> tokenservice.v1.Identity
+	2,  // 10: tokenservice.v1.TokenService.MintToken:input_type -> tokenservice.v1.MintTokenRequest
+	4,  // 11: tokenservice.v1.TokenService.MintTokens:input_type -> tokenservice.v1.MintTokensRequest
+	7,  // 12: tokenservice.v1.TokenService.VerifyToken:input_type -> tokenservice.v1.VerifyTokenRequest
+	3,  // 13: tokenservice.v1.TokenService.MintToken:output_type -> tokenservice.v1.MintTokenResponse
+	5,  // 14: tokenservice.v1.TokenService.MintTokens:output_type -> tokenservice.v1.MintTokensResponse
+	8,  // 15: tokenservice.v1.TokenService.VerifyToken:output_type -> tokenservice.v1.VerifyTokenResponse
 	13, // [13:16] is the sub-list for method output_type
 	10, // [10:13] is the sub-list for method input_type
 	10, // [10:10] is the sub-list for extension type_name
@@ -698,7 +948,7 @@ func file_tokenservice_v1_token_service_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_tokenservice_v1_token_service_proto_rawDesc), len(file_tokenservice_v1_token_service_proto_rawDesc)),
-			NumEnums:      1,
+			NumEnums:      2,
 			NumMessages:   7,
 			NumExtensions: 0,
 			NumServices:   1,

@@ -1,13 +1,14 @@
 """Helpers for calling tokenservice.v1.TokenService with the generated stubs.
 
-    from tokenservice.client import create_channel, error_info
+    from tokenservice.client import ErrorReason, create_channel, reason_of
     from tokenservice.v1 import token_service_pb2 as pb, token_service_pb2_grpc as pb_grpc
 
 `create_channel` gives every call without an explicit `timeout=` a default
 deadline and, when asked, TLS/mTLS from PEM files and an API key
 (`authorization: Bearer <key>` on every call); `error_info` reads the
 google.rpc.ErrorInfo that the server puts in the `grpc-status-details-bin`
-trailer of every error.
+trailer of every error, and `reason_of` its reason as an `ErrorReason` (the
+proto's enum of every reason) to branch on.
 """
 
 from __future__ import annotations
@@ -21,11 +22,19 @@ import grpc
 from google.rpc import error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
+from tokenservice.v1.token_service_pb2 import ErrorReason
+
 DEFAULT_TIMEOUT = 5.0
 """Seconds a call may take when the caller passes no timeout."""
 
 ERROR_DOMAIN = "tokenservice.v1"
 """The domain of every ErrorInfo the service returns."""
+
+__all__ = [
+    "DEFAULT_TIMEOUT", "ERROR_DOMAIN", "ErrorReason", "TLSFileError", "api_key_call_credentials", "create_channel",
+    "default_timeout_interceptor", "error_info", "error_reason", "parse_reason", "reason_of", "status_error_info",
+    "tls_channel_credentials",
+]
 
 
 class _CallDetails(
@@ -204,6 +213,35 @@ def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
 
 
 def error_reason(error: grpc.RpcError) -> str:
-    """The ErrorInfo reason of a failed call, such as "EMAIL_INVALID", or ""."""
+    """The ErrorInfo reason of a failed call as sent, such as "EMAIL_INVALID",
+    or "" (for logs; branch on `reason_of`)."""
     info = error_info(error)
     return info.reason if info is not None else ""
+
+
+def parse_reason(name: str) -> ErrorReason:
+    """The ErrorReason named `name`, as sent in ErrorInfo.reason or
+    VerifyTokenResponse.reason; ERROR_REASON_UNSPECIFIED for "" or a name
+    this client does not know (a server newer than the client)."""
+    try:
+        return ErrorReason.Value(name)
+    except ValueError:
+        return ErrorReason.ERROR_REASON_UNSPECIFIED
+
+
+def reason_of(failure: grpc.RpcError | status_pb2.Status | None) -> ErrorReason:
+    """The ErrorReason of a failed call (`except grpc.RpcError as error`) or
+    of a failed MintTokens entry (`result.error`):
+
+        if reason_of(error) == ErrorReason.EMAIL_INVALID: ...
+
+    ERROR_REASON_UNSPECIFIED when it carries no ErrorInfo of this service
+    (domain `tokenservice.v1`; e.g. a client-side deadline) or a reason this
+    client does not know: then act on the status code alone."""
+    if isinstance(failure, status_pb2.Status):
+        info = status_error_info(failure)
+    else:
+        info = error_info(failure) if failure is not None else None
+    if info is None or info.domain != ERROR_DOMAIN:
+        return ErrorReason.ERROR_REASON_UNSPECIFIED
+    return parse_reason(info.reason)

@@ -11,11 +11,70 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    ERROR_REASON_UNSPECIFIED: _ClassVar[ErrorReason]
+    IDENTITY_MISSING: _ClassVar[ErrorReason]
+    EMAIL_INVALID: _ClassVar[ErrorReason]
+    EXTERNAL_ID_INVALID: _ClassVar[ErrorReason]
+    BATCH_TOO_LARGE: _ClassVar[ErrorReason]
+    TOKEN_MISSING: _ClassVar[ErrorReason]
+    TOKEN_TOO_LARGE: _ClassVar[ErrorReason]
+    REQUEST_MALFORMED: _ClassVar[ErrorReason]
+    ORG_UNKNOWN: _ClassVar[ErrorReason]
+    SECRET_UNAVAILABLE: _ClassVar[ErrorReason]
+    SHUTTING_DOWN: _ClassVar[ErrorReason]
+    CREDENTIALS_MISSING: _ClassVar[ErrorReason]
+    CREDENTIALS_INVALID: _ClassVar[ErrorReason]
+    RPC_NOT_ALLOWED: _ClassVar[ErrorReason]
+    ORG_NOT_ALLOWED: _ClassVar[ErrorReason]
+    IDENTITY_NOT_ALLOWED: _ClassVar[ErrorReason]
+    RATE_LIMITED: _ClassVar[ErrorReason]
+    PEER_RATE_LIMITED: _ClassVar[ErrorReason]
+    API_KEYS_STALE: _ClassVar[ErrorReason]
+    AUDIT_UNAVAILABLE: _ClassVar[ErrorReason]
+    TOKEN_MALFORMED: _ClassVar[ErrorReason]
+    TOKEN_HEADER_INVALID: _ClassVar[ErrorReason]
+    TOKEN_ALGORITHM_INVALID: _ClassVar[ErrorReason]
+    TOKEN_SIGNATURE_INVALID: _ClassVar[ErrorReason]
+    TOKEN_IAT_MISSING: _ClassVar[ErrorReason]
+    TOKEN_ISSUED_IN_FUTURE: _ClassVar[ErrorReason]
+    TOKEN_EXPIRED: _ClassVar[ErrorReason]
+    TOKEN_IDENTITY_MISSING: _ClassVar[ErrorReason]
+
 class Identity(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
     IDENTITY_UNSPECIFIED: _ClassVar[Identity]
     IDENTITY_EXTERNAL_ID: _ClassVar[Identity]
     IDENTITY_EMAIL: _ClassVar[Identity]
+ERROR_REASON_UNSPECIFIED: ErrorReason
+IDENTITY_MISSING: ErrorReason
+EMAIL_INVALID: ErrorReason
+EXTERNAL_ID_INVALID: ErrorReason
+BATCH_TOO_LARGE: ErrorReason
+TOKEN_MISSING: ErrorReason
+TOKEN_TOO_LARGE: ErrorReason
+REQUEST_MALFORMED: ErrorReason
+ORG_UNKNOWN: ErrorReason
+SECRET_UNAVAILABLE: ErrorReason
+SHUTTING_DOWN: ErrorReason
+CREDENTIALS_MISSING: ErrorReason
+CREDENTIALS_INVALID: ErrorReason
+RPC_NOT_ALLOWED: ErrorReason
+ORG_NOT_ALLOWED: ErrorReason
+IDENTITY_NOT_ALLOWED: ErrorReason
+RATE_LIMITED: ErrorReason
+PEER_RATE_LIMITED: ErrorReason
+API_KEYS_STALE: ErrorReason
+AUDIT_UNAVAILABLE: ErrorReason
+TOKEN_MALFORMED: ErrorReason
+TOKEN_HEADER_INVALID: ErrorReason
+TOKEN_ALGORITHM_INVALID: ErrorReason
+TOKEN_SIGNATURE_INVALID: ErrorReason
+TOKEN_IAT_MISSING: ErrorReason
+TOKEN_ISSUED_IN_FUTURE: ErrorReason
+TOKEN_EXPIRED: ErrorReason
+TOKEN_IDENTITY_MISSING: ErrorReason
 IDENTITY_UNSPECIFIED: Identity
 IDENTITY_EXTERNAL_ID: Identity
 IDENTITY_EMAIL: Identity

@@ -31,10 +31,11 @@ class TokenServiceStub:
 
     Every error carries a `google.rpc.ErrorInfo` detail in the
     `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
-    stable `reason` string that callers can branch on. The reasons are listed
-    with each RPC below. Every RPC may also fail with UNAVAILABLE
-    `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
-    was not started, so retry it (another replica will answer).
+    stable `reason` string that callers can branch on: the name of an
+    `ErrorReason` value (see that enum for what each means and what to do).
+    The reasons are listed with each RPC below. Every RPC may also fail with
+    UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+    down: the call was not started, so retry it (another replica will answer).
 
     Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
     else a DNS SAN, names the caller) or with an API key in
@@ -48,6 +49,12 @@ class TokenServiceStub:
     - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
     per second, one per minted or verified token); a `google.rpc.RetryInfo`
     detail says how long to wait. Other callers are not affected.
+    - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+    unauthenticated peers together) has had too many calls refused; a
+    `google.rpc.RetryInfo` detail says how long to wait.
+    - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+    server could not refresh its set of API keys within their maximum
+    staleness; retry with backoff.
     """
 
     def __init__(self, channel):
@@ -79,10 +86,11 @@ class TokenServiceServicer:
 
     Every error carries a `google.rpc.ErrorInfo` detail in the
     `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
-    stable `reason` string that callers can branch on. The reasons are listed
-    with each RPC below. Every RPC may also fail with UNAVAILABLE
-    `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
-    was not started, so retry it (another replica will answer).
+    stable `reason` string that callers can branch on: the name of an
+    `ErrorReason` value (see that enum for what each means and what to do).
+    The reasons are listed with each RPC below. Every RPC may also fail with
+    UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+    down: the call was not started, so retry it (another replica will answer).
 
     Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
     else a DNS SAN, names the caller) or with an API key in
@@ -96,12 +104,18 @@ class TokenServiceServicer:
     - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
     per second, one per minted or verified token); a `google.rpc.RetryInfo`
     detail says how long to wait. Other callers are not affected.
+    - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+    unauthenticated peers together) has had too many calls refused; a
+    `google.rpc.RetryInfo` detail says how long to wait.
+    - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+    server could not refresh its set of API keys within their maximum
+    staleness; retry with backoff.
     """
 
     def MintToken(self, request, context):
         """MintToken signs a login token for one customer of one Kustomer org.
 
-        Errors:
+        Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
         - INVALID_ARGUMENT `IDENTITY_MISSING`: neither `email` nor `external_id`
         is set.
         - INVALID_ARGUMENT `EMAIL_INVALID`: `email` is not a syntactically valid
@@ -120,6 +134,8 @@ class TokenServiceServicer:
         - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
         loaded from Vault for the org yet (or it is older than the configured
         maximum staleness); retry with backoff.
+        - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+        call's record in time, so no token is minted; retry with backoff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -129,12 +145,14 @@ class TokenServiceServicer:
         """MintTokens signs login tokens for many customers in one call. Each entry
         succeeds or fails on its own; the results come back in request order.
 
-        Errors of the whole call:
+        Errors of the whole call (gRPC code, then the `ErrorReason`):
         - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
         batch limit (1000 by default), or than the caller's rate-limit burst;
         split the batch.
         - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
         as a `MintTokensRequest`.
+        - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+        call's records in time, so no token is minted; retry with backoff.
         Each failed entry carries the status MintToken would have returned for
         it, with the same reasons.
         """
@@ -145,9 +163,10 @@ class TokenServiceServicer:
     def VerifyToken(self, request, context):
         """VerifyToken checks a login token against the org's current signing
         secret and Kustomer's rules, and decodes it. An invalid token is not an
-        error: the response says why it is invalid.
+        error: the response says why it is invalid (`VerifyTokenResponse.reason`,
+        an `ErrorReason` value numbered from 100).
 
-        Errors:
+        Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
         - INVALID_ARGUMENT `TOKEN_MISSING`: `token` is empty.
         - INVALID_ARGUMENT `TOKEN_TOO_LARGE`: `token` is longer than 4096 bytes.
         - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
@@ -194,10 +213,11 @@ class TokenService:
 
     Every error carries a `google.rpc.ErrorInfo` detail in the
     `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
-    stable `reason` string that callers can branch on. The reasons are listed
-    with each RPC below. Every RPC may also fail with UNAVAILABLE
-    `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
-    was not started, so retry it (another replica will answer).
+    stable `reason` string that callers can branch on: the name of an
+    `ErrorReason` value (see that enum for what each means and what to do).
+    The reasons are listed with each RPC below. Every RPC may also fail with
+    UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+    down: the call was not started, so retry it (another replica will answer).
 
     Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
     else a DNS SAN, names the caller) or with an API key in
@@ -211,6 +231,12 @@ class TokenService:
     - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
     per second, one per minted or verified token); a `google.rpc.RetryInfo`
     detail says how long to wait. Other callers are not affected.
+    - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+    unauthenticated peers together) has had too many calls refused; a
+    `google.rpc.RetryInfo` detail says how long to wait.
+    - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+    server could not refresh its set of API keys within their maximum
+    staleness; retry with backoff.
     """
 
     @staticmethod

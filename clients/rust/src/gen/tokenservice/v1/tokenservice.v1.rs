@@ -119,10 +119,12 @@ pub struct VerifyTokenResponse {
     /// last 15 minutes and not in the future.
     #[prost(bool, tag="1")]
     pub valid: bool,
-    /// reason is empty when `valid` is true; otherwise one of
-    /// `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-    /// `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-    /// `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+    /// reason is empty when `valid` is true; otherwise the name of the
+    /// `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+    /// `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+    /// `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+    /// `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+    /// that a reason added later reaches older clients as its name.
     #[prost(string, tag="2")]
     pub reason: ::prost::alloc::string::String,
     /// external_id is the token's `externalId` claim, when the token decodes.
@@ -149,6 +151,203 @@ impl ::prost::Name for VerifyTokenResponse {
 const NAME: &'static str = "VerifyTokenResponse";
 const PACKAGE: &'static str = "tokenservice.v1";
 fn full_name() -> ::prost::alloc::string::String { "tokenservice.v1.VerifyTokenResponse".into() }fn type_url() -> ::prost::alloc::string::String { "/tokenservice.v1.VerifyTokenResponse".into() }}
+/// ErrorReason is every reason the service sends, defined once. On the wire a
+/// reason is always the value's name as a string, never its number: in
+/// `google.rpc.ErrorInfo.reason` (domain `tokenservice.v1`) of a failed call
+/// or of a failed `MintTokens` entry (values 1 to 99), and in
+/// `VerifyTokenResponse.reason` of a token that is not valid (values from
+/// 100). Each client library maps a received name to its value; a client
+/// older than the server may get a name it does not know (and then
+/// ERROR_REASON_UNSPECIFIED): act on the gRPC code alone then.
+///
+/// The values are named exactly as the strings sent, without the usual
+/// `ERROR_REASON_` prefix, so that every language's generated lookup by name
+/// (Python `ErrorReason.Value`, Go `ErrorReason_value`, Java
+/// `ErrorReason.valueOf`, TypeScript `errorReasonFromJSON`, Rust
+/// `ErrorReason::from_str_name`) maps a received string to its value, and a
+/// renamed value is a breaking change that `buf breaking` reports. Enum value
+/// names share the package's scope: a new reason must not reuse the name of
+/// another enum's value.
+/// buf:lint:ignore ENUM_VALUE_PREFIX
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
+#[repr(i32)]
+pub enum ErrorReason {
+    /// ERROR_REASON_UNSPECIFIED is never sent. Clients return it when an error
+    /// carries no `tokenservice.v1` ErrorInfo (for example a deadline exceeded
+    /// on the client side) or a reason newer than the client.
+    Unspecified = 0,
+    /// IDENTITY_MISSING (INVALID_ARGUMENT): a mint request sets neither
+    /// `email` nor `external_id`. Send at least one; never retry unchanged.
+    IdentityMissing = 1,
+    /// EMAIL_INVALID (INVALID_ARGUMENT): `email` is not a syntactically valid
+    /// address, is longer than 254 bytes, has leading or trailing whitespace or
+    /// contains a control or line-separator character. Fix the email; never
+    /// retry unchanged.
+    EmailInvalid = 2,
+    /// EXTERNAL_ID_INVALID (INVALID_ARGUMENT): `external_id` is longer than 256
+    /// bytes, has leading or trailing whitespace or contains a control or
+    /// line-separator character. Fix the id; never retry unchanged.
+    ExternalIdInvalid = 3,
+    /// BATCH_TOO_LARGE (INVALID_ARGUMENT): a MintTokens call has more entries
+    /// than the server's batch limit or than the caller's rate-limit burst.
+    /// Split the batch.
+    BatchTooLarge = 4,
+    /// TOKEN_MISSING (INVALID_ARGUMENT): VerifyToken is called with an empty
+    /// `token`. Send the token to check.
+    TokenMissing = 5,
+    /// TOKEN_TOO_LARGE (INVALID_ARGUMENT): VerifyToken is given a token longer
+    /// than 4096 bytes, which this service never mints. Treat the token as
+    /// invalid.
+    TokenTooLarge = 6,
+    /// REQUEST_MALFORMED (INVALID_ARGUMENT): the request bytes do not parse as
+    /// the RPC's request message. Regenerate the client's stubs from this file.
+    RequestMalformed = 7,
+    /// ORG_UNKNOWN (NOT_FOUND): `org` names an org that is not configured. Use
+    /// a configured org, or leave `org` empty for the default one.
+    OrgUnknown = 8,
+    /// SECRET_UNAVAILABLE (UNAVAILABLE): no valid signing secret is loaded for
+    /// the org yet, or it is older than the configured maximum staleness.
+    /// Retry with backoff.
+    SecretUnavailable = 9,
+    /// SHUTTING_DOWN (UNAVAILABLE): the call reached a replica that is shutting
+    /// down and was not started. Retry; another replica answers.
+    ShuttingDown = 10,
+    /// CREDENTIALS_MISSING (UNAUTHENTICATED): the call carries neither an API
+    /// key nor a client certificate. Send `authorization: Bearer <key>` or
+    /// connect with mTLS; never retry unchanged.
+    CredentialsMissing = 11,
+    /// CREDENTIALS_INVALID (UNAUTHENTICATED): the API key is unknown or revoked,
+    /// the client certificate names no configured caller, or the certificate
+    /// and the key name different callers. Ask the service's owners for a key
+    /// or a caller entry; never retry unchanged.
+    CredentialsInvalid = 12,
+    /// RPC_NOT_ALLOWED (PERMISSION_DENIED): the caller's policy does not list
+    /// this RPC. Ask for the policy to be widened; never retry unchanged.
+    RpcNotAllowed = 13,
+    /// ORG_NOT_ALLOWED (PERMISSION_DENIED): the caller's policy does not list
+    /// the org. Ask for the policy to be widened; never retry unchanged.
+    OrgNotAllowed = 14,
+    /// IDENTITY_NOT_ALLOWED (PERMISSION_DENIED): the caller's policy does not
+    /// let it assert this identity kind (an email, or an external id). Send the
+    /// identity kind the policy allows, or ask for the policy to be widened.
+    IdentityNotAllowed = 15,
+    /// RATE_LIMITED (RESOURCE_EXHAUSTED): the caller is over its rate (tokens
+    /// per second, one per minted or verified token). Wait for the
+    /// `google.rpc.RetryInfo` detail's `retry_delay`, then retry.
+    RateLimited = 16,
+    /// PEER_RATE_LIMITED (RESOURCE_EXHAUSTED): the peer address (or all
+    /// unauthenticated peers together) has had too many calls refused. Fix the
+    /// credentials; wait for the `google.rpc.RetryInfo` detail's
+    /// `retry_delay` before calling again.
+    PeerRateLimited = 17,
+    /// API_KEYS_STALE (UNAVAILABLE): the call presents an API key, but the
+    /// server could not refresh its set of API keys within their maximum
+    /// staleness, so it cannot tell whether the key is revoked. Retry with
+    /// backoff.
+    ApiKeysStale = 18,
+    /// AUDIT_UNAVAILABLE (UNAVAILABLE): the audit trail cannot take the call's
+    /// records in time, so the call is not served. Retry with backoff.
+    AuditUnavailable = 19,
+    /// TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
+    /// JWS, or its payload is not a JSON claims set with an integer `iat` and
+    /// string `email` / `externalId`. Do not use the token.
+    TokenMalformed = 100,
+    /// TOKEN_HEADER_INVALID (VerifyToken, `valid` false): the header is not
+    /// exactly `{"alg":"HS256","typ":"JWT"}`. Do not use the token.
+    TokenHeaderInvalid = 101,
+    /// TOKEN_ALGORITHM_INVALID (VerifyToken, `valid` false): the header's `alg`
+    /// is not HS256. Do not use the token.
+    TokenAlgorithmInvalid = 102,
+    /// TOKEN_SIGNATURE_INVALID (VerifyToken, `valid` false): the signature does
+    /// not match the org's current secret: the token is forged, for another
+    /// org, or signed by a secret rotated out since. Mint a new token.
+    TokenSignatureInvalid = 103,
+    /// TOKEN_IAT_MISSING (VerifyToken, `valid` false): the token has no `iat`
+    /// claim, without which Kustomer rejects it. Mint a new token.
+    TokenIatMissing = 104,
+    /// TOKEN_ISSUED_IN_FUTURE (VerifyToken, `valid` false): `iat` is later than
+    /// the server's clock. Mint a new token; check the signer's clock.
+    TokenIssuedInFuture = 105,
+    /// TOKEN_EXPIRED (VerifyToken, `valid` false): `iat` is more than 15
+    /// minutes ago, so Kustomer rejects the token. Mint a new token.
+    TokenExpired = 106,
+    /// TOKEN_IDENTITY_MISSING (VerifyToken, `valid` false): the token carries
+    /// neither an `email` nor an `externalId` claim. Mint a new token with an
+    /// identity.
+    TokenIdentityMissing = 107,
+}
+impl ErrorReason {
+    /// String value of the enum field names used in the ProtoBuf definition.
+    ///
+    /// The values are not transformed in any way and thus are considered stable
+    /// (if the ProtoBuf definition does not change) and safe for programmatic use.
+    pub fn as_str_name(&self) -> &'static str {
+        match self {
+            Self::Unspecified => "ERROR_REASON_UNSPECIFIED",
+            Self::IdentityMissing => "IDENTITY_MISSING",
+            Self::EmailInvalid => "EMAIL_INVALID",
+            Self::ExternalIdInvalid => "EXTERNAL_ID_INVALID",
+            Self::BatchTooLarge => "BATCH_TOO_LARGE",
+            Self::TokenMissing => "TOKEN_MISSING",
+            Self::TokenTooLarge => "TOKEN_TOO_LARGE",
+            Self::RequestMalformed => "REQUEST_MALFORMED",
+            Self::OrgUnknown => "ORG_UNKNOWN",
+            Self::SecretUnavailable => "SECRET_UNAVAILABLE",
+            Self::ShuttingDown => "SHUTTING_DOWN",
+            Self::CredentialsMissing => "CREDENTIALS_MISSING",
+            Self::CredentialsInvalid => "CREDENTIALS_INVALID",
+            Self::RpcNotAllowed => "RPC_NOT_ALLOWED",
+            Self::OrgNotAllowed => "ORG_NOT_ALLOWED",
+            Self::IdentityNotAllowed => "IDENTITY_NOT_ALLOWED",
+            Self::RateLimited => "RATE_LIMITED",
+            Self::PeerRateLimited => "PEER_RATE_LIMITED",
+            Self::ApiKeysStale => "API_KEYS_STALE",
+            Self::AuditUnavailable => "AUDIT_UNAVAILABLE",
+            Self::TokenMalformed => "TOKEN_MALFORMED",
+            Self::TokenHeaderInvalid => "TOKEN_HEADER_INVALID",
+            Self::TokenAlgorithmInvalid => "TOKEN_ALGORITHM_INVALID",
+            Self::TokenSignatureInvalid => "TOKEN_SIGNATURE_INVALID",
+            Self::TokenIatMissing => "TOKEN_IAT_MISSING",
+            Self::TokenIssuedInFuture => "TOKEN_ISSUED_IN_FUTURE",
+            Self::TokenExpired => "TOKEN_EXPIRED",
+            Self::TokenIdentityMissing => "TOKEN_IDENTITY_MISSING",
+        }
+    }
+    /// Creates an enum from field names used in the ProtoBuf definition.
+    pub fn from_str_name(value: &str) -> ::core::option::Option<Self> {
+        match value {
+            "ERROR_REASON_UNSPECIFIED" => Some(Self::Unspecified),
+            "IDENTITY_MISSING" => Some(Self::IdentityMissing),
+            "EMAIL_INVALID" => Some(Self::EmailInvalid),
+            "EXTERNAL_ID_INVALID" => Some(Self::ExternalIdInvalid),
+            "BATCH_TOO_LARGE" => Some(Self::BatchTooLarge),
+            "TOKEN_MISSING" => Some(Self::TokenMissing),
+            "TOKEN_TOO_LARGE" => Some(Self::TokenTooLarge),
+            "REQUEST_MALFORMED" => Some(Self::RequestMalformed),
+            "ORG_UNKNOWN" => Some(Self::OrgUnknown),
+            "SECRET_UNAVAILABLE" => Some(Self::SecretUnavailable),
+            "SHUTTING_DOWN" => Some(Self::ShuttingDown),
+            "CREDENTIALS_MISSING" => Some(Self::CredentialsMissing),
+            "CREDENTIALS_INVALID" => Some(Self::CredentialsInvalid),
+            "RPC_NOT_ALLOWED" => Some(Self::RpcNotAllowed),
+            "ORG_NOT_ALLOWED" => Some(Self::OrgNotAllowed),
+            "IDENTITY_NOT_ALLOWED" => Some(Self::IdentityNotAllowed),
+            "RATE_LIMITED" => Some(Self::RateLimited),
+            "PEER_RATE_LIMITED" => Some(Self::PeerRateLimited),
+            "API_KEYS_STALE" => Some(Self::ApiKeysStale),
+            "AUDIT_UNAVAILABLE" => Some(Self::AuditUnavailable),
+            "TOKEN_MALFORMED" => Some(Self::TokenMalformed),
+            "TOKEN_HEADER_INVALID" => Some(Self::TokenHeaderInvalid),
+            "TOKEN_ALGORITHM_INVALID" => Some(Self::TokenAlgorithmInvalid),
+            "TOKEN_SIGNATURE_INVALID" => Some(Self::TokenSignatureInvalid),
+            "TOKEN_IAT_MISSING" => Some(Self::TokenIatMissing),
+            "TOKEN_ISSUED_IN_FUTURE" => Some(Self::TokenIssuedInFuture),
+            "TOKEN_EXPIRED" => Some(Self::TokenExpired),
+            "TOKEN_IDENTITY_MISSING" => Some(Self::TokenIdentityMissing),
+            _ => None,
+        }
+    }
+}
 /// Identity names which customer identity Kustomer uses from a token.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]

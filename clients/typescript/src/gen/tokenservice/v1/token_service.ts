@@ -25,6 +25,346 @@ export const protobufPackage = "tokenservice.v1";
 
 export const protobufFileName = "tokenservice/v1/token_service.proto";
 
+/**
+ * ErrorReason is every reason the service sends, defined once. On the wire a
+ * reason is always the value's name as a string, never its number: in
+ * `google.rpc.ErrorInfo.reason` (domain `tokenservice.v1`) of a failed call
+ * or of a failed `MintTokens` entry (values 1 to 99), and in
+ * `VerifyTokenResponse.reason` of a token that is not valid (values from
+ * 100). Each client library maps a received name to its value; a client
+ * older than the server may get a name it does not know (and then
+ * ERROR_REASON_UNSPECIFIED): act on the gRPC code alone then.
+ *
+ * The values are named exactly as the strings sent, without the usual
+ * `ERROR_REASON_` prefix, so that every language's generated lookup by name
+ * (Python `ErrorReason.Value`, Go `ErrorReason_value`, Java
+ * `ErrorReason.valueOf`, TypeScript `errorReasonFromJSON`, Rust
+ * `ErrorReason::from_str_name`) maps a received string to its value, and a
+ * renamed value is a breaking change that `buf breaking` reports. Enum value
+ * names share the package's scope: a new reason must not reuse the name of
+ * another enum's value.
+ * buf:lint:ignore ENUM_VALUE_PREFIX
+ */
+export enum ErrorReason {
+  /**
+   * ERROR_REASON_UNSPECIFIED - ERROR_REASON_UNSPECIFIED is never sent. Clients return it when an error
+   * carries no `tokenservice.v1` ErrorInfo (for example a deadline exceeded
+   * on the client side) or a reason newer than the client.
+   */
+  ERROR_REASON_UNSPECIFIED = 0,
+  /**
+   * IDENTITY_MISSING - IDENTITY_MISSING (INVALID_ARGUMENT): a mint request sets neither
+   * `email` nor `external_id`. Send at least one; never retry unchanged.
+   */
+  IDENTITY_MISSING = 1,
+  /**
+   * EMAIL_INVALID - EMAIL_INVALID (INVALID_ARGUMENT): `email` is not a syntactically valid
+   * address, is longer than 254 bytes, has leading or trailing whitespace or
+   * contains a control or line-separator character. Fix the email; never
+   * retry unchanged.
+   */
+  EMAIL_INVALID = 2,
+  /**
+   * EXTERNAL_ID_INVALID - EXTERNAL_ID_INVALID (INVALID_ARGUMENT): `external_id` is longer than 256
+   * bytes, has leading or trailing whitespace or contains a control or
+   * line-separator character. Fix the id; never retry unchanged.
+   */
+  EXTERNAL_ID_INVALID = 3,
+  /**
+   * BATCH_TOO_LARGE - BATCH_TOO_LARGE (INVALID_ARGUMENT): a MintTokens call has more entries
+   * than the server's batch limit or than the caller's rate-limit burst.
+   * Split the batch.
+   */
+  BATCH_TOO_LARGE = 4,
+  /**
+   * TOKEN_MISSING - TOKEN_MISSING (INVALID_ARGUMENT): VerifyToken is called with an empty
+   * `token`. Send the token to check.
+   */
+  TOKEN_MISSING = 5,
+  /**
+   * TOKEN_TOO_LARGE - TOKEN_TOO_LARGE (INVALID_ARGUMENT): VerifyToken is given a token longer
+   * than 4096 bytes, which this service never mints. Treat the token as
+   * invalid.
+   */
+  TOKEN_TOO_LARGE = 6,
+  /**
+   * REQUEST_MALFORMED - REQUEST_MALFORMED (INVALID_ARGUMENT): the request bytes do not parse as
+   * the RPC's request message. Regenerate the client's stubs from this file.
+   */
+  REQUEST_MALFORMED = 7,
+  /**
+   * ORG_UNKNOWN - ORG_UNKNOWN (NOT_FOUND): `org` names an org that is not configured. Use
+   * a configured org, or leave `org` empty for the default one.
+   */
+  ORG_UNKNOWN = 8,
+  /**
+   * SECRET_UNAVAILABLE - SECRET_UNAVAILABLE (UNAVAILABLE): no valid signing secret is loaded for
+   * the org yet, or it is older than the configured maximum staleness.
+   * Retry with backoff.
+   */
+  SECRET_UNAVAILABLE = 9,
+  /**
+   * SHUTTING_DOWN - SHUTTING_DOWN (UNAVAILABLE): the call reached a replica that is shutting
+   * down and was not started. Retry; another replica answers.
+   */
+  SHUTTING_DOWN = 10,
+  /**
+   * CREDENTIALS_MISSING - CREDENTIALS_MISSING (UNAUTHENTICATED): the call carries neither an API
+   * key nor a client certificate. Send `authorization: Bearer <key>` or
+   * connect with mTLS; never retry unchanged.
+   */
+  CREDENTIALS_MISSING = 11,
+  /**
+   * CREDENTIALS_INVALID - CREDENTIALS_INVALID (UNAUTHENTICATED): the API key is unknown or revoked,
+   * the client certificate names no configured caller, or the certificate
+   * and the key name different callers. Ask the service's owners for a key
+   * or a caller entry; never retry unchanged.
+   */
+  CREDENTIALS_INVALID = 12,
+  /**
+   * RPC_NOT_ALLOWED - RPC_NOT_ALLOWED (PERMISSION_DENIED): the caller's policy does not list
+   * this RPC. Ask for the policy to be widened; never retry unchanged.
+   */
+  RPC_NOT_ALLOWED = 13,
+  /**
+   * ORG_NOT_ALLOWED - ORG_NOT_ALLOWED (PERMISSION_DENIED): the caller's policy does not list
+   * the org. Ask for the policy to be widened; never retry unchanged.
+   */
+  ORG_NOT_ALLOWED = 14,
+  /**
+   * IDENTITY_NOT_ALLOWED - IDENTITY_NOT_ALLOWED (PERMISSION_DENIED): the caller's policy does not
+   * let it assert this identity kind (an email, or an external id). Send the
+   * identity kind the policy allows, or ask for the policy to be widened.
+   */
+  IDENTITY_NOT_ALLOWED = 15,
+  /**
+   * RATE_LIMITED - RATE_LIMITED (RESOURCE_EXHAUSTED): the caller is over its rate (tokens
+   * per second, one per minted or verified token). Wait for the
+   * `google.rpc.RetryInfo` detail's `retry_delay`, then retry.
+   */
+  RATE_LIMITED = 16,
+  /**
+   * PEER_RATE_LIMITED - PEER_RATE_LIMITED (RESOURCE_EXHAUSTED): the peer address (or all
+   * unauthenticated peers together) has had too many calls refused. Fix the
+   * credentials; wait for the `google.rpc.RetryInfo` detail's
+   * `retry_delay` before calling again.
+   */
+  PEER_RATE_LIMITED = 17,
+  /**
+   * API_KEYS_STALE - API_KEYS_STALE (UNAVAILABLE): the call presents an API key, but the
+   * server could not refresh its set of API keys within their maximum
+   * staleness, so it cannot tell whether the key is revoked. Retry with
+   * backoff.
+   */
+  API_KEYS_STALE = 18,
+  /**
+   * AUDIT_UNAVAILABLE - AUDIT_UNAVAILABLE (UNAVAILABLE): the audit trail cannot take the call's
+   * records in time, so the call is not served. Retry with backoff.
+   */
+  AUDIT_UNAVAILABLE = 19,
+  /**
+   * TOKEN_MALFORMED - TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
+   * JWS, or its payload is not a JSON claims set with an integer `iat` and
+   * string `email` / `externalId`. Do not use the token.
+   */
+  TOKEN_MALFORMED = 100,
+  /**
+   * TOKEN_HEADER_INVALID - TOKEN_HEADER_INVALID (VerifyToken, `valid` false): the header is not
+   * exactly `{"alg":"HS256","typ":"JWT"}`. Do not use the token.
+   */
+  TOKEN_HEADER_INVALID = 101,
+  /**
+   * TOKEN_ALGORITHM_INVALID - TOKEN_ALGORITHM_INVALID (VerifyToken, `valid` false): the header's `alg`
+   * is not HS256. Do not use the token.
+   */
+  TOKEN_ALGORITHM_INVALID = 102,
+  /**
+   * TOKEN_SIGNATURE_INVALID - TOKEN_SIGNATURE_INVALID (VerifyToken, `valid` false): the signature does
+   * not match the org's current secret: the token is forged, for another
+   * org, or signed by a secret rotated out since. Mint a new token.
+   */
+  TOKEN_SIGNATURE_INVALID = 103,
+  /**
+   * TOKEN_IAT_MISSING - TOKEN_IAT_MISSING (VerifyToken, `valid` false): the token has no `iat`
+   * claim, without which Kustomer rejects it. Mint a new token.
+   */
+  TOKEN_IAT_MISSING = 104,
+  /**
+   * TOKEN_ISSUED_IN_FUTURE - TOKEN_ISSUED_IN_FUTURE (VerifyToken, `valid` false): `iat` is later than
+   * the server's clock. Mint a new token; check the signer's clock.
+   */
+  TOKEN_ISSUED_IN_FUTURE = 105,
+  /**
+   * TOKEN_EXPIRED - TOKEN_EXPIRED (VerifyToken, `valid` false): `iat` is more than 15
+   * minutes ago, so Kustomer rejects the token. Mint a new token.
+   */
+  TOKEN_EXPIRED = 106,
+  /**
+   * TOKEN_IDENTITY_MISSING - TOKEN_IDENTITY_MISSING (VerifyToken, `valid` false): the token carries
+   * neither an `email` nor an `externalId` claim. Mint a new token with an
+   * identity.
+   */
+  TOKEN_IDENTITY_MISSING = 107,
+  UNRECOGNIZED = -1,
+}
+
+export function errorReasonFromJSON(object: any): ErrorReason {
+  switch (object) {
+    case 0:
+    case "ERROR_REASON_UNSPECIFIED":
+      return ErrorReason.ERROR_REASON_UNSPECIFIED;
+    case 1:
+    case "IDENTITY_MISSING":
+      return ErrorReason.IDENTITY_MISSING;
+    case 2:
+    case "EMAIL_INVALID":
+      return ErrorReason.EMAIL_INVALID;
+    case 3:
+    case "EXTERNAL_ID_INVALID":
+      return ErrorReason.EXTERNAL_ID_INVALID;
+    case 4:
+    case "BATCH_TOO_LARGE":
+      return ErrorReason.BATCH_TOO_LARGE;
+    case 5:
+    case "TOKEN_MISSING":
+      return ErrorReason.TOKEN_MISSING;
+    case 6:
+    case "TOKEN_TOO_LARGE":
+      return ErrorReason.TOKEN_TOO_LARGE;
+    case 7:
+    case "REQUEST_MALFORMED":
+      return ErrorReason.REQUEST_MALFORMED;
+    case 8:
+    case "ORG_UNKNOWN":
+      return ErrorReason.ORG_UNKNOWN;
+    case 9:
+    case "SECRET_UNAVAILABLE":
+      return ErrorReason.SECRET_UNAVAILABLE;
+    case 10:
+    case "SHUTTING_DOWN":
+      return ErrorReason.SHUTTING_DOWN;
+    case 11:
+    case "CREDENTIALS_MISSING":
+      return ErrorReason.CREDENTIALS_MISSING;
+    case 12:
+    case "CREDENTIALS_INVALID":
+      return ErrorReason.CREDENTIALS_INVALID;
+    case 13:
+    case "RPC_NOT_ALLOWED":
+      return ErrorReason.RPC_NOT_ALLOWED;
+    case 14:
+    case "ORG_NOT_ALLOWED":
+      return ErrorReason.ORG_NOT_ALLOWED;
+    case 15:
+    case "IDENTITY_NOT_ALLOWED":
+      return ErrorReason.IDENTITY_NOT_ALLOWED;
+    case 16:
+    case "RATE_LIMITED":
+      return ErrorReason.RATE_LIMITED;
+    case 17:
+    case "PEER_RATE_LIMITED":
+      return ErrorReason.PEER_RATE_LIMITED;
+    case 18:
+    case "API_KEYS_STALE":
+      return ErrorReason.API_KEYS_STALE;
+    case 19:
+    case "AUDIT_UNAVAILABLE":
+      return ErrorReason.AUDIT_UNAVAILABLE;
+    case 100:
+    case "TOKEN_MALFORMED":
+      return ErrorReason.TOKEN_MALFORMED;
+    case 101:
+    case "TOKEN_HEADER_INVALID":
+      return ErrorReason.TOKEN_HEADER_INVALID;
+    case 102:
+    case "TOKEN_ALGORITHM_INVALID":
+      return ErrorReason.TOKEN_ALGORITHM_INVALID;
+    case 103:
+    case "TOKEN_SIGNATURE_INVALID":
+      return ErrorReason.TOKEN_SIGNATURE_INVALID;
+    case 104:
+    case "TOKEN_IAT_MISSING":
+      return ErrorReason.TOKEN_IAT_MISSING;
+    case 105:
+    case "TOKEN_ISSUED_IN_FUTURE":
+      return ErrorReason.TOKEN_ISSUED_IN_FUTURE;
+    case 106:
+    case "TOKEN_EXPIRED":
+      return ErrorReason.TOKEN_EXPIRED;
+    case 107:
+    case "TOKEN_IDENTITY_MISSING":
+      return ErrorReason.TOKEN_IDENTITY_MISSING;
+    case -1:
+    case "UNRECOGNIZED":
+    default:
+      return ErrorReason.UNRECOGNIZED;
+  }
+}
+
+export function errorReasonToJSON(object: ErrorReason): string {
+  switch (object) {
+    case ErrorReason.ERROR_REASON_UNSPECIFIED:
+      return "ERROR_REASON_UNSPECIFIED";
+    case ErrorReason.IDENTITY_MISSING:
+      return "IDENTITY_MISSING";
+    case ErrorReason.EMAIL_INVALID:
+      return "EMAIL_INVALID";
+    case ErrorReason.EXTERNAL_ID_INVALID:
+      return "EXTERNAL_ID_INVALID";
+    case ErrorReason.BATCH_TOO_LARGE:
+      return "BATCH_TOO_LARGE";
+    case ErrorReason.TOKEN_MISSING:
+      return "TOKEN_MISSING";
+    case ErrorReason.TOKEN_TOO_LARGE:
+      return "TOKEN_TOO_LARGE";
+    case ErrorReason.REQUEST_MALFORMED:
+      return "REQUEST_MALFORMED";
+    case ErrorReason.ORG_UNKNOWN:
+      return "ORG_UNKNOWN";
+    case ErrorReason.SECRET_UNAVAILABLE:
+      return "SECRET_UNAVAILABLE";
+    case ErrorReason.SHUTTING_DOWN:
+      return "SHUTTING_DOWN";
+    case ErrorReason.CREDENTIALS_MISSING:
+      return "CREDENTIALS_MISSING";
+    case ErrorReason.CREDENTIALS_INVALID:
+      return "CREDENTIALS_INVALID";
+    case ErrorReason.RPC_NOT_ALLOWED:
+      return "RPC_NOT_ALLOWED";
+    case ErrorReason.ORG_NOT_ALLOWED:
+      return "ORG_NOT_ALLOWED";
+    case ErrorReason.IDENTITY_NOT_ALLOWED:
+      return "IDENTITY_NOT_ALLOWED";
+    case ErrorReason.RATE_LIMITED:
+      return "RATE_LIMITED";
+    case ErrorReason.PEER_RATE_LIMITED:
+      return "PEER_RATE_LIMITED";
+    case ErrorReason.API_KEYS_STALE:
+      return "API_KEYS_STALE";
+    case ErrorReason.AUDIT_UNAVAILABLE:
+      return "AUDIT_UNAVAILABLE";
+    case ErrorReason.TOKEN_MALFORMED:
+      return "TOKEN_MALFORMED";
+    case ErrorReason.TOKEN_HEADER_INVALID:
+      return "TOKEN_HEADER_INVALID";
+    case ErrorReason.TOKEN_ALGORITHM_INVALID:
+      return "TOKEN_ALGORITHM_INVALID";
+    case ErrorReason.TOKEN_SIGNATURE_INVALID:
+      return "TOKEN_SIGNATURE_INVALID";
+    case ErrorReason.TOKEN_IAT_MISSING:
+      return "TOKEN_IAT_MISSING";
+    case ErrorReason.TOKEN_ISSUED_IN_FUTURE:
+      return "TOKEN_ISSUED_IN_FUTURE";
+    case ErrorReason.TOKEN_EXPIRED:
+      return "TOKEN_EXPIRED";
+    case ErrorReason.TOKEN_IDENTITY_MISSING:
+      return "TOKEN_IDENTITY_MISSING";
+    case ErrorReason.UNRECOGNIZED:
+    default:
+      return "UNRECOGNIZED";
+  }
+}
+
 /** Identity names which customer identity Kustomer uses from a token. */
 export enum Identity {
   /** IDENTITY_UNSPECIFIED - IDENTITY_UNSPECIFIED is never returned by the service. */
@@ -174,10 +514,12 @@ export interface VerifyTokenResponse {
    */
   valid: boolean;
   /**
-   * reason is empty when `valid` is true; otherwise one of
-   * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-   * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+   * reason is empty when `valid` is true; otherwise the name of the
+   * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+   * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+   * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+   * that a reason added later reaches older clients as its name.
    */
   reason: string;
   /** external_id is the token's `externalId` claim, when the token decodes. */
@@ -983,10 +1325,11 @@ export const VerifyTokenResponse: MessageFns<VerifyTokenResponse> = {
  *
  * Every error carries a `google.rpc.ErrorInfo` detail in the
  * `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
- * stable `reason` string that callers can branch on. The reasons are listed
- * with each RPC below. Every RPC may also fail with UNAVAILABLE
- * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
- * was not started, so retry it (another replica will answer).
+ * stable `reason` string that callers can branch on: the name of an
+ * `ErrorReason` value (see that enum for what each means and what to do).
+ * The reasons are listed with each RPC below. Every RPC may also fail with
+ * UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+ * down: the call was not started, so retry it (another replica will answer).
  *
  * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
  * else a DNS SAN, names the caller) or with an API key in
@@ -1000,13 +1343,19 @@ export const VerifyTokenResponse: MessageFns<VerifyTokenResponse> = {
  * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
  *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
  *   detail says how long to wait. Other callers are not affected.
+ * - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+ *   unauthenticated peers together) has had too many calls refused; a
+ *   `google.rpc.RetryInfo` detail says how long to wait.
+ * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+ *   server could not refresh its set of API keys within their maximum
+ *   staleness; retry with backoff.
  */
 export type TokenServiceService = typeof TokenServiceService;
 export const TokenServiceService = {
   /**
    * MintToken signs a login token for one customer of one Kustomer org.
    *
-   * Errors:
+   * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
    * - INVALID_ARGUMENT `IDENTITY_MISSING`: neither `email` nor `external_id`
    *   is set.
    * - INVALID_ARGUMENT `EMAIL_INVALID`: `email` is not a syntactically valid
@@ -1025,6 +1374,8 @@ export const TokenServiceService = {
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
    *   loaded from Vault for the org yet (or it is older than the configured
    *   maximum staleness); retry with backoff.
+   * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+   *   call's record in time, so no token is minted; retry with backoff.
    */
   mintToken: {
     path: "/tokenservice.v1.TokenService/MintToken" as const,
@@ -1039,12 +1390,14 @@ export const TokenServiceService = {
    * MintTokens signs login tokens for many customers in one call. Each entry
    * succeeds or fails on its own; the results come back in request order.
    *
-   * Errors of the whole call:
+   * Errors of the whole call (gRPC code, then the `ErrorReason`):
    * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
    *   batch limit (1000 by default), or than the caller's rate-limit burst;
    *   split the batch.
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `MintTokensRequest`.
+   * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+   *   call's records in time, so no token is minted; retry with backoff.
    * Each failed entry carries the status MintToken would have returned for
    * it, with the same reasons.
    */
@@ -1060,9 +1413,10 @@ export const TokenServiceService = {
   /**
    * VerifyToken checks a login token against the org's current signing
    * secret and Kustomer's rules, and decodes it. An invalid token is not an
-   * error: the response says why it is invalid.
+   * error: the response says why it is invalid (`VerifyTokenResponse.reason`,
+   * an `ErrorReason` value numbered from 100).
    *
-   * Errors:
+   * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
    * - INVALID_ARGUMENT `TOKEN_MISSING`: `token` is empty.
    * - INVALID_ARGUMENT `TOKEN_TOO_LARGE`: `token` is longer than 4096 bytes.
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
@@ -1088,7 +1442,7 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
   /**
    * MintToken signs a login token for one customer of one Kustomer org.
    *
-   * Errors:
+   * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
    * - INVALID_ARGUMENT `IDENTITY_MISSING`: neither `email` nor `external_id`
    *   is set.
    * - INVALID_ARGUMENT `EMAIL_INVALID`: `email` is not a syntactically valid
@@ -1107,18 +1461,22 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
    *   loaded from Vault for the org yet (or it is older than the configured
    *   maximum staleness); retry with backoff.
+   * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+   *   call's record in time, so no token is minted; retry with backoff.
    */
   mintToken: handleUnaryCall<MintTokenRequest, MintTokenResponse>;
   /**
    * MintTokens signs login tokens for many customers in one call. Each entry
    * succeeds or fails on its own; the results come back in request order.
    *
-   * Errors of the whole call:
+   * Errors of the whole call (gRPC code, then the `ErrorReason`):
    * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
    *   batch limit (1000 by default), or than the caller's rate-limit burst;
    *   split the batch.
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `MintTokensRequest`.
+   * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+   *   call's records in time, so no token is minted; retry with backoff.
    * Each failed entry carries the status MintToken would have returned for
    * it, with the same reasons.
    */
@@ -1126,9 +1484,10 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
   /**
    * VerifyToken checks a login token against the org's current signing
    * secret and Kustomer's rules, and decodes it. An invalid token is not an
-   * error: the response says why it is invalid.
+   * error: the response says why it is invalid (`VerifyTokenResponse.reason`,
+   * an `ErrorReason` value numbered from 100).
    *
-   * Errors:
+   * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
    * - INVALID_ARGUMENT `TOKEN_MISSING`: `token` is empty.
    * - INVALID_ARGUMENT `TOKEN_TOO_LARGE`: `token` is longer than 4096 bytes.
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
@@ -1146,7 +1505,7 @@ export interface TokenServiceClient extends Client {
   /**
    * MintToken signs a login token for one customer of one Kustomer org.
    *
-   * Errors:
+   * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
    * - INVALID_ARGUMENT `IDENTITY_MISSING`: neither `email` nor `external_id`
    *   is set.
    * - INVALID_ARGUMENT `EMAIL_INVALID`: `email` is not a syntactically valid
@@ -1165,6 +1524,8 @@ export interface TokenServiceClient extends Client {
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
    *   loaded from Vault for the org yet (or it is older than the configured
    *   maximum staleness); retry with backoff.
+   * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+   *   call's record in time, so no token is minted; retry with backoff.
    */
   mintToken(
     request: MintTokenRequest,
@@ -1185,12 +1546,14 @@ export interface TokenServiceClient extends Client {
    * MintTokens signs login tokens for many customers in one call. Each entry
    * succeeds or fails on its own; the results come back in request order.
    *
-   * Errors of the whole call:
+   * Errors of the whole call (gRPC code, then the `ErrorReason`):
    * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
    *   batch limit (1000 by default), or than the caller's rate-limit burst;
    *   split the batch.
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
    *   as a `MintTokensRequest`.
+   * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+   *   call's records in time, so no token is minted; retry with backoff.
    * Each failed entry carries the status MintToken would have returned for
    * it, with the same reasons.
    */
@@ -1212,9 +1575,10 @@ export interface TokenServiceClient extends Client {
   /**
    * VerifyToken checks a login token against the org's current signing
    * secret and Kustomer's rules, and decodes it. An invalid token is not an
-   * error: the response says why it is invalid.
+   * error: the response says why it is invalid (`VerifyTokenResponse.reason`,
+   * an `ErrorReason` value numbered from 100).
    *
-   * Errors:
+   * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
    * - INVALID_ARGUMENT `TOKEN_MISSING`: `token` is empty.
    * - INVALID_ARGUMENT `TOKEN_TOO_LARGE`: `token` is longer than 4096 bytes.
    * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse

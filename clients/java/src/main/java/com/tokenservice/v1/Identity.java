@@ -138,7 +138,7 @@ public enum Identity
   }
   public static com.google.protobuf.Descriptors.EnumDescriptor
       getDescriptor() {
-    return com.tokenservice.v1.TokenServiceProto.getDescriptor().getEnumType(0);
+    return com.tokenservice.v1.TokenServiceProto.getDescriptor().getEnumType(1);
   }
 
   private static final Identity[] VALUES = values();

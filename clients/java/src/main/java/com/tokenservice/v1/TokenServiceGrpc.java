@@ -8,10 +8,11 @@ import static io.grpc.MethodDescriptor.generateFullMethodName;
  * backends, so that no backend has to hold an org's signing secret.
  * Every error carries a `google.rpc.ErrorInfo` detail in the
  * `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
- * stable `reason` string that callers can branch on. The reasons are listed
- * with each RPC below. Every RPC may also fail with UNAVAILABLE
- * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
- * was not started, so retry it (another replica will answer).
+ * stable `reason` string that callers can branch on: the name of an
+ * `ErrorReason` value (see that enum for what each means and what to do).
+ * The reasons are listed with each RPC below. Every RPC may also fail with
+ * UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+ * down: the call was not started, so retry it (another replica will answer).
  * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
  * else a DNS SAN, names the caller) or with an API key in
  * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
@@ -24,6 +25,12 @@ import static io.grpc.MethodDescriptor.generateFullMethodName;
  * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
  *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
  *   detail says how long to wait. Other callers are not affected.
+ * - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+ *   unauthenticated peers together) has had too many calls refused; a
+ *   `google.rpc.RetryInfo` detail says how long to wait.
+ * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+ *   server could not refresh its set of API keys within their maximum
+ *   staleness; retry with backoff.
  * </pre>
  */
 @io.grpc.stub.annotations.GrpcGenerated
@@ -192,10 +199,11 @@ public final class TokenServiceGrpc {
    * backends, so that no backend has to hold an org's signing secret.
    * Every error carries a `google.rpc.ErrorInfo` detail in the
    * `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
-   * stable `reason` string that callers can branch on. The reasons are listed
-   * with each RPC below. Every RPC may also fail with UNAVAILABLE
-   * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
-   * was not started, so retry it (another replica will answer).
+   * stable `reason` string that callers can branch on: the name of an
+   * `ErrorReason` value (see that enum for what each means and what to do).
+   * The reasons are listed with each RPC below. Every RPC may also fail with
+   * UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+   * down: the call was not started, so retry it (another replica will answer).
    * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
    * else a DNS SAN, names the caller) or with an API key in
    * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
@@ -208,6 +216,12 @@ public final class TokenServiceGrpc {
    * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
    *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
    *   detail says how long to wait. Other callers are not affected.
+   * - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+   *   unauthenticated peers together) has had too many calls refused; a
+   *   `google.rpc.RetryInfo` detail says how long to wait.
+   * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+   *   server could not refresh its set of API keys within their maximum
+   *   staleness; retry with backoff.
    * </pre>
    */
   public interface AsyncService {
@@ -215,7 +229,7 @@ public final class TokenServiceGrpc {
     /**
      * <pre>
      * MintToken signs a login token for one customer of one Kustomer org.
-     * Errors:
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `IDENTITY_MISSING`: neither `email` nor `external_id`
      *   is set.
      * - INVALID_ARGUMENT `EMAIL_INVALID`: `email` is not a syntactically valid
@@ -234,6 +248,8 @@ public final class TokenServiceGrpc {
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's record in time, so no token is minted; retry with backoff.
      * </pre>
      */
     default void mintToken(com.tokenservice.v1.MintTokenRequest request,
@@ -245,12 +261,14 @@ public final class TokenServiceGrpc {
      * <pre>
      * MintTokens signs login tokens for many customers in one call. Each entry
      * succeeds or fails on its own; the results come back in request order.
-     * Errors of the whole call:
+     * Errors of the whole call (gRPC code, then the `ErrorReason`):
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
      *   batch limit (1000 by default), or than the caller's rate-limit burst;
      *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's records in time, so no token is minted; retry with backoff.
      * Each failed entry carries the status MintToken would have returned for
      * it, with the same reasons.
      * </pre>
@@ -264,8 +282,9 @@ public final class TokenServiceGrpc {
      * <pre>
      * VerifyToken checks a login token against the org's current signing
      * secret and Kustomer's rules, and decodes it. An invalid token is not an
-     * error: the response says why it is invalid.
-     * Errors:
+     * error: the response says why it is invalid (`VerifyTokenResponse.reason`,
+     * an `ErrorReason` value numbered from 100).
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `TOKEN_MISSING`: `token` is empty.
      * - INVALID_ARGUMENT `TOKEN_TOO_LARGE`: `token` is longer than 4096 bytes.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
@@ -290,10 +309,11 @@ public final class TokenServiceGrpc {
    * backends, so that no backend has to hold an org's signing secret.
    * Every error carries a `google.rpc.ErrorInfo` detail in the
    * `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
-   * stable `reason` string that callers can branch on. The reasons are listed
-   * with each RPC below. Every RPC may also fail with UNAVAILABLE
-   * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
-   * was not started, so retry it (another replica will answer).
+   * stable `reason` string that callers can branch on: the name of an
+   * `ErrorReason` value (see that enum for what each means and what to do).
+   * The reasons are listed with each RPC below. Every RPC may also fail with
+   * UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+   * down: the call was not started, so retry it (another replica will answer).
    * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
    * else a DNS SAN, names the caller) or with an API key in
    * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
@@ -306,6 +326,12 @@ public final class TokenServiceGrpc {
    * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
    *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
    *   detail says how long to wait. Other callers are not affected.
+   * - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+   *   unauthenticated peers together) has had too many calls refused; a
+   *   `google.rpc.RetryInfo` detail says how long to wait.
+   * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+   *   server could not refresh its set of API keys within their maximum
+   *   staleness; retry with backoff.
    * </pre>
    */
   public static abstract class TokenServiceImplBase
@@ -323,10 +349,11 @@ public final class TokenServiceGrpc {
    * backends, so that no backend has to hold an org's signing secret.
    * Every error carries a `google.rpc.ErrorInfo` detail in the
    * `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
-   * stable `reason` string that callers can branch on. The reasons are listed
-   * with each RPC below. Every RPC may also fail with UNAVAILABLE
-   * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
-   * was not started, so retry it (another replica will answer).
+   * stable `reason` string that callers can branch on: the name of an
+   * `ErrorReason` value (see that enum for what each means and what to do).
+   * The reasons are listed with each RPC below. Every RPC may also fail with
+   * UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+   * down: the call was not started, so retry it (another replica will answer).
    * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
    * else a DNS SAN, names the caller) or with an API key in
    * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
@@ -339,6 +366,12 @@ public final class TokenServiceGrpc {
    * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
    *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
    *   detail says how long to wait. Other callers are not affected.
+   * - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+   *   unauthenticated peers together) has had too many calls refused; a
+   *   `google.rpc.RetryInfo` detail says how long to wait.
+   * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+   *   server could not refresh its set of API keys within their maximum
+   *   staleness; retry with backoff.
    * </pre>
    */
   public static final class TokenServiceStub
@@ -357,7 +390,7 @@ public final class TokenServiceGrpc {
     /**
      * <pre>
      * MintToken signs a login token for one customer of one Kustomer org.
-     * Errors:
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `IDENTITY_MISSING`: neither `email` nor `external_id`
      *   is set.
      * - INVALID_ARGUMENT `EMAIL_INVALID`: `email` is not a syntactically valid
@@ -376,6 +409,8 @@ public final class TokenServiceGrpc {
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's record in time, so no token is minted; retry with backoff.
      * </pre>
      */
     public void mintToken(com.tokenservice.v1.MintTokenRequest request,
@@ -388,12 +423,14 @@ public final class TokenServiceGrpc {
      * <pre>
      * MintTokens signs login tokens for many customers in one call. Each entry
      * succeeds or fails on its own; the results come back in request order.
-     * Errors of the whole call:
+     * Errors of the whole call (gRPC code, then the `ErrorReason`):
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
      *   batch limit (1000 by default), or than the caller's rate-limit burst;
      *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's records in time, so no token is minted; retry with backoff.
      * Each failed entry carries the status MintToken would have returned for
      * it, with the same reasons.
      * </pre>
@@ -408,8 +445,9 @@ public final class TokenServiceGrpc {
      * <pre>
      * VerifyToken checks a login token against the org's current signing
      * secret and Kustomer's rules, and decodes it. An invalid token is not an
-     * error: the response says why it is invalid.
-     * Errors:
+     * error: the response says why it is invalid (`VerifyTokenResponse.reason`,
+     * an `ErrorReason` value numbered from 100).
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `TOKEN_MISSING`: `token` is empty.
      * - INVALID_ARGUMENT `TOKEN_TOO_LARGE`: `token` is longer than 4096 bytes.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
@@ -435,10 +473,11 @@ public final class TokenServiceGrpc {
    * backends, so that no backend has to hold an org's signing secret.
    * Every error carries a `google.rpc.ErrorInfo` detail in the
    * `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
-   * stable `reason` string that callers can branch on. The reasons are listed
-   * with each RPC below. Every RPC may also fail with UNAVAILABLE
-   * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
-   * was not started, so retry it (another replica will answer).
+   * stable `reason` string that callers can branch on: the name of an
+   * `ErrorReason` value (see that enum for what each means and what to do).
+   * The reasons are listed with each RPC below. Every RPC may also fail with
+   * UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+   * down: the call was not started, so retry it (another replica will answer).
    * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
    * else a DNS SAN, names the caller) or with an API key in
    * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
@@ -451,6 +490,12 @@ public final class TokenServiceGrpc {
    * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
    *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
    *   detail says how long to wait. Other callers are not affected.
+   * - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+   *   unauthenticated peers together) has had too many calls refused; a
+   *   `google.rpc.RetryInfo` detail says how long to wait.
+   * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+   *   server could not refresh its set of API keys within their maximum
+   *   staleness; retry with backoff.
    * </pre>
    */
   public static final class TokenServiceBlockingV2Stub
@@ -469,7 +514,7 @@ public final class TokenServiceGrpc {
     /**
      * <pre>
      * MintToken signs a login token for one customer of one Kustomer org.
-     * Errors:
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `IDENTITY_MISSING`: neither `email` nor `external_id`
      *   is set.
      * - INVALID_ARGUMENT `EMAIL_INVALID`: `email` is not a syntactically valid
@@ -488,6 +533,8 @@ public final class TokenServiceGrpc {
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's record in time, so no token is minted; retry with backoff.
      * </pre>
      */
     public com.tokenservice.v1.MintTokenResponse mintToken(com.tokenservice.v1.MintTokenRequest request) throws io.grpc.StatusException {
@@ -499,12 +546,14 @@ public final class TokenServiceGrpc {
      * <pre>
      * MintTokens signs login tokens for many customers in one call. Each entry
      * succeeds or fails on its own; the results come back in request order.
-     * Errors of the whole call:
+     * Errors of the whole call (gRPC code, then the `ErrorReason`):
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
      *   batch limit (1000 by default), or than the caller's rate-limit burst;
      *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's records in time, so no token is minted; retry with backoff.
      * Each failed entry carries the status MintToken would have returned for
      * it, with the same reasons.
      * </pre>
@@ -518,8 +567,9 @@ public final class TokenServiceGrpc {
      * <pre>
      * VerifyToken checks a login token against the org's current signing
      * secret and Kustomer's rules, and decodes it. An invalid token is not an
-     * error: the response says why it is invalid.
-     * Errors:
+     * error: the response says why it is invalid (`VerifyTokenResponse.reason`,
+     * an `ErrorReason` value numbered from 100).
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `TOKEN_MISSING`: `token` is empty.
      * - INVALID_ARGUMENT `TOKEN_TOO_LARGE`: `token` is longer than 4096 bytes.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
@@ -544,10 +594,11 @@ public final class TokenServiceGrpc {
    * backends, so that no backend has to hold an org's signing secret.
    * Every error carries a `google.rpc.ErrorInfo` detail in the
    * `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
-   * stable `reason` string that callers can branch on. The reasons are listed
-   * with each RPC below. Every RPC may also fail with UNAVAILABLE
-   * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
-   * was not started, so retry it (another replica will answer).
+   * stable `reason` string that callers can branch on: the name of an
+   * `ErrorReason` value (see that enum for what each means and what to do).
+   * The reasons are listed with each RPC below. Every RPC may also fail with
+   * UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+   * down: the call was not started, so retry it (another replica will answer).
    * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
    * else a DNS SAN, names the caller) or with an API key in
    * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
@@ -560,6 +611,12 @@ public final class TokenServiceGrpc {
    * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
    *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
    *   detail says how long to wait. Other callers are not affected.
+   * - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+   *   unauthenticated peers together) has had too many calls refused; a
+   *   `google.rpc.RetryInfo` detail says how long to wait.
+   * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+   *   server could not refresh its set of API keys within their maximum
+   *   staleness; retry with backoff.
    * </pre>
    */
   public static final class TokenServiceBlockingStub
@@ -578,7 +635,7 @@ public final class TokenServiceGrpc {
     /**
      * <pre>
      * MintToken signs a login token for one customer of one Kustomer org.
-     * Errors:
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `IDENTITY_MISSING`: neither `email` nor `external_id`
      *   is set.
      * - INVALID_ARGUMENT `EMAIL_INVALID`: `email` is not a syntactically valid
@@ -597,6 +654,8 @@ public final class TokenServiceGrpc {
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's record in time, so no token is minted; retry with backoff.
      * </pre>
      */
     public com.tokenservice.v1.MintTokenResponse mintToken(com.tokenservice.v1.MintTokenRequest request) {
@@ -608,12 +667,14 @@ public final class TokenServiceGrpc {
      * <pre>
      * MintTokens signs login tokens for many customers in one call. Each entry
      * succeeds or fails on its own; the results come back in request order.
-     * Errors of the whole call:
+     * Errors of the whole call (gRPC code, then the `ErrorReason`):
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
      *   batch limit (1000 by default), or than the caller's rate-limit burst;
      *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's records in time, so no token is minted; retry with backoff.
      * Each failed entry carries the status MintToken would have returned for
      * it, with the same reasons.
      * </pre>
@@ -627,8 +688,9 @@ public final class TokenServiceGrpc {
      * <pre>
      * VerifyToken checks a login token against the org's current signing
      * secret and Kustomer's rules, and decodes it. An invalid token is not an
-     * error: the response says why it is invalid.
-     * Errors:
+     * error: the response says why it is invalid (`VerifyTokenResponse.reason`,
+     * an `ErrorReason` value numbered from 100).
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `TOKEN_MISSING`: `token` is empty.
      * - INVALID_ARGUMENT `TOKEN_TOO_LARGE`: `token` is longer than 4096 bytes.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
@@ -653,10 +715,11 @@ public final class TokenServiceGrpc {
    * backends, so that no backend has to hold an org's signing secret.
    * Every error carries a `google.rpc.ErrorInfo` detail in the
    * `grpc-status-details-bin` trailer with domain `tokenservice.v1` and a
-   * stable `reason` string that callers can branch on. The reasons are listed
-   * with each RPC below. Every RPC may also fail with UNAVAILABLE
-   * `SHUTTING_DOWN` when it reaches a replica that is shutting down: the call
-   * was not started, so retry it (another replica will answer).
+   * stable `reason` string that callers can branch on: the name of an
+   * `ErrorReason` value (see that enum for what each means and what to do).
+   * The reasons are listed with each RPC below. Every RPC may also fail with
+   * UNAVAILABLE `SHUTTING_DOWN` when it reaches a replica that is shutting
+   * down: the call was not started, so retry it (another replica will answer).
    * Callers authenticate with a client certificate (mTLS; the SPIFFE URI SAN,
    * else a DNS SAN, names the caller) or with an API key in
    * `authorization: Bearer &lt;key&gt;` metadata. Every RPC may fail with:
@@ -669,6 +732,12 @@ public final class TokenServiceGrpc {
    * - RESOURCE_EXHAUSTED `RATE_LIMITED`: the caller is over its rate (tokens
    *   per second, one per minted or verified token); a `google.rpc.RetryInfo`
    *   detail says how long to wait. Other callers are not affected.
+   * - RESOURCE_EXHAUSTED `PEER_RATE_LIMITED`: the peer address (or all
+   *   unauthenticated peers together) has had too many calls refused; a
+   *   `google.rpc.RetryInfo` detail says how long to wait.
+   * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
+   *   server could not refresh its set of API keys within their maximum
+   *   staleness; retry with backoff.
    * </pre>
    */
   public static final class TokenServiceFutureStub
@@ -687,7 +756,7 @@ public final class TokenServiceGrpc {
     /**
      * <pre>
      * MintToken signs a login token for one customer of one Kustomer org.
-     * Errors:
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `IDENTITY_MISSING`: neither `email` nor `external_id`
      *   is set.
      * - INVALID_ARGUMENT `EMAIL_INVALID`: `email` is not a syntactically valid
@@ -706,6 +775,8 @@ public final class TokenServiceGrpc {
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret has been
      *   loaded from Vault for the org yet (or it is older than the configured
      *   maximum staleness); retry with backoff.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's record in time, so no token is minted; retry with backoff.
      * </pre>
      */
     public com.google.common.util.concurrent.ListenableFuture<com.tokenservice.v1.MintTokenResponse> mintToken(
@@ -718,12 +789,14 @@ public final class TokenServiceGrpc {
      * <pre>
      * MintTokens signs login tokens for many customers in one call. Each entry
      * succeeds or fails on its own; the results come back in request order.
-     * Errors of the whole call:
+     * Errors of the whole call (gRPC code, then the `ErrorReason`):
      * - INVALID_ARGUMENT `BATCH_TOO_LARGE`: more entries than the server's
      *   batch limit (1000 by default), or than the caller's rate-limit burst;
      *   split the batch.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse
      *   as a `MintTokensRequest`.
+     * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
+     *   call's records in time, so no token is minted; retry with backoff.
      * Each failed entry carries the status MintToken would have returned for
      * it, with the same reasons.
      * </pre>
@@ -738,8 +811,9 @@ public final class TokenServiceGrpc {
      * <pre>
      * VerifyToken checks a login token against the org's current signing
      * secret and Kustomer's rules, and decodes it. An invalid token is not an
-     * error: the response says why it is invalid.
-     * Errors:
+     * error: the response says why it is invalid (`VerifyTokenResponse.reason`,
+     * an `ErrorReason` value numbered from 100).
+     * Errors (gRPC code, then the `ErrorReason` sent as ErrorInfo.reason):
      * - INVALID_ARGUMENT `TOKEN_MISSING`: `token` is empty.
      * - INVALID_ARGUMENT `TOKEN_TOO_LARGE`: `token` is longer than 4096 bytes.
      * - INVALID_ARGUMENT `REQUEST_MALFORMED`: the request bytes do not parse

@@ -81,10 +81,12 @@ private static final long serialVersionUID = 0L;
   private volatile java.lang.Object reason_ = "";
   /**
    * <pre>
-   * reason is empty when `valid` is true; otherwise one of
-   * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-   * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+   * reason is empty when `valid` is true; otherwise the name of the
+   * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+   * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+   * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+   * that a reason added later reaches older clients as its name.
    * </pre>
    *
    * <code>string reason = 2 [json_name = "reason"];</code>
@@ -105,10 +107,12 @@ private static final long serialVersionUID = 0L;
   }
   /**
    * <pre>
-   * reason is empty when `valid` is true; otherwise one of
-   * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-   * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+   * reason is empty when `valid` is true; otherwise the name of the
+   * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+   * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+   * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+   * that a reason added later reaches older clients as its name.
    * </pre>
    *
    * <code>string reason = 2 [json_name = "reason"];</code>
@@ -931,10 +935,12 @@ private static final long serialVersionUID = 0L;
     private java.lang.Object reason_ = "";
     /**
      * <pre>
-     * reason is empty when `valid` is true; otherwise one of
-     * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-     * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+     * reason is empty when `valid` is true; otherwise the name of the
+     * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+     * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+     * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+     * that a reason added later reaches older clients as its name.
      * </pre>
      *
      * <code>string reason = 2 [json_name = "reason"];</code>
@@ -954,10 +960,12 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * reason is empty when `valid` is true; otherwise one of
-     * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-     * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+     * reason is empty when `valid` is true; otherwise the name of the
+     * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+     * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+     * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+     * that a reason added later reaches older clients as its name.
      * </pre>
      *
      * <code>string reason = 2 [json_name = "reason"];</code>
@@ -978,10 +986,12 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * reason is empty when `valid` is true; otherwise one of
-     * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-     * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+     * reason is empty when `valid` is true; otherwise the name of the
+     * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+     * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+     * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+     * that a reason added later reaches older clients as its name.
      * </pre>
      *
      * <code>string reason = 2 [json_name = "reason"];</code>
@@ -998,10 +1008,12 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * reason is empty when `valid` is true; otherwise one of
-     * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-     * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+     * reason is empty when `valid` is true; otherwise the name of the
+     * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+     * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+     * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+     * that a reason added later reaches older clients as its name.
      * </pre>
      *
      * <code>string reason = 2 [json_name = "reason"];</code>
@@ -1015,10 +1027,12 @@ private static final long serialVersionUID = 0L;
     }
     /**
      * <pre>
-     * reason is empty when `valid` is true; otherwise one of
-     * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-     * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+     * reason is empty when `valid` is true; otherwise the name of the
+     * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+     * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+     * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+     * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+     * that a reason added later reaches older clients as its name.
      * </pre>
      *
      * <code>string reason = 2 [json_name = "reason"];</code>

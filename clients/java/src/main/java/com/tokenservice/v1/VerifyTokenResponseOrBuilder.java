@@ -24,10 +24,12 @@ public interface VerifyTokenResponseOrBuilder extends
 
   /**
    * <pre>
-   * reason is empty when `valid` is true; otherwise one of
-   * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-   * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+   * reason is empty when `valid` is true; otherwise the name of the
+   * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+   * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+   * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+   * that a reason added later reaches older clients as its name.
    * </pre>
    *
    * <code>string reason = 2 [json_name = "reason"];</code>
@@ -36,10 +38,12 @@ public interface VerifyTokenResponseOrBuilder extends
   java.lang.String getReason();
   /**
    * <pre>
-   * reason is empty when `valid` is true; otherwise one of
-   * `TOKEN_MALFORMED`, `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
-   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`,
-   * `TOKEN_ISSUED_IN_FUTURE`, `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`.
+   * reason is empty when `valid` is true; otherwise the name of the
+   * `ErrorReason` value that says why (`TOKEN_MALFORMED`,
+   * `TOKEN_HEADER_INVALID`, `TOKEN_ALGORITHM_INVALID`,
+   * `TOKEN_SIGNATURE_INVALID`, `TOKEN_IAT_MISSING`, `TOKEN_ISSUED_IN_FUTURE`,
+   * `TOKEN_EXPIRED`, `TOKEN_IDENTITY_MISSING`). A string, not the enum, so
+   * that a reason added later reaches older clients as its name.
    * </pre>
    *
    * <code>string reason = 2 [json_name = "reason"];</code>

@@ -8,6 +8,8 @@ import com.fasterxml.jackson.databind.ObjectMapper;
 import com.google.protobuf.Any;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.rpc.ErrorInfo;
+import com.tokenservice.client.ErrorReasons;
+import com.tokenservice.v1.ErrorReason;
 import com.tokenservice.v1.Identity;
 import com.tokenservice.v1.MintTokenRequest;
 import com.tokenservice.v1.MintTokenResponse;
@@ -117,6 +119,8 @@ public final class EndToEnd {
     check(entryError.getCode() == Status.Code.INVALID_ARGUMENT.value(),
         "batch[2] code " + entryError.getCode() + ", want INVALID_ARGUMENT");
     checkErrorInfo("batch[2]", entryError, "EMAIL_INVALID");
+    check(ErrorReasons.of(entryError) == ErrorReason.EMAIL_INVALID,
+        "batch[2]: ErrorReasons.of " + ErrorReasons.of(entryError));
     check(results.get(3).hasToken(), "batch[3] should be a token: " + results.get(3));
     checkToken("batch[3]", results.get(3).getToken(),
         Map.of("email", "four@example.com", "externalId", "batch-four"), Identity.IDENTITY_EMAIL);
@@ -131,6 +135,14 @@ public final class EndToEnd {
     expectError("MintToken(unknown org)",
         MintTokenRequest.newBuilder().setEmail(email).setOrg("no-such-org").build(),
         Status.Code.NOT_FOUND, "ORG_UNKNOWN");
+
+    VerifyTokenResponse garbage =
+        call().verifyToken(VerifyTokenRequest.newBuilder().setToken("not.a.token").build());
+    check(!garbage.getValid() && ErrorReasons.parse(garbage.getReason()) == ErrorReason.TOKEN_MALFORMED,
+        "VerifyToken(garbage): " + garbage);
+    check(ErrorReasons.of(new StatusRuntimeException(Status.DEADLINE_EXCEEDED))
+        == ErrorReason.ERROR_REASON_UNSPECIFIED, "ErrorReasons.of(no ErrorInfo)");
+    checks++;
   }
 
   void checkToken(String what, MintTokenResponse response, Map<String, String> identity,
@@ -200,6 +212,7 @@ public final class EndToEnd {
       com.google.rpc.Status details = StatusProto.fromThrowable(e);
       check(details != null, what + ": no grpc-status-details-bin trailer");
       checkErrorInfo(what, details, reason);
+      check(ErrorReasons.of(e).name().equals(reason), what + ": ErrorReasons.of " + ErrorReasons.of(e));
     }
   }
 

@@ -1,6 +1,7 @@
 package com.tokenservice.example;
 
 import com.google.rpc.ErrorInfo;
+import com.tokenservice.client.ErrorReasons;
 import com.tokenservice.client.TlsFileException;
 import com.tokenservice.client.TokenServiceCredentials;
 import com.tokenservice.v1.MintTokenRequest;
@@ -162,18 +163,7 @@ public final class MintExample {
   /** The ErrorInfo reason the server put in the grpc-status-details-bin trailer, or "none". */
   static String reason(Throwable error) {
     com.google.rpc.Status status = StatusProto.fromThrowable(error);
-    if (status != null) {
-      for (com.google.protobuf.Any detail : status.getDetailsList()) {
-        if (detail.is(ErrorInfo.class)) {
-          try {
-            return detail.unpack(ErrorInfo.class).getReason();
-          } catch (com.google.protobuf.InvalidProtocolBufferException ignored) {
-            // fall through
-          }
-        }
-      }
-    }
-    return "none";
+    return status == null ? "none" : ErrorReasons.errorInfo(status).map(ErrorInfo::getReason).orElse("none");
   }
 
   private MintExample() {}
