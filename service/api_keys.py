@@ -4,7 +4,9 @@ The KV v2 entry at `auth.api_keys_path` has one field per caller, whose value
 is one or more key hashes (``sha256:<hex>``, separated by spaces or commas, so
 that a caller can hold an old and a new key while it rotates). The entry is
 re-read in the background like the signing secret; adding or removing a hash
-takes effect within one refresh interval, without a restart.
+takes effect within one refresh interval, without a restart. A key set that
+could not be re-read for longer than its maximum staleness admits no key at
+all: a key revoked in Vault must not keep working through a Vault outage.
 
 Keys are 256-bit random strings, so an unsalted SHA-256 is enough: nothing
 about a key can be guessed from its hash.
@@ -12,16 +14,18 @@ about a key can be guessed from its hash.
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import hashlib
 import logging
 import re
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Collection
 
-from service.errors import SecretSourceError
+from service.errors import ApiKeysStaleError
 from service.metrics import Metrics
-from service.secrets import SecretSource, refresh_forever
+from service.refresher import Outcome, Refresher, RetrySchedule
+from service.secrets import KvEntry, SecretSource
 
 logger = logging.getLogger(__name__)
 
@@ -67,7 +71,11 @@ def parse_key_hashes(data: dict, callers: Collection[str]) -> tuple[dict[str, st
 
 
 class ApiKeyStore:
-    """The current key hashes, refreshed from Vault; `caller_for` is the request path."""
+    """The current key hashes, kept fresh by a refresher; `caller_for` is the request path.
+
+    `on_readiness_change` is awaited with True once the key set is loaded and
+    fresh, and with False when it turns stale.
+    """
 
     def __init__(
         self,
@@ -78,71 +86,82 @@ class ApiKeyStore:
         *,
         refresh_interval: float = 30.0,
         jitter_ratio: float = 0.1,
-        on_first_load: Callable[[], Awaitable[None]] | None = None,
+        max_staleness: float | None = None,
+        on_readiness_change: Callable[[bool], Awaitable[None]] | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self._path = path
-        self._source = source
         self._metrics = metrics
         self._callers = frozenset(callers)
-        self._refresh_interval = refresh_interval
-        self._jitter_ratio = jitter_ratio
-        self._on_first_load = on_first_load
+        self._max_staleness = max_staleness
+        self._on_readiness_change = on_readiness_change
         self._by_hash: dict[str, str] = {}
-        self._version: int | None = None
-        self._task: asyncio.Task | None = None
+        self._ready = False
+        self._refresher = Refresher(
+            "API key set", functools.partial(source.read_entry, path), self._adopt, self._refreshed,
+            RetrySchedule(refresh_interval, jitter_ratio), log_fields={"path": path}, clock=clock)
 
-    @property
-    def loaded(self) -> bool:
-        """True once the key set has been read at least once."""
-        return self._version is not None
+    def is_ready(self) -> bool:
+        """True when keys are admitted: the key set was read, and recently enough."""
+        if self._refresher.confirmed_at is None:
+            return False
+        return self._max_staleness is None or not self._refresher.older_than(self._max_staleness)
 
     def caller_for(self, key: str) -> str | None:
-        """The caller that holds `key`, or None for an unknown or revoked key."""
+        """The caller that holds `key`, or None for an unknown or revoked key; never calls Vault.
+
+        Raise ApiKeysStaleError when the key set is not loaded, or too stale to trust its revocations."""
+        if not self.is_ready():
+            raise ApiKeysStaleError(self._why_not_ready() + "; retry with backoff, or connect with a client "
+                                    "certificate if your caller has one")
         return self._by_hash.get(hash_api_key(key))
 
     async def refresh(self) -> bool:
-        """Read the key set once; True when it was read. A failed read keeps the last one."""
-        try:
-            entry = await asyncio.to_thread(self._source.read_entry, self._path)
-        except SecretSourceError as error:
-            self._metrics.api_key_refresh_total.labels(result="error").inc()
-            logger.warning("API key refresh failed, keeping the last key set", extra={"fields": {
-                "path": self._path, "error": str(error), "kept_version": self._version}})
-            return False
-        except Exception as error:
-            # The refresh task must outlive any surprise; the message may quote data, so log the type only.
-            self._metrics.api_key_refresh_total.labels(result="error").inc()
-            logger.error("API key refresh failed unexpectedly", extra={"fields": {
-                "path": self._path, "error_type": type(error).__name__, "kept_version": self._version}})
-            return False
-        self._metrics.api_key_refresh_total.labels(result="ok").inc()
-        if entry.version != self._version:
-            first = not self.loaded
-            self._adopt(dict(entry.data), entry.version)
-            if first and self._on_first_load is not None:
-                await self._on_first_load()
-        return True
-
-    def _adopt(self, data: dict, version: int) -> None:
-        by_hash, problems = parse_key_hashes(data, self._callers)
-        for problem in problems:
-            logger.error("API key entry problem", extra={"fields": {"path": self._path, "version": version,
-                                                                    "problem": problem}})
-        added = sorted(key_id(h) for h in by_hash.keys() - self._by_hash.keys())
-        removed = sorted(key_id(h) for h in self._by_hash.keys() - by_hash.keys())
-        self._by_hash, self._version = by_hash, version
-        self._metrics.api_keys_loaded.set(len(by_hash))
-        logger.info("API keys adopted", extra={"fields": {
-            "path": self._path, "version": version, "keys": len(by_hash), "added": added, "revoked": removed}})
+        """Read the key set once; True when Vault's key set is the one in use. A failed read keeps the last one."""
+        return (await self._refresher.refresh()).current
 
     def start(self) -> None:
         """Refresh in the background until `stop`."""
-        self._task = asyncio.create_task(
-            refresh_forever(self.refresh, self._refresh_interval, self._jitter_ratio), name="refresh-api-keys")
+        self._refresher.start()
 
     async def stop(self) -> None:
         """Stop the background refresh."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._refresher.stop()
+
+    def _why_not_ready(self) -> str:
+        if self._refresher.confirmed_at is None:
+            return "API keys are not accepted yet: the key set has not been read from Vault"
+        return (f"API keys are not accepted: the key set could not be refreshed from Vault for over "
+                f"{self._max_staleness:g} s, so revocations may be missed")
+
+    def _adopt(self, entry: KvEntry) -> None:
+        by_hash, problems = parse_key_hashes(dict(entry.data), self._callers)
+        for problem in problems:
+            logger.error("API key entry problem", extra={"fields": {"path": self._path, "version": entry.version,
+                                                                    "problem": problem}})
+        added = sorted(key_id(h) for h in by_hash.keys() - self._by_hash.keys())
+        removed = sorted(key_id(h) for h in self._by_hash.keys() - by_hash.keys())
+        self._by_hash = by_hash
+        self._metrics.api_keys_loaded.set(len(by_hash))
+        logger.info("API keys adopted", extra={"fields": {
+            "path": self._path, "version": entry.version, "keys": len(by_hash), "added": added, "revoked": removed}})
+
+    async def _refreshed(self, outcome: Outcome) -> None:
+        self._metrics.api_key_refresh_total.labels(result=outcome.metric_result).inc()
+        if outcome.current:
+            self._metrics.api_keys_last_refresh_timestamp.set(self._refresher.confirmed_at)
+        ready = self.is_ready()
+        self._metrics.api_keys_fresh.set(1 if ready else 0)
+        if ready == self._ready:
+            return
+        self._ready = ready
+        if ready:
+            logger.info("API key set in use", extra={"fields": {"path": self._path,
+                                                                "version": self._refresher.held_version}})
+        else:
+            logger.error("API key set is stale: API key callers get UNAVAILABLE API_KEYS_STALE until it is "
+                         "read from Vault again; certificate callers are not affected", extra={"fields": {
+                             "path": self._path, "max_staleness_seconds": self._max_staleness,
+                             "kept_version": self._refresher.held_version}})
+        if self._on_readiness_change is not None:
+            await self._on_readiness_change(ready)

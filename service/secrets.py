@@ -2,18 +2,18 @@
 store that keeps the last good one per org fresh in the background.
 
 The request path only ever reads `SecretStore.current`, a dictionary lookup;
-Vault is called from the refresh tasks alone.
+Vault is called from the refreshers alone.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import hashlib
 import hmac
 import json
 import logging
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Protocol
@@ -31,11 +31,10 @@ from service.errors import (
     SecretUnavailableError,
 )
 from service.metrics import Metrics
+from service.refresher import Outcome, Refresher, RetrySchedule, content_digest
 from service.vault_auth import VaultSession
 
 logger = logging.getLogger(__name__)
-
-INITIAL_RETRY_SECONDS = 0.5
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,6 +43,10 @@ class SecretVersion:
 
     value: str = dataclasses.field(repr=False)
     version: int
+
+    @property
+    def digest(self) -> bytes:
+        return content_digest(self.value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -66,6 +69,10 @@ class KvEntry:
 
     data: Mapping[str, object] = dataclasses.field(repr=False)
     version: int
+
+    @property
+    def digest(self) -> bytes:
+        return content_digest(dict(self.data))
 
 
 class SecretSource(Protocol):
@@ -106,24 +113,25 @@ class VaultSecretSource:
             raise SecretSourceError(f"Vault at {self._vault.addr} is unreachable: {type(error).__name__}") from None
 
     def _read(self, client: hvac.Client, path: str) -> KvEntry:
-        kv = client.secrets.kv.v2
         try:
-            response = kv.read_secret_version(path=path, mount_point=self._vault.kv_mount,
-                                              raise_on_deleted_version=True)
-        except hvac.exceptions.InvalidPath:
-            self._raise_missing(client, path)
+            response = client.secrets.kv.v2.read_secret_version(path=path, mount_point=self._vault.kv_mount,
+                                                                 raise_on_deleted_version=True)
+        except hvac.exceptions.InvalidPath as missing:
+            raise self._missing(path, missing) from None
         data = response["data"]
         return KvEntry(data=data.get("data") or {}, version=int(data["metadata"]["version"]))
 
-    def _raise_missing(self, client: hvac.Client, path: str) -> None:
-        try:
-            metadata = client.secrets.kv.v2.read_secret_metadata(path=path, mount_point=self._vault.kv_mount)
-        except hvac.exceptions.InvalidPath:
-            raise SecretSourceError(f"no entry at {self._where(path)}; write one") from None
-        version = metadata["data"]["current_version"]
-        raise SecretDeletedError(
-            f"the latest version ({version}) of {self._where(path)} is deleted or destroyed; "
-            "undelete it or write a new version")
+    def _missing(self, path: str, error: hvac.exceptions.InvalidPath) -> SecretSourceError:
+        # KV v2 answers a read of a deleted or destroyed latest version with 404 and that version's
+        # metadata in the body: no metadata read is needed, which the shipped policy does not grant.
+        metadata = ((error.json or {}).get("data") or {}).get("metadata")
+        if not metadata:
+            return SecretSourceError(f"no entry at {self._where(path)}; write one")
+        if metadata.get("destroyed"):
+            return SecretDeletedError(f"the latest version ({metadata.get('version')}) of {self._where(path)} "
+                                      "is destroyed; write a new version")
+        return SecretDeletedError(f"the latest version ({metadata.get('version')}) of {self._where(path)} "
+                                  "is deleted; undelete it or write a new version")
 
     def _where(self, path: str) -> str:
         return f"{self._vault.kv_mount}/{path}"
@@ -180,7 +188,7 @@ def _is_json_object(value: str) -> bool:
 
 
 class SecretStore:
-    """Holds the last good signing secret of every org and refreshes it.
+    """Holds the last good signing secret of every org, each kept fresh by its own refresher.
 
     `on_readiness_change` is awaited with True when every org has a usable
     secret and with False when one stops having one.
@@ -200,18 +208,19 @@ class SecretStore:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._orgs = dict(orgs)
-        self._source = source
         self._metrics = metrics
         self._min_secret_bytes = min_secret_bytes
-        self._refresh_interval = refresh_interval
-        self._jitter_ratio = jitter_ratio
         self._max_staleness = max_staleness
         self._on_readiness_change = on_readiness_change
         self._clock = clock
         self._secrets: dict[str, SigningSecret] = {}
-        self._failed_refreshes: dict[str, int] = {org: 0 for org in orgs}
         self._ready = False
-        self._tasks: list[asyncio.Task] = []
+        self._refreshers = {
+            org: Refresher(
+                "secret", functools.partial(source.read, config), functools.partial(self._adopt, org),
+                functools.partial(self._refreshed, org), RetrySchedule(refresh_interval, jitter_ratio),
+                log_fields={"org": org}, clock=clock)
+            for org, config in self._orgs.items()}
 
     def current(self, org: str) -> SigningSecret:
         """The secret to sign with for `org`; never calls Vault."""
@@ -224,7 +233,7 @@ class SecretStore:
             raise SecretUnavailableError(
                 f"no valid signing secret is loaded for org {org!r} yet; retry with backoff", field="org"
             )
-        if self._max_staleness is not None and self._clock() - secret.loaded_at > self._max_staleness:
+        if self._max_staleness is not None and self._refreshers[org].older_than(self._max_staleness):
             raise SecretUnavailableError(
                 f"the signing secret of org {org!r} could not be refreshed for over "
                 f"{self._max_staleness:g} s; retry with backoff", field="org"
@@ -240,55 +249,35 @@ class SecretStore:
         return all(self._usable(org) for org in self._orgs)
 
     async def refresh(self, org: str) -> bool:
-        """Read `org`'s secret once and adopt it if valid; True when a good secret is current."""
-        config = self._orgs[org]
-        try:
-            candidate = await asyncio.to_thread(self._source.read, config)
-            previous = self._secrets.get(org)
-            if previous is None or previous.version != candidate.version:
-                self._adopt(org, validate_secret(candidate, self._min_secret_bytes), candidate.version)
-            else:
-                self._secrets[org] = dataclasses.replace(previous, loaded_at=self._clock())
-            result = "ok"
-        except SecretDeletedError as error:
-            result = "deleted"
-            logger.error("latest secret version unusable, keeping the last good one", extra={"fields": {
-                "org": org, "error": str(error), "kept_version": self._version_of(org)}})
-        except SecretRejectedError as error:
-            result = "rejected"
-            logger.error("secret rejected, keeping the last good one", extra={"fields": {
-                "org": org, "error": str(error), "kept_version": self._version_of(org)}})
-        except SecretSourceError as error:
-            result = "error"
-            logger.warning("secret refresh failed", extra={"fields": {
-                "org": org, "error": str(error), "kept_version": self._version_of(org)}})
-        except Exception as error:
-            # A refresh task must outlive any surprise; the message may quote data, so log the type only.
-            result = "error"
-            logger.error("secret refresh failed unexpectedly", extra={"fields": {
-                "org": org, "error_type": type(error).__name__, "kept_version": self._version_of(org)}})
-        self._metrics.vault_refresh_total.labels(org=org, result=result).inc()
-        if result == "ok":
-            self._metrics.secret_last_refresh_timestamp.labels(org=org).set(self._secrets[org].loaded_at)
-            if self._failed_refreshes[org]:
-                logger.info("secret refresh recovered", extra={"fields": {
-                    "org": org, "failed_refreshes": self._failed_refreshes[org], "version": self._version_of(org)}})
-            self._failed_refreshes[org] = 0
-        else:
-            self._failed_refreshes[org] += 1
-        await self._update_readiness()
-        return result == "ok"
+        """Read `org`'s secret once and adopt it if changed and valid; True when Vault's secret is current."""
+        return (await self._refreshers[org].refresh()).current
 
-    def _adopt(self, org: str, key: bytes, version: int) -> None:
-        previous = self._version_of(org)
-        self._secrets[org] = SigningSecret(key=key, version=version, loaded_at=self._clock())
-        self._metrics.secret_version.labels(org=org).set(version)
+    async def load_once(self) -> None:
+        """Read every org's secret once, concurrently."""
+        await asyncio.gather(*(self.refresh(org) for org in self._orgs))
+
+    def start(self) -> None:
+        """Start refreshing every org's secret in the background."""
+        for refresher in self._refreshers.values():
+            refresher.start()
+
+    async def stop(self) -> None:
+        """Stop the refreshers."""
+        await asyncio.gather(*(refresher.stop() for refresher in self._refreshers.values()))
+
+    def _adopt(self, org: str, candidate: SecretVersion) -> None:
+        key = validate_secret(candidate, self._min_secret_bytes)
+        previous = self._secrets.get(org)
+        self._secrets[org] = SigningSecret(key=key, version=candidate.version, loaded_at=self._clock())
+        self._metrics.secret_version.labels(org=org).set(candidate.version)
         logger.info("signing secret adopted", extra={"fields": {
-            "org": org, "version": version, "previous_version": previous}})
+            "org": org, "version": candidate.version, "previous_version": previous.version if previous else None}})
 
-    def _version_of(self, org: str) -> int | None:
-        secret = self._secrets.get(org)
-        return secret.version if secret else None
+    async def _refreshed(self, org: str, outcome: Outcome) -> None:
+        self._metrics.vault_refresh_total.labels(org=org, result=outcome.metric_result).inc()
+        if outcome.current:
+            self._metrics.secret_last_refresh_timestamp.labels(org=org).set(self._refreshers[org].confirmed_at)
+        await self._update_readiness()
 
     async def _update_readiness(self) -> None:
         for org in self._orgs:
@@ -306,35 +295,3 @@ class SecretStore:
         except (SecretUnavailableError, OrgUnknownError):
             return False
         return True
-
-    async def load_once(self) -> None:
-        """Read every org's secret once, concurrently."""
-        await asyncio.gather(*(self.refresh(org) for org in self._orgs))
-
-    def start(self) -> None:
-        """Start one background refresh task per org."""
-        self._tasks = [asyncio.create_task(self._refresh_forever(org), name=f"refresh-{org}") for org in self._orgs]
-
-    async def stop(self) -> None:
-        """Stop the refresh tasks."""
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-
-    async def _refresh_forever(self, org: str) -> None:
-        await refresh_forever(lambda: self.refresh(org), self._refresh_interval, self._jitter_ratio)
-
-
-async def refresh_forever(refresh: Callable[[], Awaitable[bool]], interval: float, jitter_ratio: float) -> None:
-    """Call `refresh` every `interval` seconds (jittered); after a failure, retry
-    sooner with backoff that doubles up to the interval."""
-    retry_delay = INITIAL_RETRY_SECONDS
-    while True:
-        if await refresh():
-            retry_delay = INITIAL_RETRY_SECONDS
-            delay = interval * (1 + random.uniform(-jitter_ratio, jitter_ratio))
-        else:
-            delay = min(retry_delay, interval) * random.uniform(0.8, 1.0)
-            retry_delay *= 2
-        await asyncio.sleep(delay)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol, TypeVar
 
@@ -25,6 +25,10 @@ T = TypeVar("T")
 
 # Renew (or log in again) once this share of the token's TTL has passed.
 RENEW_AT_TTL_RATIO = 2 / 3
+# A login again after a 403 waits at least this long after the previous one; the wait doubles
+# each time a fresh token is refused too (the policy, not the token, is the problem), up to the cap.
+INITIAL_RELOGIN_BACKOFF_SECONDS = 1.0
+MAX_RELOGIN_BACKOFF_SECONDS = 300.0
 
 
 class VaultAuth(Protocol):
@@ -32,8 +36,9 @@ class VaultAuth(Protocol):
 
     name: str
 
-    def login(self, client: hvac.Client) -> None:
-        """Set a fresh token on `client`; raise SecretSourceError when that fails."""
+    def login(self, client: hvac.Client) -> Mapping[str, object] | None:
+        """Set a fresh token on `client`: the login's `auth` block (lease_duration, renewable), or None
+        when there was no login request; raise SecretSourceError when that fails."""
 
 
 def _read_credential(path: str, what: str) -> str:
@@ -71,10 +76,10 @@ class AppRoleAuth:
         self._secret_id_file = secret_id_file
         self._mount = mount
 
-    def login(self, client: hvac.Client) -> None:
+    def login(self, client: hvac.Client) -> Mapping[str, object]:
         role_id = _read_credential(self._role_id_file, "AppRole role id")
         secret_id = _read_credential(self._secret_id_file, "AppRole secret id")
-        client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=self._mount)
+        return client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=self._mount)["auth"]
 
 
 class KubernetesAuth:
@@ -88,9 +93,9 @@ class KubernetesAuth:
         self._token_file = token_file
         self._mount = mount
 
-    def login(self, client: hvac.Client) -> None:
+    def login(self, client: hvac.Client) -> Mapping[str, object]:
         jwt = _read_credential(self._token_file, "Kubernetes service-account token")
-        client.auth.kubernetes.login(role=self._role, jwt=jwt, mount_point=self._mount)
+        return client.auth.kubernetes.login(role=self._role, jwt=jwt, mount_point=self._mount)["auth"]
 
 
 def auth_from_config(vault: VaultConfig) -> VaultAuth:
@@ -106,9 +111,13 @@ class VaultSession:
     """An hvac client that stays logged in.
 
     The token is renewed once two thirds of its TTL have passed; when it is
-    not renewable, renewal is refused, or Vault answers 403 (expired or
-    revoked), the session logs in again with its auth method. hvac clients
-    are not thread-safe and calls come from worker threads, hence the lock.
+    not renewable or renewal is refused, the session logs in again with its
+    auth method. Vault answers 403 alike for a dead token and for a path
+    outside the token's policy, so a 403 leads to a new login only when
+    lookup-self does not vouch for the token, and never sooner than the
+    re-login backoff allows: a denied path cannot cause a login storm.
+    hvac clients are not thread-safe and calls come from worker threads,
+    hence the lock.
     """
 
     def __init__(self, vault: VaultConfig, auth: VaultAuth, clock: Callable[[], float] = time.monotonic) -> None:
@@ -117,6 +126,8 @@ class VaultSession:
         self._clock = clock
         self._client: hvac.Client | None = None
         self._renew_at: float | None = None
+        self._relogin_backoff = INITIAL_RELOGIN_BACKOFF_SECONDS
+        self._relogin_not_before = 0.0
         self._lock = threading.Lock()
 
     @property
@@ -124,14 +135,30 @@ class VaultSession:
         return self._auth.name
 
     def call(self, operation: Callable[[hvac.Client], T]) -> T:
-        """Run `operation` with a logged-in client, logging in again once on 403."""
+        """Run `operation` with a logged-in client; on 403, log in again and retry once if that may help."""
         with self._lock:
+            client = self._logged_in()
             try:
-                return operation(self._logged_in())
+                return operation(client)
             except hvac.exceptions.Forbidden:
-                logger.info("Vault refused the token; logging in again", extra={"fields": {"auth": self._auth.name}})
-                self._client = None
-                return operation(self._logged_in())
+                if not self._may_log_in_again(client):
+                    raise
+            logger.info("Vault refused the token; logging in again", extra={"fields": {"auth": self._auth.name}})
+            self._client = None
+            try:
+                result = operation(self._logged_in())
+            except hvac.exceptions.Forbidden:
+                self._relogin_backoff = min(2 * self._relogin_backoff, MAX_RELOGIN_BACKOFF_SECONDS)
+                raise
+            self._relogin_backoff = INITIAL_RELOGIN_BACKOFF_SECONDS
+            return result
+
+    def _may_log_in_again(self, client: hvac.Client) -> bool:
+        now = self._clock()
+        if now < self._relogin_not_before or _token_is_alive(client):
+            return False
+        self._relogin_not_before = now + self._relogin_backoff
+        return True
 
     def _logged_in(self) -> hvac.Client:
         if self._client is None:
@@ -142,9 +169,7 @@ class VaultSession:
 
     def _login(self) -> None:
         client = hvac.Client(url=self._vault.addr, timeout=self._vault.timeout_seconds)
-        self._auth.login(client)
-        token = client.auth.token.lookup_self()["data"]
-        ttl, renewable = token.get("ttl") or 0, bool(token.get("renewable"))
+        ttl, renewable = _lease(client, self._auth.login(client))
         self._client = client
         self._schedule_renewal(ttl)
         logger.info("logged in to Vault", extra={"fields": {
@@ -164,6 +189,28 @@ class VaultSession:
 
     def _schedule_renewal(self, ttl_seconds: int) -> None:
         self._renew_at = self._clock() + ttl_seconds * RENEW_AT_TTL_RATIO if ttl_seconds else None
+
+
+def _lease(client: hvac.Client, login: Mapping[str, object] | None) -> tuple[int, bool]:
+    """The TTL and renewability of the client's token: from its login, else from lookup-self."""
+    if login is not None:
+        return int(login.get("lease_duration") or 0), bool(login.get("renewable"))
+    try:
+        token = client.auth.token.lookup_self()["data"]
+    except hvac.exceptions.Forbidden:
+        # A token without the "default" policy may not look itself up: its TTL is unknown, so it is not
+        # renewed, and replaced only once Vault refuses it.
+        return 0, False
+    return int(token.get("ttl") or 0), bool(token.get("renewable"))
+
+
+def _token_is_alive(client: hvac.Client) -> bool:
+    """True when lookup-self (granted by the default policy) shows that Vault still accepts the token."""
+    try:
+        client.auth.token.lookup_self()
+    except hvac.exceptions.Forbidden:
+        return False
+    return True
 
 
 def session_from_config(vault: VaultConfig) -> VaultSession:

@@ -17,6 +17,10 @@ import pytest
 import requests
 
 from service.api_keys import hash_api_key, new_api_key
+from service.config import OrgConfig, VaultConfig
+from service.errors import SecretDeletedError, SecretSourceError
+from service.secrets import VaultSecretSource
+from service.vault_auth import TokenAuth, VaultSession
 from tests.conftest import new_secret
 
 pytestmark = pytest.mark.integration
@@ -158,3 +162,26 @@ def test_capabilities_are_exactly_read_on_org_secrets_and_api_keys(policy_token,
     response = openbao.client().adapter.post("/v1/sys/capabilities", json={"token": client.token, "paths": list(paths)})
     found = {where: sorted(response["data"][where]) for where in paths}
     assert found == paths
+
+
+def test_the_service_needs_nothing_beyond_the_policy_even_for_a_deleted_version(policy_token, openbao):
+    """The service's own reader, logged in with a token holding only this policy (no lookup-self, no
+    metadata): it reads the secret and the key set, and tells a deleted or destroyed latest version."""
+    client, path = policy_token
+    openbao.client().secrets.kv.v2.create_or_update_secret(path=API_KEYS,
+                                                            secret={"helpdesk": hash_api_key(new_api_key())})
+    vault = VaultConfig(addr=openbao.addr, token=client.token)
+    source = VaultSecretSource(vault, VaultSession(vault, TokenAuth(client.token)))
+    assert source.read(OrgConfig("acme", path)).value == openbao.read_secret(path)
+    assert "helpdesk" in source.read_entry(API_KEYS).data
+    kv = openbao.client().secrets.kv.v2
+    kv.delete_latest_version_of_secret(path=path)
+    with pytest.raises(SecretDeletedError, match=r"latest version \(1\) of secret/.* is deleted"):
+        source.read(OrgConfig("acme", path))
+    kv.destroy_secret_versions(path=path, versions=[1])
+    with pytest.raises(SecretDeletedError, match="is destroyed"):
+        source.read(OrgConfig("acme", path))
+    kv.delete_metadata_and_all_versions(path=path)
+    with pytest.raises(SecretSourceError, match="no entry at") as raised:
+        source.read(OrgConfig("acme", path))
+    assert not isinstance(raised.value, SecretDeletedError)

@@ -171,8 +171,7 @@ def approle(vault, tmp_path):
     """An AppRole whose tokens live 10 s (at most 20 s), its ids in files."""
     client = vault.client()
     client.sys.enable_auth_method("approle")
-    client.sys.create_or_update_policy("tokenservice", f'path "secret/data/{SECRET_PATH}" {{ capabilities = ["read"] }}\n'
-                                                      f'path "secret/metadata/{SECRET_PATH}" {{ capabilities = ["read"] }}')
+    client.sys.create_or_update_policy("tokenservice", f'path "secret/data/{SECRET_PATH}" {{ capabilities = ["read"] }}')
     client.auth.approle.create_or_update_approle("tokenservice", token_policies=["tokenservice"],
                                                  token_ttl="10s", token_max_ttl="20s")
     (tmp_path / "role_id").write_text(client.auth.approle.read_role_id("tokenservice")["data"]["role_id"])
