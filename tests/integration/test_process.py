@@ -131,7 +131,11 @@ def test_dev_runs_openbao_and_the_service_and_stops_both_on_ctrl_c():
     dev = subprocess.Popen([TOKENSERVICE, "dev", "--grpc-addr", grpc_addr, "--metrics-addr",
                             f"127.0.0.1:{metrics_port}"], stderr=subprocess.PIPE, text=True)
     try:
-        banner = "".join(dev.stderr.readline() for _ in range(12))
+        banner = ""
+        while "Ctrl-C stops" not in banner:  # the service's log lines come first, on the same stderr
+            line = dev.stderr.readline()
+            assert line, f"dev exited before its banner:\n{banner}"
+            banner += "" if line.startswith("{") else line
         assert f"tokenservice mint --addr {grpc_addr} --email someone@example.com" in banner
         assert "CALLER AUTHENTICATION IS OFF" in banner
         wait_for_health(grpc_addr, 1)
