@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import base64
 import dataclasses
+import hashlib
+import hmac
 import json
 import re
 import time
@@ -18,7 +20,6 @@ from collections.abc import Callable
 from enum import Enum
 from json.encoder import encode_basestring_ascii
 
-import jwt
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from service.errors import EmailInvalidError, ExternalIdInvalidError, IdentityMissingError
@@ -172,40 +173,96 @@ class Verification:
         return Identity.EXTERNAL_ID if self.external_id else None
 
 
+@dataclasses.dataclass(frozen=True)
+class SignedToken:
+    """A token of the right form whose signature is still to be checked; the claims are not parsed yet."""
+
+    signing_input: bytes = dataclasses.field(repr=False)
+    signature: bytes = dataclasses.field(repr=False)
+    payload: bytes = dataclasses.field(repr=False)
+
+
+# The last second a google.protobuf.Timestamp holds (9999-12-31T23:59:59Z): the
+# response carries iat and iat + 15 minutes, so both must fit.
+_TIMESTAMP_MAX_SECONDS = 253402300799
+IAT_MAX = _TIMESTAMP_MAX_SECONDS - TOKEN_LIFETIME_SECONDS
+_CLAIMS = frozenset({"externalId", "email", "iat"})
+_HEADER_SEGMENT_TEXT = _HEADER_SEGMENT.decode()
+_B64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
+_NOT_COMPACT = Verification(
+    "TOKEN_MALFORMED", "not a compact JWS: three segments of unpadded base64url (A-Z a-z 0-9 - _) joined by '.'")
+
+
 class TokenVerifier:
-    """Checks tokens as Kustomer would: HS256 only, our header, 15 minutes from iat."""
+    """Checks tokens as strictly as the minter writes them, and answers every input.
+
+    Parsed by hand with base64, json and hmac: pyjwt decodes leniently (it
+    accepted a padded signature) and raises on some crafted headers, and a
+    verifier that must be total is easier to show so when each step is ours.
+    The checks run in this order and the first failure is the answer:
+
+    - TOKEN_MALFORMED: not three segments of canonical unpadded base64url
+      (only A-Z a-z 0-9 - _, no `=`, no non-zero unused bits);
+    - the header segment must be the minter's bytes exactly, else
+      TOKEN_MALFORMED when it is not a JSON object with unique keys,
+      TOKEN_ALGORITHM_INVALID when its alg is not "HS256", and
+      TOKEN_HEADER_INVALID for anything else (an extra kid or crit, another
+      key order, whitespace);
+    - TOKEN_SIGNATURE_INVALID: the HMAC-SHA256 of the org's key does not
+      match; claims are parsed only after this, and not returned before it;
+    - TOKEN_MALFORMED: the payload is not UTF-8 JSON (RFC 8259, no NaN, no
+      BOM) holding one object with unique keys and no claims but externalId,
+      email and iat;
+    - TOKEN_IAT_MISSING, then TOKEN_MALFORMED when iat is not an integer in
+      [0, IAT_MAX] or externalId/email are not strings of valid Unicode;
+    - TOKEN_ISSUED_IN_FUTURE, TOKEN_EXPIRED, TOKEN_IDENTITY_MISSING.
+
+    No detail echoes token content: it may be personal data.
+    """
 
     def __init__(self, *, clock: Callable[[], float] = time.time) -> None:
         self._clock = clock
 
     def verify(self, token: str, key: bytes) -> Verification:
         """Check `token` against `key`; never raises for a bad token."""
-        try:
-            header = jwt.get_unverified_header(token)
-        except jwt.DecodeError:
-            return Verification("TOKEN_MALFORMED", "not a compact JWS (header.payload.signature, base64url)")
-        if header.get("alg") != "HS256":
-            return Verification("TOKEN_ALGORITHM_INVALID", "alg must be HS256")
-        if header != JWT_HEADER:
-            return Verification("TOKEN_HEADER_INVALID", 'header must be exactly {"alg":"HS256","typ":"JWT"}')
-        try:
-            claims = jwt.decode(
-                token, key, algorithms=["HS256"],
-                options={"require": ["iat"], "verify_iat": False, "verify_exp": True, "verify_nbf": True})
-        except jwt.InvalidSignatureError:
+        signed = self.parse(token)
+        if isinstance(signed, Verification):
+            return signed
+        expected = hmac.new(key, signed.signing_input, hashlib.sha256).digest()
+        return self.conclude(signed, signature_matches=hmac.compare_digest(expected, signed.signature))
+
+    def parse(self, token: str) -> SignedToken | Verification:
+        """The parts to check the signature of, or the refusal when the token's form is wrong: the
+        first half of `verify`, for a signer that checks signatures itself (such as Vault Transit)."""
+        segments = token.split(".") if token.isascii() else []
+        if len(segments) != 3:
+            return _NOT_COMPACT
+        header_segment, payload_segment, signature_segment = segments
+        if header_segment != _HEADER_SEGMENT_TEXT:
+            return _header_problem(header_segment)
+        payload, signature = _b64url_decode(payload_segment), _b64url_decode(signature_segment)
+        if payload is None or signature is None:
+            return _NOT_COMPACT
+        return SignedToken(f"{header_segment}.{payload_segment}".encode(), signature, payload)
+
+    def conclude(self, signed: SignedToken, *, signature_matches: bool) -> Verification:
+        """The outcome once the signature has been checked (in constant time): the second half of `verify`."""
+        if not signature_matches:
             return Verification("TOKEN_SIGNATURE_INVALID", "signature does not match the org's current secret")
-        except jwt.MissingRequiredClaimError:
-            return Verification("TOKEN_IAT_MISSING", "the iat claim is required")
-        except jwt.InvalidTokenError:
-            return Verification("TOKEN_MALFORMED", "payload is not a valid JWT claims set")
+        claims = _json_object(signed.payload)
+        if claims is None or not claims.keys() <= _CLAIMS:
+            return Verification("TOKEN_MALFORMED", "payload must be a UTF-8 JSON object with unique keys holding "
+                                "only the claims externalId, email and iat")
         return self._check_claims(claims)
 
     def _check_claims(self, claims: dict) -> Verification:
+        if "iat" not in claims:
+            return Verification("TOKEN_IAT_MISSING", "the iat claim is required")
         issued_at, external_id, email = claims["iat"], claims.get("externalId", ""), claims.get("email", "")
-        if not isinstance(issued_at, int) or isinstance(issued_at, bool):
-            return Verification("TOKEN_MALFORMED", "iat must be an integer number of seconds")
-        if not isinstance(external_id, str) or not isinstance(email, str):
-            return Verification("TOKEN_MALFORMED", "externalId and email must be strings")
+        if type(issued_at) is not int or not 0 <= issued_at <= IAT_MAX:
+            return Verification("TOKEN_MALFORMED", f"iat must be an integer number of seconds from 0 to {IAT_MAX}")
+        if not _is_unicode_text(external_id) or not _is_unicode_text(email):
+            return Verification("TOKEN_MALFORMED", "externalId and email must be strings of valid Unicode")
         decoded = Verification(external_id=external_id, email=email, issued_at=issued_at)
         now = self._clock()
         if issued_at > now:
@@ -215,3 +272,55 @@ class TokenVerifier:
         if not external_id and not email:
             return dataclasses.replace(decoded, reason="TOKEN_IDENTITY_MISSING", detail="neither email nor externalId")
         return decoded
+
+
+def _b64url_decode(segment: str) -> bytes | None:
+    """The bytes of a canonical unpadded base64url segment, or None: a second
+    spelling of the same bytes (unused bits set, padding) is not accepted."""
+    if len(segment) % 4 == 1 or not _B64URL_SEGMENT.fullmatch(segment):
+        return None
+    data = base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    return data if _b64url(data) == segment.encode() else None
+
+
+def _header_problem(segment: str) -> Verification:
+    data = _b64url_decode(segment)
+    header = None if data is None else _json_object(data)
+    if header is None:
+        return Verification("TOKEN_MALFORMED", "header must be base64url of a JSON object with unique keys")
+    if header.get("alg") != "HS256":
+        return Verification("TOKEN_ALGORITHM_INVALID", "alg must be HS256")
+    return Verification("TOKEN_HEADER_INVALID",
+                        f'header must be exactly {{"alg":"HS256","typ":"JWT"}}, encoded as {_HEADER_SEGMENT_TEXT}')
+
+
+def _json_object(data: bytes) -> dict | None:
+    """`data` as a JSON object with unique keys, or None for anything else."""
+    try:
+        value = json.loads(data.decode(), object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+    value = dict(pairs)
+    if len(value) != len(pairs):
+        raise ValueError("duplicate key")  # two readers of the token could see different claims
+    return value
+
+
+def _refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _is_unicode_text(value: object) -> bool:
+    """A str that UTF-8 can encode: JSON escapes can spell lone surrogates,
+    which protobuf strings (and Kustomer) cannot carry."""
+    if not isinstance(value, str):
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -121,6 +121,14 @@ def test_verifier_accepts_a_token_signed_by_another_implementation():
     (signed({"email": "a@example.com", "iat": NOW - 901}), "TOKEN_EXPIRED"),
     (signed({"iat": NOW}), "TOKEN_IDENTITY_MISSING"),
     (signed({"email": 42, "iat": NOW}), "TOKEN_MALFORMED"),
+    # Each of these once made VerifyToken answer INTERNAL, or (the padding) valid.
+    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS256", "typ": "JWT", "kid": 7}),
+     "TOKEN_HEADER_INVALID"),
+    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS256", "typ": "JWT", "crit": ["exp"]}),
+     "TOKEN_HEADER_INVALID"),
+    (signed({"email": "a@example.com", "iat": 2**63}), "TOKEN_MALFORMED"),
+    (signed({"email": "\ud800", "iat": NOW}), "TOKEN_MALFORMED"),
+    (signed({"email": "a@example.com", "iat": NOW}) + "=", "TOKEN_MALFORMED"),
 ])
 def test_verifier_names_what_is_wrong(token, reason):
     outcome = verifier().verify(token, SECRET.encode())
