@@ -23,6 +23,7 @@ from json.encoder import encode_basestring_ascii
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
 from service.errors import EmailInvalidError, ExternalIdInvalidError, IdentityMissingError
+from service.reasons import ErrorReason, reason_name
 from service.secrets import SigningSecret
 
 TOKEN_LIFETIME_SECONDS = 15 * 60
@@ -30,6 +31,16 @@ EMAIL_MAX_BYTES = 254
 EXTERNAL_ID_MAX_BYTES = 256
 TOKEN_MAX_BYTES = 4096
 JWT_HEADER = {"alg": "HS256", "typ": "JWT"}
+
+# The VerifyToken reasons, as sent (VerifyTokenResponse.reason).
+TOKEN_ALGORITHM_INVALID = reason_name(ErrorReason.TOKEN_ALGORITHM_INVALID)
+TOKEN_EXPIRED = reason_name(ErrorReason.TOKEN_EXPIRED)
+TOKEN_HEADER_INVALID = reason_name(ErrorReason.TOKEN_HEADER_INVALID)
+TOKEN_IAT_MISSING = reason_name(ErrorReason.TOKEN_IAT_MISSING)
+TOKEN_IDENTITY_MISSING = reason_name(ErrorReason.TOKEN_IDENTITY_MISSING)
+TOKEN_ISSUED_IN_FUTURE = reason_name(ErrorReason.TOKEN_ISSUED_IN_FUTURE)
+TOKEN_MALFORMED = reason_name(ErrorReason.TOKEN_MALFORMED)
+TOKEN_SIGNATURE_INVALID = reason_name(ErrorReason.TOKEN_SIGNATURE_INVALID)
 
 # Characters that can split a log line or a header, or hide what an id says:
 # control (Cc), format (Cf, e.g. bidi overrides) and line/paragraph separators.
@@ -190,7 +201,7 @@ _CLAIMS = frozenset({"externalId", "email", "iat"})
 _HEADER_SEGMENT_TEXT = _HEADER_SEGMENT.decode()
 _B64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _NOT_COMPACT = Verification(
-    "TOKEN_MALFORMED", "not a compact JWS: three segments of unpadded base64url (A-Z a-z 0-9 - _) joined by '.'")
+    TOKEN_MALFORMED, "not a compact JWS: three segments of unpadded base64url (A-Z a-z 0-9 - _) joined by '.'")
 
 
 class TokenVerifier:
@@ -248,29 +259,29 @@ class TokenVerifier:
     def conclude(self, signed: SignedToken, *, signature_matches: bool) -> Verification:
         """The outcome once the signature has been checked (in constant time): the second half of `verify`."""
         if not signature_matches:
-            return Verification("TOKEN_SIGNATURE_INVALID", "signature does not match the org's current secret")
+            return Verification(TOKEN_SIGNATURE_INVALID, "signature does not match the org's current secret")
         claims = _json_object(signed.payload)
         if claims is None or not claims.keys() <= _CLAIMS:
-            return Verification("TOKEN_MALFORMED", "payload must be a UTF-8 JSON object with unique keys holding "
+            return Verification(TOKEN_MALFORMED, "payload must be a UTF-8 JSON object with unique keys holding "
                                 "only the claims externalId, email and iat")
         return self._check_claims(claims)
 
     def _check_claims(self, claims: dict) -> Verification:
         if "iat" not in claims:
-            return Verification("TOKEN_IAT_MISSING", "the iat claim is required")
+            return Verification(TOKEN_IAT_MISSING, "the iat claim is required")
         issued_at, external_id, email = claims["iat"], claims.get("externalId", ""), claims.get("email", "")
         if type(issued_at) is not int or not 0 <= issued_at <= IAT_MAX:
-            return Verification("TOKEN_MALFORMED", f"iat must be an integer number of seconds from 0 to {IAT_MAX}")
+            return Verification(TOKEN_MALFORMED, f"iat must be an integer number of seconds from 0 to {IAT_MAX}")
         if not _is_unicode_text(external_id) or not _is_unicode_text(email):
-            return Verification("TOKEN_MALFORMED", "externalId and email must be strings of valid Unicode")
+            return Verification(TOKEN_MALFORMED, "externalId and email must be strings of valid Unicode")
         decoded = Verification(external_id=external_id, email=email, issued_at=issued_at)
         now = self._clock()
         if issued_at > now:
-            return dataclasses.replace(decoded, reason="TOKEN_ISSUED_IN_FUTURE", detail="iat is in the future")
+            return dataclasses.replace(decoded, reason=TOKEN_ISSUED_IN_FUTURE, detail="iat is in the future")
         if now - issued_at > TOKEN_LIFETIME_SECONDS:
-            return dataclasses.replace(decoded, reason="TOKEN_EXPIRED", detail="iat is older than 15 minutes")
+            return dataclasses.replace(decoded, reason=TOKEN_EXPIRED, detail="iat is older than 15 minutes")
         if not external_id and not email:
-            return dataclasses.replace(decoded, reason="TOKEN_IDENTITY_MISSING", detail="neither email nor externalId")
+            return dataclasses.replace(decoded, reason=TOKEN_IDENTITY_MISSING, detail="neither email nor externalId")
         return decoded
 
 
@@ -287,10 +298,10 @@ def _header_problem(segment: str) -> Verification:
     data = _b64url_decode(segment)
     header = None if data is None else _json_object(data)
     if header is None:
-        return Verification("TOKEN_MALFORMED", "header must be base64url of a JSON object with unique keys")
+        return Verification(TOKEN_MALFORMED, "header must be base64url of a JSON object with unique keys")
     if header.get("alg") != "HS256":
-        return Verification("TOKEN_ALGORITHM_INVALID", "alg must be HS256")
-    return Verification("TOKEN_HEADER_INVALID",
+        return Verification(TOKEN_ALGORITHM_INVALID, "alg must be HS256")
+    return Verification(TOKEN_HEADER_INVALID,
                         f'header must be exactly {{"alg":"HS256","typ":"JWT"}}, encoded as {_HEADER_SEGMENT_TEXT}')
 
 
