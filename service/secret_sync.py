@@ -5,18 +5,25 @@ The secret is fetched with `GET /v1/auth/customer/settings` (an API key with
 the org.admin and org.user roles) and written to the org's KV v2 path with
 check-and-set, only when it differs from the current version. Nothing here
 ever prints the secret or the API key.
+
+The key is an org admin's: it is sent to https://ORG.api.kustomerapp.com of a
+valid org name (or to KUSTOMER_API_URL when that is https, or plain http on a
+loopback literal for local stand-ins) and nowhere else: no redirect is followed.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
+import urllib.parse
 from pathlib import Path
 
 import hvac
 import hvac.exceptions
 import requests
+import requests.auth
 
-from service.config import Config, OrgConfig
+from service.config import ORG_NAME_PATTERN, Config, OrgConfig
 from service.errors import ConfigError, SecretRejectedError
 from service.secrets import SecretVersion, validate_secret
 from service.vault_auth import VaultSession
@@ -48,6 +55,58 @@ class SyncResult:
         return f"org {self.org}: wrote version {self.new_version} of {self.where} (was: {current})"
 
 
+def kustomer_api_url(org: str, api_url: str | None) -> str:
+    """The base URL the API key is sent to: Kustomer's host of a valid org name, or KUSTOMER_API_URL if it
+    is https (or plain http on a loopback address literal, for local stand-ins). Raise ConfigError otherwise.
+
+    The org name becomes part of a host name, so it is checked before anything else happens."""
+    if not ORG_NAME_PATTERN.fullmatch(org):
+        raise ConfigError("--org: not a Kustomer org name; it must be a DNS label (lower-case letters, digits "
+                          "and '-', 1-63 characters, no leading or trailing '-'), as ORG in "
+                          "https://ORG.kustomerapp.com")
+    if api_url is None:
+        return f"https://{org}.api.kustomerapp.com"
+    return _checked_api_url(api_url)
+
+
+def _checked_api_url(api_url: str) -> str:
+    # The value is the operator's own, but it is not echoed: it may carry credentials in its user part.
+    try:
+        parts = urllib.parse.urlsplit(api_url)
+        host = parts.hostname
+        parts.port  # a malformed port raises only when read
+    except ValueError:
+        raise ConfigError("KUSTOMER_API_URL: not a URL; expected https://HOST[:PORT]") from None
+    if not host or parts.username is not None or parts.password is not None or parts.query or parts.fragment:
+        raise ConfigError("KUSTOMER_API_URL: expected https://HOST[:PORT][/PATH], without user info, query or "
+                          "fragment")
+    if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback_literal(host)):
+        return api_url.rstrip("/")
+    raise ConfigError("KUSTOMER_API_URL: must be an https:// URL (plain http only on a loopback address literal "
+                      "such as 127.0.0.1 or [::1], for a local stand-in): the API key must not cross a network "
+                      "in the clear")
+
+
+def _is_loopback_literal(host: str) -> bool:
+    # A literal only: resolving a name here would be a lookup before the check, and 'localhost' may resolve
+    # anywhere.
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class _Bearer(requests.auth.AuthBase):
+    """The API key as a bearer token; as the request's auth, it also keeps ~/.netrc from replacing it."""
+
+    def __init__(self, api_key: str) -> None:
+        self._api_key = api_key
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        request.headers["Authorization"] = f"Bearer {self._api_key}"
+        return request
+
+
 def read_api_key(api_key_file: str | None, environ: dict[str, str]) -> str:
     """The Kustomer API key, from a file or KUSTOMER_API_KEY (never from a flag)."""
     if api_key_file:
@@ -72,12 +131,16 @@ def org_for_sync(config: Config, name: str) -> OrgConfig:
     raise ConfigError(f"--org {name}: not a configured org; configured: {', '.join(sorted(config.orgs))}")
 
 
-def fetch_secret(org: str, api_key: str, api_url: str | None = None, *, timeout: float = 10.0) -> str:
-    """The org's chat secret from Kustomer; raise SyncError naming what went wrong."""
-    base = (api_url or f"https://{org}.api.kustomerapp.com").rstrip("/")
+def fetch_secret(org: str, api_key: str, base: str, *, timeout: float = 10.0) -> str:
+    """The org's chat secret from Kustomer at `base` (from kustomer_api_url); raise SyncError naming what
+    went wrong. Redirects are not followed: the key goes to `base` and nowhere else."""
     try:
-        response = requests.get(f"{base}{SETTINGS_PATH}", timeout=timeout, headers={
-            "Authorization": f"Bearer {api_key}", "Content-Type": "application/json"})
+        with requests.Session() as session:
+            # A plaintext request (loopback only) must not pass through an environment proxy, which would see
+            # the key; an https one may, the tunnel keeps the key from it.
+            session.trust_env = base.startswith("https://")
+            response = session.get(f"{base}{SETTINGS_PATH}", timeout=timeout, auth=_Bearer(api_key),
+                                   allow_redirects=False, headers={"Content-Type": "application/json"})
     except requests.Timeout:
         raise SyncError(f"Kustomer API at {base} did not answer within {timeout:g} s; retry later") from None
     except requests.RequestException as error:
@@ -102,10 +165,14 @@ def _check_status(response: requests.Response, org: str) -> None:
     if status == 404:
         raise SyncError(f"Kustomer has no settings for org {org!r} (HTTP 404): check that --org matches "
                         f"https://{org}.kustomerapp.com")
+    if 300 <= status < 400:
+        raise SyncError(f"Kustomer API answered HTTP {status}, a redirect, which is not followed (the API key goes "
+                        "to the org's API host only): check --org and KUSTOMER_API_URL")
     if status == 429:
-        retry = response.headers.get("Retry-After")
+        retry = response.headers.get("Retry-After", "")
+        # Echoed only when it is a number of seconds: it is the answering server's text.
         raise SyncError("Kustomer rate-limited the request (HTTP 429); retry "
-                        + (f"after {retry} s" if retry else "later"))
+                        + (f"after {retry} s" if retry.isascii() and retry.isdigit() else "later"))
     if status >= 500:
         raise SyncError(f"Kustomer API failed (HTTP {status}); retry later")
     if status != 200:

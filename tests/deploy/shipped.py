@@ -3,11 +3,14 @@
 Only what a cluster alone provides is replaced, each by a substitution that must
 match exactly once (so a renamed or duplicated setting fails loudly):
 
-- the files the pod mounts from Secrets: the server certificate, its key and
-  the CA of the Secret tokenservice-tls (cert-manager) become those of a test CA
-  (tests/certificates.py), issued for the Service's names as the Certificate of
-  components/cert-manager is; the audit fingerprint key (Secret
-  tokenservice-audit) becomes a fresh random file;
+- the files the pod mounts: the server certificate and key of the Secret
+  tokenservice-tls (cert-manager) become a test server CA's (tests/certificates.py),
+  issued for the Service's names as the Certificate of components/cert-manager
+  is; the caller CA (tls.client_ca_file) becomes a second test CA's
+  certificate, the one that issues the callers' certificates, unless the
+  config reads it from the TLS Secret's directory, as the server's own CA;
+  the audit fingerprint key (Secret tokenservice-audit) becomes a fresh random
+  file;
 - with a Vault: its address, the Kubernetes auth mount and the projected token
   file (the `vault_kubernetes_auth` fixture, set up by deploy/vault/setup.sh),
   and the default org's secret path;
@@ -68,7 +71,8 @@ def substitute(text: str, pattern: str, replacement: str) -> str:
 class LocalFiles:
     """What the pod's Secret volumes would hold, made here."""
 
-    ca: CertificateAuthority
+    ca: CertificateAuthority  # the server certificate's CA, which callers check the server with
+    caller_ca: CertificateAuthority  # the CA of tls.client_ca_file, which issues the callers' certificates
     server: Issued
     server_name: str
     fingerprint_key: bytes
@@ -85,6 +89,9 @@ def with_local_files(text: str, directory: Path, namespace: str) -> tuple[str, L
     assert config["tls"]["cert_file"].endswith("/tls.crt") and config["tls"]["key_file"].endswith("/tls.key")
     assert config["tls"]["client_ca_file"].endswith("/ca.crt")
     ca = CertificateAuthority(directory, name="cluster-ca")
+    shares_the_server_secret = (config["tls"]["client_ca_file"].rpartition("/")[0]
+                                == config["tls"]["cert_file"].rpartition("/")[0])
+    caller_ca = ca if shares_the_server_secret else CertificateAuthority(directory, name="caller-ca")
     # As the Certificate of components/cert-manager names the Service.
     server = ca.issue("tokenservice-tls", dns=("tokenservice", f"tokenservice.{namespace}",
                                                f"tokenservice.{namespace}.svc",
@@ -95,9 +102,10 @@ def with_local_files(text: str, directory: Path, namespace: str) -> tuple[str, L
     fingerprint_key_file.write_bytes(fingerprint_key + b"\n")
     text = substitute(text, r'^cert_file = ".*"$', f'cert_file = "{server.cert_file}"')
     text = substitute(text, r'^key_file = ".*"$', f'key_file = "{server.key_file}"')
-    text = substitute(text, r'^client_ca_file = ".*"$', f'client_ca_file = "{ca.cert_file}"')
+    text = substitute(text, r'^client_ca_file = ".*"$', f'client_ca_file = "{caller_ca.cert_file}"')
     text = substitute(text, r'^fingerprint_key_file = ".*"$', f'fingerprint_key_file = "{fingerprint_key_file}"')
-    return text, LocalFiles(ca, server, f"tokenservice.{namespace}.svc", fingerprint_key, fingerprint_key_file)
+    return text, LocalFiles(ca, caller_ca, server, f"tokenservice.{namespace}.svc", fingerprint_key,
+                            fingerprint_key_file)
 
 
 @dataclasses.dataclass
@@ -162,7 +170,7 @@ def prepare(overlay: str, openbao, auth, directory: Path) -> LocalDeployment:
 
     certificate_caller, api_key_caller = example_callers(config)
     policy = certificate_caller.policy
-    client = files.ca.issue(certificate_caller.name,
+    client = files.caller_ca.issue(certificate_caller.name,
                             uris=(policy["spiffe_id"],) if policy.get("spiffe_id") else (),
                             dns=(policy["dns_name"],) if not policy.get("spiffe_id") else ())
     api_key = new_api_key()

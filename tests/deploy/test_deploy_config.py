@@ -82,5 +82,5 @@ def test_the_secret_files_are_where_the_pod_mounts_them(config_file):
     config = tomllib.loads(config_file.read_text())
     assert config["tls"] == {**config["tls"], "cert_file": "/etc/tokenservice/tls/tls.crt",
                              "key_file": "/etc/tokenservice/tls/tls.key",
-                             "client_ca_file": "/etc/tokenservice/tls/ca.crt"}
+                             "client_ca_file": "/etc/tokenservice/caller-ca/ca.crt"}
     assert config["audit"]["fingerprint_key_file"] == "/etc/tokenservice/audit/fingerprint-key"

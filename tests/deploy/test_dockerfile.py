@@ -1,4 +1,5 @@
-"""deploy/Dockerfile: its build stage installs a working `tokenservice`, its runtime stage is locked down.
+"""deploy/Dockerfile: its build stage installs a working `tokenservice`, its runtime stage is locked down,
+and its HEALTHCHECK asks the plaintext health port, where health is served without TLS.
 
 There is no container engine on the CI machine, so the build stage is replayed
 on the host instead: its WORKDIR, COPY, ENV and RUN instructions run in order
@@ -10,15 +11,19 @@ virtualenv must then start and print its help.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
+
+from service.config import Config
 
 REPO = Path(__file__).resolve().parents[2]
 DOCKERFILE = REPO / "deploy" / "Dockerfile"
@@ -64,6 +69,29 @@ def parse_env(arguments: str) -> dict[str, str]:
     return dict(token.split("=", 1) for token in shlex.split(arguments))
 
 
+def stage_env(steps: list[tuple[str, str]]) -> dict[str, str]:
+    env: dict[str, str] = {}
+    for keyword, arguments in steps:
+        if keyword == "ENV":
+            env.update(parse_env(arguments))
+    return env
+
+
+def healthcheck(dockerfile: str) -> list[str]:
+    """The runtime stage's HEALTHCHECK command, as an argv (exec form)."""
+    checks = [arguments for keyword, arguments in stages(dockerfile)["runtime"] if keyword == "HEALTHCHECK"]
+    assert len(checks) == 1, "the runtime stage has one HEALTHCHECK"
+    _, found, command = checks[0].partition(" CMD ")
+    assert found, f"HEALTHCHECK options CMD [...]; got {checks[0]}"
+    argv = json.loads(command)
+    assert isinstance(argv, list) and argv[0] == "python", "exec form, run by the image's python"
+    return argv
+
+
+def port_of(address: str) -> int:
+    return int(address.rpartition(":")[2])
+
+
 @pytest.fixture(scope="module")
 def dockerfile() -> str:
     return DOCKERFILE.read_text()
@@ -82,10 +110,7 @@ def test_runtime_stage_is_locked_down(dockerfile):
     assert list(stages(dockerfile))[-1] == "runtime", "the runtime stage is the last, so it is what gets built"
     users = [arguments for keyword, arguments in runtime if keyword == "USER"]
     assert len(users) == 1 and re.fullmatch(r"[1-9]\d*:[1-9]\d*", users[0]), "numeric non-root USER uid:gid"
-    env: dict[str, str] = {}
-    for keyword, arguments in runtime:
-        if keyword == "ENV":
-            env.update(parse_env(arguments))
+    env = stage_env(runtime)
     assert env.get("PYTHONDONTWRITEBYTECODE") == "1"
     entrypoints = [arguments for keyword, arguments in runtime if keyword == "ENTRYPOINT"]
     assert entrypoints == ['["tokenservice", "serve"]']
@@ -172,3 +197,33 @@ def test_build_stage_installs_a_working_tokenservice(dockerfile, tmp_path):
     assert "--config" in help_text
     # Read-only root filesystem: running wrote nothing (no .pyc, no caches) into the installed tree.
     assert sorted(path for path in venv.rglob("*")) == installed
+
+
+def test_the_healthcheck_asks_the_plaintext_health_port_of_every_shipped_config(dockerfile):
+    """Health without TLS is served on health_addr only; grpc_addr and tls.api_key_addr speak TLS."""
+    address = stage_env(stages(dockerfile)["runtime"]).get("HEALTHCHECK_ADDR", "")
+    assert address.startswith("127.0.0.1:"), "the probe runs inside the container, against loopback"
+    assert "HEALTHCHECK_ADDR" in " ".join(healthcheck(dockerfile))
+    configs = [REPO / "deploy/base/config.toml", *sorted((REPO / "deploy/overlays").glob("*/config.toml"))]
+    for path in configs:
+        config = tomllib.loads(path.read_text())
+        assert port_of(config["health_addr"]) == port_of(address), f"{path}: health_addr is what the probe asks"
+        tls_ports = {port_of(config.get("grpc_addr", Config.grpc_addr)), port_of(config["tls"]["api_key_addr"])}
+        assert port_of(address) not in tls_ports, f"{path}: the probe would speak plaintext to a TLS port"
+
+
+def run_healthcheck(argv: list[str], address: str) -> subprocess.CompletedProcess:
+    environment = {"PATH": "/usr/bin:/bin", "HEALTHCHECK_ADDR": address,
+                   "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    return subprocess.run([sys.executable, *argv[1:]], env=environment, capture_output=True, text=True, timeout=30)
+
+
+def test_the_healthcheck_passes_on_the_health_port_of_a_serving_tls_server_and_fails_elsewhere(
+        dockerfile, secured_live_service):
+    """Against a real `tokenservice serve` with mTLS on grpc_addr and a plaintext health_addr."""
+    service, _ = secured_live_service
+    argv = healthcheck(dockerfile)
+    healthy = run_healthcheck(argv, service.health_target)
+    assert healthy.returncode == 0, healthy.stderr[-2000:]
+    assert service.health_target != service.grpc_target
+    assert run_healthcheck(argv, service.grpc_target).returncode == 1, "plaintext to the TLS port is no answer"

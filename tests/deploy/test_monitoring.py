@@ -25,7 +25,7 @@ RULES = MONITORING / "tokenservice.rules.yaml"
 RULE_TESTS = MONITORING / "tokenservice.rules.test.yaml"
 DASHBOARD = MONITORING / "grafana-dashboard.json"
 
-# The metrics the deployment issue promised; service/metrics.py must export all of them.
+# The metrics operators rely on (documented in the README); service/metrics.py must export all of them.
 CONTRACT = {
     "tokenservice_tokens_issued_total": {"org", "identity", "caller"},
     "tokenservice_mint_errors_total": {"org", "reason", "caller"},

@@ -9,7 +9,8 @@ fingerprint key, and the listen addresses become loopback ports. The process
 runs without --insecure-no-caller-auth and with the audit trail on stdout, as
 in the pod. Then, for real: the plaintext health port answers the probes'
 services; the example certificate caller mints over mTLS with a client
-certificate carrying its SPIFFE ID (or DNS name); the example API-key caller
+certificate carrying its SPIFFE ID (or DNS name) from the caller CA, and the
+same identity from the server certificate's CA is refused; the example API-key caller
 mints on the API-key port with a key whose hash is in Vault; each mint is
 audited with its caller and the identity's keyed fingerprint, never the identity.
 """
@@ -57,6 +58,16 @@ def test_overlay_config_serves_tokens_to_its_callers(overlay, openbao, vault_kub
         assert claimed(claims, identity) == identity
         assert response.secret_version == 1
 
+        # Only the caller CA vouches for callers: the same SPIFFE ID (or DNS name) from the server
+        # certificate's CA, which other workloads may obtain certificates from, completes no handshake.
+        policy = certificate_caller.policy
+        impostor = deployment.files.ca.issue(f"{certificate_caller.name}-impostor",
+                                             uris=(policy["spiffe_id"],) if policy.get("spiffe_id") else (),
+                                             dns=(policy["dns_name"],) if not policy.get("spiffe_id") else ())
+        with mtls_channel(service, deployment, impostor) as channel, pytest.raises(grpc.RpcError) as impostor_call:
+            mint(channel, "shipped-impostor", **identity)
+        assert impostor_call.value.code() == grpc.StatusCode.UNAVAILABLE
+
         # grpc_addr requires a client certificate: without one, no handshake.
         with mtls_channel(service, deployment) as channel, pytest.raises(grpc.RpcError) as no_certificate:
             mint(channel, "shipped-no-certificate", **identity)
@@ -95,7 +106,7 @@ def test_overlay_config_serves_tokens_to_its_callers(overlay, openbao, vault_kub
         assert key_record[f"{kind}_fingerprint"] == deployment.files.fingerprint(kind, value)
         assert (records["shipped-bad-key"]["caller"], records["shipped-bad-key"]["reason"]) == (
             "unknown", "CREDENTIALS_INVALID")
-        assert "shipped-no-certificate" not in records  # refused at the handshake, before any RPC
+        assert "shipped-no-certificate" not in records and "shipped-impostor" not in records  # at the handshake
         logs = service.logs()
         for secret_text in ("jane@example.com", "customer-4711", deployment.api_key, deployment.secret):
             assert secret_text not in logs
