@@ -1,0 +1,611 @@
+"""OpenTelemetry traces: a SERVER span per RPC, CLIENT spans for Vault, trace ids on logs.
+
+Off by default. Off, nothing of OpenTelemetry is imported: `ServerSpans.wrap` returns the behaviour
+itself and `annotate`, `vault_span`, `background_root_span` and `current_trace_ids` return at once,
+so a call pays nothing. On, the process's `Tracing` (one per worker) owns its TracerProvider and is
+the one these module functions use; it is not made the global provider, so that nothing else in the
+process (and no test) depends on set-once global state.
+
+The standard environment variables configure it as the SDK defines them (OTEL_TRACES_EXPORTER,
+OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT/PROTOCOL/HEADERS/TIMEOUT/..., OTEL_SERVICE_NAME,
+OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER[_ARG], OTEL_BSP_*, OTEL_SDK_DISABLED); a value in the
+[tracing] section of the config file overrides its variable. The caller's context is read as W3C
+traceparent/tracestate, whatever OTEL_PROPAGATORS says: that is what every caller's gRPC
+instrumentation sends, and one parser keeps the per-call cost down.
+
+No span carries an identity, a token, an API key or a secret: the service adds attributes only
+through `annotate`, whose names are fixed and whose values must look like what they claim to be;
+URLs lose their query and credentials; exceptions are recorded by type, never by message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import math
+import os
+import re
+import threading
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import grpc
+import requests
+
+from service.errors import ConfigError
+
+if TYPE_CHECKING:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.trace import Span, Tracer
+
+Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
+
+EXPORTERS = ("otlp", "none")
+PROTOCOLS = ("grpc", "http/protobuf")
+SAMPLERS = ("parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
+            "always_on", "always_off", "traceidratio")
+RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
+# The keys of the [tracing] section.
+TRACING_SETTINGS = ("enabled", "exporter", "endpoint", "protocol", "sampler", "sampler_arg", "service_name",
+                    "resource_attributes")
+DEFAULT_SERVICE_NAME = "tokenservice"
+WORKER_ATTRIBUTE = "tokenservice.worker"
+# The SDK's own defaults, when neither the file nor the environment names one.
+_DEFAULT_EXPORTER = "otlp"
+_DEFAULT_PROTOCOL = "grpc"
+_DEFAULT_SAMPLER = "parentbased_always_on"
+_HTTP_TRACES_PATH = "/v1/traces"
+
+# The RPC conventions: a server span is an error only for codes that say the server failed; a
+# refusal (INVALID_ARGUMENT, PERMISSION_DENIED...) is the caller's, and shows in rpc.grpc.status_code.
+_SERVER_ERROR_CODES = frozenset({
+    grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
+    grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
+
+_NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
+_REASON = re.compile(r"[A-Z][A-Z0-9_]{0,63}\Z")
+_OUTCOME = re.compile(r"[a-z][a-z_]{0,31}\Z")
+_IDENTITY_KINDS = frozenset({"email", "external_id", "email+external_id", "none"})
+
+
+def _is_count(value: object) -> bool:
+    return type(value) is int and value >= 0
+
+
+def _matches(pattern: re.Pattern[str]) -> Callable[[object], bool]:
+    return lambda value: isinstance(value, str) and pattern.match(value) is not None
+
+
+# What `annotate` may set: its keyword -> (attribute name, what a value must look like). The shapes
+# keep an identity out even when a caller passes the wrong variable: an email has an '@', a token dots.
+_ANNOTATIONS: dict[str, tuple[str, Callable[[object], bool]]] = {
+    "org": ("tokenservice.org", _matches(_NAME)),
+    "caller": ("tokenservice.caller", _matches(_NAME)),
+    "identity_kind": ("tokenservice.identity_kind", lambda value: value in _IDENTITY_KINDS),
+    "secret_version": ("tokenservice.secret_version", _is_count),
+    "batch_size": ("tokenservice.batch_size", _is_count),
+    "error_reason": ("tokenservice.error_reason", _matches(_REASON)),
+    "outcome": ("tokenservice.outcome", _matches(_OUTCOME)),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class TracingConfig:
+    """The [tracing] section. None: the standard environment variable decides, else the SDK's default."""
+
+    enabled: bool = False
+    exporter: str | None = None  # otlp | none (OTEL_TRACES_EXPORTER)
+    # Like OTEL_EXPORTER_OTLP_ENDPOINT: for http/protobuf, /v1/traces is appended.
+    endpoint: str | None = None
+    protocol: str | None = None  # grpc | http/protobuf (OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL)
+    sampler: str | None = None  # OTEL_TRACES_SAMPLER
+    sampler_arg: float | None = None  # OTEL_TRACES_SAMPLER_ARG, for the ratio samplers
+    service_name: str | None = None  # OTEL_SERVICE_NAME; neither: "tokenservice"
+    resource_attributes: Mapping[str, str | bool | int | float] = dataclasses.field(default_factory=dict)
+
+
+class _Table:
+    """Checked reads of the [tracing] table; a refusal names the setting and where it came from."""
+
+    def __init__(self, table: Mapping[str, Any], source: str) -> None:
+        self._table = table
+        self._source = source
+
+    def refuse(self, key: str, expected: str) -> ConfigError:
+        return ConfigError(f"setting tracing.{key} (from {self._source}): {expected}; got {self._table[key]!r}")
+
+    def flag(self, key: str) -> bool:
+        value = self._table.get(key, False)
+        if isinstance(value, str) and value.strip().lower() in ("1", "true", "yes", "0", "false", "no"):
+            return value.strip().lower() in ("1", "true", "yes")
+        if not isinstance(value, bool):
+            raise self.refuse(key, "must be true or false")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...]) -> str | None:
+        value = self._table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or value.strip().lower() not in choices:
+            raise self.refuse(key, f"must be one of {', '.join(choices)}")
+        return value.strip().lower()
+
+    def text(self, key: str) -> str | None:
+        value = self._table.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str) or not value.strip():
+            raise self.refuse(key, "must be a non-empty string")
+        return value.strip()
+
+    def endpoint(self, key: str) -> str | None:
+        value = self.text(key)
+        parts = urlsplit(value or "")
+        if value is not None and (parts.scheme not in ("http", "https") or not parts.hostname or parts.query):
+            raise self.refuse(key, "must be an http:// or https:// URL of the collector, without a query "
+                                   "(e.g. http://otel-collector:4317)")
+        return value
+
+    def ratio(self, key: str) -> float | None:
+        value = self._table.get(key)
+        if value is None:
+            return None
+        if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+            raise self.refuse(key, "must be a number from 0 to 1")
+        try:
+            ratio = float(value)
+        except ValueError:
+            raise self.refuse(key, "must be a number from 0 to 1") from None
+        if not math.isfinite(ratio) or not 0 <= ratio <= 1:
+            raise self.refuse(key, "must be a number from 0 to 1")
+        return ratio
+
+    def attributes(self, key: str) -> dict[str, str | bool | int | float]:
+        value = self._table.get(key, {})
+        if not isinstance(value, Mapping) or not all(
+                isinstance(name, str) and name and isinstance(item, (str, bool, int, float))
+                for name, item in value.items()):
+            raise self.refuse(key, 'must be a table of names to strings, numbers or booleans, e.g. '
+                                   '{ "deployment.environment.name" = "prod" }')
+        return dict(value)
+
+
+def parse_tracing_settings(table: Mapping[str, Any], source: str = "the config file",
+                           environ: Mapping[str, str] | None = None) -> TracingConfig:
+    """The [tracing] section, checked; with tracing enabled, also the OTEL_* variables it relies on.
+
+    `table` holds the section's keys (TRACING_SETTINGS) unprefixed; `source` names where it came from
+    in errors; `environ` defaults to os.environ. Raises ConfigError naming the setting or variable."""
+    unknown = sorted(set(table) - set(TRACING_SETTINGS))
+    if unknown:
+        raise ConfigError(f"unknown setting(s) {', '.join('tracing.' + key for key in unknown)} (from {source}); "
+                          f"the [tracing] section takes {', '.join(TRACING_SETTINGS)}")
+    settings = _Table(table, source)
+    config = TracingConfig(
+        enabled=settings.flag("enabled"),
+        exporter=settings.choice("exporter", EXPORTERS),
+        endpoint=settings.endpoint("endpoint"),
+        protocol=settings.choice("protocol", PROTOCOLS),
+        sampler=settings.choice("sampler", SAMPLERS),
+        sampler_arg=settings.ratio("sampler_arg"),
+        service_name=settings.text("service_name"),
+        resource_attributes=settings.attributes("resource_attributes"),
+    )
+    environ = os.environ if environ is None else environ
+    if config.sampler_arg is not None and _sampler_name(config, environ) not in RATIO_SAMPLERS:
+        raise settings.refuse("sampler_arg", f"applies only to the samplers {', '.join(RATIO_SAMPLERS)} "
+                                             "(tracing.sampler or OTEL_TRACES_SAMPLER)")
+    if config.enabled:
+        check_environment(config, environ)
+    return config
+
+
+def _variable(environ: Mapping[str, str], *names: str) -> tuple[str, str] | None:
+    """The first of the variables that is set and not empty, with its value as the SDK reads it."""
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def _refuse_variable(name: str, value: str, expected: str) -> ConfigError:
+    return ConfigError(f"environment variable {name}: {expected}; got {value!r}")
+
+
+def check_environment(config: TracingConfig, environ: Mapping[str, str]) -> None:
+    """Refuse OTEL_* values that the SDK would only warn about and replace, for what the file leaves to them."""
+    exporter = _variable(environ, "OTEL_TRACES_EXPORTER")
+    if config.exporter is None and exporter and exporter[1].lower() not in EXPORTERS:
+        raise _refuse_variable(*exporter, f"must be one of {', '.join(EXPORTERS)} (stdout carries the audit "
+                                          "trail, so spans go to an OTLP collector only)")
+    protocol = _variable(environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    if config.protocol is None and protocol and protocol[1] not in PROTOCOLS:
+        raise _refuse_variable(*protocol, f"must be one of {', '.join(PROTOCOLS)}")
+    sampler = _variable(environ, "OTEL_TRACES_SAMPLER")
+    if config.sampler is None and sampler and sampler[1].lower() not in SAMPLERS:
+        raise _refuse_variable(*sampler, f"must be one of {', '.join(SAMPLERS)}")
+    argument = _variable(environ, "OTEL_TRACES_SAMPLER_ARG")
+    if config.sampler_arg is None and argument and _sampler_name(config, environ) in RATIO_SAMPLERS:
+        try:
+            ratio = float(argument[1])
+        except ValueError:
+            ratio = math.nan
+        if not 0 <= ratio <= 1:
+            raise _refuse_variable(*argument, "must be a number from 0 to 1")
+
+
+def _sampler_name(config: TracingConfig, environ: Mapping[str, str]) -> str:
+    found = _variable(environ, "OTEL_TRACES_SAMPLER")
+    return config.sampler or (found[1].lower() if found else _DEFAULT_SAMPLER)
+
+
+_TRACE_CONTEXT_KEYS = ("traceparent", "tracestate")
+
+
+def _trace_context(metadata: Collection[tuple[str, Any]] | None) -> dict[str, str]:
+    """The W3C trace context headers among a call's invocation metadata, in one pass."""
+    return {key: value for key, value in metadata or () if key in _TRACE_CONTEXT_KEYS and isinstance(value, str)}
+
+
+class ServerSpans:
+    """Wraps unary behaviours, once per method, so that every call runs in a SERVER span.
+
+    The span continues the caller's traceparent/tracestate, carries the RPC attributes of the
+    OpenTelemetry conventions and is current while the behaviour runs, so `annotate`, Vault spans and
+    log records join it. Disabled (or for a service not in `services`), `wrap` returns the behaviour."""
+
+    def __init__(self, tracer: Tracer | None, address: str, port: int | None,
+                 services: Collection[str] | None) -> None:
+        self._tracer = tracer
+        self._address = address
+        self._port = port
+        self._services = None if services is None else frozenset(services)
+        self._attributes: list[dict[str, Any]] = []
+
+    def listening(self, port: int) -> None:
+        """Record the port the server listens on (known only once bound), as server.port."""
+        self._port = port
+        for attributes in self._attributes:
+            attributes["server.port"] = port
+
+    def wrap(self, behavior: Behavior, service: str, method: str) -> Behavior:
+        """`behavior` running in a SERVER span named `service/method`."""
+        if self._tracer is None or (self._services is not None and service not in self._services):
+            return behavior
+        attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
+                                      "server.address": self._address}
+        if self._port is not None:
+            attributes["server.port"] = self._port
+        self._attributes.append(attributes)
+        return _spanned(behavior, self._tracer, f"{service}/{method}", attributes)
+
+
+def _spanned(behavior: Behavior, tracer: Tracer, name: str, attributes: dict[str, Any]) -> Behavior:
+    from opentelemetry import context as otel_context
+    from opentelemetry import trace
+    from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+
+    # W3C trace context, as the callers' gRPC instrumentations send it; a call without it starts a trace.
+    extract, no_parent = TraceContextTextMapPropagator().extract, otel_context.Context()
+    attach, detach = otel_context.attach, otel_context.detach
+    in_context, server = trace.set_span_in_context, trace.SpanKind.SERVER
+    failed = {code: trace.Status(trace.StatusCode.ERROR, code.name) for code in _SERVER_ERROR_CODES}
+
+    def end(span: Span, code: grpc.StatusCode) -> None:
+        if span.is_recording():
+            span.set_attribute("rpc.grpc.status_code", code.value[0])
+            if code in failed:
+                span.set_status(failed[code])
+        span.end()
+
+    async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+        carrier = _trace_context(context.invocation_metadata())
+        parent = extract(carrier) if carrier else no_parent
+        span = tracer.start_span(name, parent, server, attributes, record_exception=False,
+                                 set_status_on_exception=False)
+        token = attach(in_context(span, parent))
+        code = grpc.StatusCode.UNKNOWN
+        try:
+            response = await behavior(request, context)
+            code = context.code() or grpc.StatusCode.OK
+            return response
+        except asyncio.CancelledError:
+            code = context.code() or grpc.StatusCode.CANCELLED
+            raise
+        except BaseException:
+            code = context.code() or grpc.StatusCode.UNKNOWN
+            raise
+        finally:
+            detach(token)
+            end(span, code)
+
+    return traced
+
+
+class HttpSpan:
+    """What `vault_span` yields: record the response's status once it is known."""
+
+    __slots__ = ("_span",)
+
+    def __init__(self, span: Span | None) -> None:
+        self._span = span
+
+    def set_status_code(self, status_code: int) -> None:
+        """http.response.status_code; from 400 on, the span is an error of that type (the conventions)."""
+        if self._span is None:
+            return
+        self._span.set_attribute("http.response.status_code", status_code)
+        if status_code >= 400:
+            _mark_error(self._span, str(status_code))
+
+
+def _mark_error(span: Span, error_type: str) -> None:
+    from opentelemetry.trace import Status, StatusCode
+
+    span.set_attribute("error.type", error_type)
+    span.set_status(Status(StatusCode.ERROR, error_type))
+
+
+_NO_HTTP_SPAN = contextlib.nullcontext(HttpSpan(None))
+_NO_SPAN = contextlib.nullcontext()
+
+
+class _Active:
+    """The tracer of the enabled `Tracing`, behind the module functions."""
+
+    def __init__(self, tracer: Tracer) -> None:
+        from opentelemetry import trace
+        from opentelemetry.context import Context
+
+        self.tracer = tracer
+        self._current_span = trace.get_current_span
+        self._client, self._internal = trace.SpanKind.CLIENT, trace.SpanKind.INTERNAL
+        self._empty_context = Context
+
+    def annotate(self, values: Mapping[str, object]) -> None:
+        span = self._current_span()
+        if not span.is_recording():
+            return
+        span.set_attributes({_ANNOTATIONS[key][0]: value for key, value in values.items()
+                             if value is not None and _ANNOTATIONS[key][1](value)})
+
+    def trace_ids(self) -> tuple[str, str] | None:
+        context = self._current_span().get_span_context()
+        if not context.is_valid:
+            return None
+        return format(context.trace_id, "032x"), format(context.span_id, "016x")
+
+    @contextlib.contextmanager
+    def client_span(self, operation: str, method: str, url: str, template: str | None) -> Iterator[HttpSpan]:
+        parts = urlsplit(url)
+        path = parts.path or "/"
+        template = template or path
+        attributes = {
+            "http.request.method": method,
+            "server.address": parts.hostname or "",
+            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+            # Scheme, host and path only: a query or user info may hold a credential.
+            "url.full": f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}",
+            "url.template": template,
+            "tokenservice.vault.operation": operation,
+        }
+        with self.tracer.start_as_current_span(f"{method} {template}", kind=self._client, attributes=attributes,
+                                               record_exception=False, set_status_on_exception=False) as span:
+            try:
+                yield HttpSpan(span)
+            except BaseException as error:
+                _mark_error(span, type(error).__qualname__)
+                raise
+
+    @contextlib.contextmanager
+    def root_span(self, name: str) -> Iterator[None]:
+        with self.tracer.start_as_current_span(name, context=self._empty_context(), kind=self._internal,
+                                               record_exception=False, set_status_on_exception=False) as span:
+            try:
+                yield
+            except BaseException as error:
+                _mark_error(span, type(error).__qualname__)
+                raise
+
+
+_active: _Active | None = None
+
+
+class Tracing:
+    """Traces for one process (a worker): its TracerProvider, exporter and batch processor."""
+
+    def __init__(self, provider: TracerProvider | None = None) -> None:
+        self._provider = provider
+        self._tracer = None if provider is None else provider.get_tracer("tokenservice")
+
+    @classmethod
+    def disabled(cls) -> Tracing:
+        """No tracing: nothing of OpenTelemetry is imported, and nothing costs a call anything."""
+        return cls()
+
+    @classmethod
+    def from_config(cls, config: TracingConfig, worker_name: str | None = None) -> Tracing:
+        """Tracing as `config` and the OTEL_* variables say, made the one the module functions use.
+
+        `worker_name` goes into the resource as tokenservice.worker (the SDK adds a per-process
+        service.instance.id), so that each worker's spans say which worker served them."""
+        if not config.enabled or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+            return cls.disabled()
+        check_environment(config, os.environ)
+        tracing = cls(_provider(config, worker_name))
+        global _active
+        _active = _Active(tracing._tracer)
+        return tracing
+
+    @property
+    def enabled(self) -> bool:
+        return self._provider is not None
+
+    def server_spans(self, address: str, port: int | None = None,
+                     services: Collection[str] | None = None) -> ServerSpans:
+        """The wrapper of the server's methods; `address`/`port` are the listening ones (server.*),
+        `services` the ones to trace (None: every one)."""
+        return ServerSpans(self._tracer, address, port, services)
+
+    def shutdown(self, timeout_s: float) -> bool:
+        """Export the spans still pending and stop, within `timeout_s`; False if that was not enough.
+
+        Blocks its caller (run it in a thread from an event loop); nothing is exported after it."""
+        global _active
+        if self._provider is None:
+            return True
+        if _active is not None and _active.tracer is self._tracer:
+            _active = None
+        # The batch processor waits up to 30 s for its exporter, whose retries have their own timeout;
+        # a thread keeps the grace period whatever the collector does.
+        stopping = threading.Thread(target=self._provider.shutdown, name="tracing-shutdown", daemon=True)
+        stopping.start()
+        stopping.join(max(0.0, timeout_s))
+        return not stopping.is_alive()
+
+
+def _provider(config: TracingConfig, worker_name: str | None) -> TracerProvider:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    # shutdown_on_exit: Tracing.shutdown flushes within the grace period; the SDK's exit hook could wait 30 s.
+    provider = TracerProvider(sampler=_sampler(config), resource=_resource(config, worker_name),
+                              shutdown_on_exit=False)
+    exporter = _exporter(config)
+    if exporter is not None:
+        provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_* apply
+    return provider
+
+
+def _exporter(config: TracingConfig) -> Any:
+    found = _variable(os.environ, "OTEL_TRACES_EXPORTER")
+    if (config.exporter or (found[1].lower() if found else _DEFAULT_EXPORTER)) == "none":
+        return None
+    found = _variable(os.environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
+    protocol = config.protocol or (found[1] if found else _DEFAULT_PROTOCOL)
+    # endpoint=None: the exporter reads OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT itself.
+    if protocol == "grpc":
+        from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+
+        return OTLPSpanExporter(endpoint=config.endpoint)
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter as HttpExporter
+
+    return HttpExporter(endpoint=config.endpoint and config.endpoint.rstrip("/") + _HTTP_TRACES_PATH)
+
+
+def _sampler(config: TracingConfig) -> Any:
+    if config.sampler is None and config.sampler_arg is None:
+        return None  # the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG
+    from opentelemetry.sdk.trace import sampling
+
+    name = _sampler_name(config, os.environ)
+    if name in RATIO_SAMPLERS:
+        found = _variable(os.environ, "OTEL_TRACES_SAMPLER_ARG")
+        ratio = config.sampler_arg if config.sampler_arg is not None else float(found[1]) if found else 1.0
+        return sampling.TraceIdRatioBased(ratio) if name == "traceidratio" else sampling.ParentBasedTraceIdRatio(ratio)
+    return {"always_on": sampling.ALWAYS_ON, "always_off": sampling.ALWAYS_OFF,
+            "parentbased_always_on": sampling.DEFAULT_ON, "parentbased_always_off": sampling.DEFAULT_OFF}[name]
+
+
+def _resource(config: TracingConfig, worker_name: str | None) -> Any:
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+
+    attributes: dict[str, Any] = dict(config.resource_attributes)
+    if config.service_name:
+        attributes[SERVICE_NAME] = config.service_name
+    if worker_name:
+        attributes[WORKER_ATTRIBUTE] = worker_name
+    # Resource.create adds OTEL_RESOURCE_ATTRIBUTES and OTEL_SERVICE_NAME; what is passed here wins.
+    resource = Resource.create(attributes)
+    if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):
+        resource = resource.merge(Resource({SERVICE_NAME: DEFAULT_SERVICE_NAME}))
+    return resource
+
+
+def annotate(*, org: str | None = None, caller: str | None = None, identity_kind: str | None = None,
+             secret_version: int | None = None, batch_size: int | None = None, error_reason: str | None = None,
+             outcome: str | None = None) -> None:
+    """Add the service's attributes to the current span (tokenservice.org, .caller, ...).
+
+    Only these names exist; a value that does not look like what its name says (an org or caller
+    name, an identity kind of email/external_id/email+external_id/none, a count, an UPPER_SNAKE
+    reason, a lower_snake outcome) is dropped, so no identity can slip in. Off: returns at once."""
+    if _active is None:
+        return
+    _active.annotate({"org": org, "caller": caller, "identity_kind": identity_kind,
+                      "secret_version": secret_version, "batch_size": batch_size, "error_reason": error_reason,
+                      "outcome": outcome})
+
+
+def current_trace_ids() -> tuple[str, str] | None:
+    """(trace_id, span_id) of the current span as 32 and 16 hex digits, or None (no span, or off)."""
+    if _active is None:
+        return None
+    return _active.trace_ids()
+
+
+def vault_span(operation: str, method: str, url: str, *,
+               template: str | None = None) -> contextlib.AbstractContextManager[HttpSpan]:
+    """A CLIENT span for one HTTP request to Vault, named `METHOD template` (the HTTP conventions).
+
+    `url` is the request's URL; only its scheme, host, port and path are recorded. `template` is the
+    path with its variable parts named (/v1/{mount}/data/{path}); without one, the path itself.
+    Call `set_status_code` on what it yields once the response is in; an exception ends the span as
+    an error of the exception's type."""
+    if _active is None:
+        return _NO_HTTP_SPAN
+    return _active.client_span(operation, method, url, template)
+
+
+def background_root_span(name: str) -> contextlib.AbstractContextManager[None]:
+    """A span that starts a new trace, with no parent and no links, for work no call asked for
+    (the background refresh). `name` must be fixed text: it is the span's name."""
+    if _active is None:
+        return _NO_SPAN
+    return _active.root_span(name)
+
+
+_KV_VERBS = {"GET": "read", "POST": "write", "PUT": "write", "PATCH": "write", "DELETE": "delete", "LIST": "list"}
+
+
+def vault_route(method: str, path: str) -> tuple[str, str]:
+    """(operation, url.template) of a Vault API path, bounded whatever the mounts and secret paths are."""
+    parts = path.strip("/").split("/")
+    if parts[:1] != ["v1"] or len(parts) < 2:
+        return "other", "/{path}"
+    parts = parts[1:]
+    if parts[0] == "auth" and len(parts) >= 3:
+        if parts[1] == "token" and len(parts) == 3:
+            return f"token.{parts[2].removesuffix('-self')}", "/v1/auth/token/" + parts[2]
+        if parts[2] == "login":
+            return "login", "/v1/auth/{mount}/login"
+    if parts[0] == "sys":
+        return "sys", "/v1/sys/{path}"
+    if len(parts) >= 3 and parts[1] in ("data", "metadata"):
+        verb = _KV_VERBS.get(method, "other")
+        operation = f"kv.{verb}" if parts[1] == "data" else f"kv.metadata.{verb}"
+        return operation, f"/v1/{{mount}}/{parts[1]}/{{path}}"
+    if len(parts) >= 3 and parts[1] in ("hmac", "sign", "verify", "encrypt", "decrypt"):
+        return f"transit.{parts[1]}", f"/v1/{{mount}}/{parts[1]}/{{key}}"
+    return "other", "/v1/{path}"
+
+
+class TracedVaultSession(requests.Session):
+    """A requests session for hvac.Client(session=...): each request to Vault (a login, a renewal,
+    a read) runs in a `vault_span` under the current span, with its response status."""
+
+    def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        method = request.method or "GET"
+        operation, template = vault_route(method, urlsplit(request.url or "").path)
+        with vault_span(operation, method, request.url or "", template=template) as span:
+            response = super().send(request, **kwargs)
+            span.set_status_code(response.status_code)
+            return response
+
+
+def vault_http_session() -> requests.Session | None:
+    """A TracedVaultSession when tracing is on; None (hvac's own session) when off."""
+    return None if _active is None else TracedVaultSession()
