@@ -1,0 +1,568 @@
+"""Signing through Vault Transit: an org's Kustomer secret lives in Vault as an
+imported HMAC key (service/transit_import.py puts it there) and never reaches
+the service, which asks Transit for the HMAC-SHA256 of each signing input.
+
+A Vault round trip per token would cap the mint rate at the round-trip rate,
+so concurrent requests are coalesced: a request waits at most `max_wait_seconds`
+for others to join it, and up to `max_batch_size` inputs go to Vault as one
+`batch_input` call. One batch is in flight per VaultCaller given (each is an
+hvac client behind a lock); while it is out, the next batch fills up. Vault is
+called from worker threads only, never on the event loop.
+
+There is no local fallback: when Vault cannot answer in time, the caller gets
+SignerUnavailableError, and `healthy` turns False after
+`unhealthy_after_failures` failed requests in a row (True again on the next
+success). Errors and logs name the org, the mount and the key, never an input.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import dataclasses
+import logging
+import re
+import time
+import urllib.parse
+from collections import deque
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, NamedTuple, Protocol, TypeVar
+
+import hvac
+import hvac.exceptions
+import requests
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from service.errors import ConfigError, SecretSourceError, SignerUnavailableError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+Item = TypeVar("Item")
+R = TypeVar("R")
+
+# Transit key names and mount paths as Vault accepts them in a URL without quoting surprises.
+KEY_NAME_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,127}")
+MOUNT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9_.-]*)*")
+# Transit's answer for one input: "vault:v<version>:<standard base64 of the MAC>".
+TRANSIT_HMAC = re.compile(r"vault:v([1-9][0-9]{0,9}):([A-Za-z0-9+/]{43}=)")
+HMAC_SHA256_BYTES = 32
+HASH_ALGORITHM = "sha2-256"
+
+TRANSIT_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
+
+
+class VaultCaller(Protocol):
+    """Runs an operation with a logged-in hvac client (service.vault_auth.VaultSession)."""
+
+    def call(self, operation: Callable[[hvac.Client], T]) -> T: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class TransitSettings:
+    """How requests to Transit are coalesced and bounded."""
+
+    # How long the oldest queued input waits for others before its batch is sent.
+    max_wait_seconds: float = 0.001
+    # The most inputs in one Transit request.
+    max_batch_size: int = 128
+    # The HTTP timeout of one Transit request, and how long a caller waits by default.
+    timeout_seconds: float = 2.0
+    # Failed requests in a row after which `healthy` is False.
+    unhealthy_after_failures: int = 3
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.max_wait_seconds <= 0.1:
+            raise ConfigError("transit max_wait_seconds must be between 0 and 0.1")
+        if not 1 <= self.max_batch_size <= 1000:
+            raise ConfigError("transit max_batch_size must be between 1 and 1000")
+        if not 0 < self.timeout_seconds <= 60:
+            raise ConfigError("transit timeout_seconds must be above 0 and at most 60")
+        if self.unhealthy_after_failures < 1:
+            raise ConfigError("transit unhealthy_after_failures must be at least 1")
+
+
+class TransitSignature(NamedTuple):
+    """An HMAC-SHA256 computed by Transit, and the key version that computed it."""
+
+    mac: bytes
+    key_version: int
+
+
+@dataclasses.dataclass(frozen=True)
+class KeyInfo:
+    """What `transit/keys/<key>` says about the (HMAC) key."""
+
+    latest_version: int
+    exportable: bool
+    allow_plaintext_backup: bool
+
+
+class TransitMetrics:
+    """The Transit metrics, registered once per registry and shared by every org's signer."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.request_duration = Histogram(
+            "tokenservice_transit_request_duration_seconds",
+            "Time of one request to Vault Transit, by org and operation (hmac, verify, key_info).",
+            ["org", "operation"], buckets=TRANSIT_LATENCY_BUCKETS, registry=registry)
+        self.batch_size = Histogram(
+            "tokenservice_transit_batch_size", "Inputs per Vault Transit request, by org and operation.",
+            ["org", "operation"], buckets=BATCH_SIZE_BUCKETS, registry=registry)
+        self.errors_total = Counter(
+            "tokenservice_transit_errors", "Failed Vault Transit requests and calls, by org and kind (unreachable, "
+            "timeout, denied, key_missing, vault_error, malformed, item_error, login, deadline).",
+            ["org", "kind"], registry=registry)
+        self.healthy = Gauge(
+            "tokenservice_transit_healthy", "1 when the org's last Vault Transit requests succeeded (in every "
+            "worker), else 0.", ["org"], multiprocess_mode="livemin", registry=registry)
+
+
+class _Failure(Exception):
+    """A failed Transit request: `kind` is the metric label, `message` the caller's error."""
+
+    def __init__(self, kind: str, message: str) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+
+
+class SignerHealth:
+    """`unhealthy_after` failures in a row make it unhealthy; the next success makes it healthy."""
+
+    def __init__(self, unhealthy_after: int, on_change: Callable[[bool], None] | None = None) -> None:
+        self._unhealthy_after = unhealthy_after
+        self._on_change = on_change
+        self._failures = 0
+
+    @property
+    def healthy(self) -> bool:
+        return self._failures < self._unhealthy_after
+
+    @property
+    def consecutive_failures(self) -> int:
+        return self._failures
+
+    def record(self, ok: bool) -> None:
+        was = self.healthy
+        self._failures = 0 if ok else self._failures + 1
+        if self.healthy != was and self._on_change is not None:
+            self._on_change(self.healthy)
+
+
+@dataclasses.dataclass
+class _Entry(Generic[Item, R]):
+    item: Item
+    future: asyncio.Future[R]
+    enqueued_at: float
+
+
+class _Batcher(Generic[Item, R]):
+    """Coalesces items into batches: one worker per caller, each sending one batch at a time.
+
+    A batch goes out when it is full, when its oldest item has waited `max_wait`, or at once when no
+    other batch is in flight: then nothing would come back sooner to make waiting pay, and the items that
+    arrive meanwhile make the next batch. Items whose caller stopped waiting are left out."""
+
+    def __init__(self, callers: Sequence[VaultCaller],
+                 send: Callable[[VaultCaller, list[Item]], Awaitable[list[R | SignerUnavailableError]]],
+                 *, max_batch: int, max_wait: float) -> None:
+        self._callers = list(callers)
+        self._send = send
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._pending: deque[_Entry[Item, R]] = deque()
+        self._wakeup = asyncio.Event()
+        self._workers: list[asyncio.Task[None]] = []
+        self._in_flight = 0
+
+    def submit(self, items: Sequence[Item]) -> list[asyncio.Future[R]]:
+        """Queue `items`; a future per item. Cancel a future to withdraw its item."""
+        self._start()
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        futures = [loop.create_future() for _ in items]
+        self._pending.extend(_Entry(item, future, now) for item, future in zip(items, futures))
+        if len(self._pending) == len(items) or len(self._pending) >= self._max_batch:
+            self._wakeup.set()
+        return futures
+
+    async def close(self, error: Callable[[], SignerUnavailableError]) -> None:
+        """Stop the workers; every queued or in-flight item fails with `error()`."""
+        for worker in self._workers:
+            worker.cancel()
+        await asyncio.gather(*self._workers, return_exceptions=True)
+        self._workers = []
+        _fail(self._pending, error)
+        self._pending.clear()
+
+    def _start(self) -> None:
+        if not self._workers:
+            self._workers = [asyncio.create_task(self._work(caller)) for caller in self._callers]
+
+    async def _work(self, caller: VaultCaller) -> None:
+        while True:
+            batch = await self._next_batch()
+            self._in_flight += 1
+            try:
+                outcomes = await self._send(caller, [entry.item for entry in batch])
+            except asyncio.CancelledError:
+                self._pending.extendleft(reversed(batch))
+                raise
+            finally:
+                self._in_flight -= 1
+            for entry, outcome in zip(batch, outcomes, strict=True):
+                if entry.future.done():
+                    continue
+                if isinstance(outcome, SignerUnavailableError):
+                    entry.future.set_exception(outcome)
+                else:
+                    entry.future.set_result(outcome)
+
+    async def _next_batch(self) -> list[_Entry[Item, R]]:
+        loop = asyncio.get_running_loop()
+        while True:
+            while self._pending and self._pending[0].future.done():
+                self._pending.popleft()
+            wait: float | None = None
+            if self._pending:
+                wait = self._pending[0].enqueued_at + self._max_wait - loop.time()
+                if wait <= 0 or len(self._pending) >= self._max_batch or not self._in_flight:
+                    return self._take()
+            self._wakeup.clear()
+            try:
+                await asyncio.wait_for(self._wakeup.wait(), wait)
+            except TimeoutError:
+                pass
+
+    def _take(self) -> list[_Entry[Item, R]]:
+        batch: list[_Entry[Item, R]] = []
+        while self._pending and len(batch) < self._max_batch:
+            entry = self._pending.popleft()
+            if not entry.future.done():
+                batch.append(entry)
+        return batch
+
+
+def _fail(entries: Sequence[_Entry[Item, R]], error: Callable[[], SignerUnavailableError]) -> None:
+    for entry in entries:
+        if not entry.future.done():
+            entry.future.set_exception(error())
+
+
+class TransitSigner:
+    """HMAC-SHA256 signing and verification for one org with its Transit key.
+
+    `callers` are VaultSessions (or anything with their `call`); one batch is in flight per caller. One
+    suffices against a nearby Vault (batches grow with the load); more overlap the round trips to a distant
+    one. Call `close()` at shutdown."""
+
+    def __init__(self, callers: Sequence[VaultCaller], *, org: str, key: str, mount: str = "transit",
+                 settings: TransitSettings = TransitSettings(), metrics: TransitMetrics | None = None,
+                 on_health_change: Callable[[bool], None] | None = None) -> None:
+        if not callers:
+            raise ConfigError(f"org {org}: the Transit signer needs at least one Vault session")
+        if not KEY_NAME_PATTERN.fullmatch(key):
+            raise ConfigError(f"org {org}: transit_key must be 1-128 letters, digits, '_', '.' or '-', "
+                              "starting with a letter or digit")
+        if not MOUNT_PATTERN.fullmatch(mount):
+            raise ConfigError(f"org {org}: transit_mount must be a Vault mount path such as 'transit'")
+        self.org = org
+        self.key = key
+        self.mount = mount
+        self.where = f"{mount}/keys/{key}"
+        self._settings = settings
+        self._metrics = metrics
+        self._health = SignerHealth(settings.unhealthy_after_failures, self._health_changed(on_health_change))
+        self._latest_version: int | None = None
+        quoted = urllib.parse.quote(key, safe="")
+        self._hmac_url = f"/v1/{mount}/hmac/{quoted}/{HASH_ALGORITHM}"
+        self._verify_url = f"/v1/{mount}/verify/{quoted}/{HASH_ALGORITHM}"
+        self._key_url = f"/v1/{mount}/keys/{quoted}"
+        self._key_caller = callers[0]
+        self._signing = _Batcher(callers, self._send_hmac, max_batch=settings.max_batch_size,
+                                 max_wait=settings.max_wait_seconds)
+        self._verifying = _Batcher(callers, self._send_verify, max_batch=settings.max_batch_size,
+                                   max_wait=settings.max_wait_seconds)
+        if metrics is not None:
+            metrics.healthy.labels(org).set(1)
+
+    @property
+    def healthy(self) -> bool:
+        """False after `unhealthy_after_failures` failed Transit requests in a row, until one succeeds."""
+        return self._health.healthy
+
+    @property
+    def latest_version(self) -> int | None:
+        """The newest key version seen (from `refresh_key_info` or a signature), None before either."""
+        return self._latest_version
+
+    async def sign(self, signing_input: bytes, *, timeout: float | None = None) -> TransitSignature:
+        """The HMAC-SHA256 of `signing_input` with the key's latest version; raise SignerUnavailableError
+        when Transit does not answer with one within `timeout` (default: the settings' timeout_seconds)."""
+        (future,) = self._signing.submit([signing_input])
+        return await self._awaited(future, self._timeout(timeout))
+
+    async def sign_many(self, inputs: Sequence[bytes], *,
+                        timeout: float | None = None) -> list[TransitSignature | SignerUnavailableError]:
+        """A signature or the error per input, in order, sent in as few requests as max_batch_size allows."""
+        futures = self._signing.submit(list(inputs))
+        return await self._gathered(futures, self._timeout(timeout))
+
+    async def verify_signature(self, signing_input: bytes, signature: bytes, *,
+                               timeout: float | None = None) -> bool:
+        """Whether `signature` is the HMAC of `signing_input` with the key's latest version (older versions
+        are refused, as Kustomer accepts only its current secret); raise SignerUnavailableError when
+        Transit cannot tell."""
+        if len(signature) != HMAC_SHA256_BYTES:
+            return False
+        timeout = self._timeout(timeout)
+        deadline = time.monotonic() + timeout
+        version = self._latest_version
+        if version is None:
+            version = (await self.refresh_key_info(timeout=timeout)).latest_version
+        (future,) = self._verifying.submit([(signing_input, signature, version)])
+        return await self._awaited(future, max(0.0, deadline - time.monotonic()))
+
+    async def refresh_key_info(self, *, timeout: float | None = None) -> KeyInfo:
+        """Read `transit/keys/<key>` and adopt its latest version; raise SignerUnavailableError when that fails
+        or the key is not an HMAC key."""
+        timeout = self._timeout(timeout)
+        try:
+            info = await asyncio.wait_for(self._read_key_info(timeout), timeout)
+        except TimeoutError:
+            raise self._deadline_error(timeout) from None
+        self._adopt_version(info.latest_version)
+        return info
+
+    async def close(self) -> None:
+        """Stop the batch workers; calls still waiting fail with SignerUnavailableError."""
+        def closed() -> SignerUnavailableError:
+            return SignerUnavailableError(f"the Transit signer of org {self.org} is shut down; retry on another "
+                                          "replica")
+        await self._signing.close(closed)
+        await self._verifying.close(closed)
+
+    def _timeout(self, timeout: float | None) -> float:
+        return self._settings.timeout_seconds if timeout is None else min(timeout, self._settings.timeout_seconds)
+
+    async def _awaited(self, future: asyncio.Future[T], timeout: float) -> T:
+        try:
+            return await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            raise self._deadline_error(timeout) from None
+
+    async def _gathered(self, futures: list[asyncio.Future[T]],
+                        timeout: float) -> list[T | SignerUnavailableError]:
+        if futures:
+            await asyncio.wait(futures, timeout=timeout)
+        outcomes: list[T | SignerUnavailableError] = []
+        for future in futures:
+            if not future.done():
+                future.cancel()
+                outcomes.append(self._deadline_error(timeout))
+            elif future.cancelled():
+                outcomes.append(self._deadline_error(timeout))
+            elif future.exception() is not None:
+                outcomes.append(future.exception())
+            else:
+                outcomes.append(future.result())
+        return outcomes
+
+    def _deadline_error(self, timeout: float) -> SignerUnavailableError:
+        self._count_error("deadline")
+        return SignerUnavailableError(
+            f"Vault Transit did not answer for org {self.org} within {timeout:g} s: check that Vault is up, "
+            "unsealed and reachable at vault.addr; retry with backoff")
+
+    async def _send_hmac(self, caller: VaultCaller,
+                         inputs: list[bytes]) -> list[TransitSignature | SignerUnavailableError]:
+        outcomes = await self._request(caller, "hmac", self._hmac_url, inputs, _hmac_input, self._signature)
+        versions = [outcome.key_version for outcome in outcomes if isinstance(outcome, TransitSignature)]
+        if versions:
+            self._adopt_version(max(versions))
+        return outcomes
+
+    async def _send_verify(self, caller: VaultCaller,
+                           items: list[tuple[bytes, bytes, int]]) -> list[bool | SignerUnavailableError]:
+        return await self._request(caller, "verify", self._verify_url, items, _verify_input, self._validity)
+
+    async def _request(self, caller: VaultCaller, operation: str, url: str, items: list[Item],
+                       encode: Callable[[Item], dict[str, str]], decode: Callable[[object], R],
+                       ) -> list[R | SignerUnavailableError]:
+        """Send one batch request; an outcome per item. Never raises: a failed request fails every item.
+
+        Encoding, the request and decoding all run in the worker thread, off the event loop."""
+        started = time.perf_counter()
+        try:
+            outcomes = await asyncio.to_thread(self._exchange, caller, url, items, encode, decode)
+        except _Failure as failure:
+            self._record_failure(operation, failure)
+            return [SignerUnavailableError(failure.message) for _ in items]
+        except Exception:  # noqa: BLE001 - a worker must outlive a bug, or every later call would hang
+            logger.exception("Transit request failed unexpectedly", extra={"fields": self._log_fields(operation)})
+            failure = _Failure("malformed", self._message("answered in a way the service cannot read"))
+            self._record_failure(operation, failure)
+            return [SignerUnavailableError(failure.message) for _ in items]
+        self._observe(operation, started, len(items))
+        self._record_success(operation)
+        return outcomes
+
+    def _exchange(self, caller: VaultCaller, url: str, items: list[Item], encode: Callable[[Item], dict[str, str]],
+                  decode: Callable[[object], R]) -> list[R | SignerUnavailableError]:
+        body = {"batch_input": [encode(item) for item in items]}
+        answer = self._call(caller, lambda client: client.adapter.post(
+            url, json=body, timeout=self._settings.timeout_seconds))
+        outcomes: list[R | SignerUnavailableError] = []
+        for result in self._batch_results(answer, len(items)):
+            try:
+                outcomes.append(decode(result))
+            except _Failure as failure:
+                self._count_error(failure.kind)  # prometheus_client's metrics may be updated from any thread
+                outcomes.append(SignerUnavailableError(failure.message))
+        return outcomes
+
+    def _call(self, caller: VaultCaller, operation: Callable[[hvac.Client], T]) -> T:
+        """Run `operation` through `caller` (in a worker thread); a failure, login included, as _Failure."""
+        try:
+            return caller.call(operation)
+        except (hvac.exceptions.VaultError, requests.RequestException, SecretSourceError) as error:
+            raise self._failure(error) from None
+
+    async def _read_key_info(self, timeout: float) -> KeyInfo:
+        started = time.perf_counter()
+        try:
+            answer = await asyncio.to_thread(
+                self._call, self._key_caller, lambda client: client.adapter.get(self._key_url, timeout=timeout))
+            info = self._key_info(answer)
+        except _Failure as failure:
+            self._record_failure("key_info", failure)
+            raise SignerUnavailableError(failure.message) from None
+        self._observe("key_info", started, 1)
+        self._record_success("key_info")
+        if info.exportable or info.allow_plaintext_backup:
+            logger.warning("Transit key can leave Vault (exportable or plaintext backup allowed); import it again "
+                           "without either", extra={"fields": self._log_fields("key_info")})
+        return info
+
+    def _key_info(self, answer: object) -> KeyInfo:
+        data = answer.get("data") if isinstance(answer, dict) else None
+        latest = data.get("latest_version") if isinstance(data, dict) else None
+        if not isinstance(latest, int) or isinstance(latest, bool) or latest < 1:
+            raise _Failure("malformed", self._message("answered without a latest_version"))
+        key_type = data.get("type")
+        if key_type != "hmac":
+            raise _Failure("key_missing", self._message(
+                f"is of type {key_type!r}, not 'hmac'; import the org's Kustomer secret into a new key with "
+                f"`tokenservice secret sync --org {self.org}`"))
+        return KeyInfo(latest, data.get("exportable") is True, data.get("allow_plaintext_backup") is True)
+
+    def _batch_results(self, answer: object, size: int) -> list[object]:
+        data = answer.get("data") if isinstance(answer, dict) else None
+        items = data.get("batch_results") if isinstance(data, dict) else None
+        if not isinstance(items, list) or len(items) != size:
+            raise _Failure("malformed", self._message(
+                "answered without one batch result per input; check that vault.addr is a Vault or OpenBao server"))
+        return items
+
+    def _signature(self, item: object) -> TransitSignature:
+        value = item.get("hmac") if isinstance(item, dict) else None
+        match = TRANSIT_HMAC.fullmatch(value) if isinstance(value, str) else None
+        if match is None:
+            raise self._item_failure(item)
+        try:
+            mac = base64.b64decode(match.group(2), validate=True)
+        except binascii.Error:
+            raise _Failure("malformed", self._message("answered with an HMAC that is not base64")) from None
+        return TransitSignature(mac, int(match.group(1)))
+
+    def _validity(self, item: object) -> bool:
+        if not isinstance(item, dict) or item.get("error"):
+            raise self._item_failure(item)
+        return item.get("valid") is True
+
+    def _item_failure(self, item: object) -> _Failure:
+        if isinstance(item, dict) and isinstance(item.get("error"), str) and item["error"]:
+            # Vault's per-input error names a problem of the key or version, never the input's bytes.
+            return _Failure("item_error", self._message(f"refused one input ({item['error']})"))
+        return _Failure("malformed", self._message("answered without a result for one input"))
+
+    def _failure(self, error: Exception) -> _Failure:
+        """What a failed request means and how to fix it: the caller's message and the metric's kind."""
+        if isinstance(error, SecretSourceError):
+            return _Failure("login", self._message(f"could not be used: logging in to Vault failed ({error})"))
+        if isinstance(error, ValueError):  # requests' JSONDecodeError: an answer, but not Vault's JSON
+            return _Failure("malformed", self._message(
+                "answered with what is not JSON; check that vault.addr is a Vault or OpenBao server"))
+        if isinstance(error, requests.Timeout):
+            return _Failure("timeout", self._message(
+                f"did not answer within {self._settings.timeout_seconds:g} s; check Vault's load and the network"))
+        if isinstance(error, requests.RequestException):
+            return _Failure("unreachable", self._message(
+                "is unreachable; check vault.addr and that Vault is running"))
+        if isinstance(error, hvac.exceptions.Forbidden):
+            return _Failure("denied", self._message(
+                "refused the service's token; it needs the tokenservice-transit policy "
+                "(deploy/vault/tokenservice-transit-policy.hcl) for this key"))
+        if isinstance(error, hvac.exceptions.InvalidRequest | hvac.exceptions.InvalidPath):
+            return _Failure("key_missing", self._message(
+                "has no such key or mount; import the org's Kustomer secret with "
+                f"`tokenservice secret sync --org {self.org}` and check transit_mount"))
+        if isinstance(error, hvac.exceptions.VaultDown):
+            return _Failure("vault_error", self._message("is sealed or in maintenance; unseal it"))
+        return _Failure("vault_error", self._message(f"failed ({type(error).__name__}); check Vault's logs"))
+
+    def _message(self, problem: str) -> str:
+        return f"Vault Transit key {self.where} for org {self.org} {problem}"
+
+    def _adopt_version(self, version: int) -> None:
+        if self._latest_version is None or version > self._latest_version:
+            self._latest_version = version
+
+    def _observe(self, operation: str, started: float, size: int) -> None:
+        if self._metrics is not None:
+            self._metrics.request_duration.labels(self.org, operation).observe(time.perf_counter() - started)
+            self._metrics.batch_size.labels(self.org, operation).observe(size)
+
+    def _count_error(self, kind: str) -> None:
+        if self._metrics is not None:
+            self._metrics.errors_total.labels(self.org, kind).inc()
+
+    def _record_success(self, operation: str) -> None:
+        if self._health.consecutive_failures:
+            logger.info("Vault Transit answers again", extra={"fields": self._log_fields(operation)})
+        self._health.record(True)
+
+    def _record_failure(self, operation: str, failure: _Failure) -> None:
+        self._count_error(failure.kind)
+        if self._health.consecutive_failures == 0:
+            # Once per run of failures: a Vault outage must not flood the log at the request rate.
+            logger.warning("Vault Transit request failed", extra={"fields": {
+                **self._log_fields(operation), "kind": failure.kind, "error": failure.message}})
+        self._health.record(False)
+
+    def _health_changed(self, callback: Callable[[bool], None] | None) -> Callable[[bool], None]:
+        def changed(healthy: bool) -> None:
+            logger.log(logging.INFO if healthy else logging.ERROR,
+                       "Transit signer healthy" if healthy else "Transit signer unhealthy",
+                       extra={"fields": {"org": self.org, "key": self.where}})
+            if self._metrics is not None:
+                self._metrics.healthy.labels(self.org).set(1 if healthy else 0)
+            if callback is not None:
+                callback(healthy)
+        return changed
+
+    def _log_fields(self, operation: str) -> dict[str, object]:
+        return {"org": self.org, "key": self.where, "operation": operation}
+
+
+def _hmac_input(data: bytes) -> dict[str, str]:
+    return {"input": base64.b64encode(data).decode("ascii")}
+
+
+def _verify_input(item: tuple[bytes, bytes, int]) -> dict[str, str]:
+    data, signature, version = item
+    return {"input": base64.b64encode(data).decode("ascii"),
+            "hmac": f"vault:v{version}:{base64.b64encode(signature).decode('ascii')}"}
