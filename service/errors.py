@@ -164,12 +164,9 @@ class AuditUnavailableError(TokenServiceError):
 
 
 class SignerUnavailableError(TokenServiceError):
-    """Raised when Vault Transit cannot sign or verify for an org in time (unreachable, sealed, refusing the
-    service's token, or answering what is not an HMAC): there is no local secret to fall back on."""
+    """Raised when Vault Transit cannot sign or verify for an org in time; there is no local secret to fall back on."""
 
-    # The proto's ErrorReason has no SIGNER_UNAVAILABLE yet: this becomes reason_name(ErrorReason.SIGNER_UNAVAILABLE)
-    # once the value is added and the clients are generated again.
-    reason = "SIGNER_UNAVAILABLE"
+    reason = reason_name(ErrorReason.SIGNER_UNAVAILABLE)
 
 
 class ConfigError(Exception):

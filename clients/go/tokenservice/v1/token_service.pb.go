@@ -120,6 +120,11 @@ const (
 	// AUDIT_UNAVAILABLE (UNAVAILABLE): the audit trail cannot take the call's
 	// records in time, so the call is not served. Retry with backoff.
 	ErrorReason_AUDIT_UNAVAILABLE ErrorReason = 19
+	// SIGNER_UNAVAILABLE (UNAVAILABLE): the org signs through Vault Transit,
+	// and Vault did not sign (or check a signature) within the call's deadline:
+	// it is unreachable, sealed or refusing the service's token. No token is
+	// minted. Retry with backoff.
+	ErrorReason_SIGNER_UNAVAILABLE ErrorReason = 20
 	// TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
 	// JWS, or its payload is not a JSON claims set with an integer `iat` and
 	// string `email` / `externalId`. Do not use the token.
@@ -172,6 +177,7 @@ var (
 		17:  "PEER_RATE_LIMITED",
 		18:  "API_KEYS_STALE",
 		19:  "AUDIT_UNAVAILABLE",
+		20:  "SIGNER_UNAVAILABLE",
 		100: "TOKEN_MALFORMED",
 		101: "TOKEN_HEADER_INVALID",
 		102: "TOKEN_ALGORITHM_INVALID",
@@ -202,6 +208,7 @@ var (
 		"PEER_RATE_LIMITED":        17,
 		"API_KEYS_STALE":           18,
 		"AUDIT_UNAVAILABLE":        19,
+		"SIGNER_UNAVAILABLE":       20,
 		"TOKEN_MALFORMED":          100,
 		"TOKEN_HEADER_INVALID":     101,
 		"TOKEN_ALGORITHM_INVALID":  102,
@@ -841,7 +848,7 @@ const file_tokenservice_v1_token_service_proto_rawDesc = "" +
 	"\vvalid_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"validUntil\x12\x16\n" +
 	"\x06detail\x18\a \x01(\tR\x06detail\x12>\n" +
-	"\ridentity_used\x18\b \x01(\x0e2\x19.tokenservice.v1.IdentityR\fidentityUsed*\x92\x05\n" +
+	"\ridentity_used\x18\b \x01(\x0e2\x19.tokenservice.v1.IdentityR\fidentityUsed*\xaa\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10IDENTITY_MISSING\x10\x01\x12\x11\n" +
@@ -863,7 +870,8 @@ const file_tokenservice_v1_token_service_proto_rawDesc = "" +
 	"\fRATE_LIMITED\x10\x10\x12\x15\n" +
 	"\x11PEER_RATE_LIMITED\x10\x11\x12\x12\n" +
 	"\x0eAPI_KEYS_STALE\x10\x12\x12\x15\n" +
-	"\x11AUDIT_UNAVAILABLE\x10\x13\x12\x13\n" +
+	"\x11AUDIT_UNAVAILABLE\x10\x13\x12\x16\n" +
+	"\x12SIGNER_UNAVAILABLE\x10\x14\x12\x13\n" +
 	"\x0fTOKEN_MALFORMED\x10d\x12\x18\n" +
 	"\x14TOKEN_HEADER_INVALID\x10e\x12\x1b\n" +
 	"\x17TOKEN_ALGORITHM_INVALID\x10f\x12\x1b\n" +

@@ -81,6 +81,9 @@ type TokenServiceClient interface {
 	//     maximum staleness); retry with backoff.
 	//   - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
 	//     call's record in time, so no token is minted; retry with backoff.
+	//   - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+	//     and Vault did not sign within the call's deadline (unreachable, sealed
+	//     or refusing); retry with backoff.
 	MintToken(ctx context.Context, in *MintTokenRequest, opts ...grpc.CallOption) (*MintTokenResponse, error)
 	// MintTokens signs login tokens for many customers in one call. Each entry
 	// succeeds or fails on its own; the results come back in request order.
@@ -112,6 +115,9 @@ type TokenServiceClient interface {
 	//     the org.
 	//   - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
 	//     the org; retry with backoff.
+	//   - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+	//     and Vault did not check the signature within the call's deadline;
+	//     retry with backoff.
 	VerifyToken(ctx context.Context, in *VerifyTokenRequest, opts ...grpc.CallOption) (*VerifyTokenResponse, error)
 }
 
@@ -210,6 +216,9 @@ type TokenServiceServer interface {
 	//     maximum staleness); retry with backoff.
 	//   - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
 	//     call's record in time, so no token is minted; retry with backoff.
+	//   - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+	//     and Vault did not sign within the call's deadline (unreachable, sealed
+	//     or refusing); retry with backoff.
 	MintToken(context.Context, *MintTokenRequest) (*MintTokenResponse, error)
 	// MintTokens signs login tokens for many customers in one call. Each entry
 	// succeeds or fails on its own; the results come back in request order.
@@ -241,6 +250,9 @@ type TokenServiceServer interface {
 	//     the org.
 	//   - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
 	//     the org; retry with backoff.
+	//   - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+	//     and Vault did not check the signature within the call's deadline;
+	//     retry with backoff.
 	VerifyToken(context.Context, *VerifyTokenRequest) (*VerifyTokenResponse, error)
 	mustEmbedUnimplementedTokenServiceServer()
 }

@@ -33,6 +33,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     PEER_RATE_LIMITED: _ClassVar[ErrorReason]
     API_KEYS_STALE: _ClassVar[ErrorReason]
     AUDIT_UNAVAILABLE: _ClassVar[ErrorReason]
+    SIGNER_UNAVAILABLE: _ClassVar[ErrorReason]
     TOKEN_MALFORMED: _ClassVar[ErrorReason]
     TOKEN_HEADER_INVALID: _ClassVar[ErrorReason]
     TOKEN_ALGORITHM_INVALID: _ClassVar[ErrorReason]
@@ -67,6 +68,7 @@ RATE_LIMITED: ErrorReason
 PEER_RATE_LIMITED: ErrorReason
 API_KEYS_STALE: ErrorReason
 AUDIT_UNAVAILABLE: ErrorReason
+SIGNER_UNAVAILABLE: ErrorReason
 TOKEN_MALFORMED: ErrorReason
 TOKEN_HEADER_INVALID: ErrorReason
 TOKEN_ALGORITHM_INVALID: ErrorReason

@@ -136,6 +136,9 @@ class TokenServiceServicer:
         maximum staleness); retry with backoff.
         - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
         call's record in time, so no token is minted; retry with backoff.
+        - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+        and Vault did not sign within the call's deadline (unreachable, sealed
+        or refusing); retry with backoff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -176,6 +179,9 @@ class TokenServiceServicer:
         the org.
         - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
         the org; retry with backoff.
+        - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+        and Vault did not check the signature within the call's deadline;
+        retry with backoff.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

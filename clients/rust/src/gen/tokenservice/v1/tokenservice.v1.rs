@@ -248,6 +248,11 @@ pub enum ErrorReason {
     /// AUDIT_UNAVAILABLE (UNAVAILABLE): the audit trail cannot take the call's
     /// records in time, so the call is not served. Retry with backoff.
     AuditUnavailable = 19,
+    /// SIGNER_UNAVAILABLE (UNAVAILABLE): the org signs through Vault Transit,
+    /// and Vault did not sign (or check a signature) within the call's deadline:
+    /// it is unreachable, sealed or refusing the service's token. No token is
+    /// minted. Retry with backoff.
+    SignerUnavailable = 20,
     /// TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
     /// JWS, or its payload is not a JSON claims set with an integer `iat` and
     /// string `email` / `externalId`. Do not use the token.
@@ -303,6 +308,7 @@ impl ErrorReason {
             Self::PeerRateLimited => "PEER_RATE_LIMITED",
             Self::ApiKeysStale => "API_KEYS_STALE",
             Self::AuditUnavailable => "AUDIT_UNAVAILABLE",
+            Self::SignerUnavailable => "SIGNER_UNAVAILABLE",
             Self::TokenMalformed => "TOKEN_MALFORMED",
             Self::TokenHeaderInvalid => "TOKEN_HEADER_INVALID",
             Self::TokenAlgorithmInvalid => "TOKEN_ALGORITHM_INVALID",
@@ -336,6 +342,7 @@ impl ErrorReason {
             "PEER_RATE_LIMITED" => Some(Self::PeerRateLimited),
             "API_KEYS_STALE" => Some(Self::ApiKeysStale),
             "AUDIT_UNAVAILABLE" => Some(Self::AuditUnavailable),
+            "SIGNER_UNAVAILABLE" => Some(Self::SignerUnavailable),
             "TOKEN_MALFORMED" => Some(Self::TokenMalformed),
             "TOKEN_HEADER_INVALID" => Some(Self::TokenHeaderInvalid),
             "TOKEN_ALGORITHM_INVALID" => Some(Self::TokenAlgorithmInvalid),

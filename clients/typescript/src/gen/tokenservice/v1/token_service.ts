@@ -163,6 +163,13 @@ export enum ErrorReason {
    */
   AUDIT_UNAVAILABLE = 19,
   /**
+   * SIGNER_UNAVAILABLE - SIGNER_UNAVAILABLE (UNAVAILABLE): the org signs through Vault Transit,
+   * and Vault did not sign (or check a signature) within the call's deadline:
+   * it is unreachable, sealed or refusing the service's token. No token is
+   * minted. Retry with backoff.
+   */
+  SIGNER_UNAVAILABLE = 20,
+  /**
    * TOKEN_MALFORMED - TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
    * JWS, or its payload is not a JSON claims set with an integer `iat` and
    * string `email` / `externalId`. Do not use the token.
@@ -270,6 +277,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 19:
     case "AUDIT_UNAVAILABLE":
       return ErrorReason.AUDIT_UNAVAILABLE;
+    case 20:
+    case "SIGNER_UNAVAILABLE":
+      return ErrorReason.SIGNER_UNAVAILABLE;
     case 100:
     case "TOKEN_MALFORMED":
       return ErrorReason.TOKEN_MALFORMED;
@@ -343,6 +353,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "API_KEYS_STALE";
     case ErrorReason.AUDIT_UNAVAILABLE:
       return "AUDIT_UNAVAILABLE";
+    case ErrorReason.SIGNER_UNAVAILABLE:
+      return "SIGNER_UNAVAILABLE";
     case ErrorReason.TOKEN_MALFORMED:
       return "TOKEN_MALFORMED";
     case ErrorReason.TOKEN_HEADER_INVALID:
@@ -1376,6 +1388,9 @@ export const TokenServiceService = {
    *   maximum staleness); retry with backoff.
    * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
    *   call's record in time, so no token is minted; retry with backoff.
+   * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+   *   and Vault did not sign within the call's deadline (unreachable, sealed
+   *   or refusing); retry with backoff.
    */
   mintToken: {
     path: "/tokenservice.v1.TokenService/MintToken" as const,
@@ -1426,6 +1441,9 @@ export const TokenServiceService = {
    *   the org.
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
    *   the org; retry with backoff.
+   * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+   *   and Vault did not check the signature within the call's deadline;
+   *   retry with backoff.
    */
   verifyToken: {
     path: "/tokenservice.v1.TokenService/VerifyToken" as const,
@@ -1463,6 +1481,9 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    *   maximum staleness); retry with backoff.
    * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
    *   call's record in time, so no token is minted; retry with backoff.
+   * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+   *   and Vault did not sign within the call's deadline (unreachable, sealed
+   *   or refusing); retry with backoff.
    */
   mintToken: handleUnaryCall<MintTokenRequest, MintTokenResponse>;
   /**
@@ -1497,6 +1518,9 @@ export interface TokenServiceServer extends UntypedServiceImplementation {
    *   the org.
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
    *   the org; retry with backoff.
+   * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+   *   and Vault did not check the signature within the call's deadline;
+   *   retry with backoff.
    */
   verifyToken: handleUnaryCall<VerifyTokenRequest, VerifyTokenResponse>;
 }
@@ -1526,6 +1550,9 @@ export interface TokenServiceClient extends Client {
    *   maximum staleness); retry with backoff.
    * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
    *   call's record in time, so no token is minted; retry with backoff.
+   * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+   *   and Vault did not sign within the call's deadline (unreachable, sealed
+   *   or refusing); retry with backoff.
    */
   mintToken(
     request: MintTokenRequest,
@@ -1588,6 +1615,9 @@ export interface TokenServiceClient extends Client {
    *   the org.
    * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
    *   the org; retry with backoff.
+   * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+   *   and Vault did not check the signature within the call's deadline;
+   *   retry with backoff.
    */
   verifyToken(
     request: VerifyTokenRequest,

@@ -230,6 +230,17 @@ public enum ErrorReason
   AUDIT_UNAVAILABLE(19),
   /**
    * <pre>
+   * SIGNER_UNAVAILABLE (UNAVAILABLE): the org signs through Vault Transit,
+   * and Vault did not sign (or check a signature) within the call's deadline:
+   * it is unreachable, sealed or refusing the service's token. No token is
+   * minted. Retry with backoff.
+   * </pre>
+   *
+   * <code>SIGNER_UNAVAILABLE = 20;</code>
+   */
+  SIGNER_UNAVAILABLE(20),
+  /**
+   * <pre>
    * TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
    * JWS, or its payload is not a JSON claims set with an integer `iat` and
    * string `email` / `externalId`. Do not use the token.
@@ -513,6 +524,17 @@ public enum ErrorReason
   public static final int AUDIT_UNAVAILABLE_VALUE = 19;
   /**
    * <pre>
+   * SIGNER_UNAVAILABLE (UNAVAILABLE): the org signs through Vault Transit,
+   * and Vault did not sign (or check a signature) within the call's deadline:
+   * it is unreachable, sealed or refusing the service's token. No token is
+   * minted. Retry with backoff.
+   * </pre>
+   *
+   * <code>SIGNER_UNAVAILABLE = 20;</code>
+   */
+  public static final int SIGNER_UNAVAILABLE_VALUE = 20;
+  /**
+   * <pre>
    * TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
    * JWS, or its payload is not a JSON claims set with an integer `iat` and
    * string `email` / `externalId`. Do not use the token.
@@ -632,6 +654,7 @@ public enum ErrorReason
       case 17: return PEER_RATE_LIMITED;
       case 18: return API_KEYS_STALE;
       case 19: return AUDIT_UNAVAILABLE;
+      case 20: return SIGNER_UNAVAILABLE;
       case 100: return TOKEN_MALFORMED;
       case 101: return TOKEN_HEADER_INVALID;
       case 102: return TOKEN_ALGORITHM_INVALID;

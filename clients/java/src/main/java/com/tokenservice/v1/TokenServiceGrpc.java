@@ -250,6 +250,9 @@ public final class TokenServiceGrpc {
      *   maximum staleness); retry with backoff.
      * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
      *   call's record in time, so no token is minted; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not sign within the call's deadline (unreachable, sealed
+     *   or refusing); retry with backoff.
      * </pre>
      */
     default void mintToken(com.tokenservice.v1.MintTokenRequest request,
@@ -294,6 +297,9 @@ public final class TokenServiceGrpc {
      *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not check the signature within the call's deadline;
+     *   retry with backoff.
      * </pre>
      */
     default void verifyToken(com.tokenservice.v1.VerifyTokenRequest request,
@@ -411,6 +417,9 @@ public final class TokenServiceGrpc {
      *   maximum staleness); retry with backoff.
      * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
      *   call's record in time, so no token is minted; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not sign within the call's deadline (unreachable, sealed
+     *   or refusing); retry with backoff.
      * </pre>
      */
     public void mintToken(com.tokenservice.v1.MintTokenRequest request,
@@ -457,6 +466,9 @@ public final class TokenServiceGrpc {
      *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not check the signature within the call's deadline;
+     *   retry with backoff.
      * </pre>
      */
     public void verifyToken(com.tokenservice.v1.VerifyTokenRequest request,
@@ -535,6 +547,9 @@ public final class TokenServiceGrpc {
      *   maximum staleness); retry with backoff.
      * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
      *   call's record in time, so no token is minted; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not sign within the call's deadline (unreachable, sealed
+     *   or refusing); retry with backoff.
      * </pre>
      */
     public com.tokenservice.v1.MintTokenResponse mintToken(com.tokenservice.v1.MintTokenRequest request) throws io.grpc.StatusException {
@@ -579,6 +594,9 @@ public final class TokenServiceGrpc {
      *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not check the signature within the call's deadline;
+     *   retry with backoff.
      * </pre>
      */
     public com.tokenservice.v1.VerifyTokenResponse verifyToken(com.tokenservice.v1.VerifyTokenRequest request) throws io.grpc.StatusException {
@@ -656,6 +674,9 @@ public final class TokenServiceGrpc {
      *   maximum staleness); retry with backoff.
      * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
      *   call's record in time, so no token is minted; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not sign within the call's deadline (unreachable, sealed
+     *   or refusing); retry with backoff.
      * </pre>
      */
     public com.tokenservice.v1.MintTokenResponse mintToken(com.tokenservice.v1.MintTokenRequest request) {
@@ -700,6 +721,9 @@ public final class TokenServiceGrpc {
      *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not check the signature within the call's deadline;
+     *   retry with backoff.
      * </pre>
      */
     public com.tokenservice.v1.VerifyTokenResponse verifyToken(com.tokenservice.v1.VerifyTokenRequest request) {
@@ -777,6 +801,9 @@ public final class TokenServiceGrpc {
      *   maximum staleness); retry with backoff.
      * - UNAVAILABLE `AUDIT_UNAVAILABLE`: the audit trail cannot take the
      *   call's record in time, so no token is minted; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not sign within the call's deadline (unreachable, sealed
+     *   or refusing); retry with backoff.
      * </pre>
      */
     public com.google.common.util.concurrent.ListenableFuture<com.tokenservice.v1.MintTokenResponse> mintToken(
@@ -823,6 +850,9 @@ public final class TokenServiceGrpc {
      *   the org.
      * - UNAVAILABLE `SECRET_UNAVAILABLE`: no valid signing secret is loaded for
      *   the org; retry with backoff.
+     * - UNAVAILABLE `SIGNER_UNAVAILABLE`: the org signs through Vault Transit
+     *   and Vault did not check the signature within the call's deadline;
+     *   retry with backoff.
      * </pre>
      */
     public com.google.common.util.concurrent.ListenableFuture<com.tokenservice.v1.VerifyTokenResponse> verifyToken(

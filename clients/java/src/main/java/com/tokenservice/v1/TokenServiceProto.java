@@ -99,7 +99,7 @@ public final class TokenServiceProto extends com.google.protobuf.GeneratedFile {
       "oogle.protobuf.TimestampR\nvalidUntil\022\026\n\006" +
       "detail\030\007 \001(\tR\006detail\022>\n\ridentity_used\030\010 " +
       "\001(\0162\031.tokenservice.v1.IdentityR\014identity" +
-      "Used*\222\005\n\013ErrorReason\022\034\n\030ERROR_REASON_UNS" +
+      "Used*\252\005\n\013ErrorReason\022\034\n\030ERROR_REASON_UNS" +
       "PECIFIED\020\000\022\024\n\020IDENTITY_MISSING\020\001\022\021\n\rEMAI" +
       "L_INVALID\020\002\022\027\n\023EXTERNAL_ID_INVALID\020\003\022\023\n\017" +
       "BATCH_TOO_LARGE\020\004\022\021\n\rTOKEN_MISSING\020\005\022\023\n\017" +
@@ -110,22 +110,23 @@ public final class TokenServiceProto extends com.google.protobuf.GeneratedFile {
       "T_ALLOWED\020\r\022\023\n\017ORG_NOT_ALLOWED\020\016\022\030\n\024IDEN" +
       "TITY_NOT_ALLOWED\020\017\022\020\n\014RATE_LIMITED\020\020\022\025\n\021" +
       "PEER_RATE_LIMITED\020\021\022\022\n\016API_KEYS_STALE\020\022\022" +
-      "\025\n\021AUDIT_UNAVAILABLE\020\023\022\023\n\017TOKEN_MALFORME" +
-      "D\020d\022\030\n\024TOKEN_HEADER_INVALID\020e\022\033\n\027TOKEN_A" +
-      "LGORITHM_INVALID\020f\022\033\n\027TOKEN_SIGNATURE_IN" +
-      "VALID\020g\022\025\n\021TOKEN_IAT_MISSING\020h\022\032\n\026TOKEN_" +
-      "ISSUED_IN_FUTURE\020i\022\021\n\rTOKEN_EXPIRED\020j\022\032\n" +
-      "\026TOKEN_IDENTITY_MISSING\020k*R\n\010Identity\022\030\n" +
-      "\024IDENTITY_UNSPECIFIED\020\000\022\030\n\024IDENTITY_EXTE" +
-      "RNAL_ID\020\001\022\022\n\016IDENTITY_EMAIL\020\0022\223\002\n\014TokenS" +
-      "ervice\022R\n\tMintToken\022!.tokenservice.v1.Mi" +
-      "ntTokenRequest\032\".tokenservice.v1.MintTok" +
-      "enResponse\022U\n\nMintTokens\022\".tokenservice." +
-      "v1.MintTokensRequest\032#.tokenservice.v1.M" +
-      "intTokensResponse\022X\n\013VerifyToken\022#.token" +
-      "service.v1.VerifyTokenRequest\032$.tokenser" +
-      "vice.v1.VerifyTokenResponseB*\n\023com.token" +
-      "service.v1B\021TokenServiceProtoP\001b\006proto3"
+      "\025\n\021AUDIT_UNAVAILABLE\020\023\022\026\n\022SIGNER_UNAVAIL" +
+      "ABLE\020\024\022\023\n\017TOKEN_MALFORMED\020d\022\030\n\024TOKEN_HEA" +
+      "DER_INVALID\020e\022\033\n\027TOKEN_ALGORITHM_INVALID" +
+      "\020f\022\033\n\027TOKEN_SIGNATURE_INVALID\020g\022\025\n\021TOKEN" +
+      "_IAT_MISSING\020h\022\032\n\026TOKEN_ISSUED_IN_FUTURE" +
+      "\020i\022\021\n\rTOKEN_EXPIRED\020j\022\032\n\026TOKEN_IDENTITY_" +
+      "MISSING\020k*R\n\010Identity\022\030\n\024IDENTITY_UNSPEC" +
+      "IFIED\020\000\022\030\n\024IDENTITY_EXTERNAL_ID\020\001\022\022\n\016IDE" +
+      "NTITY_EMAIL\020\0022\223\002\n\014TokenService\022R\n\tMintTo" +
+      "ken\022!.tokenservice.v1.MintTokenRequest\032\"" +
+      ".tokenservice.v1.MintTokenResponse\022U\n\nMi" +
+      "ntTokens\022\".tokenservice.v1.MintTokensReq" +
+      "uest\032#.tokenservice.v1.MintTokensRespons" +
+      "e\022X\n\013VerifyToken\022#.tokenservice.v1.Verif" +
+      "yTokenRequest\032$.tokenservice.v1.VerifyTo" +
+      "kenResponseB*\n\023com.tokenservice.v1B\021Toke" +
+      "nServiceProtoP\001b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
