@@ -2,15 +2,25 @@
 
 A caller is recognised by its client certificate (the SPIFFE URI SAN when
 there is one, else its DNS SANs), or by an API key in `authorization: Bearer`
-metadata. Each configured caller has a policy (orgs, identity kinds, RPCs)
-and a token bucket. With caller authentication off, every call is the
-`unknown` caller and nothing is limited.
+metadata. A certificate with a URI SAN that grpc does not report as its
+SPIFFE ID (several URI SANs, or a malformed one) names no caller: it is
+refused, never taken by its DNS SANs. Each configured caller has a policy
+(orgs, identity kinds, RPCs) and a token bucket. With caller authentication
+off, every call is the `unknown` caller and nothing is limited.
+
+Calls refused before authentication (no or unknown credentials) are limited
+too, since they cost the service work and an audit record each: per peer
+address and for all peers together (`auth.unauthenticated_*`); beyond that
+they are answered PEER_RATE_LIMITED and only counted.
 """
 
 from __future__ import annotations
 
+import collections
+import ipaddress
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable
 
 import grpc
@@ -21,6 +31,7 @@ from service.errors import (
     CredentialsInvalidError,
     IdentityNotAllowedError,
     OrgNotAllowedError,
+    PeerRateLimitedError,
     PermissionDeniedError,
     RateLimitedError,
     RpcNotAllowedError,
@@ -30,6 +41,10 @@ from service.metrics import UNKNOWN_CALLER, Metrics
 
 _BEARER_PREFIX = "bearer "
 _MAX_SHOWN_IDENTITY = 200
+# Peer addresses whose refusals are counted apart; the least recently refused are forgotten beyond
+# this (an address that comes back starts with a full bucket, and the total bucket still holds).
+MAX_TRACKED_PEERS = 10_000
+_IPV6_PREFIX_BITS = 64  # one host or site usually holds a whole /64
 
 
 class TokenBucket:
@@ -108,12 +123,71 @@ class Caller:
                 f"(burst {self.policy.burst}); retry after {retry_after:.3f} s", retry_after=retry_after)
 
 
+def peer_address(peer: str) -> str:
+    """The address that a gRPC peer string (`ipv4:10.0.0.1:5000`, `ipv6:%5B::1%5D:5000`) is charged
+    as: its IP without the port; an IPv6 address as its /64, or as IPv4 when it is IPv4-mapped.
+    Other transports (unix sockets) are one address each kind."""
+    kind, _, rest = urllib.parse.unquote(peer).partition(":")
+    host = rest.rpartition(":")[0].strip("[]")
+    if kind == "ipv4" and host:
+        return host
+    if kind != "ipv6" or not host:
+        return kind
+    try:
+        address = ipaddress.IPv6Address(host.partition("%")[0])
+    except ValueError:
+        return host
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    return str(ipaddress.IPv6Network((address, _IPV6_PREFIX_BITS), strict=False))
+
+
+class RefusalLimiter:
+    """Token buckets for calls refused before authentication: one per peer address, in a bounded
+    LRU so that address churn cannot grow it, and one for all peers together."""
+
+    def __init__(self, auth: AuthConfig, metrics: Metrics, clock: Callable[[], float] = time.monotonic,
+                 max_peers: int = MAX_TRACKED_PEERS) -> None:
+        self._auth = auth
+        self._metrics = metrics
+        self._clock = clock
+        self._max_peers = max_peers
+        self._peers: collections.OrderedDict[str, TokenBucket] = collections.OrderedDict()
+        self._total = TokenBucket(auth.unauthenticated_rate_total, auth.unauthenticated_burst_total, clock)
+
+    def check(self, peer: str) -> None:
+        """Charge one refusal to `peer`; raise PEER_RATE_LIMITED, with the delay, when it or all peers are over."""
+        retry_after = self._peer_bucket(peer_address(peer)).take(1)
+        scope = "peer"
+        if not retry_after:
+            retry_after, scope = self._total.take(1), "total"
+        if retry_after:
+            self._metrics.peer_rate_limited_total.labels(scope=scope).inc()
+            whom = "this address" if scope == "peer" else "all addresses together"
+            raise PeerRateLimitedError(
+                f"too many calls without valid credentials from {whom}; send credentials (an API key or a "
+                f"client certificate of a configured caller), or retry after {retry_after:.3f} s",
+                retry_after=retry_after)
+
+    def _peer_bucket(self, address: str) -> TokenBucket:
+        bucket = self._peers.get(address)
+        if bucket is not None:
+            self._peers.move_to_end(address)
+            return bucket
+        bucket = self._peers[address] = TokenBucket(
+            self._auth.unauthenticated_rate_per_peer, self._auth.unauthenticated_burst_per_peer, self._clock)
+        if len(self._peers) > self._max_peers:
+            self._peers.popitem(last=False)
+        return bucket
+
+
 class CallerAuthenticator:
-    """Finds the caller of an RPC from its certificate or API key."""
+    """Finds the caller of an RPC from its certificate or API key; refusals are rate limited per peer."""
 
     def __init__(self, auth: AuthConfig, api_keys: ApiKeyStore | None, metrics: Metrics,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self._metrics = metrics
+        self._refusals = RefusalLimiter(auth, metrics, clock)
         self._callers = {name: Caller(name, policy, metrics, clock) for name, policy in auth.callers.items()}
         self._by_spiffe_id = {p.spiffe_id: name for name, p in auth.callers.items() if p.spiffe_id}
         self._by_dns_name = {p.dns_name: name for name, p in auth.callers.items() if p.dns_name}
@@ -121,12 +195,14 @@ class CallerAuthenticator:
         self._anonymous = None if auth.enabled else Caller(UNKNOWN_CALLER, None, metrics)
 
     def authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
-        """The caller of this RPC; raise UNAUTHENTICATED when it cannot be told."""
+        """The caller of this RPC; raise UNAUTHENTICATED when it cannot be told, or PEER_RATE_LIMITED
+        when the peer (or every peer together) has been refused too often."""
         if self._anonymous is not None:
             return self._anonymous
         try:
             return self._callers[self._caller_name(context)]
         except UnauthenticatedError as error:
+            self._refusals.check(context.peer() or "")
             self._metrics.auth_failures_total.labels(reason=error.reason).inc()
             raise
 
@@ -154,8 +230,17 @@ class CallerAuthenticator:
             "certificate of a configured caller")
 
     def _certificate_caller(self, auth_context: dict[str, list[bytes]]) -> tuple[str | None, str | None]:
-        """The certificate's identity (SPIFFE ID, else DNS names) and the caller it names, if any."""
+        """The certificate's identity (SPIFFE ID, else DNS names) and the caller it names, if any.
+
+        grpc reports `peer_spiffe_id` only for a single, well-formed SPIFFE URI SAN, and every URI SAN
+        in `peer_uri`; a URI SAN that is not the SPIFFE ID makes the certificate name no caller."""
         spiffe_ids = auth_context.get("peer_spiffe_id")
+        uris = auth_context.get("peer_uri")
+        if uris and (len(uris) != 1 or not spiffe_ids or uris[0] != spiffe_ids[0]):
+            raise CredentialsInvalidError(
+                f"the client certificate has {len(uris)} URI SAN(s), and grpc reports no SPIFFE ID of it (several "
+                "URI SANs, or one that is not a well-formed spiffe:// ID); a caller certificate carries its SPIFFE "
+                "ID as its only URI SAN, or no URI SAN and its DNS names")
         if spiffe_ids:
             spiffe_id = spiffe_ids[0].decode(errors="replace")
             return spiffe_id, self._by_spiffe_id.get(spiffe_id)

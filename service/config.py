@@ -15,6 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from service.addresses import AddressError, parse_address
 from service.errors import ConfigError
 
 # Kustomer org names are the first label of <org>.kustomerapp.com.
@@ -33,6 +34,7 @@ ENVIRONMENT_SETTINGS = {
     "TOKENSERVICE_SECRET_FIELD": "secret_field",
     "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "auth.insecure_no_caller_auth",
     "TOKENSERVICE_AUDIT_OUTPUT": "audit.output",
+    "TOKENSERVICE_PORTS_FILE": "ports_file",
     "VAULT_ADDR": "vault.addr",
     "VAULT_TOKEN": "vault.token",
 }
@@ -114,7 +116,18 @@ class AuthConfig:
     callers: Mapping[str, CallerConfig] = dataclasses.field(default_factory=dict)
     insecure_no_caller_auth: bool = False
     api_keys_path: str | None = None
+    # After this long without a good read of the key set, no API key is admitted, so that a key
+    # revoked in Vault cannot keep working through an outage. None: keys never go stale.
+    api_keys_max_staleness_seconds: float | None = 300.0
     public_health: bool = True
+    # For development only: accept API keys on a port without TLS, where they cross the network in clear text.
+    insecure_api_keys_over_plaintext: bool = False
+    # Calls refused before authentication (no or unknown credentials), per second: per peer address and in
+    # total; beyond them a refusal is PEER_RATE_LIMITED and only counted, not audited one by one.
+    unauthenticated_rate_per_peer: float = 10.0
+    unauthenticated_burst_per_peer: int = 20
+    unauthenticated_rate_total: float = 100.0
+    unauthenticated_burst_total: int = 200
 
     @property
     def enabled(self) -> bool:
@@ -126,7 +139,7 @@ def require_caller_auth_decision(config: Config) -> None:
     if not config.auth.enabled and not config.auth.insecure_no_caller_auth:
         raise ConfigError(
             "caller authentication: no [callers.<name>] are configured, so anyone who can reach the port could "
-            "mint tokens for any customer; configure callers (README, \"Callers\"), or pass "
+            "mint tokens for any customer; configure callers (docs/callers.md), or pass "
             "--insecure-no-caller-auth (TOKENSERVICE_INSECURE_NO_CALLER_AUTH=1) to run without it")
 
 
@@ -136,6 +149,28 @@ class AuditConfig:
 
     output: str = AUDIT_STDOUT
     fingerprint_key_file: str | None = None
+    # Records waiting for an output that takes no more, at most; a mint that finds no room, or whose
+    # records are not written within max_wait_seconds, fails with AUDIT_UNAVAILABLE.
+    max_queued_bytes: int = 8 * 1024 * 1024
+    max_wait_seconds: float = 0.5
+    # How often the counts of refusals not audited one by one (and of records lost) are written.
+    summary_interval_seconds: float = 10.0
+
+
+@dataclasses.dataclass(frozen=True)
+class LimitsConfig:
+    """What one process gives its peers at most, so that no peer can grow it without bound."""
+
+    max_concurrent_rpcs: int = 1000
+    max_concurrent_streams: int = 100
+    max_connections: int = 1000
+    max_unauthenticated_calls: int = 16
+    unauthenticated_read_timeout_seconds: float = 5.0
+    max_connection_idle_seconds: float = 300.0
+    max_connection_age_seconds: float = 600.0
+    max_connection_age_grace_seconds: float = 30.0
+    min_ping_interval_seconds: float = 10.0
+    max_metadata_bytes: int = 8192
 
 
 @dataclasses.dataclass(frozen=True)
@@ -159,6 +194,9 @@ class Config:
     tls: TlsConfig | None = None
     auth: AuthConfig = AuthConfig()
     audit: AuditConfig = AuditConfig()
+    limits: LimitsConfig = LimitsConfig()
+    # Where `serve` writes the bound ports as JSON once it listens, for programs (tests, scripts/dev).
+    ports_file: str | None = None
 
 
 def load_config(
@@ -286,15 +324,19 @@ def _build(layered: dict[str, tuple[Any, str]]) -> Config:
         tls=_build_tls(settings),
         auth=_build_auth(settings, orgs),
         audit=_build_audit(settings),
+        limits=_build_limits(settings),
+        ports_file=_writable_file(settings, "ports_file"),
     )
     _check_callers_can_connect(config)
+    _check_api_key_staleness(config)
+    _check_api_key_transport(config)
     if config.refresh_jitter_ratio >= 1:
         raise settings.refuse("refresh_jitter_ratio", "must be below 1 (a fraction of the refresh interval)")
     if config.iat_backdate_seconds >= 600:
         raise settings.refuse("iat_backdate_seconds", "must be below 600, or tokens expire before they are used")
     unknown = settings.unknown()
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see the README's configuration reference")
+        raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
     return config
 
 
@@ -302,10 +344,10 @@ def _address(settings: _Settings, name: str, default: str | None) -> str | None:
     address = settings.string(name, default)
     if address is None:
         return None
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit() or int(port) > 65535:
-        raise settings.refuse(name, "must be host:port, for example 127.0.0.1:50051")
-    return address
+    try:
+        return str(parse_address(address))
+    except AddressError as error:
+        raise settings.refuse(name, f"must be host:port or [IPv6]:port: {error}") from None
 
 
 def _build_vault(settings: _Settings) -> VaultConfig:
@@ -396,6 +438,13 @@ def _readable_file(settings: _Settings, name: str) -> str | None:
     return path
 
 
+def _writable_file(settings: _Settings, name: str) -> str | None:
+    path = settings.string(name, None)
+    if path is not None and not os.access(Path(path).parent, os.W_OK):
+        raise settings.refuse(name, "must be a file in an existing directory this user can write to")
+    return path
+
+
 def _build_tls(settings: _Settings) -> TlsConfig | None:
     cert_file = _readable_file(settings, "tls.cert_file")
     key_file = _readable_file(settings, "tls.key_file")
@@ -417,7 +466,22 @@ def _build_audit(settings: _Settings) -> AuditConfig:
     return AuditConfig(
         output=settings.string("audit.output", AUDIT_STDOUT),
         fingerprint_key_file=_readable_file(settings, "audit.fingerprint_key_file"),
+        max_queued_bytes=settings.number("audit.max_queued_bytes", AuditConfig.max_queued_bytes, minimum=65536,
+                                         integer=True),
+        max_wait_seconds=settings.number("audit.max_wait_seconds", AuditConfig.max_wait_seconds, minimum=0.01),
+        summary_interval_seconds=settings.number("audit.summary_interval_seconds",
+                                                 AuditConfig.summary_interval_seconds, minimum=0.1),
     )
+
+
+def _build_limits(settings: _Settings) -> LimitsConfig:
+    limits = LimitsConfig(**{
+        field.name: settings.number(f"limits.{field.name}", field.default, minimum=1 if field.type == "int" else 0.001,
+                                    integer=field.type == "int")
+        for field in dataclasses.fields(LimitsConfig)})
+    if limits.max_metadata_bytes < 1024:
+        raise settings.refuse("limits.max_metadata_bytes", "must be at least 1024 (gRPC's own headers need room)")
+    return limits
 
 
 def _build_auth(settings: _Settings, orgs: Mapping[str, OrgConfig]) -> AuthConfig:
@@ -433,7 +497,11 @@ def _build_auth(settings: _Settings, orgs: Mapping[str, OrgConfig]) -> AuthConfi
         callers=callers,
         insecure_no_caller_auth=insecure,
         api_keys_path=(settings.string("auth.api_keys_path", None) or "").strip("/") or None,
+        api_keys_max_staleness_seconds=settings.number(
+            "auth.api_keys_max_staleness_seconds", AuthConfig.api_keys_max_staleness_seconds, minimum=0) or None,
         public_health=settings.flag("auth.public_health", True),
+        insecure_api_keys_over_plaintext=settings.flag("auth.insecure_api_keys_over_plaintext", False),
+        **_unauthenticated_limits(settings),
     )
     if insecure and callers:
         raise ConfigError("setting auth.insecure_no_caller_auth: callers are configured, so caller authentication "
@@ -454,6 +522,32 @@ def _check_callers_can_connect(config: Config) -> None:
     if by_key and client_ca and not config.tls.api_key_addr:
         raise ConfigError(f"callers {', '.join(by_key)}: authenticate with API keys, but grpc_addr requires a "
                           "client certificate (tls.client_ca_file); set tls.api_key_addr for them")
+
+
+def _unauthenticated_limits(settings: _Settings) -> dict[str, Any]:
+    limits = {}
+    for scope in ("per_peer", "total"):
+        rate, burst = f"unauthenticated_rate_{scope}", f"unauthenticated_burst_{scope}"
+        limits[rate] = settings.number(f"auth.{rate}", getattr(AuthConfig, rate), minimum=0.01)
+        limits[burst] = settings.number(f"auth.{burst}", getattr(AuthConfig, burst), minimum=1, integer=True)
+    return limits
+
+
+def _check_api_key_transport(config: Config) -> None:
+    """Refuse API keys on a port without TLS, where anyone on the path could read them, unless asked for."""
+    if config.auth.api_keys_path and config.tls is None and not config.auth.insecure_api_keys_over_plaintext:
+        raise ConfigError("setting auth.api_keys_path: API keys would cross the network in clear text, since "
+                          "grpc_addr has no TLS; set tls.cert_file and tls.key_file, or for development only "
+                          "auth.insecure_api_keys_over_plaintext = true")
+
+
+def _check_api_key_staleness(config: Config) -> None:
+    """Refuse a staleness bound that ordinary refreshing cannot keep, which would refuse every key."""
+    staleness = config.auth.api_keys_max_staleness_seconds
+    if config.auth.api_keys_path and staleness is not None and staleness < 2 * config.refresh_interval_seconds:
+        raise ConfigError(f"setting auth.api_keys_max_staleness_seconds: {staleness:g} s is less than two refresh "
+                          f"intervals (refresh_interval_seconds = {config.refresh_interval_seconds:g}); raise it, "
+                          "or set 0 to never refuse keys for staleness")
 
 
 def _check_identities(settings: _Settings, callers: Mapping[str, CallerConfig]) -> None:

@@ -35,12 +35,34 @@ class Metrics:
             "by ErrorInfo reason.", ["reason"], registry=r)
         self.rate_limited_total = Counter(
             "tokenservice_rate_limited", "Calls refused because the caller was over its rate.", ["caller"], registry=r)
+        self.peer_rate_limited_total = Counter(
+            "tokenservice_peer_rate_limited", "Calls refused before authentication while over the refusal rate of "
+            "their peer address or of all peers (scope: peer, total); counted and summarised, not audited one by "
+            "one.", ["scope"], registry=r)
+        self.audit_unavailable_total = Counter(
+            "tokenservice_audit_unavailable", "Mint calls failed closed (AUDIT_UNAVAILABLE) because their audit "
+            "records could not be queued or written in time.", registry=r)
+        self.audit_records_dropped_total = Counter(
+            "tokenservice_audit_records_dropped", "Mint attempts whose audit record was never written (queue full, "
+            "write error); each is counted in the trail's next summary record.", registry=r)
         self.api_key_refresh_total = Counter(
-            "tokenservice_api_key_refresh", "Reads of the API key hashes from Vault, by result (ok, error).",
+            "tokenservice_api_key_refresh", "Reads of the API key hashes from Vault, by result (ok, error, deleted).",
             ["result"], registry=r)
         self.api_keys_loaded = Gauge(
             "tokenservice_api_keys_loaded", "API keys currently accepted (the fewest across workers).",
             multiprocess_mode="livemin", registry=r)
+        self.api_keys_fresh = Gauge(
+            "tokenservice_api_keys_fresh", "1 when the API key set is loaded and within "
+            "auth.api_keys_max_staleness_seconds, so keys are admitted (in every worker), else 0.",
+            multiprocess_mode="livemin", registry=r)
+        self.api_keys_last_refresh_timestamp = Gauge(
+            "tokenservice_api_keys_last_refresh_timestamp_seconds",
+            "Unix time of the last successful read of the API key hashes from Vault (the oldest across workers).",
+            multiprocess_mode="livemin", registry=r)
+        self.unauthenticated_limited_total = Counter(
+            "tokenservice_unauthenticated_limited", "Calls without credentials refused before their request was "
+            "read, by why: busy (limits.max_unauthenticated_calls in progress) or slow (request not sent within "
+            "limits.unauthenticated_read_timeout_seconds).", ["why"], registry=r)
         self.tls_reload_total = Counter(
             "tokenservice_tls_reload", "Reloads of changed TLS certificate files, by result (ok, error).",
             ["result"], registry=r)

@@ -25,6 +25,7 @@ from service.audit import AuditedCall, AuditLog, MintAttempt
 from service.callers import Caller, CallerAuthenticator
 from service.errors import (
     BatchTooLargeError,
+    PeerRateLimitedError,
     RequestMalformedError,
     TokenMissingError,
     TokenServiceError,
@@ -90,21 +91,27 @@ class TokenServicer:
     async def MintToken(self, request: pb.MintTokenRequest, context: grpc.aio.ServicerContext) -> pb.MintTokenResponse:
         call = _audited_call(context, "MintToken")
         try:
-            caller = self._admit_mint(context, call, [request], cost=1)
-            return self._mint(request, caller, call)
-        finally:
-            self._audit.record(call)
+            caller = self._admit_mint(context, call, [request])
+            response = self._mint(request, caller, call)
+        except Exception:
+            await self._audit.write(call, serves_tokens=False)
+            raise
+        # No token leaves without its audit record: this raises AUDIT_UNAVAILABLE when it is not written.
+        await self._audit.write(call, serves_tokens=True)
+        return response
 
     async def MintTokens(
         self, request: pb.MintTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.MintTokensResponse:
         call = _audited_call(context, "MintTokens")
         try:
-            caller = self._admit_mint(context, call, request.requests, cost=len(request.requests))
-            return pb.MintTokensResponse(
-                results=[self._mint_result(entry, caller, call) for entry in request.requests])
-        finally:
-            self._audit.record(call)
+            caller = self._admit_mint(context, call, request.requests)
+            results = [self._mint_result(entry, caller, call) for entry in request.requests]
+        except Exception:
+            await self._audit.write(call, serves_tokens=False)
+            raise
+        await self._audit.write(call, serves_tokens=any(attempt.status == "OK" for attempt in call.attempts))
+        return pb.MintTokensResponse(results=results)
 
     async def VerifyToken(
         self, request: pb.VerifyTokenRequest, context: grpc.aio.ServicerContext
@@ -130,24 +137,34 @@ class TokenServicer:
 
     def _admit(self, context: grpc.aio.ServicerContext, rpc: str, cost: int,
                call: AuditedCall | None = None) -> Caller:
-        """The caller, once it is known, may call `rpc` and is within its rate for `cost` tokens."""
+        """The caller, once it is known, may call `rpc` and is within its rate for `cost` tokens.
+
+        Every call costs at least one token (an empty batch too), and so does a refusal of a known
+        caller, so that no kind of call is free."""
         caller = self._authenticator.authenticate(context)
         if call is not None:
             call.caller = caller.name
-        caller.check_rpc(rpc)
-        self._check_batch_size(caller, cost)
-        caller.check_rate(cost)
+        try:
+            caller.check_rpc(rpc)
+            self._check_batch_size(caller, cost)
+        except TokenServiceError:
+            caller.check_rate(1)
+            raise
+        caller.check_rate(max(1, cost))
         return caller
 
     def _admit_mint(self, context: grpc.aio.ServicerContext, call: AuditedCall,
-                    entries: Sequence[pb.MintTokenRequest], cost: int) -> Caller:
-        """As `_admit`; a refused call is audited once per entry."""
+                    entries: Sequence[pb.MintTokenRequest]) -> Caller:
+        """As `_admit`; a call refused as a whole is audited once, with its entry count, so that a
+        cheap request cannot write many records. One refused over the rate of refusals before
+        authentication is only counted (metric and summary record)."""
         try:
-            return self._admit(context, call.rpc, cost, call)
+            return self._admit(context, call.rpc, len(entries), call)
+        except PeerRateLimitedError as error:
+            self._audit.count_unaudited(call.rpc, status_code_for(error).name, error.reason, len(entries))
+            raise
         except TokenServiceError as error:
-            # Entries past the batch limit were never considered, and must not flood the trail.
-            for entry in entries[:self._batch_limit]:
-                self._record(call, entry, error=error)
+            self._record_refusal(call, entries, error)
             raise
 
     def _check_batch_size(self, caller: Caller, size: int) -> None:
@@ -205,6 +222,15 @@ class TokenServicer:
             call.attempts.append(MintAttempt(
                 self._org_label(request.org or self._default_org), request.email, request.external_id,
                 status_code_for(error).name if error else "OK", error.reason if error else None, secret_version))
+
+    def _record_refusal(self, call: AuditedCall, entries: Sequence[pb.MintTokenRequest],
+                        error: TokenServiceError) -> None:
+        """One record for a call refused as a whole; it describes its entry only when it had exactly one."""
+        if len(entries) == 1:
+            self._record(call, entries[0], error=error)
+        elif self._audit.enabled:
+            call.attempts.append(MintAttempt(None, "", "", status_code_for(error).name, error.reason,
+                                             entries=len(entries)))
 
 
 def _mint_response(minted: MintedToken) -> pb.MintTokenResponse:

@@ -42,8 +42,12 @@ class SecuredFiles:
 
 
 def write_secured_config(openbao: OpenBaoDevServer, directory: Path, *, workers: int = 1,
-                         rate_per_second: float = 100) -> SecuredFiles:
-    """Certificates, a fingerprint key, a signing secret and an API key hash in OpenBao, and a config using them."""
+                         rate_per_second: float = 100, settings: dict[str, str] | None = None,
+                         extra_callers: str = "") -> SecuredFiles:
+    """Certificates, a fingerprint key, a signing secret and an API key hash in OpenBao, and a config using them.
+
+    `settings` adds lines to a section (e.g. {"auth": "public_health = false"}); `extra_callers` adds
+    [callers.<name>] sections."""
     ca = CertificateAuthority(directory)
     server = ca.issue_server()
     client = ca.issue("checkout", uris=(CERTIFICATE_CALLER_SPIFFE_ID,))
@@ -87,17 +91,24 @@ orgs = ["acme"]
 rpcs = ["MintToken", "MintTokens", "VerifyToken"]
 rate_per_second = {rate_per_second}
 burst = {max(200, int(rate_per_second))}
-""")
+{extra_callers}""")
+    for section, lines in (settings or {}).items():
+        text = config_file.read_text()
+        assert f"\n[{section}]\n" in text, f"no [{section}] section to add settings to"
+        config_file.write_text(text.replace(f"\n[{section}]\n", f"\n[{section}]\n{lines}\n", 1))
     return SecuredFiles(config_file, ca, client, api_key, openbao.read_secret(secret_path), secret_path,
                         fingerprint_key)
 
 
 def start_secured_service(openbao: OpenBaoDevServer, directory: Path, *, workers: int = 1,
-                          rate_per_second: float = 100) -> tuple[ServiceProcess, SecuredFiles]:
-    """`tokenservice serve --config` with caller authentication on, SERVING."""
-    files = write_secured_config(openbao, directory, workers=workers, rate_per_second=rate_per_second)
+                          rate_per_second: float = 100, settings: dict[str, str] | None = None,
+                          extra_callers: str = "", env: dict[str, str] | None = None,
+                          ) -> tuple[ServiceProcess, SecuredFiles]:
+    """`tokenservice serve --config` with caller authentication on, SERVING; `env` adds to its environment."""
+    files = write_secured_config(openbao, directory, workers=workers, rate_per_second=rate_per_second,
+                                 settings=settings, extra_callers=extra_callers)
     service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                                    "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""},
+                                    "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "", **(env or {})},
                                    ["--config", str(files.config_file)])
     service.secret = files.secret
     return service, files

@@ -1,14 +1,25 @@
-"""Rate limits, policy checks and API key parsing, without a server."""
+"""Rate limits (of callers and of refusals before authentication), policy checks, certificate
+identities and API key parsing, without a server."""
 
 from __future__ import annotations
+
+import dataclasses
 
 import pytest
 from prometheus_client import generate_latest
 
 from service.api_keys import hash_api_key, key_id, new_api_key, parse_key_hashes
-from service.callers import Caller, TokenBucket
-from service.config import CallerConfig
-from service.errors import IdentityNotAllowedError, OrgNotAllowedError, RateLimitedError, RpcNotAllowedError
+from service.callers import Caller, CallerAuthenticator, RefusalLimiter, TokenBucket, peer_address
+from service.config import AuthConfig, CallerConfig, load_config
+from service.errors import (
+    ConfigError,
+    CredentialsInvalidError,
+    IdentityNotAllowedError,
+    OrgNotAllowedError,
+    PeerRateLimitedError,
+    RateLimitedError,
+    RpcNotAllowedError,
+)
 from service.metrics import Metrics
 from tests.support import metric_value
 
@@ -107,3 +118,116 @@ def test_key_entries_map_hashes_to_callers_and_report_every_problem_without_the_
     assert any("'mistake' holds a value that is not sha256:<64 hex digits>" in p for p in problems)
     assert any("'numbers' is not a string" in p for p in problems)
     assert leaked_key not in "".join(problems)
+
+
+@pytest.mark.parametrize("peer, address", [
+    ("ipv4:10.0.3.7:51246", "10.0.3.7"),
+    ("ipv6:%5B2001:db8:1:2::7%5D:443", "2001:db8:1:2::/64"),
+    ("ipv6:[2001:db8:1:2:ffff::1]:443", "2001:db8:1:2::/64"),
+    ("ipv6:%5B::ffff:10.0.3.7%5D:51246", "10.0.3.7"),
+    ("ipv6:%5Bfe80::1%25eth0%5D:5", "fe80::/64"),
+    ("unix:/run/tokenservice.sock", "unix"),
+    ("", ""),
+])
+def test_a_refusal_is_charged_to_the_peer_address_without_the_port(peer, address):
+    assert peer_address(peer) == address
+
+
+def limits(**overrides) -> AuthConfig:
+    return AuthConfig(**{"unauthenticated_rate_per_peer": 1, "unauthenticated_burst_per_peer": 2,
+                         "unauthenticated_rate_total": 1, "unauthenticated_burst_total": 100, **overrides})
+
+
+def limited(limiter: RefusalLimiter, peer: str) -> float | None:
+    """The retry delay when `peer` is refused PEER_RATE_LIMITED, else None."""
+    try:
+        limiter.check(peer)
+    except PeerRateLimitedError as error:
+        return error.retry_after
+    return None
+
+
+def test_refusals_are_limited_per_address_whatever_the_port():
+    clock, metrics = FakeClock(), Metrics()
+    limiter = RefusalLimiter(limits(), metrics, clock)
+    assert [limited(limiter, f"ipv4:10.0.0.1:{port}") for port in (1, 2, 3)] == [None, None, pytest.approx(1.0)]
+    assert limited(limiter, "ipv4:10.0.0.2:1") is None  # another address has its own bucket
+    clock.now += 1
+    assert limited(limiter, "ipv4:10.0.0.1:4") is None
+    text = generate_latest(metrics.registry).decode()
+    assert metric_value(text, "tokenservice_peer_rate_limited_total", scope="peer") == 1
+
+
+def test_refusals_from_every_address_together_are_limited_too():
+    metrics = Metrics()
+    limiter = RefusalLimiter(limits(unauthenticated_burst_total=5), metrics, FakeClock())
+    outcomes = [limited(limiter, f"ipv4:10.0.0.{n}:1") for n in range(8)]
+    assert outcomes[:5] == [None] * 5 and all(delay == pytest.approx(1.0) for delay in outcomes[5:])
+    text = generate_latest(metrics.registry).decode()
+    assert metric_value(text, "tokenservice_peer_rate_limited_total", scope="total") == 3
+
+
+def test_the_peers_remembered_are_bounded_and_the_least_recent_forgotten():
+    limiter = RefusalLimiter(limits(), Metrics(), FakeClock(), max_peers=2)
+    for _ in range(2):
+        limiter.check("ipv4:10.0.0.1:1")
+    assert limited(limiter, "ipv4:10.0.0.1:1") is not None
+    limiter.check("ipv4:10.0.0.2:1")
+    limiter.check("ipv4:10.0.0.3:1")  # a third address: 10.0.0.1, the least recently refused, is forgotten
+    assert limited(limiter, "ipv4:10.0.0.1:1") is None
+
+
+@dataclasses.dataclass
+class Context:
+    """What CallerAuthenticator reads of a grpc.aio.ServicerContext."""
+
+    auth: dict[str, list[bytes]]
+    metadata: tuple = ()
+
+    def auth_context(self) -> dict[str, list[bytes]]:
+        return self.auth
+
+    def invocation_metadata(self) -> tuple:
+        return self.metadata
+
+    def peer(self) -> str:
+        return "ipv4:10.0.0.1:5000"
+
+
+SPIFFE_ID = b"spiffe://corp.example/ns/shop/sa/checkout"
+
+
+def authenticator() -> CallerAuthenticator:
+    callers = {"checkout": policy(name="checkout", spiffe_id=SPIFFE_ID.decode()),
+               "support": policy(name="support", dns_name="support.example")}
+    return CallerAuthenticator(AuthConfig(callers=callers), None, Metrics())
+
+
+@pytest.mark.parametrize("auth, caller", [
+    ({"peer_spiffe_id": [SPIFFE_ID], "peer_uri": [SPIFFE_ID], "peer_dns": [b"support.example"]}, "checkout"),
+    ({"peer_dns": [b"other.example", b"support.example"]}, "support"),
+])
+def test_a_certificate_names_its_spiffe_id_else_its_dns_names(auth, caller):
+    assert authenticator().authenticate(Context(auth)).name == caller
+
+
+@pytest.mark.parametrize("auth", [
+    {"peer_uri": [SPIFFE_ID, b"spiffe://corp.example/other"], "peer_dns": [b"support.example"]},
+    {"peer_uri": [b"spiffe://corp.example"], "peer_dns": [b"support.example"]},
+    {"peer_uri": [b"https://corp.example/x"], "peer_dns": [b"support.example"]},
+    {"peer_uri": [b"https://corp.example/x"], "peer_spiffe_id": [SPIFFE_ID], "peer_dns": [b"support.example"]},
+], ids=["two URIs", "malformed SPIFFE ID", "https URI", "URI other than the SPIFFE ID"])
+def test_a_uri_san_that_is_not_the_spiffe_id_names_no_caller(auth):
+    with pytest.raises(CredentialsInvalidError, match="URI SAN"):
+        authenticator().authenticate(Context(auth))
+
+
+def test_the_refusal_limits_are_settings_with_defaults_and_are_checked(tmp_path):
+    config_file = tmp_path / "config.toml"
+    config_file.write_text("[auth]\nunauthenticated_rate_per_peer = 2.5\nunauthenticated_burst_total = 50\n")
+    auth = load_config(config_file, {"VAULT_TOKEN": "unused"}, {"auth.insecure_no_caller_auth": True}).auth
+    assert (auth.unauthenticated_rate_per_peer, auth.unauthenticated_burst_per_peer,
+            auth.unauthenticated_rate_total, auth.unauthenticated_burst_total) == (2.5, 20, 100.0, 50)
+    config_file.write_text("[auth]\nunauthenticated_burst_per_peer = 0\n")
+    with pytest.raises(ConfigError, match="auth.unauthenticated_burst_per_peer .*whole number >= 1"):
+        load_config(config_file, {"VAULT_TOKEN": "unused"})

@@ -1,0 +1,138 @@
+"""An audit output that stops taking writes, against a real `tokenservice serve`.
+
+Threat: the audit trail was written with a blocking os.write on the event
+loop, so an output that stops taking writes (a pipe nobody reads: a stuck
+log collector on stdout, a FIFO) froze every RPC, health included, for as
+long as it lasted. Now the trail is written without blocking and what the
+output does not take is buffered (bounded); a mint waits a bounded time for
+its records to be written and otherwise fails closed with UNAVAILABLE
+AUDIT_UNAVAILABLE (no token leaves without its record), while health and
+VerifyToken keep answering. What was buffered is written once the output
+moves again, and what could not be buffered is counted in a summary record,
+so no record is lost silently.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.request
+from collections import defaultdict
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tokenservice.v1 import token_service_pb2 as pb
+from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
+
+from tests.secured import start_secured_service
+from tests.support import metric_value, refusal_of
+
+BATCH = 1000
+# The service's default bounded wait for an audit write is 0.5 s; this allows for a loaded machine.
+ANSWER_BOUND_SECONDS = 3.0
+
+
+class FifoReader:
+    """The read end of a FIFO: opened at once (so the service can open it for writing), read only on demand."""
+
+    def __init__(self, path) -> None:
+        os.mkfifo(path)
+        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self._chunks: list[bytes] = []
+        self._thread = threading.Thread(target=self._drain, daemon=True)
+
+    def start_reading(self) -> None:
+        os.set_blocking(self._fd, True)
+        self._thread.start()
+
+    def _drain(self) -> None:
+        while chunk := os.read(self._fd, 1 << 16):
+            self._chunks.append(chunk)
+
+    def read_to_end(self, timeout: float = 20) -> bytes:
+        self._thread.join(timeout)
+        assert not self._thread.is_alive(), "the service never closed the audit output"
+        os.close(self._fd)
+        return b"".join(self._chunks)
+
+
+def timed(call, *args, **kwargs) -> tuple[str, float]:
+    """The outcome ("OK" or the ErrorInfo reason) of a call, and how long it took."""
+    started = time.monotonic()
+    try:
+        call(*args, **kwargs)
+        outcome = "OK"
+    except grpc.RpcError as error:
+        outcome = refusal_of(error)[1] if error.code() != grpc.StatusCode.DEADLINE_EXCEEDED else "DEADLINE_EXCEEDED"
+    return outcome, time.monotonic() - started
+
+
+def test_a_stalled_audit_output_fails_mints_closed_and_stalls_nothing_else(openbao, tmp_path):
+    reader = FifoReader(tmp_path / "audit.fifo")
+    # The smallest buffer: the first batch's records fill it, so the next calls' find no room at all.
+    service, files = start_secured_service(openbao, tmp_path, rate_per_second=100000,
+                                           settings={"audit": "max_queued_bytes = 65536"},
+                                           env={"TOKENSERVICE_AUDIT_OUTPUT": str(tmp_path / "audit.fifo")})
+    calls: dict[str, tuple[str, int]] = {}  # request id -> (outcome, entries)
+    try:
+        credentials = grpc.composite_channel_credentials(grpc.ssl_channel_credentials(files.ca.cert_pem),
+                                                         grpc.access_token_call_credentials(files.api_key))
+        key_port = f"127.0.0.1:{service.listening['api_key_port']}"
+        with grpc.secure_channel(key_port, credentials) as keyed, \
+                grpc.secure_channel(key_port, grpc.ssl_channel_credentials(files.ca.cert_pem)) as anonymous, \
+                grpc.insecure_channel(service.health_target) as probe:
+            stub = pb_grpc.TokenServiceStub(keyed)
+
+            def batch(request_id: str) -> tuple[str, float]:
+                request = pb.MintTokensRequest(requests=[pb.MintTokenRequest(external_id=f"c-{n}")
+                                                         for n in range(BATCH)])
+                outcome, took = timed(stub.MintTokens, request, metadata=(("x-request-id", request_id),),
+                                      timeout=10)
+                calls[request_id] = (outcome, BATCH)
+                return outcome, took
+
+            # A batch's records (~350 KB) overfill the pipe (64 KiB) that nobody reads.
+            stalled = [batch(f"stall-{n}") for n in range(3)]
+            assert all(took < ANSWER_BOUND_SECONDS for _, took in stalled), stalled
+            assert [outcome for outcome, _ in stalled] == ["AUDIT_UNAVAILABLE"] * 3
+
+            # Meanwhile everything that writes no audit record answers at once, and a refusal answers too.
+            health, took = timed(health_pb2_grpc.HealthStub(probe).Check, health_pb2.HealthCheckRequest(), timeout=5)
+            assert (health, took < 1.0) == ("OK", True)
+            verify, took = timed(stub.VerifyToken, pb.VerifyTokenRequest(token="a.b.c"), timeout=5)
+            assert (verify, took < 1.0) == ("OK", True)
+            refusal, took = timed(pb_grpc.TokenServiceStub(anonymous).MintToken,
+                                  pb.MintTokenRequest(email="a@example.com"),
+                                  metadata=(("x-request-id", "stall-refused"),), timeout=5)
+            calls["stall-refused"] = (refusal, 1)
+            assert (refusal, took < ANSWER_BOUND_SECONDS) == ("CREDENTIALS_MISSING", True)
+            with urllib.request.urlopen(service.metrics_url, timeout=5) as response:
+                metrics = response.read().decode()
+            assert metric_value(metrics, "tokenservice_audit_unavailable_total") == 3
+
+            # Once the output is read again, mints are served again.
+            reader.start_reading()
+            deadline = time.monotonic() + 10
+            while (outcome := batch(f"recovered-{len(calls)}")[0]) != "OK" and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert outcome == "OK"
+        assert service.terminate() == 0
+        trail = reader.read_to_end()
+    finally:
+        service.stop()
+    lines = trail.decode("ascii").splitlines()
+    records = [json.loads(line) for line in lines]  # every line whole: no record split by the stall
+    entries_by_call: dict[str, int] = defaultdict(int)
+    for record in records:
+        if record["request_id"] is not None:
+            entries_by_call[record["request_id"]] += record["entries"]
+    unrecorded = sum(entries for request_id, (_, entries) in calls.items() if not entries_by_call[request_id])
+    summarised = sum(r["entries"] for r in records if r["request_id"] is None and r["reason"] == "AUDIT_UNAVAILABLE")
+    assert unrecorded == summarised >= 2 * BATCH  # the calls that found no room are in the summary
+    assert entries_by_call["stall-0"] == BATCH  # buffered while stalled, written once read
+    for request_id, (outcome, entries) in calls.items():
+        assert entries_by_call[request_id] in (0, entries), request_id
+        if outcome == "OK":
+            assert entries_by_call[request_id] == entries, f"{request_id} was served without its records"
