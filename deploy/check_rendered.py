@@ -17,6 +17,12 @@ The rules, one function each:
   Issuer and ClusterIssuer, approver-policy's CertificateRequestPolicy and
   trust-manager's Bundle;
 - checkov skips: every checkov.io/skipN annotation reads CKV_ID=<reason>;
+- command lines: no container's command or args (readable by anyone on the
+  node, in /proc) carries a secret: no $(VAR) expansion of a Secret-backed
+  variable, no rendered Secret's value, nothing shaped like a Vault token,
+  JWT, API key or private key, no NAME=value or --name value argument for a
+  credential unless the value is "-" (stdin) or "@file", and in shell scripts
+  no program handed a Secret-backed variable;
 - TokenService's pod, against the config.toml of its own ConfigMap (a
   setting missing there has the service's default, read from service/):
   - ports: the container ports grpc, grpc-api-key, health and metrics on the
@@ -43,19 +49,33 @@ The rules, one function each:
     capabilities, seccomp, no API token, resources, an image tag;
   - Vault token: a projected token for audience "vault" where the config
     reads it;
-  - network policies: caller ports and metrics admitted, never health.
+  - network policies: caller ports and metrics admitted, never health;
+  - egress: where a NetworkPolicy restricts it, DNS and Vault's port (of
+    vault.addr) are allowed;
+  - tracing: with [tracing] enabled, the OTLP endpoint (OTEL_* variables or
+    the config) is set with its port, and egress allows that port in the
+    collector's namespace; OTEL_* variables with tracing off are refused (a
+    component that replaced config.toml after components/tracing);
+  - Transit: every org signs with "kv" or "transit"; a Transit org's key is
+    one deploy/vault/tokenservice-transit-policy.hcl lets the pod HMAC, verify
+    and read on its mount; the Vault role fits the orgs (setup.sh's Transit
+    role reads no KV org secret, its KV role has no Transit grant).
 """
 
 from __future__ import annotations
 
 import argparse
 import ast
+import base64
+import binascii
 import dataclasses
 import re
+import shlex
 import sys
 import tomllib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import jsonschema
 import yaml
@@ -90,18 +110,39 @@ def _constants(tree: ast.Module, class_name: str | None = None) -> dict[str, obj
     return fields
 
 
-def _service_defaults() -> tuple[dict, dict, str, str]:
+def _service_defaults() -> tuple[dict, dict, dict, dict, str, str]:
     """The service's defaults, read from its source: its modules import grpc, which this virtualenv lacks.
-    (Config's defaults, AuditConfig's, the liveness health service, the TokenService gRPC service name.)"""
+    (Config's defaults, AuditConfig's, VaultConfig's, OrgConfig's, the liveness health service, the
+    TokenService gRPC service name.)"""
     config = ast.parse((REPO / "service" / "config.py").read_text())
     server = _constants(ast.parse((REPO / "service" / "server.py").read_text()))
     proto = (REPO / "protos" / "tokenservice" / "v1" / "token_service.proto").read_text()
     package = re.search(r"^package\s+([\w.]+);", proto, re.MULTILINE).group(1)
-    return _constants(config, "Config"), _constants(config, "AuditConfig"), server["LIVENESS_SERVICE"], \
-        f"{package}.TokenService"
+    return _constants(config, "Config"), _constants(config, "AuditConfig"), _constants(config, "VaultConfig"), \
+        _constants(config, "OrgConfig"), server["LIVENESS_SERVICE"], f"{package}.TokenService"
 
 
-CONFIG_DEFAULTS, AUDIT_DEFAULTS, LIVENESS_SERVICE, READINESS_SERVICE = _service_defaults()
+CONFIG_DEFAULTS, AUDIT_DEFAULTS, VAULT_DEFAULTS, ORG_DEFAULTS, LIVENESS_SERVICE, READINESS_SERVICE = \
+    _service_defaults()
+# An org's signing modes ([orgs.<name>] signing), and the defaults while service/config.py has none.
+KV_SIGNING, TRANSIT_SIGNING = "kv", "transit"
+DEFAULT_SIGNING = ORG_DEFAULTS.get("signing", KV_SIGNING)
+DEFAULT_TRANSIT_MOUNT = ORG_DEFAULTS.get("transit_mount", "transit")
+
+
+def _setup_default(variable: str) -> str:
+    """A default of deploy/vault/setup.sh (VARIABLE=${VARIABLE:-default})."""
+    script = (REPO / "deploy" / "vault" / "setup.sh").read_text()
+    return re.search(rf"^{variable}=\$\{{{variable}:-([^}}$]+)\}}$", script, re.MULTILINE).group(1)
+
+
+# The Vault roles setup.sh makes: for KV orgs, and (TRANSIT=1) for Transit orgs; the Transit policy's file.
+KV_ROLE, TRANSIT_ROLE = _setup_default("ROLE_NAME"), _setup_default("TRANSIT_ROLE_NAME")
+TRANSIT_POLICY_FILE = REPO / "deploy" / "vault" / "tokenservice-transit-policy.hcl"
+# What signing and verifying for a Transit org needs: (path under the mount, capability).
+TRANSIT_NEEDS = (("hmac/{key}", "update"), ("hmac/{key}/sha2-256", "update"), ("verify/{key}", "update"),
+                 ("verify/{key}/sha2-256", "update"), ("keys/{key}", "read"))
+DNS_PORT = 53
 
 # The named ports of the pod, and which of them callers reach through the Service.
 CALLER_PORTS = ("grpc", "grpc-api-key")
@@ -733,9 +774,364 @@ def check_network_policies(pod: Pod, problems: Problems) -> None:
                       f"{name}: admits no pod to the plaintext health port (every rule names its ports)")
 
 
+def restricts_egress(policy: dict) -> bool:
+    """Whether a NetworkPolicy limits egress (policyTypes Egress, or egress rules when it names no types)."""
+    types = policy["spec"].get("policyTypes")
+    return "Egress" in types if types else "egress" in policy["spec"]
+
+
+def selects_pod(policy: dict, pod: Pod) -> bool:
+    """Whether a NetworkPolicy applies to TokenService's pods (an empty podSelector selects every pod)."""
+    selector = policy["spec"]["podSelector"].get("matchLabels", {})
+    return policy["metadata"].get("namespace") == pod.namespace and all(
+        pod.labels.get(k) == v for k, v in selector.items())
+
+
+def egress_policies(pod: Pod) -> list[dict]:
+    """The NetworkPolicies that restrict the pods' egress (none: egress is open)."""
+    return [p for p in pod.of_kind("NetworkPolicy") if selects_pod(p, pod) and restricts_egress(p)]
+
+
+def namespace_labels(pod: Pod, namespace: str) -> dict[str, str]:
+    """A namespace's labels as far as known here: its name label, and those of a rendered Namespace."""
+    rendered = next((n["metadata"].get("labels", {}) for n in pod.of_kind("Namespace")
+                     if n["metadata"]["name"] == namespace), {})
+    return {"kubernetes.io/metadata.name": namespace, **rendered}
+
+
+def peer_admits(peer: dict, pod: Pod, namespace: str | None) -> bool:
+    """Whether an egress peer can be the destination: pods of `namespace`, or (None) an address outside."""
+    if namespace is None:
+        return True
+    if "ipBlock" in peer:
+        return False
+    if "namespaceSelector" not in peer:
+        return namespace == pod.namespace
+    wanted = peer["namespaceSelector"].get("matchLabels", {})
+    labels = namespace_labels(pod, namespace)
+    return all(labels.get(k) == v for k, v in wanted.items())
+
+
+def port_matches(spec: dict, port: int, protocol: str) -> bool:
+    """Whether a NetworkPolicy port entry covers `port`/`protocol` (a named port of the destination pod is not
+    known here, so it covers nothing)."""
+    start = spec.get("port")
+    if spec.get("protocol", "TCP") != protocol or not isinstance(start, (int, type(None))):
+        return False
+    return start is None or start <= port <= spec.get("endPort", start)
+
+
+def egress_allowed(pod: Pod, port: int, protocol: str = "TCP", namespace: str | None = None) -> bool:
+    """Whether the pods may connect to `port` in `namespace` (None: wherever it is): open egress, or a rule
+    of a restricting policy for that port (or all ports) and destination."""
+    policies = egress_policies(pod)
+    for rule in (r for p in policies for r in p["spec"].get("egress", [])):
+        ports = rule.get("ports", [])
+        if ports and not any(port_matches(spec, port, protocol) for spec in ports):
+            continue
+        if not rule.get("to") or any(peer_admits(peer, pod, namespace) for peer in rule["to"]):
+            return True
+    return not policies
+
+
+def url_port(url: str) -> int | None:
+    """A URL's port, or its scheme's."""
+    parts = urlsplit(url)
+    return parts.port or {"https": 443, "http": 80}.get(parts.scheme)
+
+
+def check_egress(pod: Pod, problems: Problems) -> None:
+    """Where NetworkPolicies restrict the pods' egress, they allow DNS and Vault's port (of vault.addr)."""
+    if not egress_policies(pod):
+        return
+    for protocol in ("UDP", "TCP"):
+        problems.need(egress_allowed(pod, DNS_PORT, protocol),
+                      f"{pod.where}: egress is restricted and allows DNS ({DNS_PORT}/{protocol})")
+    addr = str(pod.setting("vault.addr", VAULT_DEFAULTS["addr"]))
+    if urlsplit(addr).hostname not in ("127.0.0.1", "localhost", "::1"):
+        port = url_port(addr)
+        problems.need(egress_allowed(pod, port), f"{pod.where}: egress is restricted and allows Vault's port {port} "
+                                                 f"(vault.addr {addr}); add it to the NetworkPolicy's egress")
+
+
+def service_namespace(host: str, pod: Pod) -> str | None:
+    """The namespace of a cluster Service name (<service>, <service>.<namespace>[.svc[.cluster.local]]), or
+    None for an address outside the cluster."""
+    labels = host.split(".")
+    if len(labels) == 1:
+        return pod.namespace
+    if len(labels) == 2 or labels[2:] in (["svc"], ["svc", "cluster", "local"]):
+        return labels[1]
+    return None
+
+
+def check_tracing(pod: Pod, problems: Problems) -> None:
+    """With [tracing] enabled, an OTLP endpoint is set (config or OTEL_* variables) and egress allows its port
+    in its namespace; OTEL_* variables without tracing on mean the config line was lost (a component that
+    replaces config.toml listed after components/tracing)."""
+    environment = {e["name"]: e.get("value") for e in pod.container.get("env", [])}
+    otel = sorted(name for name in environment if name.startswith("OTEL_"))
+    if pod.setting("tracing.enabled", False) is not True:
+        problems.need(not otel, f"{pod.where}: the container sets {', '.join(otel)} but config.toml does not turn "
+                                "tracing on ([tracing] enabled = true; list components/tracing after components "
+                                "that replace config.toml)")
+        return
+    endpoint = pod.setting("tracing.endpoint") or environment.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or \
+        environment.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    problems.need(bool(endpoint), f"{pod.where}: tracing is on and names its collector (OTEL_EXPORTER_OTLP_ENDPOINT "
+                                  "or tracing.endpoint); the SDK's default, localhost, has none")
+    if not endpoint:
+        return
+    port = urlsplit(endpoint).port
+    problems.need(port is not None, f"{pod.where}: the collector's endpoint {endpoint} names its port (OTLP: 4317 "
+                                    "for gRPC, 4318 for HTTP)")
+    namespace = service_namespace(urlsplit(endpoint).hostname or "", pod)
+    problems.need(port is None or egress_allowed(pod, port, "TCP", namespace),
+                  f"{pod.where}: egress allows the OpenTelemetry Collector at {endpoint} (port {port}"
+                  + (f", namespace {namespace}" if namespace else "") + "); add it to the NetworkPolicy's egress "
+                  "(components/tracing after components/network-policy)")
+
+
+def vault_glob(pattern: str, path: str) -> bool:
+    """Vault's policy path matching: '+' stands for one whole segment, a '*' at the end for any rest."""
+    parts = pattern.removesuffix("*").split("/")
+    regex = "/".join("[^/]+" if part == "+" else re.escape(part) for part in parts)
+    return re.fullmatch(regex + (".*" if pattern.endswith("*") else ""), path) is not None
+
+
+def policy_grants(text: str, mount: str) -> list[tuple[str, set[str]]]:
+    """A policy file's (path glob, capabilities), its "transit/" prefix on `mount` as setup.sh writes it."""
+    blocks = re.findall(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]', text)
+    return [(glob.replace("transit/", f"{mount}/", 1) if glob.startswith("transit/") else glob,
+             {c.strip().strip('"') for c in capabilities.split(",")}) for glob, capabilities in blocks]
+
+
+def check_transit(pod: Pod, problems: Problems) -> None:
+    """Each org signs with kv or transit; a Transit org's key is one the shipped Transit policy lets the pod
+    HMAC, verify and read on its mount; the Vault role fits the orgs: setup.sh's Transit role reads no KV
+    org secret, and its KV role has no Transit grant."""
+    orgs = pod.setting("orgs", {})
+    modes = {name: org.get("signing", DEFAULT_SIGNING) for name, org in orgs.items()}
+    for name, mode in modes.items():
+        problems.need(mode in (KV_SIGNING, TRANSIT_SIGNING), f"{pod.where}: orgs.{name}.signing is "
+                                                             f"{KV_SIGNING} or {TRANSIT_SIGNING}; got {mode!r}")
+    transit = sorted(name for name, mode in modes.items() if mode == TRANSIT_SIGNING)
+    kv = sorted(name for name, mode in modes.items() if mode == KV_SIGNING)
+    for name in transit:
+        org = orgs[name]
+        key, mount = org.get("transit_key"), org.get("transit_mount", DEFAULT_TRANSIT_MOUNT)
+        problems.need(bool(key), f"{pod.where}: orgs.{name} signs through Transit and names its transit_key")
+        if not key:
+            continue
+        grants = policy_grants(TRANSIT_POLICY_FILE.read_text(), mount)
+        for path, capability in TRANSIT_NEEDS:
+            wanted = f"{mount}/{path.format(key=key)}"
+            problems.need(any(vault_glob(glob, wanted) and capability in capabilities for glob, capabilities in grants),
+                          f"{pod.where}: orgs.{name}: the policy {TRANSIT_POLICY_FILE.name} grants {capability} on "
+                          f"{wanted} (transit_key {key!r}, transit_mount {mount!r})")
+    if pod.setting("vault.auth", VAULT_DEFAULTS["auth"]) != "kubernetes":
+        return
+    role = pod.setting("vault.kubernetes_role")
+    problems.need(role != TRANSIT_ROLE or not kv, f"{pod.where}: vault.kubernetes_role {role} reads no KV org secret "
+                                                  f"(setup.sh TRANSIT=1), but orgs {', '.join(kv)} sign with kv")
+    problems.need(role != KV_ROLE or not transit, f"{pod.where}: vault.kubernetes_role {role} has no Transit grant, "
+                                                  f"but orgs {', '.join(transit)} sign through Transit: use "
+                                                  f"{TRANSIT_ROLE} (setup.sh TRANSIT=1)")
+
+
 POD_RULES = (check_config_argument, check_ports, check_probes, check_caller_authentication, check_mounts,
              check_secret_files, check_server_certificate, check_caller_trust_root, check_lifecycle,
-             check_hardening, check_vault_token, check_network_policies)
+             check_hardening, check_vault_token, check_network_policies, check_egress, check_tracing, check_transit)
+
+
+# ---------------------------------------------------------------------------------------------- command lines
+
+# Where each workload kind keeps its pod spec.
+POD_SPEC_PATHS = {"Pod": ("spec",), "Deployment": ("spec", "template", "spec"),
+                  "StatefulSet": ("spec", "template", "spec"), "DaemonSet": ("spec", "template", "spec"),
+                  "ReplicaSet": ("spec", "template", "spec"), "Job": ("spec", "template", "spec"),
+                  "CronJob": ("spec", "jobTemplate", "spec", "template", "spec")}
+SHELLS = {"sh", "ash", "dash", "bash", "zsh"}
+SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "while", "until", "do", "done", "for", "case", "esac", "!",
+                  "{", "}"}
+# Builtins run inside the shell: their arguments are in no process's command line.
+SHELL_BUILTINS = {"export", "local", "readonly", "declare", "typeset", "echo", "printf", "test", "[", "set",
+                  "read", "cd", "exit", "return", ":", "shift", "unset", "trap", "wait"}
+CONTROL_CHARACTERS = set(";&|()<>")
+# An argument name (NAME=value, --name value) is a credential's when one of its words is one of these and its
+# last word does not say that the value is something else (a file holding it, its type, a policy name...).
+SECRET_WORDS = {"secret", "token", "password", "passwd", "jwt", "key", "apikey", "credential", "credentials",
+                "private"}
+NOT_SECRET_LAST_WORDS = {"file", "path", "dir", "mount", "policy", "policies", "ttl", "type", "name", "names",
+                         "field", "version", "addr", "address", "url", "size", "bits", "usage", "usages", "role",
+                         "period", "uses", "prefix", "format", "algorithm"}
+# How a program is handed a value without a command line: "-" (stdin) or "@<file>", as bao and vault read them.
+VALUE_BY_REFERENCE = re.compile(r"^(-|@.+)$")
+SECRET_FORMATS = {
+    "a Vault token": re.compile(r"\bhv[sbr]\.[A-Za-z0-9_-]{20,}|\bs\.[A-Za-z0-9]{24}\b"),
+    "a JWT": re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.eyJ[A-Za-z0-9_-]{8,}\."),
+    "a TokenService API key": re.compile(r"\btks_[A-Za-z0-9_-]{20,}"),
+    "a private key": re.compile(r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----"),
+}
+# Kubernetes replaces $(NAME) in command and args with the variable's value ($$ escapes it).
+KUBERNETES_EXPANSION = re.compile(r"(?<!\$)\$\(([A-Za-z_][A-Za-z0-9_]*)\)")
+SHELL_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
+ARGUMENT = re.compile(r"^-{0,2}([A-Za-z0-9][A-Za-z0-9_.-]*)=(.*)$", re.DOTALL)
+FLAG = re.compile(r"^--?([A-Za-z0-9][A-Za-z0-9_.-]*)$")
+# Shorter values of a Secret ("true", "1") are found in command lines without being leaked there.
+MIN_SECRET_VALUE_CHARS = 8
+
+
+def pod_spec(obj: dict) -> dict | None:
+    """The pod spec of a workload; None for other kinds."""
+    path = POD_SPEC_PATHS.get(obj["kind"])
+    if path is None:
+        return None
+    spec = obj
+    for key in path:
+        spec = spec.get(key) or {}
+    return spec
+
+
+def secret_values(objects: list[dict]) -> dict[tuple[str, str], str]:
+    """(Secret name, key) -> value, for the Secrets rendered here (dev's generated ones)."""
+    values = {}
+    for secret in (o for o in objects if o["kind"] == "Secret"):
+        name = secret["metadata"]["name"]
+        for key, encoded in (secret.get("data") or {}).items():
+            try:
+                values[name, key] = base64.b64decode(encoded).decode()
+            except (binascii.Error, UnicodeDecodeError):
+                continue
+        values.update({(name, key): value for key, value in (secret.get("stringData") or {}).items()})
+    return values
+
+
+def secret_variables(container: dict, secrets: dict[tuple[str, str], str]) -> dict[str, str]:
+    """The container's environment variables that hold a Secret's value -> which ("the Secret S's K")."""
+    found = {}
+    for variable in container.get("env", []):
+        ref = (variable.get("valueFrom") or {}).get("secretKeyRef")
+        if ref:
+            found[variable["name"]] = f"the Secret {ref.get('name')}'s {ref.get('key')}"
+    for source in container.get("envFrom", []):
+        ref = source.get("secretRef")
+        if ref:
+            for name, key in secrets:
+                if name == ref.get("name"):
+                    found[source.get("prefix", "") + key] = f"the Secret {name}'s {key}"
+    return found
+
+
+def shell_commands(script: str) -> Iterator[list[str]]:
+    """The simple commands of a shell script, as words (one command per line, pipes and lists split):
+    enough for the scripts of these manifests, which keep one command to a line."""
+    for line in script.replace("\\\n", " ").splitlines():
+        lexer = shlex.shlex(line, posix=True, punctuation_chars=True)
+        lexer.whitespace_split = True
+        command: list[str] = []
+        for word in lexer:
+            if set(word) <= CONTROL_CHARACTERS:
+                if command:
+                    yield command
+                command = []
+            else:
+                command.append(word)
+        if command:
+            yield command
+
+
+def program_arguments(words: list[str]) -> list[str]:
+    """The arguments a shell command passes to the program it runs (none for builtins and assignments)."""
+    words = list(words)
+    while words and (words[0] in SHELL_KEYWORDS or SHELL_ASSIGNMENT.match(words[0])):
+        words.pop(0)
+    if not words or words[0] in SHELL_BUILTINS:
+        return []
+    return words[1:]
+
+
+def secret_name(name: str) -> bool:
+    """Whether an argument's name (token, -dev-root-token-id, api_key) says it carries a credential."""
+    parts = [part for part in re.split(r"[-_.]", name.lower()) if part]
+    return bool(SECRET_WORDS & set(parts)) and parts[-1] not in NOT_SECRET_LAST_WORDS
+
+
+def shown(value: str) -> str:
+    """An argument's value as a problem may show it: an expansion's start, never a literal."""
+    return (value[:12] + "…" if len(value) > 12 else value) if value.startswith("$") else "<a literal value>"
+
+
+def secret_arguments(arguments: list[str]) -> Iterator[tuple[int, str]]:
+    """NAME=value and --name value arguments that hand a credential over in the command line: (index, as
+    a problem may show it)."""
+    for index, word in enumerate(arguments):
+        assigned, flag = ARGUMENT.match(word), FLAG.match(word)
+        if assigned and assigned[2] and secret_name(assigned[1]) and not VALUE_BY_REFERENCE.match(assigned[2]):
+            yield index, f"passes {word[:len(word) - len(assigned[2])]}{shown(assigned[2])}"
+        elif flag and secret_name(flag[1]) and index + 1 < len(arguments) and not arguments[index + 1].startswith("-"):
+            yield index, f"passes {word} {shown(arguments[index + 1])}"
+
+
+def container_argv(container: dict) -> tuple[list[tuple[str, str]], int | None]:
+    """The container's argv as (field, element) pairs, and the index of its shell script (sh -c SCRIPT)."""
+    argv = [("command", e) for e in container.get("command", [])] + [("args", e) for e in container.get("args", [])]
+    if argv and argv[0][1].rsplit("/", 1)[-1] in SHELLS:
+        flag = next((i for i, (_, e) in enumerate(argv) if i and re.fullmatch(r"-[a-z]*c[a-z]*", e)), None)
+        if flag is not None and flag + 1 < len(argv):
+            return argv, flag + 1
+    return argv, None
+
+
+def script_problems(script: str, variables: dict[str, str]) -> Iterator[str]:
+    """What a shell script hands to the programs it runs: credential arguments, Secret-backed variables."""
+    for arguments in map(program_arguments, shell_commands(script)):
+        yield from (passed for _, passed in secret_arguments(arguments))
+        for word in arguments:
+            for variable, source in variables.items():
+                for written in re.findall(rf"\$\{{?{variable}\}}?(?![A-Za-z0-9_])", word):
+                    yield f"passes {written}, {source}"
+
+
+def command_line_problems(container: dict, secrets: dict[tuple[str, str], str]) -> Iterator[tuple[str, str]]:
+    """(field, problem) for each way the container's command line carries a secret."""
+    variables = secret_variables(container, secrets)
+    argv, script = container_argv(container)
+    for field, element in argv:
+        for variable in KUBERNETES_EXPANSION.findall(element):
+            if variable in variables:
+                yield field, f"expands $({variable}), {variables[variable]}"
+        for (secret, key), value in secrets.items():
+            if len(value) >= MIN_SECRET_VALUE_CHARS and value in element:
+                yield field, f"holds the value of the Secret {secret} (key {key})"
+        for kind, pattern in SECRET_FORMATS.items():
+            if pattern.search(element):
+                yield field, f"holds {kind}"
+    if script is None:
+        for index, passed in secret_arguments([element for _, element in argv[1:]]):
+            yield argv[index + 1][0], passed
+        return
+    field, text = argv[script]
+    try:
+        yield from ((field, passed) for passed in script_problems(text, variables))
+    except ValueError as error:
+        yield field, f"has a shell script this check cannot read ({error}); keep one command to a line"
+
+
+def check_command_lines(objects: list[dict], where: str, problems: Problems) -> None:
+    """No container's command line (which anyone on the node can read in /proc) carries a secret: no
+    $(VAR) of a Secret-backed variable, no Secret's value, nothing shaped like a token or key, no
+    NAME=value or --name value argument for a credential (bao's field=- and field=@file read stdin and
+    files), and in shell scripts no program given a Secret-backed variable (builtins such as printf run
+    in the shell and are no process)."""
+    secrets = secret_values(objects)
+    fix = "pass it in a file or on stdin (bao: field=@file, field=-), or let the program read its variable itself"
+    for obj in objects:
+        spec = pod_spec(obj)
+        for container in [] if spec is None else spec.get("initContainers", []) + spec.get("containers", []):
+            for field, problem in dict.fromkeys(command_line_problems(container, secrets)):
+                problems.append(f"{where}: {obj['kind']}/{obj['metadata']['name']} container {container['name']} "
+                                f"{field}: {problem}: {fix}")
 
 
 def check_kinds(objects: list[dict], where: str, problems: Problems) -> None:
@@ -785,6 +1181,7 @@ def main(argv: list[str]) -> int:
         check_kinds(objects, path.stem, problems)
         check_checkov_skips(objects, path.stem, problems)
         check_policy_bindings(objects, path.stem, problems)
+        check_command_lines(objects, path.stem, problems)
         write_prometheus_rules(objects, path.stem, args.rules_dir)
         if path != args.cluster and (pod := find_pod(objects + cluster, path.stem, problems)) is not None:
             for rule in POD_RULES:

@@ -6,9 +6,21 @@
 #      secrets under kustomer/ and the API key hashes at tokenservice/api-keys,
 #   4. the role "tokenservice", bound to the service account tokenservice in
 #      namespace $SA_NAMESPACE and to tokens for audience "vault".
+# With TRANSIT=1, for orgs that sign through Vault Transit
+# ([orgs.<name>] signing = "transit"), also:
+#   5. a Transit secrets engine at $TRANSIT_MOUNT (enabled if missing),
+#   6. the policies "tokenservice-transit" (tokenservice-transit-policy.hcl:
+#      HMAC and verify with the kustomer-* keys, read their metadata),
+#      "tokenservice-api-keys" (the API key hashes only) and
+#      "tokenservice-transit-operator" (for `tokenservice secret sync`, which
+#      imports the org secrets into Transit; the service never holds it),
+#   7. the role "tokenservice-transit", bound like "tokenservice", with the
+#      policies tokenservice-transit and tokenservice-api-keys: no org secret
+#      in KV, no key material (vault.kubernetes_role of a transit deployment).
 # It writes no secret: the org secrets and the API key hashes are yours to
 # write (deploy/README.md); it says so when the API key entry is missing, as
-# TokenService does not become ready without it.
+# TokenService does not become ready without it. It creates no Transit key:
+# the first `tokenservice secret sync --org <name>` imports it.
 #
 # Works with the `bao` CLI (OpenBao) or the `vault` CLI (HashiCorp Vault):
 # set VAULT_CLI, else whichever is on PATH (bao first) is used.
@@ -33,6 +45,14 @@
 #   ROLE_NAME=tokenservice  SA_NAME=tokenservice  SA_NAMESPACE=tokenservice
 #   AUDIENCE=vault  TOKEN_TTL=1h  TOKEN_MAX_TTL=4h
 #   POLICY_FILE=<this directory>/tokenservice-policy.hcl
+# Transit (TRANSIT=1), with defaults:
+#   TRANSIT_MOUNT=transit  TRANSIT_POLICY_NAME=tokenservice-transit
+#   TRANSIT_OPERATOR_POLICY_NAME=tokenservice-transit-operator
+#   API_KEYS_POLICY_NAME=tokenservice-api-keys  TRANSIT_ROLE_NAME=tokenservice-transit
+#   TRANSIT_ROLE_POLICIES=$TRANSIT_POLICY_NAME,$API_KEYS_POLICY_NAME (a config that
+#                       mixes kv and transit orgs: tokenservice,tokenservice-transit)
+#   TRANSIT_POLICY_FILE, TRANSIT_OPERATOR_POLICY_FILE, API_KEYS_POLICY_FILE=<this
+#                       directory>/tokenservice-{transit,transit-operator,api-keys}-policy.hcl
 set -eu
 
 fail() {
@@ -52,6 +72,20 @@ AUDIENCE=${AUDIENCE:-vault}
 TOKEN_TTL=${TOKEN_TTL:-1h}
 TOKEN_MAX_TTL=${TOKEN_MAX_TTL:-4h}
 POLICY_FILE=${POLICY_FILE:-$(dirname "$0")/tokenservice-policy.hcl}
+TRANSIT=${TRANSIT:-0}
+TRANSIT_MOUNT=${TRANSIT_MOUNT:-transit}
+TRANSIT_POLICY_NAME=${TRANSIT_POLICY_NAME:-tokenservice-transit}
+TRANSIT_OPERATOR_POLICY_NAME=${TRANSIT_OPERATOR_POLICY_NAME:-tokenservice-transit-operator}
+API_KEYS_POLICY_NAME=${API_KEYS_POLICY_NAME:-tokenservice-api-keys}
+TRANSIT_ROLE_NAME=${TRANSIT_ROLE_NAME:-tokenservice-transit}
+TRANSIT_ROLE_POLICIES=${TRANSIT_ROLE_POLICIES:-$TRANSIT_POLICY_NAME,$API_KEYS_POLICY_NAME}
+TRANSIT_POLICY_FILE=${TRANSIT_POLICY_FILE:-$(dirname "$0")/tokenservice-transit-policy.hcl}
+TRANSIT_OPERATOR_POLICY_FILE=${TRANSIT_OPERATOR_POLICY_FILE:-$(dirname "$0")/tokenservice-transit-operator-policy.hcl}
+API_KEYS_POLICY_FILE=${API_KEYS_POLICY_FILE:-$(dirname "$0")/tokenservice-api-keys-policy.hcl}
+case "$TRANSIT" in
+    0 | 1) ;;
+    *) fail "TRANSIT must be 1 (set up Transit signing too) or 0; got $TRANSIT" ;;
+esac
 
 if [ -z "${VAULT_CLI:-}" ]; then
     if command -v bao >/dev/null 2>&1; then
@@ -73,6 +107,11 @@ cli() {
 }
 
 [ -r "$POLICY_FILE" ] || fail "policy file $POLICY_FILE not readable; set POLICY_FILE"
+if [ "$TRANSIT" = 1 ]; then
+    for file in "$TRANSIT_POLICY_FILE" "$TRANSIT_OPERATOR_POLICY_FILE" "$API_KEYS_POLICY_FILE"; do
+        [ -r "$file" ] || fail "policy file $file not readable; set TRANSIT_POLICY_FILE, TRANSIT_OPERATOR_POLICY_FILE or API_KEYS_POLICY_FILE"
+    done
+fi
 cli token lookup >/dev/null || fail "VAULT_TOKEN is not valid on $VAULT_ADDR"
 
 # 1. KV v2 at $KV_MOUNT.
@@ -131,7 +170,29 @@ cli write "auth/$K8S_AUTH_MOUNT/role/$ROLE_NAME" \
     token_max_ttl="$TOKEN_MAX_TTL" >/dev/null
 echo "wrote role auth/$K8S_AUTH_MOUNT/role/$ROLE_NAME for $SA_NAMESPACE/$SA_NAME (audience $AUDIENCE)"
 
-# 5. The API key hashes (auth.api_keys_path) are read like the org secrets;
+# 5-7. Transit signing: the engine, its policies (mount prefixes adapted), the role.
+if [ "$TRANSIT" = 1 ]; then
+    if mount_type=$(cli read -field=type "sys/mounts/$TRANSIT_MOUNT" 2>/dev/null); then
+        [ "$mount_type" = transit ] || fail "$TRANSIT_MOUNT/ is a $mount_type engine, not Transit; set TRANSIT_MOUNT"
+        echo "Transit already enabled at $TRANSIT_MOUNT/"
+    else
+        cli secrets enable -path="$TRANSIT_MOUNT" transit
+    fi
+    sed "s|\"transit/|\"$TRANSIT_MOUNT/|" "$TRANSIT_POLICY_FILE" | cli policy write "$TRANSIT_POLICY_NAME" -
+    sed "s|\"transit/|\"$TRANSIT_MOUNT/|" "$TRANSIT_OPERATOR_POLICY_FILE" | cli policy write "$TRANSIT_OPERATOR_POLICY_NAME" -
+    sed "s|\"secret/|\"$KV_MOUNT/|" "$API_KEYS_POLICY_FILE" | cli policy write "$API_KEYS_POLICY_NAME" -
+    echo "wrote policies $TRANSIT_POLICY_NAME, $TRANSIT_OPERATOR_POLICY_NAME, $API_KEYS_POLICY_NAME"
+    cli write "auth/$K8S_AUTH_MOUNT/role/$TRANSIT_ROLE_NAME" \
+        bound_service_account_names="$SA_NAME" \
+        bound_service_account_namespaces="$SA_NAMESPACE" \
+        audience="$AUDIENCE" \
+        token_policies="$TRANSIT_ROLE_POLICIES" \
+        token_ttl="$TOKEN_TTL" \
+        token_max_ttl="$TOKEN_MAX_TTL" >/dev/null
+    echo "wrote role auth/$K8S_AUTH_MOUNT/role/$TRANSIT_ROLE_NAME for $SA_NAMESPACE/$SA_NAME (policies $TRANSIT_ROLE_POLICIES)"
+fi
+
+# 8. The API key hashes (auth.api_keys_path) are read like the org secrets;
 #    the service is not ready until the entry exists. Only a reminder here.
 if cli kv get -mount="$KV_MOUNT" tokenservice/api-keys >/dev/null 2>&1; then
     echo "$KV_MOUNT/tokenservice/api-keys exists"

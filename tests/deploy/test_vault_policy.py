@@ -5,10 +5,20 @@ A token holding only that policy (no "default" policy) must read a secret
 under kustomer/ and the entry tokenservice/api-keys, and be denied every other
 path (its neighbours under tokenservice/ included) and every write, as
 answered by the server both for real requests and by sys/capabilities.
+
+deploy/vault/setup.sh with TRANSIT=1 enables a Transit mount and writes the
+transit policies and role: the policy "tokenservice-transit", as OpenBao holds
+it, grants update on <mount>/hmac/<key> and <mount>/verify/<key> (and their
+/<algorithm>), read on <mount>/keys/<key>, nothing else (no KV at all), and
+the role's token signs and reads the API key hashes but no org secret.
 """
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+import re
+import subprocess
 import uuid
 from pathlib import Path
 
@@ -18,6 +28,7 @@ import requests
 
 from service.api_keys import hash_api_key, new_api_key
 from service.config import OrgConfig, VaultConfig
+from service.dev import find_bao
 from service.errors import SecretDeletedError, SecretSourceError
 from service.secrets import VaultSecretSource
 from service.vault_auth import TokenAuth, VaultSession
@@ -40,6 +51,13 @@ def policy_token(openbao) -> tuple[hvac.Client, str]:
     openbao.write_secret(path, new_secret())
     openbao.write_secret(f"elsewhere-{uuid.uuid4().hex[:8]}/chat", new_secret())
     return hvac.Client(url=openbao.addr, token=token), path
+
+
+def parse_policy(text: str) -> dict[str, list[str]]:
+    """The path blocks of a policy file: path -> capabilities."""
+    blocks = re.findall(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]\s*\}', text)
+    assert len(blocks) == len(re.findall(r"^path ", text, re.MULTILINE)), "every path block has capabilities only"
+    return {path: sorted(c.strip().strip('"') for c in capabilities.split(",")) for path, capabilities in blocks}
 
 
 def status_of(client: hvac.Client, method: str, path: str, json: dict | None = None) -> int:
@@ -185,3 +203,160 @@ def test_the_service_needs_nothing_beyond_the_policy_even_for_a_deleted_version(
     with pytest.raises(SecretSourceError, match="no entry at") as raised:
         source.read(OrgConfig("acme", path))
     assert not isinstance(raised.value, SecretDeletedError)
+
+
+# ------------------------------------------------------------------------------------------ Transit
+
+DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
+TRANSIT_POLICY = DEPLOY / "vault" / "tokenservice-transit-policy.hcl"
+
+
+@dataclasses.dataclass
+class TransitSetup:
+    """What setup.sh's Transit part (TRANSIT=1) made, on a mount and under names of this test's own."""
+
+    mount: str
+    policy: str
+    operator_policy: str
+    api_keys_policy: str
+    role: str
+    output: str
+
+
+def run_setup(openbao, tmp_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess:
+    bin_dir = tmp_path / "bin"
+    if not bin_dir.exists():
+        bin_dir.mkdir()
+        (bin_dir / "bao").symlink_to(find_bao())
+    return subprocess.run(["sh", str(DEPLOY / "vault" / "setup.sh")], capture_output=True, text=True, timeout=60,
+                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "VAULT_ADDR": openbao.addr,
+                               "VAULT_TOKEN": openbao.root_token, **env})
+
+
+@pytest.fixture
+def transit_setup(openbao, vault_kubernetes_auth, tmp_path) -> TransitSetup:
+    """setup.sh with TRANSIT=1 on the Kubernetes auth mount of `vault_kubernetes_auth` (its config left alone),
+    run twice: the second run must change nothing and say so."""
+    suffix = uuid.uuid4().hex[:8]
+    made = TransitSetup(f"transit-{suffix}", f"tokenservice-transit-{suffix}",
+                        f"tokenservice-transit-operator-{suffix}", f"tokenservice-api-keys-{suffix}",
+                        f"tokenservice-transit-{suffix}", "")
+    env = {"TRANSIT": "1", "SKIP_AUTH_CONFIG": "1", "K8S_AUTH_MOUNT": vault_kubernetes_auth.mount,
+           "SA_NAMESPACE": vault_kubernetes_auth.account.namespace, "TRANSIT_MOUNT": made.mount,
+           "TRANSIT_POLICY_NAME": made.policy, "TRANSIT_OPERATOR_POLICY_NAME": made.operator_policy,
+           "API_KEYS_POLICY_NAME": made.api_keys_policy, "TRANSIT_ROLE_NAME": made.role}
+    first = run_setup(openbao, tmp_path, env)
+    assert first.returncode == 0, first.stdout + first.stderr
+    again = run_setup(openbao, tmp_path, env)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert f"Transit already enabled at {made.mount}/" in again.stdout
+    return dataclasses.replace(made, output=first.stdout + again.stdout)
+
+
+def granted(openbao, policy: str) -> dict[str, list[str]]:
+    """The path blocks of a policy as Vault holds it: path -> capabilities."""
+    return parse_policy(openbao.client().sys.read_acl_policy(policy)["data"]["policy"])
+
+
+def transit_key(openbao, mount: str) -> str:
+    """A new HMAC key on the mount, named as transit orgs' keys are (kustomer-<org>)."""
+    name = f"kustomer-org-{uuid.uuid4().hex[:6]}"
+    openbao.client().adapter.post(f"/v1/{mount}/keys/{name}", json={"type": "hmac", "key_size": 32})
+    return name
+
+
+def test_setup_enables_transit_and_a_role_without_kv_org_access(transit_setup, openbao, vault_kubernetes_auth):
+    mount = transit_setup.mount
+    assert openbao.client().adapter.get(f"/v1/sys/mounts/{mount}")["data"]["type"] == "transit"
+    role = openbao.client().read(f"auth/{vault_kubernetes_auth.mount}/role/{transit_setup.role}")["data"]
+    assert role["bound_service_account_names"] == ["tokenservice"]
+    assert role["bound_service_account_namespaces"] == [vault_kubernetes_auth.account.namespace]
+    assert role["audience"] == "vault"
+    assert sorted(role["token_policies"]) == sorted([transit_setup.policy, transit_setup.api_keys_policy])
+    # The shipped files, their mount prefixes adapted to the mount.
+    assert granted(openbao, transit_setup.api_keys_policy) == {"secret/data/tokenservice/api-keys": ["read"]}
+    operator = granted(openbao, transit_setup.operator_policy)
+    assert operator[f"{mount}/wrapping_key"] == ["read"] and operator[f"{mount}/keys/+/import"] == ["update"]
+    assert all(path.startswith(f"{mount}/") for path in operator)
+
+
+def test_the_transit_policy_grants_exactly_hmac_verify_and_key_metadata(transit_setup, openbao):
+    """Update on <mount>/hmac/<key> and <mount>/verify/<key> (and their /<algorithm>), read on
+    <mount>/keys/<key>: nothing that reads, exports, backs up, rotates or reconfigures a key, and no KV."""
+    mount = transit_setup.mount
+    assert granted(openbao, transit_setup.policy) == {f"{mount}/hmac/kustomer-*": ["update"],
+                                                      f"{mount}/verify/kustomer-*": ["update"],
+                                                      f"{mount}/keys/kustomer-*": ["read"]}
+    assert (granted(openbao, transit_setup.policy) == {
+        path.replace("transit/", f"{mount}/", 1): capabilities
+        for path, capabilities in parse_policy(TRANSIT_POLICY.read_text()).items()}), "as shipped"
+    key, other = transit_key(openbao, mount), f"other-{uuid.uuid4().hex[:6]}"
+    openbao.client().adapter.post(f"/v1/{mount}/keys/{other}", json={"type": "hmac", "key_size": 32})
+    org_path = f"kustomer/transit-{uuid.uuid4().hex[:6]}"
+    openbao.write_secret(org_path, new_secret())
+    root = openbao.client()
+    token = root.auth.token.create(policies=[transit_setup.policy], no_default_policy=True,
+                                   ttl="10m")["auth"]["client_token"]
+    client = hvac.Client(url=openbao.addr, token=token)
+
+    data = base64.b64encode(b"header.claims").decode()
+    signed = client.adapter.post(f"/v1/{mount}/hmac/{key}", json={"input": data})["data"]["hmac"]
+    assert signed.startswith("vault:v1:")
+    batch = client.adapter.post(f"/v1/{mount}/hmac/{key}/sha2-256",
+                                json={"batch_input": [{"input": data}, {"input": data}]})["data"]["batch_results"]
+    assert [result["hmac"] for result in batch] == [signed, signed]
+    for path in (f"{mount}/verify/{key}", f"{mount}/verify/{key}/sha2-256"):
+        assert client.adapter.post(f"/v1/{path}", json={"input": data, "hmac": signed})["data"]["valid"] is True
+    metadata = client.adapter.get(f"/v1/{mount}/keys/{key}")["data"]
+    assert metadata["latest_version"] == 1 and metadata["type"] == "hmac" and not metadata["exportable"]
+
+    denied = [
+        ("GET", f"{mount}/export/hmac-key/{key}", None), ("GET", f"{mount}/backup/{key}", None),
+        ("POST", f"{mount}/restore/{key}", {"backup": "x"}), ("POST", f"{mount}/keys/{key}/rotate", None),
+        ("POST", f"{mount}/keys/{key}/config", {"exportable": True}), ("DELETE", f"{mount}/keys/{key}", None),
+        ("POST", f"{mount}/keys/{key}/import_version", {"ciphertext": "x"}), ("POST", f"{mount}/keys/{key}/trim",
+                                                                              {"min_available_version": 1}),
+        ("GET", f"{mount}/wrapping_key", None), ("LIST", f"{mount}/keys", None),
+        ("POST", f"{mount}/keys/kustomer-new-{uuid.uuid4().hex[:6]}", {"type": "hmac"}),
+        ("POST", f"{mount}/hmac/{other}", {"input": data}), ("POST", f"{mount}/verify/{other}",
+                                                             {"input": data, "hmac": signed}),
+        ("GET", f"{mount}/keys/{other}", None), ("POST", f"{mount}/encrypt/{key}", {"plaintext": data}),
+        ("POST", f"{mount}/datakey/plaintext/{key}", None), ("POST", f"{mount}/random", None),
+        ("GET", f"{mount}/config/keys", None), ("GET", f"secret/data/{org_path}", None),
+        ("GET", f"secret/data/{API_KEYS}", None), ("LIST", "secret/metadata/kustomer", None),
+        ("GET", "sys/mounts", None), ("POST", "auth/token/create", {"policies": ["default"]}),
+    ]
+    problems = [f"{method} {where}: {status}" for method, where, body in denied
+                if (status := status_of(client, method, where, body)) != 403]
+    assert problems == [], "expected 403 permission denied"
+    capabilities = {f"{mount}/hmac/{key}": ["update"], f"{mount}/hmac/{key}/sha2-256": ["update"],
+                    f"{mount}/verify/{key}": ["update"], f"{mount}/verify/{key}/sha2-256": ["update"],
+                    f"{mount}/keys/{key}": ["read"], f"{mount}/export/hmac-key/{key}": ["deny"],
+                    f"{mount}/backup/{key}": ["deny"], f"{mount}/wrapping_key": ["deny"],
+                    f"{mount}/hmac/{other}": ["deny"], f"secret/data/{org_path}": ["deny"],
+                    f"secret/data/{API_KEYS}": ["deny"], "secret/data/kustomer/any-org": ["deny"]}
+    response = root.adapter.post("/v1/sys/capabilities", json={"token": token, "paths": list(capabilities)})
+    assert {path: sorted(response["data"][path]) for path in capabilities} == capabilities
+
+
+def test_the_transit_role_signs_and_reads_the_api_keys_but_no_org_secret(transit_setup, openbao,
+                                                                         vault_kubernetes_auth):
+    """Logged in as the pod would (its projected token, the transit role): HMAC with a transit org's key,
+    the API key hashes, and 403 on the KV org secrets."""
+    mount, auth = transit_setup.mount, vault_kubernetes_auth
+    key = transit_key(openbao, mount)
+    openbao.client().secrets.kv.v2.create_or_update_secret(path=API_KEYS,
+                                                            secret={"helpdesk": hash_api_key(new_api_key())})
+    org_path = f"kustomer/transit-{uuid.uuid4().hex[:6]}"
+    openbao.write_secret(org_path, new_secret())
+    login = hvac.Client(url=openbao.addr).auth.kubernetes.login(
+        role=transit_setup.role, jwt=auth.token_file.read_text(), mount_point=auth.mount, use_token=False)["auth"]
+    # "default" (lookup-self, renew-self) as with the KV role; nothing else.
+    assert set(login["token_policies"]) == {"default", transit_setup.policy, transit_setup.api_keys_policy}
+    client = hvac.Client(url=openbao.addr, token=login["client_token"])
+    data = base64.b64encode(b"header.claims").decode()
+    assert client.adapter.post(f"/v1/{mount}/hmac/{key}", json={"input": data})["data"]["hmac"]
+    assert "helpdesk" in client.secrets.kv.v2.read_secret_version(
+        path=API_KEYS, mount_point="secret", raise_on_deleted_version=True)["data"]["data"]
+    assert status_of(client, "GET", f"secret/data/{org_path}") == 403
+    assert status_of(client, "GET", f"secret/data/kustomer/{key.removeprefix('kustomer-')}") == 403

@@ -55,6 +55,8 @@ def test_several_orgs_with_a_default(tmp_path):
     ('[orgs.acme]\npath = "a"\n[orgs.globex]\npath = "b"\n', {}, "default_org"),
     ('default_org = "other"\n[orgs.acme]\npath = "a"\n', {}, "default_org"),
     ('[orgs.Acme_Corp]\npath = "a"\n', {}, "orgs.Acme_Corp"),
+    # A trailing newline would pass an anchored pattern used with match() rather than fullmatch().
+    ('[orgs."acme\\n"]\npath = "a"\n', {}, "orgs.acme"),
     ('[orgs.acme]\nfield = "a"\n', {}, "orgs.acme"),
     ("batch_limit = 0\n", {}, "batch_limit"),
     ("not toml [", {}, "not valid TOML"),
