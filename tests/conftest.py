@@ -1,33 +1,24 @@
 """Shared fixtures: a real OpenBao dev server, an in-process server on port 0,
 and a real `tokenservice serve` process.
 
-Every server listens on 127.0.0.1 and is stopped by its fixture.
+Every server listens on 127.0.0.1 and is stopped by its fixture. Tests import
+helpers from tests.support, tests.servers and tests.secured, never from here.
 """
 
 from __future__ import annotations
 
-import dataclasses
-import secrets
 import uuid
 from collections.abc import AsyncIterator, Iterator
 
-import grpc
 import pytest
-from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
-from service.config import Config, load_config
 from service.dev import OpenBaoDevServer
-from service.metrics import Metrics
-from service.secrets import VaultSecretSource
-from service.server import TokenServer
-from service.vault_auth import session_from_config
 from tests.secured import SecuredFiles, start_secured_service
-from tests.support import ServiceProcess
+from tests.servers import RunningServer, start_server, stop_server, vault_config
+from tests.support import ServiceProcess, new_secret
 
-
-def new_secret() -> str:
-    """A random 64-character signing secret, as `tokenservice dev` writes."""
-    return secrets.token_urlsafe(48)
+# Re-exported for tests/integration/test_service.py and test_transit_service.py, which still import them from here.
+__all__ = ["new_secret", "start_server", "stop_server", "vault_config"]
 
 
 @pytest.fixture(scope="session")
@@ -43,43 +34,6 @@ def secret_path(openbao: OpenBaoDevServer) -> str:
     path = f"kustomer/test-{uuid.uuid4().hex[:12]}"
     openbao.write_secret(path, new_secret())
     return path
-
-
-def vault_config(openbao: OpenBaoDevServer, secret_path: str, **settings: object) -> Config:
-    """A config for an in-process server against `openbao`, on ephemeral loopback ports."""
-    return load_config(None, {}, {
-        "vault.addr": openbao.addr, "vault.token": openbao.root_token, "vault.timeout_seconds": 1,
-        "secret_path": secret_path, "grpc_addr": "127.0.0.1:0", "metrics_addr": "127.0.0.1:0",
-        "refresh_interval_seconds": 0.5, "shutdown_grace_seconds": 2, **settings,
-    })
-
-
-@dataclasses.dataclass
-class RunningServer:
-    """An in-process TokenServer with a channel to it."""
-
-    server: TokenServer
-    channel: grpc.aio.Channel
-
-    @property
-    def stub(self) -> pb_grpc.TokenServiceStub:
-        return pb_grpc.TokenServiceStub(self.channel)
-
-    @property
-    def target(self) -> str:
-        return f"127.0.0.1:{self.server.grpc_port}"
-
-
-async def start_server(config: Config, source=None) -> RunningServer:
-    source = source or VaultSecretSource(config.vault, session_from_config(config.vault))
-    server = TokenServer(config, source, metrics=Metrics())
-    await server.start()
-    return RunningServer(server, grpc.aio.insecure_channel(f"127.0.0.1:{server.grpc_port}"))
-
-
-async def stop_server(running: RunningServer) -> None:
-    await running.channel.close()
-    await running.server.stop(grace=1)
 
 
 @pytest.fixture
@@ -111,8 +65,9 @@ def live_service(openbao: OpenBaoDevServer) -> Iterator[ServiceProcess]:
     """
     path = f"kustomer/live-{uuid.uuid4().hex[:12]}"
     openbao.write_secret(path, new_secret())
-    service = ServiceProcess.start({
-        "VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "TOKENSERVICE_SECRET_PATH": path})
+    service = ServiceProcess.start(
+        {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "TOKENSERVICE_SECRET_PATH": path}
+    )
     service.secret = openbao.read_secret(path)
     try:
         yield service

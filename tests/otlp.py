@@ -115,8 +115,13 @@ def _http_handler(receive: Callable[[str, bytes], None]) -> type[http.server.Bas
                 return
             body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
             encoding = self.headers.get("Content-Encoding", "identity")
-            body = gzip.decompress(body) if encoding == "gzip" else zlib.decompress(body) if encoding == "deflate" \
+            body = (
+                gzip.decompress(body)
+                if encoding == "gzip"
+                else zlib.decompress(body)
+                if encoding == "deflate"
                 else body
+            )
             receive("http/protobuf", body)
             reply = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
             self.send_response(200)
@@ -125,7 +130,7 @@ def _http_handler(receive: Callable[[str, bytes], None]) -> type[http.server.Bas
             self.end_headers()
             self.wfile.write(reply)
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
+        def log_message(self, format: str, *args: Any) -> None:  # `format`: the base class's name
             pass
 
     return OtlpHttpHandler
@@ -141,8 +146,11 @@ class OtlpReceiver:
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         service = _TraceService(self._receive)
         # The request stays bytes here, so that tests see exactly what was sent.
-        handlers = {"Export": grpc.unary_unary_rpc_method_handler(
-            service.Export, response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString)}
+        handlers = {
+            "Export": grpc.unary_unary_rpc_method_handler(
+                service.Export, response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString
+            )
+        }
         self._grpc.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(_TRACE_SERVICE, handlers),))
         self.grpc_port = self._grpc.add_insecure_port("127.0.0.1:0")
         self._http = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _http_handler(self._receive))
@@ -197,6 +205,8 @@ class OtlpReceiver:
                     return spans
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise AssertionError(f"the OTLP receiver did not get the expected spans within {timeout:g} s; "
-                                         f"got {[span.name for span in spans]}")
+                    raise AssertionError(
+                        f"the OTLP receiver did not get the expected spans within {timeout:g} s; "
+                        f"got {[span.name for span in spans]}"
+                    )
                 self._changed.wait(left)

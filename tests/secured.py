@@ -1,20 +1,57 @@
 """A `tokenservice serve` configured as production would be: TLS on its ports,
 mTLS on grpc_addr, API keys whose hashes are in OpenBao, one caller of each
-kind, and an audit trail with its fingerprint key."""
+kind, and an audit trail with its fingerprint key.
+
+`write_secured_config` is the one place that writes this set-up; tests vary it
+with its parameters (orgs, callers, API keys, settings) rather than writing
+their own TOML."""
 
 from __future__ import annotations
 
 import dataclasses
+import json
 import secrets
 import uuid
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from service.api_keys import hash_api_key, new_api_key
 from service.dev import OpenBaoDevServer
 from tests.certificates import CertificateAuthority, Issued
-from tests.support import ServiceProcess
+from tests.support import OpenBaoFileServer, ServiceProcess, new_secret
 
 CERTIFICATE_CALLER_SPIFFE_ID = "spiffe://corp.example/ns/shop/sa/checkout"
+ALL_RPCS = ("MintToken", "MintTokens", "VerifyToken")
+
+OpenBao = OpenBaoDevServer | OpenBaoFileServer
+
+
+@dataclasses.dataclass(frozen=True)
+class Caller:
+    """One [callers.<name>] section: a certificate caller (by SPIFFE ID or DNS name) or, with
+    neither, an API-key caller; empty `identities` and `rpcs` and no rate leave the service's defaults."""
+
+    spiffe_id: str | None = None
+    dns_name: str | None = None
+    orgs: tuple[str, ...] = ("acme",)
+    identities: tuple[str, ...] = ()
+    rpcs: tuple[str, ...] = ()
+    rate_per_second: float | None = None
+    burst: int | None = None
+
+    def settings(self) -> dict[str, object]:
+        return {key: value for key, value in dataclasses.asdict(self).items() if value not in (None, ())}
+
+
+def default_callers(rate_per_second: float = 100) -> dict[str, Caller]:
+    """The checkout service (mTLS, emails only) and the reports job (an API key), both on org acme."""
+    burst = max(200, int(rate_per_second))
+    return {
+        "checkout": Caller(
+            spiffe_id=CERTIFICATE_CALLER_SPIFFE_ID, identities=("email",), rate_per_second=rate_per_second, burst=burst
+        ),
+        "reports": Caller(rpcs=ALL_RPCS, rate_per_second=rate_per_second, burst=burst),
+    }
 
 
 @dataclasses.dataclass
@@ -23,92 +60,157 @@ class SecuredFiles:
 
     config_file: Path
     ca: CertificateAuthority
+    server: Issued
     client: Issued
-    api_key: str
-    secret: str
-    secret_path: str
     fingerprint_key: bytes
+    secrets: dict[str, str]
+    secret_paths: dict[str, str]
+    api_keys: dict[str, list[str]]
+    keys_path: str
+
+    @property
+    def default_org(self) -> str:
+        return next(iter(self.secret_paths))
+
+    @property
+    def secret(self) -> str:
+        """The default org's signing secret."""
+        return self.secrets[self.default_org]
+
+    @property
+    def secret_path(self) -> str:
+        return self.secret_paths[self.default_org]
+
+    @property
+    def api_key(self) -> str:
+        """The first key of the first API-key caller (the reports job by default)."""
+        return next(iter(self.api_keys.values()))[0]
 
     def client_env(self, service: ServiceProcess) -> dict[str, str]:
         """The client examples' environment for mTLS on grpc_addr with the checkout certificate."""
-        return {"TOKENSERVICE_ADDR": service.grpc_target, "TOKENSERVICE_CA_FILE": str(self.ca.cert_file),
-                "TOKENSERVICE_CERT_FILE": str(self.client.cert_file),
-                "TOKENSERVICE_KEY_FILE": str(self.client.key_file)}
+        return {
+            "TOKENSERVICE_ADDR": service.grpc_target,
+            "TOKENSERVICE_CA_FILE": str(self.ca.cert_file),
+            "TOKENSERVICE_CERT_FILE": str(self.client.cert_file),
+            "TOKENSERVICE_KEY_FILE": str(self.client.key_file),
+        }
 
     def api_key_env(self, service: ServiceProcess) -> dict[str, str]:
         """The client examples' environment for server-only TLS on the API-key port, with a key."""
-        return {"TOKENSERVICE_ADDR": f"127.0.0.1:{service.listening['api_key_port']}",
-                "TOKENSERVICE_CA_FILE": str(self.ca.cert_file), "TOKENSERVICE_API_KEY": self.api_key}
+        return {
+            "TOKENSERVICE_ADDR": f"127.0.0.1:{service.listening['api_key_port']}",
+            "TOKENSERVICE_CA_FILE": str(self.ca.cert_file),
+            "TOKENSERVICE_API_KEY": self.api_key,
+        }
 
 
-def write_secured_config(openbao: OpenBaoDevServer, directory: Path, *, workers: int = 1,
-                         rate_per_second: float = 100, settings: dict[str, str] | None = None,
-                         extra_callers: str = "") -> SecuredFiles:
-    """Certificates, a fingerprint key, a signing secret and an API key hash in OpenBao, and a config using them.
+def write_secured_config(
+    openbao: OpenBao,
+    directory: Path,
+    *,
+    workers: int = 1,
+    rate_per_second: float = 100,
+    orgs: Mapping[str, str] | None = None,
+    callers: Mapping[str, Caller] | None = None,
+    extra_callers: Mapping[str, Caller] | None = None,
+    api_keys: Mapping[str, Sequence[str]] | None = None,
+    keys_path: str | None = None,
+    settings: Mapping[str, object] | None = None,
+) -> SecuredFiles:
+    """Certificates, a fingerprint key, signing secrets and API key hashes in OpenBao, and a config using them.
 
-    `settings` adds lines to a section (e.g. {"auth": "public_health = false"}); `extra_callers` adds
-    [callers.<name>] sections."""
+    `orgs` maps each org to its KV path (the first is default_org; default: acme at a fresh path), each
+    given a fresh secret. `callers` replaces `default_callers(rate_per_second)`, `extra_callers` adds to
+    them. `api_keys` maps API-key callers to their keys (default: one new key for reports), whose hashes
+    go to `keys_path` (default: a fresh path). `settings` is merged into the config as TOML would read
+    it: {"refresh_interval_seconds": 0.5, "auth": {"public_health": False}}."""
     ca = CertificateAuthority(directory)
     server = ca.issue_server()
     client = ca.issue("checkout", uris=(CERTIFICATE_CALLER_SPIFFE_ID,))
     suffix = uuid.uuid4().hex[:8]
-    secret_path, keys_path = f"kustomer/secured-{suffix}", f"tokenservice/api-keys-{suffix}"
-    openbao.write_secret(secret_path, secrets.token_urlsafe(48))
-    api_key = new_api_key()
-    openbao.client().secrets.kv.v2.create_or_update_secret(path=keys_path, secret={"reports": hash_api_key(api_key)})
+    secret_paths = dict(orgs or {"acme": f"kustomer/secured-{suffix}"})
+    org_secrets = {org: new_secret() for org in secret_paths}
+    for org, path in secret_paths.items():
+        openbao.write_secret(path, org_secrets[org])
+    keys = {caller: list(values) for caller, values in (api_keys or {"reports": [new_api_key()]}).items()}
+    keys_path = keys_path or f"tokenservice/api-keys-{suffix}"
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=keys_path, secret={caller: " ".join(map(hash_api_key, values)) for caller, values in keys.items()}
+    )
     fingerprint_key = secrets.token_urlsafe(32).encode()
-    (directory / "fingerprint.key").write_bytes(fingerprint_key)
+    # With the newline an editor or `kubectl create secret --from-file` leaves, which the service strips.
+    (directory / "fingerprint.key").write_bytes(fingerprint_key + b"\n")
+    document: dict[str, object] = {
+        "workers": workers,
+        "health_addr": "127.0.0.1:0",
+        "grpc_addr": "127.0.0.1:0",
+        "metrics_addr": "127.0.0.1:0",
+        "default_org": next(iter(secret_paths)),
+        "orgs": {org: {"path": path} for org, path in secret_paths.items()},
+        "tls": {
+            "cert_file": str(server.cert_file),
+            "key_file": str(server.key_file),
+            "client_ca_file": str(ca.cert_file),
+            "api_key_addr": "127.0.0.1:0",
+        },
+        "auth": {"api_keys_path": keys_path},
+        "audit": {"fingerprint_key_file": str(directory / "fingerprint.key")},
+        "callers": {
+            name: caller.settings()
+            for name, caller in {**(callers or default_callers(rate_per_second)), **(extra_callers or {})}.items()
+        },
+    }
     config_file = directory / "config.toml"
-    config_file.write_text(f"""
-workers = {workers}
-health_addr = "127.0.0.1:0"
-default_org = "acme"
-
-[orgs.acme]
-path = "{secret_path}"
-
-[tls]
-cert_file = "{server.cert_file}"
-key_file = "{server.key_file}"
-client_ca_file = "{ca.cert_file}"
-api_key_addr = "127.0.0.1:0"
-
-[auth]
-api_keys_path = "{keys_path}"
-
-[audit]
-fingerprint_key_file = "{directory / 'fingerprint.key'}"
-
-[callers.checkout]
-spiffe_id = "{CERTIFICATE_CALLER_SPIFFE_ID}"
-orgs = ["acme"]
-identities = ["email"]
-rate_per_second = {rate_per_second}
-burst = {max(200, int(rate_per_second))}
-
-[callers.reports]
-orgs = ["acme"]
-rpcs = ["MintToken", "MintTokens", "VerifyToken"]
-rate_per_second = {rate_per_second}
-burst = {max(200, int(rate_per_second))}
-{extra_callers}""")
-    for section, lines in (settings or {}).items():
-        text = config_file.read_text()
-        assert f"\n[{section}]\n" in text, f"no [{section}] section to add settings to"
-        config_file.write_text(text.replace(f"\n[{section}]\n", f"\n[{section}]\n{lines}\n", 1))
-    return SecuredFiles(config_file, ca, client, api_key, openbao.read_secret(secret_path), secret_path,
-                        fingerprint_key)
+    config_file.write_text(toml_text(merged(document, settings or {})))
+    return SecuredFiles(config_file, ca, server, client, fingerprint_key, org_secrets, secret_paths, keys, keys_path)
 
 
-def start_secured_service(openbao: OpenBaoDevServer, directory: Path, *, workers: int = 1,
-                          rate_per_second: float = 100, settings: dict[str, str] | None = None,
-                          extra_callers: str = "", env: dict[str, str] | None = None,
-                          ) -> tuple[ServiceProcess, SecuredFiles]:
-    """`tokenservice serve --config` with caller authentication on, SERVING; `env` adds to its environment."""
-    files = write_secured_config(openbao, directory, workers=workers, rate_per_second=rate_per_second,
-                                 settings=settings, extra_callers=extra_callers)
-    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                                    "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "", **(env or {})},
-                                   ["--config", str(files.config_file)])
+def start_secured_service(
+    openbao: OpenBao, directory: Path, *, env: Mapping[str, str] | None = None, **config: object
+) -> tuple[ServiceProcess, SecuredFiles]:
+    """`tokenservice serve --config` with caller authentication on, SERVING; `config` goes to
+    `write_secured_config`, `env` adds to the service's environment (e.g. another VAULT_TOKEN)."""
+    files = write_secured_config(openbao, directory, **config)
+    service = ServiceProcess.start(
+        {
+            "VAULT_ADDR": openbao.addr,
+            "VAULT_TOKEN": openbao.root_token,
+            "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "",
+            **(env or {}),
+        },
+        ["--config", str(files.config_file)],
+    )
     service.secret = files.secret
     return service, files
+
+
+def merged(document: Mapping[str, object], changes: Mapping[str, object]) -> dict[str, object]:
+    """`document` with `changes`: tables merged key by key, any other value replaced."""
+    result = dict(document)
+    for key, value in changes.items():
+        current = result.get(key)
+        is_table = isinstance(value, Mapping) and isinstance(current, Mapping)
+        result[key] = merged(current, value) if is_table else value
+    return result
+
+
+def toml_text(table: Mapping[str, object], name: str = "") -> str:
+    """A TOML document of `table`: its values first, then a [name.key] section per nested table."""
+    values = [f"{key} = {toml_value(value)}" for key, value in table.items() if not isinstance(value, Mapping)]
+    tables = {key: value for key, value in table.items() if isinstance(value, Mapping)}
+    head = f"[{name}]\n" if name and (values or not tables) else ""
+    parts = [head + "".join(f"{line}\n" for line in values)] if head or values else []
+    parts += [toml_text(value, f"{name}.{key}" if name else key) for key, value in tables.items()]
+    return "\n".join(parts)
+
+
+def toml_value(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value)  # a JSON string is a TOML basic string
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
+    raise TypeError(f"no TOML form for {value!r} in the secured config")

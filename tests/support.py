@@ -1,34 +1,93 @@
-"""Test helpers: an HS256 implementation independent of pyjwt, and a running
-`tokenservice serve` process."""
+"""Test helpers: an HS256 implementation independent of pyjwt, waiting for a
+condition, reading refusals and metrics, and real processes (`tokenservice
+serve`, `tokenservice dev`, an OpenBao with on-disk storage)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import dataclasses
 import hashlib
 import hmac
+import inspect
 import json
 import os
-import re
+import secrets
 import signal
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import grpc
 import hvac
 import hvac.exceptions
-from google.rpc import error_details_pb2
+import requests
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
+from prometheus_client.parser import text_string_to_metric_families
+from tokenservice.client import ERROR_DOMAIN, status_error_info
 
 from service.addresses import read_ports_file
 from service.dev import find_bao, free_loopback_port, stop_process
 
 TOKENSERVICE = str(Path(sys.executable).parent / "tokenservice")
+SERVING_STATUS = health_pb2.HealthCheckResponse.ServingStatus
+
+T = TypeVar("T")
+
+
+def wait_until(
+    predicate: Callable[[], T],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "the condition",
+) -> T:
+    """Call `predicate` every `interval` seconds until it returns something true, and return that.
+
+    After `timeout` seconds, AssertionError: "not within <timeout> s: <message>" (`message` may be a
+    function, called then, to show the state that was reached). Exceptions from `predicate` propagate."""
+    deadline = time.monotonic() + timeout
+    while not (value := predicate()):
+        _fail_after(deadline, timeout, message)
+        time.sleep(interval)
+    return value
+
+
+async def wait_until_async(
+    predicate: Callable[[], T | Awaitable[T]],
+    *,
+    timeout: float = 10.0,
+    interval: float = 0.05,
+    message: str | Callable[[], str] = "the condition",
+) -> T:
+    """`wait_until` inside an event loop: `predicate` may be a coroutine function, and the waits between
+    its calls leave the loop running (for an in-process server)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return value
+        _fail_after(deadline, timeout, message)
+        await asyncio.sleep(interval)
+
+
+def _fail_after(deadline: float, timeout: float, message: str | Callable[[], str]) -> None:
+    if time.monotonic() >= deadline:
+        raise AssertionError(f"not within {timeout:g} s: {message() if callable(message) else message}")
+
+
+def new_secret() -> str:
+    """A random 64-character signing secret, as `tokenservice dev` writes."""
+    return secrets.token_urlsafe(48)
 
 
 def b64url_decode(segment: str) -> bytes:
@@ -56,20 +115,26 @@ def hs256_open(token: str, secret: str) -> tuple[bytes, dict]:
 
 
 def wait_for_health(target: str, status: int, service: str = "", timeout: float = 15.0) -> None:
-    """Wait until the server's health check for `service` reports `status`."""
-    deadline = time.monotonic() + timeout
-    last = None
+    """Wait until the server's health check for `service` reports `status`, a name of
+    health_pb2.HealthCheckResponse such as SERVING or NOT_SERVING."""
+    last: list[str] = ["no answer yet"]
+
+    def reports_status() -> bool:
+        try:
+            answered = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
+        except grpc.RpcError as error:
+            last[0] = error.code().name
+            return False
+        last[0] = SERVING_STATUS.Name(answered)
+        return answered == status
+
     with grpc.insecure_channel(target) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
-        while time.monotonic() < deadline:
-            try:
-                last = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1).status
-                if last == status:
-                    return
-            except grpc.RpcError as error:
-                last = error.code()
-            time.sleep(0.05)
-    raise AssertionError(f"health of {service!r} at {target} is {last}, wanted {status}")
+        wait_until(
+            reports_status,
+            timeout=timeout,
+            message=lambda: f"health of {service!r} at {target} is {last[0]}, wanted {SERVING_STATUS.Name(status)}",
+        )
 
 
 @dataclasses.dataclass
@@ -88,16 +153,28 @@ class ServiceProcess:
 
     @classmethod
     def start(cls, env: dict[str, str], args: list[str] = (), wait_serving: bool = True) -> ServiceProcess:
-        log = tempfile.NamedTemporaryFile(prefix="tokenservice-", suffix=".log", delete=False)
-        audit_path = Path(log.name).with_suffix(".audit")
-        full_env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
-        full_env.update({"TOKENSERVICE_GRPC_ADDR": "127.0.0.1:0", "TOKENSERVICE_METRICS_ADDR": "127.0.0.1:0",
-                         "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1", "TOKENSERVICE_AUDIT_OUTPUT": str(audit_path),
-                         "TOKENSERVICE_PORTS_FILE": str(Path(log.name).with_suffix(".ports.json")), **env})
-        process = subprocess.Popen([TOKENSERVICE, "serve", *args], env=full_env, stdout=log, stderr=log,
-                                   stdin=subprocess.DEVNULL)
-        service = cls(process, Path(log.name), audit_path=audit_path,
-                      ports_path=Path(full_env["TOKENSERVICE_PORTS_FILE"]))
+        # The service writes the log (kept for `logs()`); this process only hands it over.
+        with tempfile.NamedTemporaryFile(prefix="tokenservice-", suffix=".log", delete=False) as log:
+            audit_path = Path(log.name).with_suffix(".audit")
+            full_env = {
+                key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))
+            }
+            full_env.update(
+                {
+                    "TOKENSERVICE_GRPC_ADDR": "127.0.0.1:0",
+                    "TOKENSERVICE_METRICS_ADDR": "127.0.0.1:0",
+                    "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1",
+                    "TOKENSERVICE_AUDIT_OUTPUT": str(audit_path),
+                    "TOKENSERVICE_PORTS_FILE": str(Path(log.name).with_suffix(".ports.json")),
+                    **env,
+                }
+            )
+            process = subprocess.Popen(
+                [TOKENSERVICE, "serve", *args], env=full_env, stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
+        service = cls(
+            process, Path(log.name), audit_path=audit_path, ports_path=Path(full_env["TOKENSERVICE_PORTS_FILE"])
+        )
         service.listening = service._wait_for_listening()
         service.grpc_target = f"127.0.0.1:{service.listening['grpc_port']}"
         service.metrics_url = f"http://127.0.0.1:{service.listening['metrics_port']}/metrics"
@@ -113,16 +190,18 @@ class ServiceProcess:
 
     def _wait_for_listening(self, timeout: float = 15.0) -> dict:
         """The service's announcement in its ports file, once every port is bound (and every worker listens)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            announced = read_ports_file(self.ports_path, self.process.pid)
-            if announced is not None:
-                return announced
-            if self.process.poll() is not None:
+
+        def announced() -> dict | None:
+            found = read_ports_file(self.ports_path, self.process.pid)
+            if found is None and self.process.poll() is not None:
                 raise AssertionError(f"tokenservice exited with {self.process.returncode}:\n{self.logs()}")
-            time.sleep(0.05)
-        self.stop()
-        raise AssertionError(f"tokenservice did not start listening:\n{self.logs()}")
+            return found
+
+        try:
+            return wait_until(announced, timeout=timeout, message=lambda: f"tokenservice listening:\n{self.logs()}")
+        except AssertionError:
+            self.stop()
+            raise
 
     def logs(self) -> str:
         return self.log_path.read_text()
@@ -149,17 +228,27 @@ class ServiceProcess:
 
 
 def refusal_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, float | None]:
-    """The code, ErrorInfo reason and RetryInfo delay (None without one) of a failed call."""
+    """The code, ErrorInfo reason and RetryInfo delay (None without one) of a failed call, sync or grpc.aio.
+
+    The call must carry a google.rpc.Status whose first detail is an ErrorInfo of the service's domain."""
     status = rpc_status.from_call(error)
     assert status is not None, f"no google.rpc.Status in the trailers of {error.code()}: {error.details()}"
-    reason, retry_delay = "", None
-    for detail in status.details:
-        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
-        if detail.Unpack(info):
-            reason = info.reason
-        elif detail.Unpack(retry):
-            retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
-    return error.code(), reason, retry_delay
+    retry = error_details_pb2.RetryInfo()
+    retry_delay = next(
+        (retry.retry_delay.ToNanoseconds() / 1e9 for detail in status.details if detail.Unpack(retry)), None
+    )
+    return error.code(), reason_in(status), retry_delay
+
+
+def reason_in(status: status_pb2.Status) -> str:
+    """The ErrorInfo reason of a google.rpc.Status (a failed call's, or a failed MintTokens entry's), read
+    with the Python client package's `status_error_info`; the service puts it first, in its own domain."""
+    info = status_error_info(status)
+    assert info is not None, f"no ErrorInfo in the google.rpc.Status: {status}"
+    assert info.domain == ERROR_DOMAIN and status.details[0].Is(info.DESCRIPTOR), (
+        f"the ErrorInfo is not the first detail, or of another domain than {ERROR_DOMAIN}: {status}"
+    )
+    return info.reason
 
 
 def rss_kib(pid: int) -> int:
@@ -171,14 +260,12 @@ def rss_kib(pid: int) -> int:
 
 
 def metric_value(metrics_text: str, name: str, **labels: str) -> float:
-    """The value of one sample in Prometheus text format (0 when absent)."""
-    for line in metrics_text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", line)
-        if not match or match.group(1) != name:
-            continue
-        found = dict(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
-        if all(found.get(key) == value for key, value in labels.items()):
-            return float(match.group(3))
+    """The value of the first sample called `name` (with its suffix: "x_total", "x_bucket") whose labels
+    include `labels`, in Prometheus text format as prometheus_client's parser reads it; 0 when there is none."""
+    for family in text_string_to_metric_families(metrics_text):
+        for sample in family.samples:
+            if sample.name == name and labels.items() <= sample.labels.items():
+                return sample.value
     return 0.0
 
 
@@ -199,7 +286,8 @@ class OpenBaoFileServer:
         self._config.write_text(
             f'storage "raft" {{\n path = "{directory / "data"}"\n node_id = "node1"\n performance_multiplier = 1\n}}\n'
             f'listener "tcp" {{\n address = "127.0.0.1:{self.port}"\n tls_disable = 1\n}}\n'
-            f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{free_loopback_port()}"\n')
+            f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{free_loopback_port()}"\n'
+        )
         self._log = directory / "openbao.log"
         self._process: subprocess.Popen | None = None
         self.root_token = ""
@@ -211,8 +299,9 @@ class OpenBaoFileServer:
     def start(self) -> None:
         """Start the server (initialising it the first time) and unseal it; no process is left on failure."""
         with self._log.open("a") as log:
-            self._process = subprocess.Popen([self._bao, "server", f"-config={self._config}"],
-                                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self._process = subprocess.Popen(
+                [self._bao, "server", f"-config={self._config}"], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
         try:
             self._bring_up()
         except BaseException:
@@ -220,15 +309,15 @@ class OpenBaoFileServer:
             raise
 
     def _bring_up(self) -> None:
-        deadline = time.monotonic() + 15
-        while True:
+        def answered() -> tuple[bool] | None:
+            """(whether it is initialised,) once the server answers; a tuple, since False is an answer too."""
             try:
-                initialized = self.client().sys.is_initialized()
-                break
-            except Exception:
-                alive = self._process.poll() is None
-                assert alive and time.monotonic() < deadline, f"OpenBao did not start:\n{self._log.read_text()}"
-                time.sleep(0.05)
+                return (self.client().sys.is_initialized(),)
+            except (requests.RequestException, hvac.exceptions.VaultError):
+                assert self._process.poll() is None, f"OpenBao exited:\n{self._log.read_text()}"
+                return None
+
+        [initialized] = wait_until(answered, timeout=15, message=lambda: f"OpenBao answering:\n{self._log.read_text()}")
         if not initialized:
             keys = self.client().sys.initialize(secret_shares=1, secret_threshold=1)
             self.root_token, self._unseal_key = keys["root_token"], keys["keys"][0]
@@ -241,26 +330,26 @@ class OpenBaoFileServer:
             self._wait_active()
 
     def _wait_kv_upgraded(self) -> None:
-        deadline = time.monotonic() + 15
-        while True:
+        def upgraded() -> bool:
             try:
                 self.client().secrets.kv.v2.read_secret_metadata(path="readiness-probe")
             except hvac.exceptions.InvalidPath:
-                return
+                return True
             except hvac.exceptions.InvalidRequest:  # "Upgrading from non-versioned to versioned data"
-                assert time.monotonic() < deadline, "the KV v2 mount did not finish upgrading"
-                time.sleep(0.05)
+                return False
+            return True
+
+        wait_until(upgraded, timeout=15, message="the KV v2 mount finishing its upgrade")
 
     def _wait_active(self) -> None:
-        deadline = time.monotonic() + 15
-        while True:
+        def active() -> bool:
             try:
-                if urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=2).status == 200:
-                    return
+                with urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=2) as response:
+                    return response.status == 200
             except OSError:
-                pass
-            assert time.monotonic() < deadline, f"OpenBao did not become active:\n{self._log.read_text()}"
-            time.sleep(0.05)
+                return False
+
+        wait_until(active, timeout=15, message=lambda: f"OpenBao becoming active:\n{self._log.read_text()}")
 
     def unseal(self) -> None:
         self.client().sys.submit_unseal_key(self._unseal_key)
@@ -322,20 +411,30 @@ class DevProcess:
     output_path: Path
 
     @classmethod
-    def start(cls, directory: Path, timeout: float = 30.0) -> DevProcess:
+    def start(cls, directory: Path, timeout: float = 30.0, args: list[str] = ()) -> DevProcess:
         output_path = directory / "dev.out"
         env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
         with output_path.open("w") as output:
-            process = subprocess.Popen([TOKENSERVICE, "dev", "--grpc-addr", "127.0.0.1:0", "--metrics-addr",
-                                        "127.0.0.1:0"], stdout=output, stderr=output, stdin=subprocess.DEVNULL,
-                                       env=env)
+            process = subprocess.Popen(
+                [TOKENSERVICE, "dev", "--grpc-addr", "127.0.0.1:0", "--metrics-addr", "127.0.0.1:0", *args],
+                stdout=output,
+                stderr=output,
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         dev = cls(process, output_path)
-        deadline = time.monotonic() + timeout
-        while "Ctrl-C stops" not in dev.output():
-            if process.poll() is not None or time.monotonic() > deadline:
-                dev.stop()
-                raise AssertionError(f"tokenservice dev printed no banner:\n{dev.output()}")
-            time.sleep(0.05)
+
+        def banner_printed() -> bool:
+            assert process.poll() is None, f"tokenservice dev exited with {process.returncode}:\n{dev.output()}"
+            return "Ctrl-C stops" in dev.output()
+
+        try:
+            wait_until(
+                banner_printed, timeout=timeout, message=lambda: f"the banner of tokenservice dev:\n{dev.output()}"
+            )
+        except AssertionError:
+            dev.stop()
+            raise
         return dev
 
     def output(self) -> str:
@@ -346,7 +445,7 @@ class DevProcess:
         lines = [line for line in self.output().splitlines() if not line.startswith("{")]
         start = next(n for n, line in enumerate(lines) if line.startswith("tokenservice dev:"))
         end = next(n for n, line in enumerate(lines) if line.startswith("Ctrl-C stops"))
-        return lines[start:end + 1]
+        return lines[start : end + 1]
 
     def banner_value(self, label: str) -> str:
         """The first word after `label` in the banner ("gRPC:" gives the address)."""

@@ -12,16 +12,18 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import time
 import urllib.request
 import uuid
 from pathlib import Path
 
 import hvac
+import hvac.exceptions
+import requests
 
 from service.config import VaultConfig
 from service.dev import find_bao, free_loopback_port, stop_process
 from service.vault_auth import TokenAuth, VaultSession
+from tests.support import wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 TRANSIT_POLICY = REPO / "deploy" / "vault" / "tokenservice-transit-policy.hcl"
@@ -42,7 +44,8 @@ class AuditedOpenBao:
             f'storage "raft" {{\n path = "{directory / "data"}"\n node_id = "node1"\n performance_multiplier = 1\n}}\n'
             f'listener "tcp" {{\n address = "127.0.0.1:{self.port}"\n tls_disable = 1\n}}\n'
             f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{free_loopback_port()}"\n'
-            f'audit "file" "file" {{\n options {{\n  file_path = "{self.audit_log}"\n }}\n}}\n')
+            f'audit "file" "file" {{\n options {{\n  file_path = "{self.audit_log}"\n }}\n}}\n'
+        )
         self._process: subprocess.Popen | None = None
         self.root_token = ""
         self._unseal_key = ""
@@ -53,8 +56,9 @@ class AuditedOpenBao:
     def start(self) -> None:
         """Start (initialising and mounting Transit the first time) and unseal; no process is left on failure."""
         with self._log.open("a") as log:
-            self._process = subprocess.Popen([find_bao(), "server", f"-config={self._config}"],
-                                             stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+            self._process = subprocess.Popen(
+                [find_bao(), "server", f"-config={self._config}"], stdout=log, stderr=log, stdin=subprocess.DEVNULL
+            )
         try:
             self._bring_up()
         except BaseException:
@@ -73,15 +77,15 @@ class AuditedOpenBao:
         self._process.send_signal(signal.SIGCONT)
 
     def _bring_up(self) -> None:
-        deadline = time.monotonic() + 15
-        while True:
+        def answered() -> tuple[bool] | None:
+            """(whether it is initialised,) once the server answers; a tuple, since False is an answer too."""
             try:
-                initialized = self.client().sys.is_initialized()
-                break
-            except Exception:
-                assert self._process.poll() is None and time.monotonic() < deadline, (
-                    f"OpenBao did not start:\n{self._log.read_text()}")
-                time.sleep(0.05)
+                return (self.client().sys.is_initialized(),)
+            except (requests.RequestException, hvac.exceptions.VaultError):
+                assert self._process.poll() is None, f"OpenBao exited:\n{self._log.read_text()}"
+                return None
+
+        [initialized] = wait_until(answered, timeout=15, message=lambda: f"OpenBao answering:\n{self._log.read_text()}")
         if not initialized:
             keys = self.client().sys.initialize(secret_shares=1, secret_threshold=1)
             self.root_token, self._unseal_key = keys["root_token"], keys["keys"][0]
@@ -98,15 +102,14 @@ class AuditedOpenBao:
         self._wait_active()
 
     def _wait_active(self) -> None:
-        deadline = time.monotonic() + 15
-        while True:
+        def active() -> bool:
             try:
-                if urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=2).status == 200:
-                    return
+                with urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=2) as response:
+                    return response.status == 200
             except OSError:
-                pass
-            assert time.monotonic() < deadline, f"OpenBao did not become active:\n{self._log.read_text()}"
-            time.sleep(0.05)
+                return False
+
+        wait_until(active, timeout=15, message=lambda: f"OpenBao becoming active:\n{self._log.read_text()}")
 
     def token_with(self, policy_file: Path) -> str:
         """A token holding only the policy in `policy_file` (not even "default")."""

@@ -21,13 +21,21 @@ def install_tools() -> Path:
 
 
 def render(tools: Path, directory: Path) -> list[dict]:
-    rendered = subprocess.run([str(tools / "kubectl"), "kustomize", str(directory)], capture_output=True, text=True,
-                              timeout=120)
+    rendered = subprocess.run(
+        [str(tools / "kubectl"), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
     assert rendered.returncode == 0, rendered.stderr
     as_json = subprocess.run(
-        [str(tools / "python"), "-c",
-         "import json, sys, yaml; json.dump([o for o in yaml.safe_load_all(sys.stdin) if o], sys.stdout)"],
-        input=rendered.stdout, capture_output=True, text=True, timeout=60)
+        [
+            str(tools / "python"),
+            "-c",
+            "import json, sys, yaml; json.dump([o for o in yaml.safe_load_all(sys.stdin) if o], sys.stdout)",
+        ],
+        input=rendered.stdout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert as_json.returncode == 0, as_json.stderr
     return json.loads(as_json.stdout)
 
@@ -37,13 +45,23 @@ def write(path: Path, objects: list[dict]) -> Path:
     return path
 
 
-def check_rendered(tools: Path, directory: Path, overlay: list[dict], cluster: list[dict],
-                   name: str = "overlay") -> tuple[int, str]:
+def check_rendered(
+    tools: Path, directory: Path, overlay: list[dict], cluster: list[dict], name: str = "overlay"
+) -> tuple[int, str]:
     """check_rendered.py's exit code and its problems (stderr) for one overlay with the cluster-wide objects."""
     completed = subprocess.run(
-        [str(tools / "python"), str(DEPLOY / "check_rendered.py"), str(directory / "rules"),
-         "--cluster", str(write(directory / "trust.yaml", cluster)), str(write(directory / f"{name}.yaml", overlay))],
-        capture_output=True, text=True, timeout=120)
+        [
+            str(tools / "python"),
+            str(DEPLOY / "check_rendered.py"),
+            str(directory / "rules"),
+            "--cluster",
+            str(write(directory / "trust.yaml", cluster)),
+            str(write(directory / f"{name}.yaml", overlay)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return completed.returncode, completed.stderr
 
 

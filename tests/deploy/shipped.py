@@ -40,8 +40,7 @@ from tokenservice.v1 import token_service_pb2, token_service_pb2_grpc
 
 from service.api_keys import hash_api_key, new_api_key
 from tests.certificates import CertificateAuthority, Issued
-from tests.conftest import new_secret
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, new_secret
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -89,13 +88,20 @@ def with_local_files(text: str, directory: Path, namespace: str) -> tuple[str, L
     assert config["tls"]["cert_file"].endswith("/tls.crt") and config["tls"]["key_file"].endswith("/tls.key")
     assert config["tls"]["client_ca_file"].endswith("/ca.crt")
     ca = CertificateAuthority(directory, name="cluster-ca")
-    shares_the_server_secret = (config["tls"]["client_ca_file"].rpartition("/")[0]
-                                == config["tls"]["cert_file"].rpartition("/")[0])
+    shares_the_server_secret = (
+        config["tls"]["client_ca_file"].rpartition("/")[0] == config["tls"]["cert_file"].rpartition("/")[0]
+    )
     caller_ca = ca if shares_the_server_secret else CertificateAuthority(directory, name="caller-ca")
     # As the Certificate of components/cert-manager names the Service.
-    server = ca.issue("tokenservice-tls", dns=("tokenservice", f"tokenservice.{namespace}",
-                                               f"tokenservice.{namespace}.svc",
-                                               f"tokenservice.{namespace}.svc.cluster.local"))
+    server = ca.issue(
+        "tokenservice-tls",
+        dns=(
+            "tokenservice",
+            f"tokenservice.{namespace}",
+            f"tokenservice.{namespace}.svc",
+            f"tokenservice.{namespace}.svc.cluster.local",
+        ),
+    )
     # As `head -c 32 /dev/urandom | base64` makes it (deploy/README.md), with its newline.
     fingerprint_key = secrets.token_urlsafe(32).encode()
     fingerprint_key_file = directory / "fingerprint-key"
@@ -104,8 +110,9 @@ def with_local_files(text: str, directory: Path, namespace: str) -> tuple[str, L
     text = substitute(text, r'^key_file = ".*"$', f'key_file = "{server.key_file}"')
     text = substitute(text, r'^client_ca_file = ".*"$', f'client_ca_file = "{caller_ca.cert_file}"')
     text = substitute(text, r'^fingerprint_key_file = ".*"$', f'fingerprint_key_file = "{fingerprint_key_file}"')
-    return text, LocalFiles(ca, caller_ca, server, f"tokenservice.{namespace}.svc", fingerprint_key,
-                            fingerprint_key_file)
+    return text, LocalFiles(
+        ca, caller_ca, server, f"tokenservice.{namespace}.svc", fingerprint_key, fingerprint_key_file
+    )
 
 
 @dataclasses.dataclass
@@ -170,18 +177,23 @@ def prepare(overlay: str, openbao, auth, directory: Path) -> LocalDeployment:
 
     certificate_caller, api_key_caller = example_callers(config)
     policy = certificate_caller.policy
-    client = files.caller_ca.issue(certificate_caller.name,
-                            uris=(policy["spiffe_id"],) if policy.get("spiffe_id") else (),
-                            dns=(policy["dns_name"],) if not policy.get("spiffe_id") else ())
+    client = files.caller_ca.issue(
+        certificate_caller.name,
+        uris=(policy["spiffe_id"],) if policy.get("spiffe_id") else (),
+        dns=(policy["dns_name"],) if not policy.get("spiffe_id") else (),
+    )
     api_key = new_api_key()
     openbao.client().secrets.kv.v2.create_or_update_secret(
-        path=config["auth"]["api_keys_path"], secret={api_key_caller.name: hash_api_key(api_key)},
-        mount_point=config["vault"]["kv_mount"])
+        path=config["auth"]["api_keys_path"],
+        secret={api_key_caller.name: hash_api_key(api_key)},
+        mount_point=config["vault"]["kv_mount"],
+    )
 
     config_file = directory / "config.toml"
     config_file.write_text(text)
-    return LocalDeployment(overlay, config_file, config, files, org, secret, certificate_caller, client,
-                           api_key_caller, api_key)
+    return LocalDeployment(
+        overlay, config_file, config, files, org, secret, certificate_caller, client, api_key_caller, api_key
+    )
 
 
 # As in the pod: caller authentication on (no insecure flag), the audit trail on stdout.
@@ -195,9 +207,13 @@ def start(deployment: LocalDeployment) -> ServiceProcess:
 def mtls_channel(service: ServiceProcess, deployment: LocalDeployment, client=None) -> grpc.Channel:
     """A channel to grpc_addr as a caller inside the cluster: the Service's name, the cluster CA."""
     credentials = grpc.ssl_channel_credentials(
-        deployment.files.ca.cert_pem, client.key_pem if client else None, client.cert_pem if client else None)
-    return grpc.secure_channel(f"127.0.0.1:{service.listening['grpc_port']}", credentials,
-                               options=[("grpc.ssl_target_name_override", deployment.files.server_name)])
+        deployment.files.ca.cert_pem, client.key_pem if client else None, client.cert_pem if client else None
+    )
+    return grpc.secure_channel(
+        f"127.0.0.1:{service.listening['grpc_port']}",
+        credentials,
+        options=[("grpc.ssl_target_name_override", deployment.files.server_name)],
+    )
 
 
 def api_key_channel(service: ServiceProcess, deployment: LocalDeployment, key: str | None) -> grpc.Channel:
@@ -205,13 +221,17 @@ def api_key_channel(service: ServiceProcess, deployment: LocalDeployment, key: s
     credentials = grpc.ssl_channel_credentials(deployment.files.ca.cert_pem)
     if key is not None:
         credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(key))
-    return grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", credentials,
-                               options=[("grpc.ssl_target_name_override", deployment.files.server_name)])
+    return grpc.secure_channel(
+        f"127.0.0.1:{service.listening['api_key_port']}",
+        credentials,
+        options=[("grpc.ssl_target_name_override", deployment.files.server_name)],
+    )
 
 
 def mint(channel: grpc.Channel, request_id: str, **fields: str) -> token_service_pb2.MintTokenResponse:
     return token_service_pb2_grpc.TokenServiceStub(channel).MintToken(
-        token_service_pb2.MintTokenRequest(**fields), metadata=(("x-request-id", request_id),), timeout=5)
+        token_service_pb2.MintTokenRequest(**fields), metadata=(("x-request-id", request_id),), timeout=5
+    )
 
 
 CLAIMS = {"email": "email", "external_id": "externalId"}

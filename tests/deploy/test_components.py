@@ -58,13 +58,17 @@ def prod_tracing() -> list[dict]:
 def pod_environment(objects: list[dict]) -> dict[str, str]:
     """The tokenservice container's variables as the kubelet sets them: downward-API fields filled in
     (made-up pod, node), $(NAME) of an earlier variable replaced by its value."""
-    fields = {"metadata.name": "tokenservice-7d9f8-x2x4q", "metadata.namespace": "tokenservice",
-              "spec.nodeName": "node-1"}
+    fields = {
+        "metadata.name": "tokenservice-7d9f8-x2x4q",
+        "metadata.namespace": "tokenservice",
+        "spec.nodeName": "node-1",
+    }
     environment: dict[str, str] = {}
     for variable in container(objects, "Deployment", "tokenservice")["env"]:
         if "value" in variable:
-            environment[variable["name"]] = re.sub(r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)",
-                                                   lambda m: environment.get(m[1], m[0]), variable["value"])
+            environment[variable["name"]] = re.sub(
+                r"\$\(([A-Za-z_][A-Za-z0-9_]*)\)", lambda m: environment.get(m[1], m[0]), variable["value"]
+            )
         else:
             environment[variable["name"]] = fields[variable["valueFrom"]["fieldRef"]["fieldPath"]]
     return environment
@@ -78,8 +82,12 @@ def test_the_tracing_component_turns_tracing_on_in_the_overlays_config(prod_trac
     assert settings.enabled and settings.endpoint is None, "the OTEL_* variables decide the rest"
 
 
-@pytest.mark.xfail(not TRACING_READ, raises=ConfigError, strict=True,
-                   reason="service/config.py does not read the [tracing] section yet")
+@pytest.mark.xfail(
+    not TRACING_READ,
+    raises=ConfigError,
+    strict=True,
+    reason="service/config.py does not read the [tracing] section yet",
+)
 def test_the_service_accepts_the_traced_config(prod_tracing, tmp_path):
     text, _ = with_local_files(config_map(prod_tracing)["data"]["config.toml"], tmp_path, "tokenservice")
     local = tmp_path / "config.toml"
@@ -91,14 +99,22 @@ def test_the_pods_spans_carry_its_kubernetes_resource_attributes(prod_tracing, m
     environment = pod_environment(prod_tracing)
     assert environment["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://otel-collector.observability.svc:4317"
     assert (environment["OTEL_TRACES_SAMPLER"], environment["OTEL_TRACES_SAMPLER_ARG"]) == (
-        "parentbased_traceidratio", "0.1")
+        "parentbased_traceidratio",
+        "0.1",
+    )
     for name, value in environment.items():
         monkeypatch.setenv(name, value)
     attributes = Resource.create().attributes
-    assert {key: attributes.get(key) for key in ("service.name", "k8s.pod.name", "k8s.namespace.name",
-                                                 "k8s.node.name", "k8s.deployment.name")} == {
-        "service.name": "tokenservice", "k8s.pod.name": "tokenservice-7d9f8-x2x4q",
-        "k8s.namespace.name": "tokenservice", "k8s.node.name": "node-1", "k8s.deployment.name": "tokenservice"}
+    assert {
+        key: attributes.get(key)
+        for key in ("service.name", "k8s.pod.name", "k8s.namespace.name", "k8s.node.name", "k8s.deployment.name")
+    } == {
+        "service.name": "tokenservice",
+        "k8s.pod.name": "tokenservice-7d9f8-x2x4q",
+        "k8s.namespace.name": "tokenservice",
+        "k8s.node.name": "node-1",
+        "k8s.deployment.name": "tokenservice",
+    }
 
 
 def test_the_tracing_component_changes_nothing_else(prod_tracing):
@@ -108,8 +124,10 @@ def test_the_tracing_component_changes_nothing_else(prod_tracing):
     assert "env" not in container(prod, "Deployment", "tokenservice")
     container(traced, "Deployment", "tokenservice").pop("env")
     egress = named(traced, "NetworkPolicy", "tokenservice")["spec"]["egress"]
-    assert egress[-1] == {"to": [{"namespaceSelector": {"matchLabels": {
-        "kubernetes.io/metadata.name": "observability"}}}], "ports": [{"port": 4317, "protocol": "TCP"}]}
+    assert egress[-1] == {
+        "to": [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "observability"}}}],
+        "ports": [{"port": 4317, "protocol": "TCP"}],
+    }
     egress.pop()
 
     assert without_config(traced) == without_config(prod)
@@ -117,8 +135,11 @@ def test_the_tracing_component_changes_nothing_else(prod_tracing):
 
 def without_config(objects: list[dict]) -> list[dict]:
     """The objects but the config's ConfigMap, whose name (with its content's hash) the Deployment names."""
-    kept = [o for o in copy.deepcopy(objects)
-            if not (o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("tokenservice-config-"))]
+    kept = [
+        o
+        for o in copy.deepcopy(objects)
+        if not (o["kind"] == "ConfigMap" and o["metadata"]["name"].startswith("tokenservice-config-"))
+    ]
     for volume in named(kept, "Deployment", "tokenservice")["spec"]["template"]["spec"]["volumes"]:
         if volume["name"] == "config":
             del volume["configMap"]["name"]

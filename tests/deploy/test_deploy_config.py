@@ -44,7 +44,8 @@ def test_every_org_secret_is_readable_under_the_policy(config_file):
     for name, org in orgs.items():
         data_path = f"{mount}/data/{org['path'].strip('/')}"
         assert any(fnmatch.fnmatchcase(data_path, glob) for glob in readable_globs()), (
-            f"{config_file}: org {name}'s secret {data_path} is outside the Vault policy")
+            f"{config_file}: org {name}'s secret {data_path} is outside the Vault policy"
+        )
 
 
 @pytest.mark.parametrize("config_file", CONFIGS, ids=lambda path: str(path.relative_to(DEPLOY)))
@@ -53,7 +54,8 @@ def test_the_api_key_hashes_are_readable_under_the_policy(config_file):
     mount = config.get("vault", {}).get("kv_mount", "secret")
     data_path = f"{mount}/data/{config['auth']['api_keys_path'].strip('/')}"
     assert any(fnmatch.fnmatchcase(data_path, glob) for glob in readable_globs()), (
-        f"{config_file}: the API key hashes at {data_path} are outside the Vault policy")
+        f"{config_file}: the API key hashes at {data_path} are outside the Vault policy"
+    )
 
 
 @pytest.mark.parametrize("config_file", CONFIGS, ids=lambda path: str(path.relative_to(DEPLOY)))
@@ -80,7 +82,10 @@ def test_the_service_accepts_the_config(config_file, tmp_path):
 def test_the_secret_files_are_where_the_pod_mounts_them(config_file):
     """The paths the Deployment mounts its Secrets at (deploy/check_rendered.py checks the mounts)."""
     config = tomllib.loads(config_file.read_text())
-    assert config["tls"] == {**config["tls"], "cert_file": "/etc/tokenservice/tls/tls.crt",
-                             "key_file": "/etc/tokenservice/tls/tls.key",
-                             "client_ca_file": "/etc/tokenservice/caller-ca/ca.crt"}
+    assert config["tls"] == {
+        **config["tls"],
+        "cert_file": "/etc/tokenservice/tls/tls.crt",
+        "key_file": "/etc/tokenservice/tls/tls.key",
+        "client_ca_file": "/etc/tokenservice/caller-ca/ca.crt",
+    }
     assert config["audit"]["fingerprint_key_file"] == "/etc/tokenservice/audit/fingerprint-key"

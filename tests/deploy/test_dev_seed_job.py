@@ -12,6 +12,7 @@ API key it writes must appear in none (they go to `bao kv put` on stdin).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import re
 import shlex
@@ -38,7 +39,7 @@ def job_script() -> str:
     start = next(index for index, line in enumerate(lines) if re.match(r"^\s*- \|\s*$", line))
     indent = len(lines[start]) - len(lines[start].lstrip()) + 2
     body = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.strip() and len(line) - len(line.lstrip()) < indent:
             break
         body.append(line[indent:])
@@ -59,34 +60,41 @@ def recording_path(bin_dir: Path, log: Path) -> str:
         real = find_bao() if name == "bao" else shutil.which(name, path="/usr/bin:/bin")
         assert real, f"{name} is missing on this machine"
         wrapper = bin_dir / name
-        wrapper.write_text(f'#!/bin/sh\nprintf \'%s\\n\' "$0" "$@" "" >> {shlex.quote(str(log))}\n'
-                           f'exec {shlex.quote(real)} "$@"\n')
+        wrapper.write_text(
+            f'#!/bin/sh\nprintf \'%s\\n\' "$0" "$@" "" >> {shlex.quote(str(log))}\nexec {shlex.quote(real)} "$@"\n'
+        )
         wrapper.chmod(0o755)
     return str(bin_dir)
 
 
 def forget(openbao, path: str) -> None:
     """Delete every version of an entry, so the Job finds it missing (the shared server may hold it)."""
-    try:
+    with contextlib.suppress(hvac.exceptions.InvalidPath):
         openbao.client().secrets.kv.v2.delete_metadata_and_all_versions(path=path, mount_point="secret")
-    except hvac.exceptions.InvalidPath:
-        pass
 
 
 def test_seed_job_configures_openbao_and_seeds_once(openbao, tmp_path):
     for path in ("kustomer/example", "tokenservice/api-keys", "dev-only/api-key-helpdesk"):
         forget(openbao, path)
     (tmp_path / "token").write_text(openbao.root_token)
-    script = (job_script()
-              .replace("/var/run/secrets/openbao-dev-root/token", str(tmp_path / "token"))
-              .replace("/opt/vault-setup/setup.sh", str(DEPLOY / "vault" / "setup.sh")))
+    script = (
+        job_script()
+        .replace("/var/run/secrets/openbao-dev-root/token", str(tmp_path / "token"))
+        .replace("/opt/vault-setup/setup.sh", str(DEPLOY / "vault" / "setup.sh"))
+    )
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "bao").symlink_to(find_bao())
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "VAULT_ADDR": openbao.addr,
-           "BAO_ADDR": openbao.addr, "SA_NAMESPACE": "tokenservice-dev",
-           "POLICY_FILE": str(DEPLOY / "vault" / "tokenservice-policy.hcl"),
-           "K8S_AUTH_MOUNT": "kubernetes-dev-seed", "SKIP_AUTH_CONFIG": "1"}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "VAULT_ADDR": openbao.addr,
+        "BAO_ADDR": openbao.addr,
+        "SA_NAMESPACE": "tokenservice-dev",
+        "POLICY_FILE": str(DEPLOY / "vault" / "tokenservice-policy.hcl"),
+        "K8S_AUTH_MOUNT": "kubernetes-dev-seed",
+        "SKIP_AUTH_CONFIG": "1",
+    }
     shell = shutil.which("dash") or "/bin/sh"
     first = subprocess.run([shell, "-ec", script], env=env, capture_output=True, text=True, timeout=120)
     assert first.returncode == 0, first.stdout + first.stderr
@@ -99,7 +107,8 @@ def test_seed_job_configures_openbao_and_seeds_once(openbao, tmp_path):
     key = openbao.read_secret("dev-only/api-key-helpdesk", field="key")
     assert re.fullmatch(r"tks_[0-9a-f]{64}", key)
     hashes = openbao.client().secrets.kv.v2.read_secret_version(
-        path="tokenservice/api-keys", mount_point="secret", raise_on_deleted_version=True)["data"]["data"]
+        path="tokenservice/api-keys", mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"]
     assert hashes == {"helpdesk": "sha256:" + hashlib.sha256(key.encode()).hexdigest()}
     dev_callers = tomllib.loads((DEPLOY / "overlays" / "dev" / "config.toml").read_text())["callers"]
     assert parse_key_hashes(hashes, set(dev_callers)) == ({hashes["helpdesk"]: "helpdesk"}, [])
@@ -125,14 +134,22 @@ def test_seed_job_puts_no_secret_in_any_command_line(openbao, tmp_path):
         forget(openbao, path)
     token_file = tmp_path / "token"
     token_file.write_text(openbao.root_token)
-    script = (job_script()
-              .replace("/var/run/secrets/openbao-dev-root/token", str(token_file))
-              .replace("/opt/vault-setup/setup.sh", str(DEPLOY / "vault" / "setup.sh")))
+    script = (
+        job_script()
+        .replace("/var/run/secrets/openbao-dev-root/token", str(token_file))
+        .replace("/opt/vault-setup/setup.sh", str(DEPLOY / "vault" / "setup.sh"))
+    )
     log = tmp_path / "argv.log"
-    env = {"PATH": recording_path(tmp_path / "bin", log), "HOME": str(tmp_path), "VAULT_ADDR": openbao.addr,
-           "BAO_ADDR": openbao.addr, "SA_NAMESPACE": "tokenservice-dev",
-           "POLICY_FILE": str(DEPLOY / "vault" / "tokenservice-policy.hcl"),
-           "K8S_AUTH_MOUNT": "kubernetes-dev-argv", "SKIP_AUTH_CONFIG": "1"}
+    env = {
+        "PATH": recording_path(tmp_path / "bin", log),
+        "HOME": str(tmp_path),
+        "VAULT_ADDR": openbao.addr,
+        "BAO_ADDR": openbao.addr,
+        "SA_NAMESPACE": "tokenservice-dev",
+        "POLICY_FILE": str(DEPLOY / "vault" / "tokenservice-policy.hcl"),
+        "K8S_AUTH_MOUNT": "kubernetes-dev-argv",
+        "SKIP_AUTH_CONFIG": "1",
+    }
     shell = shutil.which("dash") or "/bin/sh"
     completed = subprocess.run([shell, "-ec", script], env=env, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stdout + completed.stderr

@@ -130,7 +130,7 @@ def test_build_stage_installs_a_working_tokenservice(dockerfile, tmp_path):
     def host_path(image_path: str) -> Path:
         for image_prefix, host_prefix in path_map.items():
             if image_path == image_prefix or image_path.startswith(image_prefix + "/"):
-                return Path(host_prefix + image_path[len(image_prefix):])
+                return Path(host_prefix + image_path[len(image_prefix) :])
         raise AssertionError(f"build stage uses a path outside {sorted(path_map)}: {image_path}")
 
     # `python` in the RUN steps must be a plain interpreter (the image's), not this test's virtualenv.
@@ -159,8 +159,12 @@ def test_build_stage_installs_a_working_tokenservice(dockerfile, tmp_path):
                 origin = REPO / source
                 assert origin.exists(), f"COPY {source}: not in the build context (the repository root)"
                 if origin.is_dir():
-                    shutil.copytree(origin, target, dirs_exist_ok=True,
-                                    ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"))
+                    shutil.copytree(
+                        origin,
+                        target,
+                        dirs_exist_ok=True,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "build"),
+                    )
                 else:
                     target.mkdir(parents=True, exist_ok=True)
                     shutil.copy2(origin, target / origin.name if destination.endswith("/") else target)
@@ -170,8 +174,12 @@ def test_build_stage_installs_a_working_tokenservice(dockerfile, tmp_path):
                 command = re.sub(re.escape(image_prefix) + r"(?=[/\s]|$)", host_prefix, command)
             ran_pip_install |= "pip install" in command
             completed = subprocess.run(
-                ["/bin/sh", "-c", command], cwd=workdir, env=environment,
-                capture_output=True, text=True, timeout=600,
+                ["/bin/sh", "-c", command],
+                cwd=workdir,
+                env=environment,
+                capture_output=True,
+                text=True,
+                timeout=600,
             )
             assert completed.returncode == 0, (
                 f"RUN {arguments}\nexit {completed.returncode}\n{completed.stdout[-4000:]}\n{completed.stderr[-4000:]}"
@@ -185,15 +193,19 @@ def test_build_stage_installs_a_working_tokenservice(dockerfile, tmp_path):
     script = venv / "bin" / "tokenservice"
     assert script.exists(), "the virtualenv has the tokenservice console script"
     assert not (venv / "bin" / "pip").exists(), "pip is removed from the runtime virtualenv"
-    run_environment = {"PATH": f"{venv / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin",
-                       "PYTHONDONTWRITEBYTECODE": "1", "HOME": "/nonexistent"}
+    run_environment = {
+        "PATH": f"{venv / 'bin'}{os.pathsep}/usr/bin{os.pathsep}/bin",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "HOME": "/nonexistent",
+    }
     installed = sorted(path for path in venv.rglob("*"))
     for argv in ([str(script), "--help"], [str(script), "serve", "--help"]):
         completed = subprocess.run(argv, env=run_environment, capture_output=True, text=True, timeout=60)
         assert completed.returncode == 0, f"{argv}: exit {completed.returncode}\n{completed.stderr[-4000:]}"
         assert "usage" in completed.stdout.lower(), completed.stdout
-    help_text = subprocess.run([str(script), "serve", "--help"], env=run_environment,
-                               capture_output=True, text=True, timeout=60).stdout
+    help_text = subprocess.run(
+        [str(script), "serve", "--help"], env=run_environment, capture_output=True, text=True, timeout=60
+    ).stdout
     assert "--config" in help_text
     # Read-only root filesystem: running wrote nothing (no .pyc, no caches) into the installed tree.
     assert sorted(path for path in venv.rglob("*")) == installed
@@ -213,13 +225,18 @@ def test_the_healthcheck_asks_the_plaintext_health_port_of_every_shipped_config(
 
 
 def run_healthcheck(argv: list[str], address: str) -> subprocess.CompletedProcess:
-    environment = {"PATH": "/usr/bin:/bin", "HEALTHCHECK_ADDR": address,
-                   "http_proxy": "http://127.0.0.1:9", "https_proxy": "http://127.0.0.1:9"}
+    environment = {
+        "PATH": "/usr/bin:/bin",
+        "HEALTHCHECK_ADDR": address,
+        "http_proxy": "http://127.0.0.1:9",
+        "https_proxy": "http://127.0.0.1:9",
+    }
     return subprocess.run([sys.executable, *argv[1:]], env=environment, capture_output=True, text=True, timeout=30)
 
 
 def test_the_healthcheck_passes_on_the_health_port_of_a_serving_tls_server_and_fails_elsewhere(
-        dockerfile, secured_live_service):
+    dockerfile, secured_live_service
+):
     """Against a real `tokenservice serve` with mTLS on grpc_addr and a plaintext health_addr."""
     service, _ = secured_live_service
     argv = healthcheck(dockerfile)

@@ -55,8 +55,22 @@ KUBE_STATE_METRICS = {
 # Labels Prometheus (or the Prometheus Operator's ServiceMonitor) attaches to every scraped series.
 TARGET_LABELS = {"namespace", "pod", "job", "instance", "service", "endpoint", "container"}
 
-PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "and", "or",
-                "unless", "offset", "inf", "nan", "atan2"}
+PROMQL_WORDS = {
+    "by",
+    "without",
+    "on",
+    "ignoring",
+    "group_left",
+    "group_right",
+    "bool",
+    "and",
+    "or",
+    "unless",
+    "offset",
+    "inf",
+    "nan",
+    "atan2",
+}
 GROUPING = re.compile(r"\b(by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)")
 SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\{[^}]*\})?(\s*\()?")
 MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"')
@@ -119,8 +133,9 @@ def rule_expressions() -> dict[str, str]:
             if value in ("|", "|-", ">", ">-"):
                 block = []
                 index += 1
-                while index < len(lines) and (not lines[index].strip() or
-                                              len(lines[index]) - len(lines[index].lstrip()) > indent):
+                while index < len(lines) and (
+                    not lines[index].strip() or len(lines[index]) - len(lines[index].lstrip()) > indent
+                ):
                     block.append(lines[index].strip())
                     index += 1
                 value = " ".join(block)
@@ -186,13 +201,19 @@ def test_dashboard_uses_only_exported_metrics_and_labels():
     exprs = dashboard_expressions()
     assert check_expressions(exprs) == []
     used = {name for expr in exprs.values() for name, _ in selectors(expr)[0]}
-    for wanted in ("tokenservice_tokens_issued_total", "tokenservice_mint_errors_total",
-                   "tokenservice_mint_duration_seconds_bucket", "tokenservice_secret_version",
-                   "tokenservice_secret_last_refresh_timestamp_seconds", "tokenservice_vault_refresh_total",
-                   *CALLER_AUTH_CONTRACT):
+    for wanted in (
+        "tokenservice_tokens_issued_total",
+        "tokenservice_mint_errors_total",
+        "tokenservice_mint_duration_seconds_bucket",
+        "tokenservice_secret_version",
+        "tokenservice_secret_last_refresh_timestamp_seconds",
+        "tokenservice_vault_refresh_total",
+        *CALLER_AUTH_CONTRACT,
+    ):
         assert wanted in used, f"the dashboard shows {wanted}"
-    by_caller = [expr for expr in exprs.values()
-                 if "tokenservice_tokens_issued_total" in expr and "caller" in selectors(expr)[1]]
+    by_caller = [
+        expr for expr in exprs.values() if "tokenservice_tokens_issued_total" in expr and "caller" in selectors(expr)[1]
+    ]
     assert by_caller, "the dashboard shows issuance by caller"
 
 
@@ -203,10 +224,12 @@ def test_every_caller_auth_metric_is_alerted_on_or_shown():
 
 
 def test_the_check_catches_a_wrong_name_and_a_wrong_label():
-    problems = check_expressions({
-        "typo": 'sum(rate(tokenservice_token_issued_total[5m]))',
-        "label": 'sum by (reason) (rate(tokenservice_tokens_issued_total{orgg="x"}[5m]))',
-    })
+    problems = check_expressions(
+        {
+            "typo": "sum(rate(tokenservice_token_issued_total[5m]))",
+            "label": 'sum by (reason) (rate(tokenservice_tokens_issued_total{orgg="x"}[5m]))',
+        }
+    )
     assert len(problems) == 3, problems
 
 
@@ -217,8 +240,9 @@ def test_every_alert_has_a_promtool_unit_test():
 
 
 def test_prometheus_rule_component_is_generated_from_the_rules_file():
-    completed = subprocess.run([sys.executable, str(MONITORING / "render_prometheusrule.py"), "--check"],
-                               capture_output=True, text=True)
+    completed = subprocess.run(
+        [sys.executable, str(MONITORING / "render_prometheusrule.py"), "--check"], capture_output=True, text=True
+    )
     assert completed.returncode == 0, completed.stderr
 
 
@@ -234,6 +258,7 @@ def test_promtool_check_rules():
 
 
 def test_promtool_unit_tests_of_every_alert():
-    completed = subprocess.run([promtool(), "test", "rules", RULE_TESTS.name], cwd=MONITORING,
-                               capture_output=True, text=True)
+    completed = subprocess.run(
+        [promtool(), "test", "rules", RULE_TESTS.name], cwd=MONITORING, capture_output=True, text=True
+    )
     assert completed.returncode == 0, completed.stdout + completed.stderr

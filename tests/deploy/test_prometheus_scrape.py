@@ -19,9 +19,10 @@ import grpc
 import pytest
 from tokenservice.v1 import token_service_pb2, token_service_pb2_grpc
 
+from tests.deploy.prometheus import Prometheus
 from tests.deploy.shipped import api_key_channel, identity_for, mint, mtls_channel, prepare, start
 from tests.deploy.test_monitoring import CALLER_AUTH_CONTRACT, CONTRACT, dashboard_expressions, rule_expressions
-from tests.support import metric_value
+from tests.support import metric_value, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -43,9 +44,12 @@ def test_prometheus_reads_tokens_issued_back(live_service, start_prometheus):
         prometheus.wait_for('up{job="tokenservice"}', lambda r: r and r[0]["value"][1] == "1")
         with urllib.request.urlopen(live_service.metrics_url, timeout=5) as response:
             before_text = response.read().decode()
-        before = {identity: metric_value(before_text, "tokenservice_tokens_issued_total",
-                                         org=live_service.org, identity=identity)
-                  for identity in ("email", "external_id")}
+        before = {
+            identity: metric_value(
+                before_text, "tokenservice_tokens_issued_total", org=live_service.org, identity=identity
+            )
+            for identity in ("email", "external_id")
+        }
 
         with grpc.insecure_channel(live_service.grpc_target) as channel:
             stub = token_service_pb2_grpc.TokenServiceStub(channel)
@@ -58,8 +62,10 @@ def test_prometheus_reads_tokens_issued_back(live_service, start_prometheus):
             assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
         for identity, minted in (("email", 3), ("external_id", 2)):
-            expr = (f'tokenservice_tokens_issued_total{{job="tokenservice", org="{live_service.org}", '
-                    f'identity="{identity}", namespace="tokenservice-test"}}')
+            expr = (
+                f'tokenservice_tokens_issued_total{{job="tokenservice", org="{live_service.org}", '
+                f'identity="{identity}", namespace="tokenservice-test"}}'
+            )
             result = prometheus.wait_for(expr, lambda r, want=before[identity] + minted: r and issued(r) == want)
             assert len(result) == 1
             assert result[0]["metric"]["pod"] == "tokenservice-0"
@@ -67,10 +73,13 @@ def test_prometheus_reads_tokens_issued_back(live_service, start_prometheus):
         # The refused call is counted with its reason and its gRPC status code.
         prometheus.wait_for(
             f'tokenservice_mint_errors_total{{org="{live_service.org}", reason="IDENTITY_MISSING"}}',
-            lambda r: r and issued(r) >= 1)
+            lambda r: r and issued(r) >= 1,
+        )
         prometheus.wait_for(
             'grpc_server_handled_total{grpc_service="tokenservice.v1.TokenService", grpc_method="MintToken", '
-            'grpc_code="INVALID_ARGUMENT"}', lambda r: r and issued(r) >= 1)
+            'grpc_code="INVALID_ARGUMENT"}',
+            lambda r: r and issued(r) >= 1,
+        )
 
         # Every series the rules and the dashboard use (but kube-state-metrics') is really scraped.
         for name in CONTRACT:
@@ -85,42 +94,38 @@ def test_prometheus_evaluates_every_rule_and_dashboard_query(live_service, start
     with start_prometheus([scraped_target(live_service)], rule_files=[RULES], labels=TARGET_LABELS) as prometheus:
         prometheus.wait_for('up{job="tokenservice"}', lambda r: r and r[0]["value"][1] == "1")
         prometheus.wait_for("tokenservice_secret_loaded", lambda r: bool(r))
-
-        def evaluated(groups: dict) -> bool:
-            rules = [rule for group in groups["groups"] for rule in group["rules"]]
-            # A rule not evaluated yet has lastEvaluation 0001-01-01T00:00:00Z.
-            return bool(rules) and all(rule.get("lastEvaluation", "0001").startswith("2") for rule in rules)
-
-        deadline = time.monotonic() + 30
-        while not evaluated(groups := prometheus.api("rules")) and time.monotonic() < deadline:
-            time.sleep(0.5)
-        rules = {rule["name"]: rule for group in groups["groups"] for rule in group["rules"]}
+        rules = wait_for_rules(prometheus)
         assert set(rules) == set(rule_expressions())
         for name, rule in rules.items():
             assert rule["health"] == "ok", f"{name}: {rule.get('lastError')}"
             assert rule["state"] == "inactive", f"{name} is {rule['state']} against a healthy service"
 
-        for where, expr in dashboard_expressions().items():
-            expr = (expr.replace("$__rate_interval", "1m").replace('"$namespace"', '".*"')
-                    .replace('"$org"', '".*"').replace('"$caller"', '".*"'))
+        for expr in dashboard_expressions().values():
+            expr = (
+                expr.replace("$__rate_interval", "1m")
+                .replace('"$namespace"', '".*"')
+                .replace('"$org"', '".*"')
+                .replace('"$caller"', '".*"')
+            )
             prometheus.query(expr)  # raises unless Prometheus accepts the query
 
 
-def wait_for_rules(prometheus) -> dict[str, dict]:
-    """Every rule, once each has been evaluated at least once."""
-    deadline = time.monotonic() + 30
-    while True:
+def wait_for_rules(prometheus: Prometheus) -> dict[str, dict]:
+    """Every rule by name, once each has been evaluated at least once."""
+
+    def evaluated() -> dict[str, dict] | None:
         groups = prometheus.api("rules")
         rules = {rule["name"]: rule for group in groups["groups"] for rule in group["rules"]}
         # A rule not evaluated yet has lastEvaluation 0001-01-01T00:00:00Z.
-        if rules and all(rule.get("lastEvaluation", "0001").startswith("2") for rule in rules.values()):
-            return rules
-        assert time.monotonic() < deadline, "the rules were not all evaluated within 30 s"
-        time.sleep(0.5)
+        done = rules and all(rule.get("lastEvaluation", "0001").startswith("2") for rule in rules.values())
+        return rules if done else None
+
+    return wait_until(evaluated, timeout=30, interval=0.5, message="every rule evaluated at least once")
 
 
 def test_prometheus_reads_the_caller_metrics_of_the_shipped_prod_config(
-        openbao, vault_kubernetes_auth, tmp_path, start_prometheus):
+    openbao, vault_kubernetes_auth, tmp_path, start_prometheus
+):
     deployment = prepare("prod", openbao, vault_kubernetes_auth, tmp_path)
     certificate_caller, api_key_caller = deployment.certificate_caller, deployment.api_key_caller
     service = start(deployment)
@@ -154,14 +159,18 @@ def test_prometheus_reads_the_caller_metrics_of_the_shipped_prod_config(
             def total(expr: str, want):
                 return prometheus.wait_for(expr, lambda r: r and want(sum(float(s["value"][1]) for s in r)))
 
-            total(f'tokenservice_tokens_issued_total{{caller="{certificate_caller.name}", org="{deployment.org}"}}',
-                  lambda v: v == 3)
-            total(f'tokenservice_tokens_issued_total{{caller="{api_key_caller.name}"}}',
-                  lambda v: v == 2 * burst - limited)
+            total(
+                f'tokenservice_tokens_issued_total{{caller="{certificate_caller.name}", org="{deployment.org}"}}',
+                lambda v: v == 3,
+            )
+            total(
+                f'tokenservice_tokens_issued_total{{caller="{api_key_caller.name}"}}',
+                lambda v: v == 2 * burst - limited,
+            )
             total(f'tokenservice_rate_limited_total{{caller="{api_key_caller.name}"}}', lambda v: v == limited)
             total('tokenservice_auth_failures_total{reason="CREDENTIALS_MISSING"}', lambda v: v == 1)
             total('tokenservice_api_key_refresh_total{result="ok"}', lambda v: v >= 1)
-            total('tokenservice_api_keys_loaded', lambda v: v == 1)
+            total("tokenservice_api_keys_loaded", lambda v: v == 1)
             total('tokenservice_tls_reload_total{result="ok"}', lambda v: v == 1)
             for name in CALLER_AUTH_CONTRACT:
                 prometheus.wait_for(f'count({name}{{job="tokenservice"}})', lambda r: bool(r))

@@ -6,32 +6,43 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 import uuid
 
 import pytest
 from tokenservice.v1 import token_service_pb2 as pb
 
 from service.config import load_config
-from tests.conftest import new_secret, start_server, stop_server
-from tests.support import hs256_open
+from tests.servers import start_server, stop_server
+from tests.support import hs256_open, new_secret, wait_until_async
 
 pytestmark = pytest.mark.integration
 
 
 async def test_service_logs_in_with_its_token_file_and_again_after_rotation_and_expiry(
-        openbao, kubernetes_api, vault_kubernetes_auth, caplog):
+    openbao, kubernetes_api, vault_kubernetes_auth, caplog
+):
     auth = vault_kubernetes_auth
     # Short Vault tokens, so that the test sees them expire and the service log in again.
-    openbao.client().adapter.post(f"/v1/auth/{auth.mount}/role/{auth.role}",
-                                  json={"token_ttl": "2s", "token_max_ttl": "3s"})
+    openbao.client().adapter.post(
+        f"/v1/auth/{auth.mount}/role/{auth.role}", json={"token_ttl": "2s", "token_max_ttl": "3s"}
+    )
     path = f"kustomer/k8s-{uuid.uuid4().hex[:8]}"
     openbao.write_secret(path, secret := new_secret())
-    config = load_config(None, {}, {
-        "vault.addr": openbao.addr, "vault.auth": "kubernetes", "vault.kubernetes_mount": auth.mount,
-        "vault.kubernetes_role": auth.role, "vault.kubernetes_token_file": str(auth.token_file),
-        "secret_path": path, "grpc_addr": "127.0.0.1:0", "metrics_addr": "127.0.0.1:0",
-        "refresh_interval_seconds": 0.5})
+    config = load_config(
+        None,
+        {},
+        {
+            "vault.addr": openbao.addr,
+            "vault.auth": "kubernetes",
+            "vault.kubernetes_mount": auth.mount,
+            "vault.kubernetes_role": auth.role,
+            "vault.kubernetes_token_file": str(auth.token_file),
+            "secret_path": path,
+            "grpc_addr": "127.0.0.1:0",
+            "metrics_addr": "127.0.0.1:0",
+            "refresh_interval_seconds": 0.5,
+        },
+    )
     caplog.set_level(logging.INFO, logger="service.vault_auth")
     running = await start_server(config)
     try:
@@ -44,19 +55,30 @@ async def test_service_logs_in_with_its_token_file_and_again_after_rotation_and_
         reviews_before = len(kubernetes_api.reviews)
         logins_before = sum(record.getMessage() == "logged in to Vault" for record in caplog.records)
 
-        deadline = time.monotonic() + 20
-        while not any(review["request"]["spec"]["token"] == rotated for review in kubernetes_api.reviews[reviews_before:]):
-            assert time.monotonic() < deadline, "the service never logged in with the rotated token file"
-            await asyncio.sleep(0.1)
+        await wait_until_async(
+            lambda: any(
+                review["request"]["spec"]["token"] == rotated for review in kubernetes_api.reviews[reviews_before:]
+            ),
+            timeout=20,
+            interval=0.1,
+            message="a login with the rotated token file",
+        )
         await asyncio.sleep(3.5)  # past another token lifetime: it logs in yet again
         logins = sum(record.getMessage() == "logged in to Vault" for record in caplog.records) - logins_before
         assert logins >= 2
         rotated_secret = new_secret()
         version = openbao.write_secret(path, rotated_secret)
-        deadline = time.monotonic() + 10
-        while (response := await running.stub.MintToken(pb.MintTokenRequest(email="k8s@example.com"))).secret_version != version:
-            assert time.monotonic() < deadline, "the rotated secret was never read"
-            await asyncio.sleep(0.1)
+
+        async def minted_with_the_new_version() -> pb.MintTokenResponse | None:
+            response = await running.stub.MintToken(pb.MintTokenRequest(email="k8s@example.com"))
+            return response if response.secret_version == version else None
+
+        response = await wait_until_async(
+            minted_with_the_new_version,
+            timeout=10,
+            interval=0.1,
+            message=f"a token signed with the rotated secret (version {version})",
+        )
         hs256_open(response.token, rotated_secret)
         assert running.server.store.is_ready()
     finally:

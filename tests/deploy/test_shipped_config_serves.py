@@ -61,9 +61,11 @@ def test_overlay_config_serves_tokens_to_its_callers(overlay, openbao, vault_kub
         # Only the caller CA vouches for callers: the same SPIFFE ID (or DNS name) from the server
         # certificate's CA, which other workloads may obtain certificates from, completes no handshake.
         policy = certificate_caller.policy
-        impostor = deployment.files.ca.issue(f"{certificate_caller.name}-impostor",
-                                             uris=(policy["spiffe_id"],) if policy.get("spiffe_id") else (),
-                                             dns=(policy["dns_name"],) if not policy.get("spiffe_id") else ())
+        impostor = deployment.files.ca.issue(
+            f"{certificate_caller.name}-impostor",
+            uris=(policy["spiffe_id"],) if policy.get("spiffe_id") else (),
+            dns=(policy["dns_name"],) if not policy.get("spiffe_id") else (),
+        )
         with mtls_channel(service, deployment, impostor) as channel, pytest.raises(grpc.RpcError) as impostor_call:
             mint(channel, "shipped-impostor", **identity)
         assert impostor_call.value.code() == grpc.StatusCode.UNAVAILABLE
@@ -82,13 +84,17 @@ def test_overlay_config_serves_tokens_to_its_callers(overlay, openbao, vault_kub
         assert claimed(claims, key_identity) == key_identity
         # ... and only within its policy: it may not assert an email.
         if "email" not in api_key_caller.policy.get("identities", ["email", "external_id"]):
-            with api_key_channel(service, deployment, deployment.api_key) as channel, \
-                    pytest.raises(grpc.RpcError) as denied:
+            with (
+                api_key_channel(service, deployment, deployment.api_key) as channel,
+                pytest.raises(grpc.RpcError) as denied,
+            ):
                 mint(channel, "shipped-denied", email="jane@example.com")
             assert denied.value.code() == grpc.StatusCode.PERMISSION_DENIED
         # A key Vault does not know is refused.
-        with api_key_channel(service, deployment, "tks_not-a-key") as channel, \
-                pytest.raises(grpc.RpcError) as unknown_key:
+        with (
+            api_key_channel(service, deployment, "tks_not-a-key") as channel,
+            pytest.raises(grpc.RpcError) as unknown_key,
+        ):
             mint(channel, "shipped-bad-key", **key_identity)
         assert unknown_key.value.code() == grpc.StatusCode.UNAUTHENTICATED
 
@@ -96,8 +102,13 @@ def test_overlay_config_serves_tokens_to_its_callers(overlay, openbao, vault_kub
         # identity's keyed fingerprint, never the identity itself.
         records = {record["request_id"]: record for record in deployment.audit_records(service.logs())}
         mtls_record = records["shipped-mtls"]
-        assert (mtls_record["caller"], mtls_record["rpc"], mtls_record["org"], mtls_record["status"],
-                mtls_record["secret_version"]) == (certificate_caller.name, "MintToken", deployment.org, "OK", 1)
+        assert (
+            mtls_record["caller"],
+            mtls_record["rpc"],
+            mtls_record["org"],
+            mtls_record["status"],
+            mtls_record["secret_version"],
+        ) == (certificate_caller.name, "MintToken", deployment.org, "OK", 1)
         kind, value = next(iter(identity.items()))
         assert mtls_record[f"{kind}_fingerprint"] == deployment.files.fingerprint(kind, value)
         key_record = records["shipped-api-key"]
@@ -105,7 +116,9 @@ def test_overlay_config_serves_tokens_to_its_callers(overlay, openbao, vault_kub
         kind, value = next(iter(key_identity.items()))
         assert key_record[f"{kind}_fingerprint"] == deployment.files.fingerprint(kind, value)
         assert (records["shipped-bad-key"]["caller"], records["shipped-bad-key"]["reason"]) == (
-            "unknown", "CREDENTIALS_INVALID")
+            "unknown",
+            "CREDENTIALS_INVALID",
+        )
         assert "shipped-no-certificate" not in records and "shipped-impostor" not in records  # at the handshake
         logs = service.logs()
         for secret_text in ("jane@example.com", "customer-4711", deployment.api_key, deployment.secret):
@@ -114,14 +127,17 @@ def test_overlay_config_serves_tokens_to_its_callers(overlay, openbao, vault_kub
         # Issuance is counted per caller.
         with urllib.request.urlopen(service.metrics_url, timeout=5) as metrics:
             text = metrics.read().decode()
-        for caller, kind in ((certificate_caller.name, next(iter(identity))),
-                             (api_key_caller.name, next(iter(key_identity)))):
-            assert metric_value(text, "tokenservice_tokens_issued_total", org=deployment.org,
-                                identity=kind, caller=caller) == 1
+        for caller, kind in (
+            (certificate_caller.name, next(iter(identity))),
+            (api_key_caller.name, next(iter(key_identity))),
+        ):
+            assert (
+                metric_value(text, "tokenservice_tokens_issued_total", org=deployment.org, identity=kind, caller=caller)
+                == 1
+            )
         assert metric_value(text, "tokenservice_api_keys_loaded") == 1
 
         logins = [record for record in service.log_records() if record.get("message") == "logged in to Vault"]
         assert logins and logins[0].get("auth") == "kubernetes"
     finally:
         assert service.terminate() == 0
-

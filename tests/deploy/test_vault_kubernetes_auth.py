@@ -15,8 +15,8 @@ import uuid
 import hvac
 import pytest
 
-from tests.conftest import new_secret
-from tests.deploy.conftest import ServiceAccount
+from tests.deploy.kubernetes import ServiceAccount
+from tests.support import new_secret
 
 pytestmark = pytest.mark.integration
 
@@ -61,13 +61,16 @@ def test_a_rotated_token_file_keeps_working(openbao, kubernetes_api, vault_kuber
         login(openbao, auth, first)
 
 
-@pytest.mark.parametrize("case", [
-    "not issued by the API server",
-    "audience is the API server, not vault",
-    "another service account",
-    "another namespace",
-    "empty",
-])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "not issued by the API server",
+        "audience is the API server, not vault",
+        "another service account",
+        "another namespace",
+        "empty",
+    ],
+)
 def test_wrong_tokens_are_refused(openbao, kubernetes_api, vault_kubernetes_auth, case):
     auth = vault_kubernetes_auth
     account = auth.account
@@ -98,10 +101,17 @@ def test_setup_script_is_idempotent(openbao, vault_kubernetes_auth, kubernetes_a
     (bin_dir / "bao").symlink_to(find_bao())
     reviewer = tmp_path / "again-reviewer.jwt"
     reviewer.write_text(kubernetes_api.reviewer_jwt)
-    env = {"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "VAULT_ADDR": openbao.addr,
-           "VAULT_TOKEN": openbao.root_token, "K8S_AUTH_MOUNT": vault_kubernetes_auth.mount,
-           "SA_NAMESPACE": "tokenservice-test", "KUBERNETES_HOST": kubernetes_api.host,
-           "KUBERNETES_CA_CERT_FILE": str(kubernetes_api.ca_file), "TOKEN_REVIEWER_JWT_FILE": str(reviewer)}
+    env = {
+        "PATH": f"{bin_dir}:/usr/bin:/bin",
+        "HOME": str(tmp_path),
+        "VAULT_ADDR": openbao.addr,
+        "VAULT_TOKEN": openbao.root_token,
+        "K8S_AUTH_MOUNT": vault_kubernetes_auth.mount,
+        "SA_NAMESPACE": "tokenservice-test",
+        "KUBERNETES_HOST": kubernetes_api.host,
+        "KUBERNETES_CA_CERT_FILE": str(kubernetes_api.ca_file),
+        "TOKEN_REVIEWER_JWT_FILE": str(reviewer),
+    }
     setup = Path(__file__).resolve().parents[2] / "deploy" / "vault" / "setup.sh"
     completed = subprocess.run(["sh", str(setup)], env=env, capture_output=True, text=True, timeout=60)
     assert completed.returncode == 0, completed.stderr

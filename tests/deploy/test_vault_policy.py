@@ -32,7 +32,7 @@ from service.dev import find_bao
 from service.errors import SecretDeletedError, SecretSourceError
 from service.secrets import VaultSecretSource
 from service.vault_auth import TokenAuth, VaultSession
-from tests.conftest import new_secret
+from tests.support import new_secret
 
 pytestmark = pytest.mark.integration
 
@@ -75,8 +75,9 @@ def test_reads_the_org_secret(policy_token, openbao):
     assert read["data"]["metadata"]["version"] == 1
     nested = f"{path}/nested"
     openbao.write_secret(nested, new_secret())
-    assert client.secrets.kv.v2.read_secret_version(path=nested, mount_point="secret",
-                                                    raise_on_deleted_version=True)["data"]["data"]["secret"]
+    assert client.secrets.kv.v2.read_secret_version(path=nested, mount_point="secret", raise_on_deleted_version=True)[
+        "data"
+    ]["data"]["secret"]
 
 
 def test_reads_the_api_key_hashes(policy_token, openbao):
@@ -92,8 +93,12 @@ def test_every_write_and_every_other_path_is_denied(policy_token, openbao):
     client, path = policy_token
     keys = {"helpdesk": hash_api_key(new_api_key())}
     openbao.client().secrets.kv.v2.create_or_update_secret(path=API_KEYS, secret=keys)
-    for neighbour in ("tokenservice/api-keys-old", "tokenservice/api-keys/nested", "tokenservice/other",
-                      "dev-only/api-key-helpdesk"):
+    for neighbour in (
+        "tokenservice/api-keys-old",
+        "tokenservice/api-keys/nested",
+        "tokenservice/other",
+        "dev-only/api-key-helpdesk",
+    ):
         openbao.client().secrets.kv.v2.create_or_update_secret(path=neighbour, secret={"key": new_api_key()})
     payload = {"data": {"secret": new_secret()}}
     denied = [
@@ -146,14 +151,25 @@ def test_every_write_and_every_other_path_is_denied(policy_token, openbao):
         ("GET", "sys/audit", None),
         ("POST", "sys/seal", None),
     ]
-    problems = [f"{method} {where}: {status}" for method, where, body in denied
-                if (status := status_of(client, method, where, body)) != 403]
+    problems = [
+        f"{method} {where}: {status}"
+        for method, where, body in denied
+        if (status := status_of(client, method, where, body)) != 403
+    ]
     assert problems == [], "expected 403 permission denied"
     # Nothing was changed by the attempts.
-    assert openbao.client().secrets.kv.v2.read_secret_version(
-        path=path, mount_point="secret", raise_on_deleted_version=True)["data"]["metadata"]["version"] == 1
-    assert openbao.client().secrets.kv.v2.read_secret_version(
-        path=API_KEYS, mount_point="secret", raise_on_deleted_version=True)["data"]["data"] == keys
+    assert (
+        openbao.client().secrets.kv.v2.read_secret_version(
+            path=path, mount_point="secret", raise_on_deleted_version=True
+        )["data"]["metadata"]["version"]
+        == 1
+    )
+    assert (
+        openbao.client().secrets.kv.v2.read_secret_version(
+            path=API_KEYS, mount_point="secret", raise_on_deleted_version=True
+        )["data"]["data"]
+        == keys
+    )
 
 
 def test_capabilities_are_exactly_read_on_org_secrets_and_api_keys(policy_token, openbao):
@@ -186,8 +202,9 @@ def test_the_service_needs_nothing_beyond_the_policy_even_for_a_deleted_version(
     """The service's own reader, logged in with a token holding only this policy (no lookup-self, no
     metadata): it reads the secret and the key set, and tells a deleted or destroyed latest version."""
     client, path = policy_token
-    openbao.client().secrets.kv.v2.create_or_update_secret(path=API_KEYS,
-                                                            secret={"helpdesk": hash_api_key(new_api_key())})
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=API_KEYS, secret={"helpdesk": hash_api_key(new_api_key())}
+    )
     vault = VaultConfig(addr=openbao.addr, token=client.token)
     source = VaultSecretSource(vault, VaultSession(vault, TokenAuth(client.token)))
     assert source.read(OrgConfig("acme", path)).value == openbao.read_secret(path)
@@ -228,9 +245,19 @@ def run_setup(openbao, tmp_path: Path, env: dict[str, str]) -> subprocess.Comple
     if not bin_dir.exists():
         bin_dir.mkdir()
         (bin_dir / "bao").symlink_to(find_bao())
-    return subprocess.run(["sh", str(DEPLOY / "vault" / "setup.sh")], capture_output=True, text=True, timeout=60,
-                          env={"PATH": f"{bin_dir}:/usr/bin:/bin", "HOME": str(tmp_path), "VAULT_ADDR": openbao.addr,
-                               "VAULT_TOKEN": openbao.root_token, **env})
+    return subprocess.run(
+        ["sh", str(DEPLOY / "vault" / "setup.sh")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={
+            "PATH": f"{bin_dir}:/usr/bin:/bin",
+            "HOME": str(tmp_path),
+            "VAULT_ADDR": openbao.addr,
+            "VAULT_TOKEN": openbao.root_token,
+            **env,
+        },
+    )
 
 
 @pytest.fixture
@@ -238,13 +265,25 @@ def transit_setup(openbao, vault_kubernetes_auth, tmp_path) -> TransitSetup:
     """setup.sh with TRANSIT=1 on the Kubernetes auth mount of `vault_kubernetes_auth` (its config left alone),
     run twice: the second run must change nothing and say so."""
     suffix = uuid.uuid4().hex[:8]
-    made = TransitSetup(f"transit-{suffix}", f"tokenservice-transit-{suffix}",
-                        f"tokenservice-transit-operator-{suffix}", f"tokenservice-api-keys-{suffix}",
-                        f"tokenservice-transit-{suffix}", "")
-    env = {"TRANSIT": "1", "SKIP_AUTH_CONFIG": "1", "K8S_AUTH_MOUNT": vault_kubernetes_auth.mount,
-           "SA_NAMESPACE": vault_kubernetes_auth.account.namespace, "TRANSIT_MOUNT": made.mount,
-           "TRANSIT_POLICY_NAME": made.policy, "TRANSIT_OPERATOR_POLICY_NAME": made.operator_policy,
-           "API_KEYS_POLICY_NAME": made.api_keys_policy, "TRANSIT_ROLE_NAME": made.role}
+    made = TransitSetup(
+        f"transit-{suffix}",
+        f"tokenservice-transit-{suffix}",
+        f"tokenservice-transit-operator-{suffix}",
+        f"tokenservice-api-keys-{suffix}",
+        f"tokenservice-transit-{suffix}",
+        "",
+    )
+    env = {
+        "TRANSIT": "1",
+        "SKIP_AUTH_CONFIG": "1",
+        "K8S_AUTH_MOUNT": vault_kubernetes_auth.mount,
+        "SA_NAMESPACE": vault_kubernetes_auth.account.namespace,
+        "TRANSIT_MOUNT": made.mount,
+        "TRANSIT_POLICY_NAME": made.policy,
+        "TRANSIT_OPERATOR_POLICY_NAME": made.operator_policy,
+        "API_KEYS_POLICY_NAME": made.api_keys_policy,
+        "TRANSIT_ROLE_NAME": made.role,
+    }
     first = run_setup(openbao, tmp_path, env)
     assert first.returncode == 0, first.stdout + first.stderr
     again = run_setup(openbao, tmp_path, env)
@@ -284,26 +323,31 @@ def test_the_transit_policy_grants_exactly_hmac_verify_and_key_metadata(transit_
     """Update on <mount>/hmac/<key> and <mount>/verify/<key> (and their /<algorithm>), read on
     <mount>/keys/<key>: nothing that reads, exports, backs up, rotates or reconfigures a key, and no KV."""
     mount = transit_setup.mount
-    assert granted(openbao, transit_setup.policy) == {f"{mount}/hmac/kustomer-*": ["update"],
-                                                      f"{mount}/verify/kustomer-*": ["update"],
-                                                      f"{mount}/keys/kustomer-*": ["read"]}
-    assert (granted(openbao, transit_setup.policy) == {
+    assert granted(openbao, transit_setup.policy) == {
+        f"{mount}/hmac/kustomer-*": ["update"],
+        f"{mount}/verify/kustomer-*": ["update"],
+        f"{mount}/keys/kustomer-*": ["read"],
+    }
+    assert granted(openbao, transit_setup.policy) == {
         path.replace("transit/", f"{mount}/", 1): capabilities
-        for path, capabilities in parse_policy(TRANSIT_POLICY.read_text()).items()}), "as shipped"
+        for path, capabilities in parse_policy(TRANSIT_POLICY.read_text()).items()
+    }, "as shipped"
     key, other = transit_key(openbao, mount), f"other-{uuid.uuid4().hex[:6]}"
     openbao.client().adapter.post(f"/v1/{mount}/keys/{other}", json={"type": "hmac", "key_size": 32})
     org_path = f"kustomer/transit-{uuid.uuid4().hex[:6]}"
     openbao.write_secret(org_path, new_secret())
     root = openbao.client()
-    token = root.auth.token.create(policies=[transit_setup.policy], no_default_policy=True,
-                                   ttl="10m")["auth"]["client_token"]
+    token = root.auth.token.create(policies=[transit_setup.policy], no_default_policy=True, ttl="10m")["auth"][
+        "client_token"
+    ]
     client = hvac.Client(url=openbao.addr, token=token)
 
     data = base64.b64encode(b"header.claims").decode()
     signed = client.adapter.post(f"/v1/{mount}/hmac/{key}", json={"input": data})["data"]["hmac"]
     assert signed.startswith("vault:v1:")
-    batch = client.adapter.post(f"/v1/{mount}/hmac/{key}/sha2-256",
-                                json={"batch_input": [{"input": data}, {"input": data}]})["data"]["batch_results"]
+    batch = client.adapter.post(
+        f"/v1/{mount}/hmac/{key}/sha2-256", json={"batch_input": [{"input": data}, {"input": data}]}
+    )["data"]["batch_results"]
     assert [result["hmac"] for result in batch] == [signed, signed]
     for path in (f"{mount}/verify/{key}", f"{mount}/verify/{key}/sha2-256"):
         assert client.adapter.post(f"/v1/{path}", json={"input": data, "hmac": signed})["data"]["valid"] is True
@@ -311,52 +355,77 @@ def test_the_transit_policy_grants_exactly_hmac_verify_and_key_metadata(transit_
     assert metadata["latest_version"] == 1 and metadata["type"] == "hmac" and not metadata["exportable"]
 
     denied = [
-        ("GET", f"{mount}/export/hmac-key/{key}", None), ("GET", f"{mount}/backup/{key}", None),
-        ("POST", f"{mount}/restore/{key}", {"backup": "x"}), ("POST", f"{mount}/keys/{key}/rotate", None),
-        ("POST", f"{mount}/keys/{key}/config", {"exportable": True}), ("DELETE", f"{mount}/keys/{key}", None),
-        ("POST", f"{mount}/keys/{key}/import_version", {"ciphertext": "x"}), ("POST", f"{mount}/keys/{key}/trim",
-                                                                              {"min_available_version": 1}),
-        ("GET", f"{mount}/wrapping_key", None), ("LIST", f"{mount}/keys", None),
+        ("GET", f"{mount}/export/hmac-key/{key}", None),
+        ("GET", f"{mount}/backup/{key}", None),
+        ("POST", f"{mount}/restore/{key}", {"backup": "x"}),
+        ("POST", f"{mount}/keys/{key}/rotate", None),
+        ("POST", f"{mount}/keys/{key}/config", {"exportable": True}),
+        ("DELETE", f"{mount}/keys/{key}", None),
+        ("POST", f"{mount}/keys/{key}/import_version", {"ciphertext": "x"}),
+        ("POST", f"{mount}/keys/{key}/trim", {"min_available_version": 1}),
+        ("GET", f"{mount}/wrapping_key", None),
+        ("LIST", f"{mount}/keys", None),
         ("POST", f"{mount}/keys/kustomer-new-{uuid.uuid4().hex[:6]}", {"type": "hmac"}),
-        ("POST", f"{mount}/hmac/{other}", {"input": data}), ("POST", f"{mount}/verify/{other}",
-                                                             {"input": data, "hmac": signed}),
-        ("GET", f"{mount}/keys/{other}", None), ("POST", f"{mount}/encrypt/{key}", {"plaintext": data}),
-        ("POST", f"{mount}/datakey/plaintext/{key}", None), ("POST", f"{mount}/random", None),
-        ("GET", f"{mount}/config/keys", None), ("GET", f"secret/data/{org_path}", None),
-        ("GET", f"secret/data/{API_KEYS}", None), ("LIST", "secret/metadata/kustomer", None),
-        ("GET", "sys/mounts", None), ("POST", "auth/token/create", {"policies": ["default"]}),
+        ("POST", f"{mount}/hmac/{other}", {"input": data}),
+        ("POST", f"{mount}/verify/{other}", {"input": data, "hmac": signed}),
+        ("GET", f"{mount}/keys/{other}", None),
+        ("POST", f"{mount}/encrypt/{key}", {"plaintext": data}),
+        ("POST", f"{mount}/datakey/plaintext/{key}", None),
+        ("POST", f"{mount}/random", None),
+        ("GET", f"{mount}/config/keys", None),
+        ("GET", f"secret/data/{org_path}", None),
+        ("GET", f"secret/data/{API_KEYS}", None),
+        ("LIST", "secret/metadata/kustomer", None),
+        ("GET", "sys/mounts", None),
+        ("POST", "auth/token/create", {"policies": ["default"]}),
     ]
-    problems = [f"{method} {where}: {status}" for method, where, body in denied
-                if (status := status_of(client, method, where, body)) != 403]
+    problems = [
+        f"{method} {where}: {status}"
+        for method, where, body in denied
+        if (status := status_of(client, method, where, body)) != 403
+    ]
     assert problems == [], "expected 403 permission denied"
-    capabilities = {f"{mount}/hmac/{key}": ["update"], f"{mount}/hmac/{key}/sha2-256": ["update"],
-                    f"{mount}/verify/{key}": ["update"], f"{mount}/verify/{key}/sha2-256": ["update"],
-                    f"{mount}/keys/{key}": ["read"], f"{mount}/export/hmac-key/{key}": ["deny"],
-                    f"{mount}/backup/{key}": ["deny"], f"{mount}/wrapping_key": ["deny"],
-                    f"{mount}/hmac/{other}": ["deny"], f"secret/data/{org_path}": ["deny"],
-                    f"secret/data/{API_KEYS}": ["deny"], "secret/data/kustomer/any-org": ["deny"]}
+    capabilities = {
+        f"{mount}/hmac/{key}": ["update"],
+        f"{mount}/hmac/{key}/sha2-256": ["update"],
+        f"{mount}/verify/{key}": ["update"],
+        f"{mount}/verify/{key}/sha2-256": ["update"],
+        f"{mount}/keys/{key}": ["read"],
+        f"{mount}/export/hmac-key/{key}": ["deny"],
+        f"{mount}/backup/{key}": ["deny"],
+        f"{mount}/wrapping_key": ["deny"],
+        f"{mount}/hmac/{other}": ["deny"],
+        f"secret/data/{org_path}": ["deny"],
+        f"secret/data/{API_KEYS}": ["deny"],
+        "secret/data/kustomer/any-org": ["deny"],
+    }
     response = root.adapter.post("/v1/sys/capabilities", json={"token": token, "paths": list(capabilities)})
     assert {path: sorted(response["data"][path]) for path in capabilities} == capabilities
 
 
-def test_the_transit_role_signs_and_reads_the_api_keys_but_no_org_secret(transit_setup, openbao,
-                                                                         vault_kubernetes_auth):
+def test_the_transit_role_signs_and_reads_the_api_keys_but_no_org_secret(transit_setup, openbao, vault_kubernetes_auth):
     """Logged in as the pod would (its projected token, the transit role): HMAC with a transit org's key,
     the API key hashes, and 403 on the KV org secrets."""
     mount, auth = transit_setup.mount, vault_kubernetes_auth
     key = transit_key(openbao, mount)
-    openbao.client().secrets.kv.v2.create_or_update_secret(path=API_KEYS,
-                                                            secret={"helpdesk": hash_api_key(new_api_key())})
+    openbao.client().secrets.kv.v2.create_or_update_secret(
+        path=API_KEYS, secret={"helpdesk": hash_api_key(new_api_key())}
+    )
     org_path = f"kustomer/transit-{uuid.uuid4().hex[:6]}"
     openbao.write_secret(org_path, new_secret())
     login = hvac.Client(url=openbao.addr).auth.kubernetes.login(
-        role=transit_setup.role, jwt=auth.token_file.read_text(), mount_point=auth.mount, use_token=False)["auth"]
+        role=transit_setup.role, jwt=auth.token_file.read_text(), mount_point=auth.mount, use_token=False
+    )["auth"]
     # "default" (lookup-self, renew-self) as with the KV role; nothing else.
     assert set(login["token_policies"]) == {"default", transit_setup.policy, transit_setup.api_keys_policy}
     client = hvac.Client(url=openbao.addr, token=login["client_token"])
     data = base64.b64encode(b"header.claims").decode()
     assert client.adapter.post(f"/v1/{mount}/hmac/{key}", json={"input": data})["data"]["hmac"]
-    assert "helpdesk" in client.secrets.kv.v2.read_secret_version(
-        path=API_KEYS, mount_point="secret", raise_on_deleted_version=True)["data"]["data"]
+    assert (
+        "helpdesk"
+        in client.secrets.kv.v2.read_secret_version(path=API_KEYS, mount_point="secret", raise_on_deleted_version=True)[
+            "data"
+        ]["data"]
+    )
     assert status_of(client, "GET", f"secret/data/{org_path}") == 403
     assert status_of(client, "GET", f"secret/data/kustomer/{key.removeprefix('kustomer-')}") == 403

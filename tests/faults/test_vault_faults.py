@@ -11,11 +11,19 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
-from tests.conftest import new_secret
-from tests.support import OpenBaoFileServer, ServiceProcess, hs256_open, metric_value, wait_for_health
+from tests.support import (
+    OpenBaoFileServer,
+    ServiceProcess,
+    hs256_open,
+    metric_value,
+    new_secret,
+    wait_for_health,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -66,8 +74,9 @@ class SteadyTraffic:
             while not self._stop.is_set():
                 try:
                     response = stub.MintToken(pb.MintTokenRequest(email="steady@example.com"), timeout=5)
-                    self.outcomes.append(Mint(time.monotonic(), grpc.StatusCode.OK, response.secret_version,
-                                              response.token))
+                    self.outcomes.append(
+                        Mint(time.monotonic(), grpc.StatusCode.OK, response.secret_version, response.token)
+                    )
                 except grpc.RpcError as error:
                     self.outcomes.append(Mint(time.monotonic(), error.code()))
                 self._stop.wait(self._interval)
@@ -77,35 +86,38 @@ class SteadyTraffic:
 
 
 def start_service(vault: OpenBaoFileServer, env: dict[str, str] | None = None, wait_serving: bool = True):
-    return ServiceProcess.start({"VAULT_ADDR": vault.addr, "VAULT_TOKEN": vault.root_token,
-                                 "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
-                                 "TOKENSERVICE_REFRESH_INTERVAL": str(REFRESH_SECONDS), **(env or {})},
-                                wait_serving=wait_serving)
+    return ServiceProcess.start(
+        {
+            "VAULT_ADDR": vault.addr,
+            "VAULT_TOKEN": vault.root_token,
+            "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
+            "TOKENSERVICE_REFRESH_INTERVAL": str(REFRESH_SECONDS),
+            **(env or {}),
+        },
+        wait_serving=wait_serving,
+    )
 
 
 def scrape(service: ServiceProcess, name: str, **labels: str) -> float:
     return metric_value(urllib.request.urlopen(service.metrics_url, timeout=5).read().decode(), name, **labels)
 
 
-def wait_for(condition, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.05)
-
-
 def refresh_errors(service: ServiceProcess) -> float:
     return scrape(service, "tokenservice_vault_refresh_total", org="default", result="error")
+
+
+def deleted_refreshes(service: ServiceProcess) -> float:
+    return scrape(service, "tokenservice_vault_refresh_total", org="default", result="deleted")
 
 
 def test_vault_down_at_start_then_started(vault):
     vault.stop()
     service = start_service(vault, wait_serving=False)
     try:
-        wait_for(lambda: refresh_errors(service) >= 2)
-        wait_for_health(service.grpc_target, 2)  # NOT_SERVING
+        wait_until(lambda: refresh_errors(service) >= 2, timeout=15, message="two failed refreshes")
+        wait_for_health(service.grpc_target, health_pb2.HealthCheckResponse.NOT_SERVING)
         vault.start()
-        wait_for_health(service.grpc_target, 1)  # SERVING, same process
+        wait_for_health(service.grpc_target, health_pb2.HealthCheckResponse.SERVING)  # the same process
         assert service.process.poll() is None
     finally:
         assert service.terminate() == 0
@@ -118,10 +130,18 @@ def test_vault_outage_under_steady_traffic_loses_no_mint(vault, fault):
         with SteadyTraffic(service.grpc_target) as traffic:
             time.sleep(0.5)
             vault.stop() if fault == "stopped" else vault.seal()
-            wait_for(lambda: refresh_errors(service) >= 4)  # several refresh intervals
+            wait_until(
+                lambda: refresh_errors(service) >= 4,
+                timeout=15,  # several refresh intervals
+                message="four failed refreshes",
+            )
             during = len(traffic.outcomes)
             vault.start() if fault == "stopped" else vault.unseal()
-            wait_for(lambda: "secret refresh recovered" in service.logs())
+            wait_until(
+                lambda: "secret refresh recovered" in service.logs(),
+                timeout=15,
+                message="the refresh logged as recovered",
+            )
             time.sleep(0.3)
         assert traffic.failures() == []
         assert during > 50 and len(traffic.outcomes) > during
@@ -138,7 +158,11 @@ def test_secret_rotated_under_load_switches_within_one_refresh(vault):
             rotated = new_secret()
             written_at = time.monotonic()
             version = vault.write_secret(SECRET_PATH, rotated)
-            wait_for(lambda: any(outcome.version == version for outcome in traffic.outcomes))
+            wait_until(
+                lambda: any(outcome.version == version for outcome in traffic.outcomes),
+                timeout=15,
+                message=f"a token signed with version {version}",
+            )
             time.sleep(0.3)
         assert traffic.failures() == []
         # Each worker refreshes on its own schedule: all have switched within one interval (+ jitter, + slack).
@@ -155,11 +179,14 @@ def test_deleted_then_destroyed_latest_version_keeps_the_last_good_secret(vault)
     try:
         with SteadyTraffic(service.grpc_target) as traffic:
             kv.delete_latest_version_of_secret(path=SECRET_PATH)
-            wait_for(lambda: scrape(service, "tokenservice_vault_refresh_total", org="default", result="deleted") >= 2)
+            wait_until(lambda: deleted_refreshes(service) >= 2, timeout=15, message='two result="deleted"')
             kv.destroy_secret_versions(path=SECRET_PATH, versions=[1])
-            before = scrape(service, "tokenservice_vault_refresh_total", org="default", result="deleted")
-            wait_for(lambda: scrape(service, "tokenservice_vault_refresh_total", org="default",
-                                    result="deleted") >= before + 2)
+            before = deleted_refreshes(service)
+            wait_until(
+                lambda: deleted_refreshes(service) >= before + 2,
+                timeout=15,
+                message='two more result="deleted" once destroyed',
+            )
         assert traffic.failures() == [] and {outcome.version for outcome in traffic.outcomes} == {1}
         assert '"latest secret version unusable, keeping the last good one"' in service.logs()
     finally:
@@ -171,15 +198,20 @@ def approle(vault, tmp_path):
     """An AppRole whose tokens live 10 s (at most 20 s), its ids in files."""
     client = vault.client()
     client.sys.enable_auth_method("approle")
-    client.sys.create_or_update_policy("tokenservice", f'path "secret/data/{SECRET_PATH}" {{ capabilities = ["read"] }}')
-    client.auth.approle.create_or_update_approle("tokenservice", token_policies=["tokenservice"],
-                                                 token_ttl="10s", token_max_ttl="20s")
+    client.sys.create_or_update_policy(
+        "tokenservice", f'path "secret/data/{SECRET_PATH}" {{ capabilities = ["read"] }}'
+    )
+    client.auth.approle.create_or_update_approle(
+        "tokenservice", token_policies=["tokenservice"], token_ttl="10s", token_max_ttl="20s"
+    )
     (tmp_path / "role_id").write_text(client.auth.approle.read_role_id("tokenservice")["data"]["role_id"])
     (tmp_path / "secret_id").write_text(client.auth.approle.generate_secret_id("tokenservice")["data"]["secret_id"])
     config = tmp_path / "tokenservice.toml"
-    config.write_text(f'[vault]\naddr = "{vault.addr}"\nauth = "approle"\n'
-                      f'role_id_file = "{tmp_path / "role_id"}"\nsecret_id_file = "{tmp_path / "secret_id"}"\n'
-                      f'[orgs.default]\npath = "{SECRET_PATH}"\n')
+    config.write_text(
+        f'[vault]\naddr = "{vault.addr}"\nauth = "approle"\n'
+        f'role_id_file = "{tmp_path / "role_id"}"\nsecret_id_file = "{tmp_path / "secret_id"}"\n'
+        f'[orgs.default]\npath = "{SECRET_PATH}"\n'
+    )
     return config
 
 
@@ -191,7 +223,11 @@ def test_short_lived_approle_tokens_keep_refresh_working_for_a_minute(vault, app
             time.sleep(60)
             rotated = new_secret()
             version = vault.write_secret(SECRET_PATH, rotated)
-            wait_for(lambda: traffic.outcomes[-1].version == version, timeout=5)
+            wait_until(
+                lambda: traffic.outcomes[-1].version == version,
+                timeout=5,
+                message=f"the latest token signed with version {version}",
+            )
         assert traffic.failures() == []
         assert refresh_errors(service) == 0
         assert scrape(service, "tokenservice_vault_refresh_total", org="default", result="ok") - started >= 50
@@ -201,15 +237,25 @@ def test_short_lived_approle_tokens_keep_refresh_working_for_a_minute(vault, app
 
 
 def test_revoked_token_is_replaced_by_a_new_login(vault, approle):
-    service = ServiceProcess.start({"TOKENSERVICE_REFRESH_INTERVAL": str(REFRESH_SECONDS)},
-                                   args=["--config", str(approle)])
+    service = ServiceProcess.start(
+        {"TOKENSERVICE_REFRESH_INTERVAL": str(REFRESH_SECONDS)}, args=["--config", str(approle)]
+    )
     try:
         with SteadyTraffic(service.grpc_target) as traffic:
             vault.client().sys.revoke_prefix("auth/approle/login")
-            wait_for(lambda: "Vault refused the token; logging in again" in service.logs())
+            wait_until(
+                lambda: "Vault refused the token; logging in again" in service.logs(),
+                timeout=15,
+                message="a new login once the token was refused",
+            )
             ok_before = scrape(service, "tokenservice_vault_refresh_total", org="default", result="ok")
-            wait_for(lambda: scrape(service, "tokenservice_vault_refresh_total", org="default",
-                                    result="ok") >= ok_before + 2)
+            wait_until(
+                lambda: (
+                    scrape(service, "tokenservice_vault_refresh_total", org="default", result="ok") >= ok_before + 2
+                ),
+                timeout=15,
+                message="two good refreshes",
+            )
         assert traffic.failures() == [] and refresh_errors(service) == 0
     finally:
         assert service.terminate() == 0

@@ -10,17 +10,15 @@ import hashlib
 import hmac
 import json
 import logging
-import secrets
 import ssl
 import uuid
 from pathlib import Path
 
 import grpc
 import pytest
-from google.rpc import error_details_pb2
+from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 from prometheus_client import generate_latest
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
@@ -34,27 +32,19 @@ from service.secrets import VaultSecretSource
 from service.server import TokenServer
 from service.vault_auth import session_from_config
 from tests.certificates import CertificateAuthority, Issued
-from tests.conftest import new_secret
-from tests.support import hs256_open, metric_value
+from tests.secured import ALL_RPCS, CERTIFICATE_CALLER_SPIFFE_ID, Caller, write_secured_config
+from tests.support import hs256_open, metric_value, refusal_of
 
 pytestmark = pytest.mark.integration
 
-CHECKOUT_SPIFFE_ID = "spiffe://corp.example/ns/shop/sa/checkout"
+CHECKOUT_SPIFFE_ID = CERTIFICATE_CALLER_SPIFFE_ID
 SUPPORT_DNS_NAME = "support.internal.example"
-
-
-def status_of(error: grpc.aio.AioRpcError) -> tuple[grpc.StatusCode, str, float | None]:
-    """The code, ErrorInfo reason and RetryInfo delay (if any) of a failed call."""
-    status = rpc_status.from_call(error)
-    assert status is not None, f"no google.rpc.Status in the trailers of {error.code()}: {error.details()}"
-    reason, retry_delay = "", None
-    for detail in status.details:
-        info, retry = error_details_pb2.ErrorInfo(), error_details_pb2.RetryInfo()
-        if detail.Unpack(info):
-            reason = info.reason
-        elif detail.Unpack(retry):
-            retry_delay = retry.retry_delay.ToNanoseconds() / 1e9
-    return error.code(), reason, retry_delay
+CALLERS = {
+    "checkout": Caller(spiffe_id=CHECKOUT_SPIFFE_ID, orgs=("acme",), identities=("email",)),
+    "support": Caller(dns_name=SUPPORT_DNS_NAME, orgs=("acme", "globex"), rpcs=("MintToken", "VerifyToken")),
+    "reports": Caller(orgs=("acme",), identities=("external_id",), rpcs=ALL_RPCS, rate_per_second=2, burst=3),
+    "backfill": Caller(orgs=("*",), rpcs=ALL_RPCS, rate_per_second=100000, burst=1000),
+}
 
 
 @dataclasses.dataclass
@@ -81,7 +71,8 @@ class Secured:
 
     def mtls_channel(self, client: Issued | None, ca: CertificateAuthority | None = None) -> grpc.aio.Channel:
         credentials = grpc.ssl_channel_credentials(
-            (ca or self.ca).cert_pem, client.key_pem if client else None, client.cert_pem if client else None)
+            (ca or self.ca).cert_pem, client.key_pem if client else None, client.cert_pem if client else None
+        )
         return grpc.aio.secure_channel(self.mtls_target, credentials, options=[("grpc.use_local_subchannel_pool", 1)])
 
     def key_channel(self, key: str | None) -> grpc.aio.Channel:
@@ -104,81 +95,36 @@ class Secured:
         self.openbao.client().secrets.kv.v2.create_or_update_secret(path=self.keys_path, secret=hashes)
 
 
-def config_text(tmp_path: Path, ca: CertificateAuthority, server_cert: Issued, paths: dict[str, str],
-                keys_path: str, fingerprint_key_file: Path, public_health: bool = True) -> str:
-    return f"""
-default_org = "acme"
-health_addr = "127.0.0.1:0"
-grpc_addr = "127.0.0.1:0"
-metrics_addr = "127.0.0.1:0"
-refresh_interval_seconds = 0.5
-
-[orgs.acme]
-path = "{paths['acme']}"
-[orgs.globex]
-path = "{paths['globex']}"
-
-[tls]
-cert_file = "{server_cert.cert_file}"
-key_file = "{server_cert.key_file}"
-client_ca_file = "{ca.cert_file}"
-api_key_addr = "127.0.0.1:0"
-
-[auth]
-api_keys_path = "{keys_path}"
-public_health = {str(public_health).lower()}
-
-[audit]
-output = "{tmp_path / 'audit.jsonl'}"
-fingerprint_key_file = "{fingerprint_key_file}"
-
-[callers.checkout]
-spiffe_id = "{CHECKOUT_SPIFFE_ID}"
-orgs = ["acme"]
-identities = ["email"]
-
-[callers.support]
-dns_name = "{SUPPORT_DNS_NAME}"
-orgs = ["acme", "globex"]
-rpcs = ["MintToken", "VerifyToken"]
-
-[callers.reports]
-orgs = ["acme"]
-identities = ["external_id"]
-rpcs = ["MintToken", "MintTokens", "VerifyToken"]
-rate_per_second = 2
-burst = 3
-
-[callers.backfill]
-orgs = ["*"]
-rpcs = ["MintToken", "MintTokens", "VerifyToken"]
-rate_per_second = 100000
-burst = 1000
-"""
-
-
 async def start_secured(openbao: OpenBaoDevServer, tmp_path: Path, public_health: bool = True) -> Secured:
-    ca = CertificateAuthority(tmp_path)
-    server_cert = ca.issue_server()
-    paths = {org: f"kustomer/{org}-{uuid.uuid4().hex[:8]}" for org in ("acme", "globex")}
-    for path in paths.values():
-        openbao.write_secret(path, new_secret())
-    keys = {"reports": new_api_key(), "backfill": new_api_key()}
-    keys_path = f"tokenservice/api-keys-{uuid.uuid4().hex[:8]}"
-    fingerprint_key = secrets.token_urlsafe(32).encode()
-    fingerprint_key_file = tmp_path / "fingerprint.key"
-    fingerprint_key_file.write_bytes(fingerprint_key + b"\n")
-    config_file = tmp_path / "config.toml"
-    config_file.write_text(config_text(tmp_path, ca, server_cert, paths, keys_path, fingerprint_key_file,
-                                       public_health))
-    config = load_config(config_file, {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token})
+    """An in-process server with the secured set-up of tests/secured.py: two orgs, the four CALLERS,
+    a key each for reports and backfill, and the audit trail in a file of its own."""
+    audit_file = tmp_path / "audit.jsonl"
+    files = write_secured_config(
+        openbao,
+        tmp_path,
+        callers=CALLERS,
+        orgs={org: f"kustomer/{org}-{uuid.uuid4().hex[:8]}" for org in ("acme", "globex")},
+        api_keys={"reports": [new_api_key()], "backfill": [new_api_key()]},
+        settings={
+            "refresh_interval_seconds": 0.5,
+            "auth": {"public_health": public_health},
+            "audit": {"output": str(audit_file)},
+        },
+    )
+    config = load_config(files.config_file, {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token})
     secured = Secured(
-        server=TokenServer(config, VaultSecretSource(config.vault, session_from_config(config.vault)),
-                           metrics=Metrics()),
-        openbao=openbao, ca=ca, server_cert=server_cert, keys_path=keys_path, keys=keys,
-        secrets={org: openbao.read_secret(path) for org, path in paths.items()},
-        audit_file=tmp_path / "audit.jsonl", fingerprint_key=fingerprint_key)
-    secured.write_keys(**{caller: hash_api_key(key) for caller, key in keys.items()})
+        server=TokenServer(
+            config, VaultSecretSource(config.vault, session_from_config(config.vault)), metrics=Metrics()
+        ),
+        openbao=openbao,
+        ca=files.ca,
+        server_cert=files.server,
+        keys_path=files.keys_path,
+        keys={caller: keys[0] for caller, keys in files.api_keys.items()},
+        secrets=files.secrets,
+        audit_file=audit_file,
+        fingerprint_key=files.fingerprint_key,
+    )
     await secured.server.start()
     await secured.server.store.load_once()
     await secured.server.api_keys.refresh()
@@ -210,13 +156,14 @@ def clients(secured):
 
 async def mint(channel: grpc.aio.Channel, request_id: str, **fields: str) -> pb.MintTokenResponse:
     return await pb_grpc.TokenServiceStub(channel).MintToken(
-        pb.MintTokenRequest(**fields), metadata=(("x-request-id", request_id),), timeout=5)
+        pb.MintTokenRequest(**fields), metadata=(("x-request-id", request_id),), timeout=5
+    )
 
 
 async def refused(call) -> tuple[grpc.StatusCode, str, float | None]:
     with pytest.raises(grpc.aio.AioRpcError) as raised:
         await call
-    return status_of(raised.value)
+    return refusal_of(raised.value)
 
 
 # --- mTLS -------------------------------------------------------------------------------------------------
@@ -225,12 +172,24 @@ async def refused(call) -> tuple[grpc.StatusCode, str, float | None]:
 async def test_a_configured_spiffe_id_mints_and_is_audited(secured, clients):
     async with secured.mtls_channel(clients["checkout"]) as channel:
         response = await mint(channel, "spiffe-ok", email="ada@example.com")
-    header, claims = hs256_open(response.token, secured.secrets["acme"])
+    _header, claims = hs256_open(response.token, secured.secrets["acme"])
     assert claims["email"] == "ada@example.com"
     [record] = secured.audit_of("spiffe-ok")
-    assert set(record) == {"time", "request_id", "caller", "peer", "rpc", "org", "identity_kind",
-                           "email_fingerprint", "external_id_fingerprint", "secret_version", "status", "reason",
-                           "entries"}
+    assert set(record) == {
+        "time",
+        "request_id",
+        "caller",
+        "peer",
+        "rpc",
+        "org",
+        "identity_kind",
+        "email_fingerprint",
+        "external_id_fingerprint",
+        "secret_version",
+        "status",
+        "reason",
+        "entries",
+    }
     assert record["caller"] == "checkout" and record["rpc"] == "MintToken" and record["org"] == "acme"
     assert record["identity_kind"] == "email"
     assert record["email_fingerprint"] == secured.fingerprint("email", "ada@example.com")
@@ -246,11 +205,16 @@ async def test_a_configured_dns_name_is_the_caller_when_there_is_no_spiffe_id(se
         minted = await mint(channel, "dns-ok", external_id="cust-7", org="globex")
         assert hs256_open(minted.token, secured.secrets["globex"])[1]["externalId"] == "cust-7"
         verdict = await pb_grpc.TokenServiceStub(channel).VerifyToken(
-            pb.VerifyTokenRequest(token=(await mint(channel, "dns-ok-2", email="b@example.com")).token), timeout=5)
+            pb.VerifyTokenRequest(token=(await mint(channel, "dns-ok-2", email="b@example.com")).token), timeout=5
+        )
     assert verdict.valid
     [record] = secured.audit_of("dns-ok")
     assert (record["caller"], record["org"], record["identity_kind"], record["status"]) == (
-        "support", "globex", "external_id", "OK")
+        "support",
+        "globex",
+        "external_id",
+        "OK",
+    )
     assert record["external_id_fingerprint"] == secured.fingerprint("external_id", "cust-7")
 
 
@@ -261,7 +225,10 @@ async def test_a_certificate_of_no_configured_caller_is_unauthenticated(secured,
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_INVALID")
     [record] = secured.audit_of(f"unknown-san-{client}")
     assert (record["caller"], record["status"], record["reason"]) == (
-        "unknown", "UNAUTHENTICATED", "CREDENTIALS_INVALID")
+        "unknown",
+        "UNAUTHENTICATED",
+        "CREDENTIALS_INVALID",
+    )
     assert record["email_fingerprint"] == secured.fingerprint("email", "ada@example.com")
     assert record["secret_version"] is None
 
@@ -288,7 +255,9 @@ async def test_api_key_missing_or_wrong_is_unauthenticated(secured):
     assert missing[:2] == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_MISSING")
     assert wrong[:2] == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_INVALID")
     assert [r["reason"] for r in secured.audit_of("key-missing") + secured.audit_of("key-wrong")] == [
-        "CREDENTIALS_MISSING", "CREDENTIALS_INVALID"]
+        "CREDENTIALS_MISSING",
+        "CREDENTIALS_INVALID",
+    ]
     metrics = generate_latest(secured.server.metrics.registry).decode()
     assert metric_value(metrics, "tokenservice_auth_failures_total", reason="CREDENTIALS_MISSING") == 1
     assert metric_value(metrics, "tokenservice_auth_failures_total", reason="CREDENTIALS_INVALID") == 1
@@ -307,8 +276,10 @@ async def test_a_key_revoked_in_vault_stops_working_within_one_refresh(secured):
 
 async def test_a_key_added_in_vault_works_without_restart(secured):
     new_key = new_api_key()
-    secured.write_keys(reports=f"{hash_api_key(secured.keys['reports'])}, {hash_api_key(new_key)}",
-                       backfill=hash_api_key(secured.keys["backfill"]))
+    secured.write_keys(
+        reports=f"{hash_api_key(secured.keys['reports'])}, {hash_api_key(new_key)}",
+        backfill=hash_api_key(secured.keys["backfill"]),
+    )
     await asyncio.sleep(0.5 * 1.1 + 0.3)
     async with secured.key_channel(new_key) as channel:
         await mint(channel, "added-key", external_id="c-1")
@@ -324,43 +295,66 @@ async def test_policy_denies_org_identity_kind_and_rpc(secured, clients):
         org = await refused(mint(channel, "deny-org", email="ada@example.com", org="globex"))
         identity = await refused(mint(channel, "deny-identity", external_id="c-1"))
         verify_rpc = await refused(stub.VerifyToken(pb.VerifyTokenRequest(token="x.y.z"), timeout=5))
-        batch_rpc = await refused(stub.MintTokens(
-            pb.MintTokensRequest(requests=[pb.MintTokenRequest(email="ada@example.com")]),
-            metadata=(("x-request-id", "deny-batch"),), timeout=5))
+        batch_rpc = await refused(
+            stub.MintTokens(
+                pb.MintTokensRequest(requests=[pb.MintTokenRequest(email="ada@example.com")]),
+                metadata=(("x-request-id", "deny-batch"),),
+                timeout=5,
+            )
+        )
     denied = grpc.StatusCode.PERMISSION_DENIED
     assert org[:2] == (denied, "ORG_NOT_ALLOWED")
     assert identity[:2] == (denied, "IDENTITY_NOT_ALLOWED")
     assert verify_rpc[:2] == (denied, "RPC_NOT_ALLOWED")
     assert batch_rpc[:2] == (denied, "RPC_NOT_ALLOWED")
-    for request_id, reason, org_name, kind in [("deny-org", "ORG_NOT_ALLOWED", "globex", "email"),
-                                               ("deny-identity", "IDENTITY_NOT_ALLOWED", "acme", "external_id"),
-                                               ("deny-batch", "RPC_NOT_ALLOWED", "acme", "email")]:
+    for request_id, reason, org_name, kind in [
+        ("deny-org", "ORG_NOT_ALLOWED", "globex", "email"),
+        ("deny-identity", "IDENTITY_NOT_ALLOWED", "acme", "external_id"),
+        ("deny-batch", "RPC_NOT_ALLOWED", "acme", "email"),
+    ]:
         [record] = secured.audit_of(request_id)
         assert (record["caller"], record["status"], record["reason"], record["org"], record["identity_kind"]) == (
-            "checkout", "PERMISSION_DENIED", reason, org_name, kind)
+            "checkout",
+            "PERMISSION_DENIED",
+            reason,
+            org_name,
+            kind,
+        )
     metrics = generate_latest(secured.server.metrics.registry).decode()
     assert metric_value(metrics, "tokenservice_auth_failures_total", reason="RPC_NOT_ALLOWED") == 2
-    assert metric_value(metrics, "tokenservice_mint_errors_total", org="globex", reason="ORG_NOT_ALLOWED",
-                        caller="checkout") == 1
+    assert (
+        metric_value(
+            metrics, "tokenservice_mint_errors_total", org="globex", reason="ORG_NOT_ALLOWED", caller="checkout"
+        )
+        == 1
+    )
 
 
 async def test_a_batch_entry_outside_the_policy_fails_alone(secured):
     async with secured.key_channel(secured.keys["reports"]) as channel:
-        response = await pb_grpc.TokenServiceStub(channel).MintTokens(pb.MintTokensRequest(requests=[
-            pb.MintTokenRequest(external_id="c-1"), pb.MintTokenRequest(email="ada@example.com")]),
-            metadata=(("x-request-id", "batch-mixed"),), timeout=5)
+        response = await pb_grpc.TokenServiceStub(channel).MintTokens(
+            pb.MintTokensRequest(
+                requests=[pb.MintTokenRequest(external_id="c-1"), pb.MintTokenRequest(email="ada@example.com")]
+            ),
+            metadata=(("x-request-id", "batch-mixed"),),
+            timeout=5,
+        )
     assert response.results[0].WhichOneof("outcome") == "token"
-    assert response.results[1].error.code == grpc.StatusCode.PERMISSION_DENIED.value[0]
+    assert response.results[1].error.code == code_pb2.PERMISSION_DENIED
     assert [(r["status"], r["identity_kind"]) for r in secured.audit_of("batch-mixed")] == [
-        ("OK", "external_id"), ("PERMISSION_DENIED", "email")]
+        ("OK", "external_id"),
+        ("PERMISSION_DENIED", "email"),
+    ]
 
 
 # --- rate limits ------------------------------------------------------------------------------------------
 
 
 async def test_a_caller_over_its_rate_is_held_back_and_another_is_not(secured):
-    async with secured.key_channel(secured.keys["reports"]) as reports, \
-            secured.key_channel(secured.keys["backfill"]) as backfill:
+    async with (
+        secured.key_channel(secured.keys["reports"]) as reports,
+        secured.key_channel(secured.keys["backfill"]) as backfill,
+    ):
         for n in range(3):  # the burst
             await mint(reports, f"rate-{n}", external_id="c-1")
         code, reason, retry_delay = await refused(mint(reports, "rate-over", external_id="c-1"))
@@ -375,14 +369,19 @@ async def test_a_caller_over_its_rate_is_held_back_and_another_is_not(secured):
     metrics = generate_latest(secured.server.metrics.registry).decode()
     assert metric_value(metrics, "tokenservice_rate_limited_total", caller="reports") == 1
     assert metric_value(metrics, "tokenservice_rate_limited_total", caller="backfill") == 0
-    assert metric_value(metrics, "tokenservice_tokens_issued_total", org="acme", identity="external_id",
-                        caller="backfill") == 20
+    assert (
+        metric_value(metrics, "tokenservice_tokens_issued_total", org="acme", identity="external_id", caller="backfill")
+        == 20
+    )
 
 
 async def test_a_batch_larger_than_the_burst_is_refused_as_too_large(secured):
     async with secured.key_channel(secured.keys["reports"]) as channel:
-        code, reason, _ = await refused(pb_grpc.TokenServiceStub(channel).MintTokens(pb.MintTokensRequest(
-            requests=[pb.MintTokenRequest(external_id=f"c-{n}") for n in range(4)]), timeout=5))
+        code, reason, _ = await refused(
+            pb_grpc.TokenServiceStub(channel).MintTokens(
+                pb.MintTokensRequest(requests=[pb.MintTokenRequest(external_id=f"c-{n}") for n in range(4)]), timeout=5
+            )
+        )
     assert (code, reason) == (grpc.StatusCode.INVALID_ARGUMENT, "BATCH_TOO_LARGE")
 
 
@@ -413,8 +412,9 @@ async def test_health_and_reflection_can_require_credentials(openbao, tmp_path):
     running = await start_secured(openbao, tmp_path, public_health=False)
     try:
         async with running.key_channel(None) as anonymous:
-            health = await refused(health_pb2_grpc.HealthStub(anonymous).Check(health_pb2.HealthCheckRequest(),
-                                                                               timeout=5))
+            health = await refused(
+                health_pb2_grpc.HealthStub(anonymous).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            )
             with pytest.raises(grpc.aio.AioRpcError) as reflection_refused:
                 await list_services(anonymous)
             with pytest.raises(grpc.aio.AioRpcError) as watch_refused:
@@ -440,8 +440,11 @@ def served_certificate_fingerprint(port: int, ca: CertificateAuthority) -> str:
     context = ssl.create_default_context(cafile=str(ca.cert_file))
     context.set_alpn_protocols(["h2"])
     import socket
-    with socket.create_connection(("127.0.0.1", port), timeout=5) as raw, \
-            context.wrap_socket(raw, server_hostname="localhost") as tls:
+
+    with (
+        socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
+        context.wrap_socket(raw, server_hostname="localhost") as tls,
+    ):
         return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
 
 
@@ -500,8 +503,16 @@ async def test_no_secret_key_token_or_identity_in_logs_audit_or_metrics(secured,
     logs = "\n".join(formatter.format(record) for record in caplog.get_records("setup") + caplog.records)
     audit = secured.audit_file.read_text()
     metrics = generate_latest(secured.server.metrics.registry).decode()
-    forbidden = [*secured.secrets.values(), *secured.keys.values(), *tokens, *emails, "leak-external-id-42",
-                 "leak-external-id-43", secured.fingerprint_key.decode(), secured.server_cert.key_pem.decode()]
+    forbidden = [
+        *secured.secrets.values(),
+        *secured.keys.values(),
+        *tokens,
+        *emails,
+        "leak-external-id-42",
+        "leak-external-id-43",
+        secured.fingerprint_key.decode(),
+        secured.server_cert.key_pem.decode(),
+    ]
     for text, where in [(logs, "logs"), (audit, "audit"), (metrics, "metrics")]:
         for value in forbidden:
             assert value not in text, f"{where} contains a forbidden value"
@@ -516,7 +527,8 @@ async def test_no_secret_key_token_or_identity_in_logs_audit_or_metrics(secured,
 async def test_a_certificate_and_a_key_of_different_callers_are_refused(secured, clients):
     credentials = grpc.composite_channel_credentials(
         grpc.ssl_channel_credentials(secured.ca.cert_pem, clients["checkout"].key_pem, clients["checkout"].cert_pem),
-        grpc.access_token_call_credentials(secured.keys["backfill"]))
+        grpc.access_token_call_credentials(secured.keys["backfill"]),
+    )
     async with grpc.aio.secure_channel(secured.mtls_target, credentials) as channel:
         code, reason, _ = await refused(mint(channel, "mixed-credentials", email="ada@example.com", org="globex"))
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_INVALID")
@@ -525,8 +537,11 @@ async def test_a_certificate_and_a_key_of_different_callers_are_refused(secured,
 @pytest.mark.parametrize("authorization", ["Basic dXNlcjpwYXNz", "Bearer", "Bearer ", "tks_not-even-bearer"])
 async def test_malformed_authorization_metadata_is_unauthenticated(secured, authorization):
     async with secured.key_channel(None) as channel:
-        code, reason, _ = await refused(pb_grpc.TokenServiceStub(channel).MintToken(
-            pb.MintTokenRequest(external_id="c-1"), metadata=(("authorization", authorization),), timeout=5))
+        code, reason, _ = await refused(
+            pb_grpc.TokenServiceStub(channel).MintToken(
+                pb.MintTokenRequest(external_id="c-1"), metadata=(("authorization", authorization),), timeout=5
+            )
+        )
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_INVALID")
 
 
@@ -540,8 +555,11 @@ async def test_a_request_id_that_could_forge_audit_fields_is_replaced(secured):
 
 async def test_an_unauthenticated_oversized_batch_cannot_flood_the_audit_trail(secured):
     async with secured.key_channel(None) as channel:
-        await refused(pb_grpc.TokenServiceStub(channel).MintTokens(pb.MintTokensRequest(
-            requests=[pb.MintTokenRequest(external_id="c")] * 5000), timeout=10))
+        await refused(
+            pb_grpc.TokenServiceStub(channel).MintTokens(
+                pb.MintTokensRequest(requests=[pb.MintTokenRequest(external_id="c")] * 5000), timeout=10
+            )
+        )
     [record] = secured.audit()  # one record for the call, with its entry count
     assert (record["reason"], record["entries"]) == ("CREDENTIALS_MISSING", 5000)
 
@@ -550,12 +568,14 @@ async def test_verify_token_is_no_oracle_for_orgs_outside_the_policy(secured, cl
     async with secured.mtls_channel(clients["support"]) as support:
         token = (await mint(support, "oracle", email="ada@example.com", org="globex")).token
     async with secured.key_channel(secured.keys["reports"]) as reports:
-        code, reason, _ = await refused(pb_grpc.TokenServiceStub(reports).VerifyToken(
-            pb.VerifyTokenRequest(token=token, org="globex"), timeout=5))
+        code, reason, _ = await refused(
+            pb_grpc.TokenServiceStub(reports).VerifyToken(pb.VerifyTokenRequest(token=token, org="globex"), timeout=5)
+        )
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "ORG_NOT_ALLOWED")
     async with secured.mtls_channel(clients["checkout"]) as checkout:
-        code, reason, _ = await refused(pb_grpc.TokenServiceStub(checkout).VerifyToken(
-            pb.VerifyTokenRequest(token=token, org="globex"), timeout=5))
+        code, reason, _ = await refused(
+            pb_grpc.TokenServiceStub(checkout).VerifyToken(pb.VerifyTokenRequest(token=token, org="globex"), timeout=5)
+        )
     assert (code, reason) == (grpc.StatusCode.PERMISSION_DENIED, "RPC_NOT_ALLOWED")
 
 

@@ -10,25 +10,26 @@ import urllib.request
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import free_loopback_port
-from tests.conftest import new_secret
-from tests.support import TOKENSERVICE, ServiceProcess, hs256_open, metric_value, wait_for_health
+from tests.support import (
+    TOKENSERVICE,
+    ServiceProcess,
+    hs256_open,
+    metric_value,
+    new_secret,
+    wait_for_health,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
 
 def run_cli(*args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([TOKENSERVICE, *args], capture_output=True, text=True, input=stdin, timeout=30)
-
-
-def wait_until(condition, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        time.sleep(0.1)
 
 
 def test_cli_mint_and_verify_against_the_live_service(live_service):
@@ -48,9 +49,15 @@ def test_logs_and_metrics_never_carry_the_secret_tokens_or_identities(openbao):
     path = "kustomer/leak-check"
     first = new_secret()
     openbao.write_secret(path, first)
-    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                                    "TOKENSERVICE_SECRET_PATH": path, "TOKENSERVICE_REFRESH_INTERVAL": "0.3"},
-                                   args=["--log-level", "DEBUG"])
+    service = ServiceProcess.start(
+        {
+            "VAULT_ADDR": openbao.addr,
+            "VAULT_TOKEN": openbao.root_token,
+            "TOKENSERVICE_SECRET_PATH": path,
+            "TOKENSERVICE_REFRESH_INTERVAL": "0.3",
+        },
+        args=["--log-level", "DEBUG"],
+    )
     try:
         identities = ["leaky.customer@example.com", "cust-leak-8812", "bad\nline@example.com"]
         with grpc.insecure_channel(service.grpc_target) as channel:
@@ -60,20 +67,40 @@ def test_logs_and_metrics_never_carry_the_secret_tokens_or_identities(openbao):
                 stub.MintToken(pb.MintTokenRequest(email=identities[2]))
             second = new_secret()
             openbao.write_secret(path, second)
-            wait_until(lambda: stub.MintToken(pb.MintTokenRequest(email=identities[0])).secret_version == 2)
+            wait_until(
+                lambda: stub.MintToken(pb.MintTokenRequest(email=identities[0])).secret_version == 2,
+                interval=0.1,
+                message="minting with secret version 2",
+            )
             openbao.write_secret(path, "rejected-too-short")
-            wait_until(lambda: '"secret rejected' in service.logs())
+            wait_until(
+                lambda: '"secret rejected' in service.logs(),
+                interval=0.1,
+                message="the too-short secret logged as rejected",
+            )
             tokens += [stub.MintToken(pb.MintTokenRequest(email=identities[0])).token]
-            tokens += [result.token.token for result in stub.MintTokens(pb.MintTokensRequest(
-                requests=[pb.MintTokenRequest(external_id=identities[1])])).results]
+            tokens += [
+                result.token.token
+                for result in stub.MintTokens(
+                    pb.MintTokensRequest(requests=[pb.MintTokenRequest(external_id=identities[1])])
+                ).results
+            ]
             stub.VerifyToken(pb.VerifyTokenRequest(token=tokens[0]))
         metrics = urllib.request.urlopen(service.metrics_url, timeout=5).read().decode()
     finally:
         assert service.terminate() == 0
     logs = service.logs()
     assert '"signing secret adopted"' in logs and '"secret rejected' in logs
-    for needle in [first, second, "rejected-too-short", openbao.root_token, *tokens, *identities,
-                   "leaky.customer", "cust-leak"]:
+    for needle in [
+        first,
+        second,
+        "rejected-too-short",
+        openbao.root_token,
+        *tokens,
+        *identities,
+        "leaky.customer",
+        "cust-leak",
+    ]:
         assert needle not in logs, f"log leaks {needle[:12]}…"
         assert needle not in metrics, f"/metrics leaks {needle[:12]}…"
     for token in tokens:
@@ -82,8 +109,9 @@ def test_logs_and_metrics_never_carry_the_secret_tokens_or_identities(openbao):
 
 
 def test_sigterm_lets_in_flight_rpcs_finish_and_exits_zero(openbao, secret_path):
-    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                                    "TOKENSERVICE_SECRET_PATH": secret_path})
+    service = ServiceProcess.start(
+        {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "TOKENSERVICE_SECRET_PATH": secret_path}
+    )
     big_batch = pb.MintTokensRequest(requests=[pb.MintTokenRequest(email=f"u{i}@example.com") for i in range(1000)])
     outcomes: list[object] = []
     lock = threading.Lock()
@@ -120,16 +148,24 @@ def test_sigterm_lets_in_flight_rpcs_finish_and_exits_zero(openbao, secret_path)
 
 
 def test_bad_config_is_refused_at_start_naming_the_setting(openbao):
-    result = subprocess.run([TOKENSERVICE, "serve"], capture_output=True, text=True, timeout=30, env={
-        "VAULT_ADDR": openbao.addr, "VAULT_TOKEN": "x", "TOKENSERVICE_REFRESH_INTERVAL": "often"})
+    result = subprocess.run(
+        [TOKENSERVICE, "serve"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": "x", "TOKENSERVICE_REFRESH_INTERVAL": "often"},
+    )
     assert result.returncode == 2
     assert "TOKENSERVICE_REFRESH_INTERVAL" in result.stderr and "refresh_interval_seconds" in result.stderr
 
 
 def test_dev_runs_openbao_and_the_service_and_stops_both_on_ctrl_c():
     grpc_addr, metrics_port = f"127.0.0.1:{free_loopback_port()}", free_loopback_port()
-    dev = subprocess.Popen([TOKENSERVICE, "dev", "--grpc-addr", grpc_addr, "--metrics-addr",
-                            f"127.0.0.1:{metrics_port}"], stderr=subprocess.PIPE, text=True)
+    dev = subprocess.Popen(
+        [TOKENSERVICE, "dev", "--grpc-addr", grpc_addr, "--metrics-addr", f"127.0.0.1:{metrics_port}"],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         banner = ""
         while "Ctrl-C stops" not in banner:  # the service's log lines come first, on the same stderr
@@ -138,7 +174,7 @@ def test_dev_runs_openbao_and_the_service_and_stops_both_on_ctrl_c():
             banner += "" if line.startswith("{") else line
         assert f"tokenservice mint --addr {grpc_addr} --email someone@example.com" in banner
         assert "CALLER AUTHENTICATION IS OFF" in banner
-        wait_for_health(grpc_addr, 1)
+        wait_for_health(grpc_addr, health_pb2.HealthCheckResponse.SERVING)
         minted = run_cli("mint", "--addr", grpc_addr, "--email", "someone@example.com")
         assert minted.returncode == 0 and minted.stdout.count(".") == 2
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=5).read().decode()
@@ -152,8 +188,14 @@ def test_dev_runs_openbao_and_the_service_and_stops_both_on_ctrl_c():
 
 
 def test_workers_share_the_port_and_metrics_add_up(openbao, secret_path):
-    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                                    "TOKENSERVICE_SECRET_PATH": secret_path, "TOKENSERVICE_WORKERS": "3"})
+    service = ServiceProcess.start(
+        {
+            "VAULT_ADDR": openbao.addr,
+            "VAULT_TOKEN": openbao.root_token,
+            "TOKENSERVICE_SECRET_PATH": secret_path,
+            "TOKENSERVICE_WORKERS": "3",
+        }
+    )
     try:
         for connection in range(30):  # new connections land on different workers
             with grpc.insecure_channel(service.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:

@@ -3,6 +3,7 @@ settings endpoint does, writing to a real OpenBao."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import threading
@@ -12,8 +13,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
-from tests.conftest import new_secret
-from tests.support import TOKENSERVICE
+from tests.support import TOKENSERVICE, new_secret
 
 pytestmark = pytest.mark.integration
 
@@ -34,16 +34,16 @@ class FakeKustomer:
                 fake.requests.append((self.path, self.headers.get("Authorization", "")))
                 time.sleep(fake.delay)
                 status, headers, body = fake.reply
-                if self.path != "/v1/auth/customer/settings" or self.headers.get("Authorization") != f"Bearer {API_KEY}":
+                authorized = self.headers.get("Authorization") == f"Bearer {API_KEY}"
+                if self.path != "/v1/auth/customer/settings" or not authorized:
                     status, headers, body = 401, {}, b'{"errors":[{"status":401,"title":"Unauthorized"}]}'
                 self.send_response(status)
                 for name, value in {"Content-Type": "application/json", **headers}.items():
                     self.send_header(name, value)
                 self.end_headers()
-                try:
+                # The command may have given up waiting (the timeout test).
+                with contextlib.suppress(BrokenPipeError, ConnectionResetError):
                     self.wfile.write(body)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the command gave up waiting (the timeout test)
 
             def log_message(self, *args: object) -> None:
                 pass
@@ -71,13 +71,19 @@ def kustomer():
 @pytest.fixture
 def sync_env(openbao, kustomer):
     path = f"kustomer/sync-{uuid.uuid4().hex[:8]}"
-    return path, {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "KUSTOMER_API_URL": kustomer.url,
-                  "KUSTOMER_API_KEY": API_KEY, "TOKENSERVICE_SECRET_PATH": path}
+    return path, {
+        "VAULT_ADDR": openbao.addr,
+        "VAULT_TOKEN": openbao.root_token,
+        "KUSTOMER_API_URL": kustomer.url,
+        "KUSTOMER_API_KEY": API_KEY,
+        "TOKENSERVICE_SECRET_PATH": path,
+    }
 
 
 def sync(env: dict[str, str], *args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([TOKENSERVICE, "secret", "sync", "--org", "acme", *args], env=env,
-                          capture_output=True, text=True, timeout=30)
+    return subprocess.run(
+        [TOKENSERVICE, "secret", "sync", "--org", "acme", *args], env=env, capture_output=True, text=True, timeout=30
+    )
 
 
 def versions(openbao, path: str) -> int:
@@ -119,17 +125,20 @@ def test_api_key_from_a_file(openbao, kustomer, sync_env, tmp_path):
     assert missing.returncode == 2 and "KUSTOMER_API_KEY" in missing.stderr
 
 
-@pytest.mark.parametrize("reply, message", [
-    ((401, {}, b"{}"), "org.admin and org.user"),
-    ((403, {}, b"{}"), "HTTP 403"),
-    ((404, {}, b"{}"), "HTTP 404"),
-    ((429, {"Retry-After": "30"}, b"{}"), "retry after 30 s"),
-    ((503, {}, b"upstream"), "HTTP 503"),
-    ((200, {}, b"<html>maintenance</html>"), "not JSON"),
-    ((200, {}, b'{"data":{"attributes":{}}}'), "data.attributes.secret"),
-    ((200, {}, b'{"data":{"attributes":{"secret":""}}}'), "data.attributes.secret"),
-    ((200, {}, b'{"data":{"attributes":{"secret":"short"}}}'), "would be refused"),
-])
+@pytest.mark.parametrize(
+    "reply, message",
+    [
+        ((401, {}, b"{}"), "org.admin and org.user"),
+        ((403, {}, b"{}"), "HTTP 403"),
+        ((404, {}, b"{}"), "HTTP 404"),
+        ((429, {"Retry-After": "30"}, b"{}"), "retry after 30 s"),
+        ((503, {}, b"upstream"), "HTTP 503"),
+        ((200, {}, b"<html>maintenance</html>"), "not JSON"),
+        ((200, {}, b'{"data":{"attributes":{}}}'), "data.attributes.secret"),
+        ((200, {}, b'{"data":{"attributes":{"secret":""}}}'), "data.attributes.secret"),
+        ((200, {}, b'{"data":{"attributes":{"secret":"short"}}}'), "would be refused"),
+    ],
+)
 def test_every_failure_says_what_and_writes_nothing(openbao, kustomer, sync_env, reply, message):
     path, env = sync_env
     openbao.write_secret(path, kept := new_secret())

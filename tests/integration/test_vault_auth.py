@@ -9,8 +9,8 @@ import pytest
 from tokenservice.v1 import token_service_pb2 as pb
 
 from service.config import load_config
-from tests.conftest import new_secret, start_server, stop_server
-from tests.support import hs256_open
+from tests.servers import start_server, stop_server
+from tests.support import hs256_open, new_secret
 
 pytestmark = pytest.mark.integration
 
@@ -67,10 +67,19 @@ field = "jwt_secret"
 
 async def test_a_path_outside_the_policy_is_never_served(openbao, approle_files, tmp_path):
     openbao.write_secret("elsewhere/chat", new_secret())
-    config = load_config(None, {}, {
-        "vault.addr": openbao.addr, "vault.auth": "approle", "vault.role_id_file": str(approle_files[0]),
-        "vault.secret_id_file": str(approle_files[1]), "secret_path": "elsewhere/chat",
-        "grpc_addr": "127.0.0.1:0", "metrics_addr": "127.0.0.1:0"})
+    config = load_config(
+        None,
+        {},
+        {
+            "vault.addr": openbao.addr,
+            "vault.auth": "approle",
+            "vault.role_id_file": str(approle_files[0]),
+            "vault.secret_id_file": str(approle_files[1]),
+            "secret_path": "elsewhere/chat",
+            "grpc_addr": "127.0.0.1:0",
+            "metrics_addr": "127.0.0.1:0",
+        },
+    )
     running = await start_server(config)
     try:
         await running.server.store.load_once()

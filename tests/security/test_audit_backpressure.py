@@ -27,7 +27,7 @@ from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from tests.secured import start_secured_service
-from tests.support import metric_value, refusal_of
+from tests.support import metric_value, refusal_of, wait_until
 
 BATCH = 1000
 # The service's default bounded wait for an audit write is 0.5 s; this allows for a loaded machine.
@@ -72,24 +72,31 @@ def timed(call, *args, **kwargs) -> tuple[str, float]:
 def test_a_stalled_audit_output_fails_mints_closed_and_stalls_nothing_else(openbao, tmp_path):
     reader = FifoReader(tmp_path / "audit.fifo")
     # The smallest buffer: the first batch's records fill it, so the next calls' find no room at all.
-    service, files = start_secured_service(openbao, tmp_path, rate_per_second=100000,
-                                           settings={"audit": "max_queued_bytes = 65536"},
-                                           env={"TOKENSERVICE_AUDIT_OUTPUT": str(tmp_path / "audit.fifo")})
+    service, files = start_secured_service(
+        openbao,
+        tmp_path,
+        rate_per_second=100000,
+        settings={"audit": {"max_queued_bytes": 65536}},
+        env={"TOKENSERVICE_AUDIT_OUTPUT": str(tmp_path / "audit.fifo")},
+    )
     calls: dict[str, tuple[str, int]] = {}  # request id -> (outcome, entries)
     try:
-        credentials = grpc.composite_channel_credentials(grpc.ssl_channel_credentials(files.ca.cert_pem),
-                                                         grpc.access_token_call_credentials(files.api_key))
+        credentials = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(files.ca.cert_pem), grpc.access_token_call_credentials(files.api_key)
+        )
         key_port = f"127.0.0.1:{service.listening['api_key_port']}"
-        with grpc.secure_channel(key_port, credentials) as keyed, \
-                grpc.secure_channel(key_port, grpc.ssl_channel_credentials(files.ca.cert_pem)) as anonymous, \
-                grpc.insecure_channel(service.health_target) as probe:
+        with (
+            grpc.secure_channel(key_port, credentials) as keyed,
+            grpc.secure_channel(key_port, grpc.ssl_channel_credentials(files.ca.cert_pem)) as anonymous,
+            grpc.insecure_channel(service.health_target) as probe,
+        ):
             stub = pb_grpc.TokenServiceStub(keyed)
 
             def batch(request_id: str) -> tuple[str, float]:
-                request = pb.MintTokensRequest(requests=[pb.MintTokenRequest(external_id=f"c-{n}")
-                                                         for n in range(BATCH)])
-                outcome, took = timed(stub.MintTokens, request, metadata=(("x-request-id", request_id),),
-                                      timeout=10)
+                request = pb.MintTokensRequest(
+                    requests=[pb.MintTokenRequest(external_id=f"c-{n}") for n in range(BATCH)]
+                )
+                outcome, took = timed(stub.MintTokens, request, metadata=(("x-request-id", request_id),), timeout=10)
                 calls[request_id] = (outcome, BATCH)
                 return outcome, took
 
@@ -103,9 +110,12 @@ def test_a_stalled_audit_output_fails_mints_closed_and_stalls_nothing_else(openb
             assert (health, took < 1.0) == ("OK", True)
             verify, took = timed(stub.VerifyToken, pb.VerifyTokenRequest(token="a.b.c"), timeout=5)
             assert (verify, took < 1.0) == ("OK", True)
-            refusal, took = timed(pb_grpc.TokenServiceStub(anonymous).MintToken,
-                                  pb.MintTokenRequest(email="a@example.com"),
-                                  metadata=(("x-request-id", "stall-refused"),), timeout=5)
+            refusal, took = timed(
+                pb_grpc.TokenServiceStub(anonymous).MintToken,
+                pb.MintTokenRequest(email="a@example.com"),
+                metadata=(("x-request-id", "stall-refused"),),
+                timeout=5,
+            )
             calls["stall-refused"] = (refusal, 1)
             assert (refusal, took < ANSWER_BOUND_SECONDS) == ("CREDENTIALS_MISSING", True)
             with urllib.request.urlopen(service.metrics_url, timeout=5) as response:
@@ -114,10 +124,12 @@ def test_a_stalled_audit_output_fails_mints_closed_and_stalls_nothing_else(openb
 
             # Once the output is read again, mints are served again.
             reader.start_reading()
-            deadline = time.monotonic() + 10
-            while (outcome := batch(f"recovered-{len(calls)}")[0]) != "OK" and time.monotonic() < deadline:
-                time.sleep(0.1)
-            assert outcome == "OK"
+            wait_until(
+                lambda: batch(f"recovered-{len(calls)}")[0] == "OK",
+                timeout=10,
+                interval=0.1,
+                message="a batch served once the audit output is read again",
+            )
         assert service.terminate() == 0
         trail = reader.read_to_end()
     finally:

@@ -24,21 +24,19 @@ from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from tests.certificates import CertificateAuthority
-from tests.secured import CERTIFICATE_CALLER_SPIFFE_ID, SecuredFiles, start_secured_service
+from tests.secured import CERTIFICATE_CALLER_SPIFFE_ID, Caller, SecuredFiles, start_secured_service
 from tests.support import ServiceProcess, hs256_open, refusal_of
 
 SUPPORT_DNS_NAME = "support.internal.example"
-SUPPORT = f"""
-[callers.support]
-dns_name = "{SUPPORT_DNS_NAME}"
-orgs = ["acme"]
-"""
+SUPPORT = Caller(dns_name=SUPPORT_DNS_NAME, orgs=("acme",))
 OTHER_SPIFFE_ID = "spiffe://corp.example/ns/tools/sa/other"
 
 
 @pytest.fixture(scope="module")
 def secured(openbao, tmp_path_factory) -> Iterator[tuple[ServiceProcess, SecuredFiles]]:
-    service, files = start_secured_service(openbao, tmp_path_factory.mktemp("certificates"), extra_callers=SUPPORT)
+    service, files = start_secured_service(
+        openbao, tmp_path_factory.mktemp("certificates"), extra_callers={"support": SUPPORT}
+    )
     try:
         yield service, files
     finally:
@@ -50,17 +48,23 @@ def mint_with(service: ServiceProcess, files: SecuredFiles, request_id: str, **s
     credentials = grpc.ssl_channel_credentials(files.ca.cert_pem, client.key_pem, client.cert_pem)
     with grpc.secure_channel(service.grpc_target, credentials) as channel:
         return pb_grpc.TokenServiceStub(channel).MintToken(
-            pb.MintTokenRequest(email="ada@example.com"), metadata=(("x-request-id", request_id),), timeout=5)
+            pb.MintTokenRequest(email="ada@example.com"), metadata=(("x-request-id", request_id),), timeout=5
+        )
 
 
-@pytest.mark.parametrize("uris", [
-    pytest.param((CERTIFICATE_CALLER_SPIFFE_ID, OTHER_SPIFFE_ID), id="two SPIFFE IDs"),
-    pytest.param((CERTIFICATE_CALLER_SPIFFE_ID, "https://corp.example/checkout"), id="a SPIFFE ID and an https URI"),
-    pytest.param(("spiffe://corp.example",), id="a SPIFFE ID without a path"),
-    pytest.param(("SPIFFE://corp.example/ns/shop/sa/checkout",), id="an upper-case scheme"),
-    pytest.param(("https://corp.example/checkout",), id="an https URI"),
-    pytest.param((CERTIFICATE_CALLER_SPIFFE_ID + "/",), id="a trailing slash"),
-])
+@pytest.mark.parametrize(
+    "uris",
+    [
+        pytest.param((CERTIFICATE_CALLER_SPIFFE_ID, OTHER_SPIFFE_ID), id="two SPIFFE IDs"),
+        pytest.param(
+            (CERTIFICATE_CALLER_SPIFFE_ID, "https://corp.example/checkout"), id="a SPIFFE ID and an https URI"
+        ),
+        pytest.param(("spiffe://corp.example",), id="a SPIFFE ID without a path"),
+        pytest.param(("SPIFFE://corp.example/ns/shop/sa/checkout",), id="an upper-case scheme"),
+        pytest.param(("https://corp.example/checkout",), id="an https URI"),
+        pytest.param((CERTIFICATE_CALLER_SPIFFE_ID + "/",), id="a trailing slash"),
+    ],
+)
 def test_a_uri_san_that_is_not_the_spiffe_id_is_refused_whatever_the_dns_sans(secured, uris):
     service, files = secured
     request_id = f"uri-{uuid.uuid4().hex[:8]}"
@@ -73,11 +77,17 @@ def test_a_uri_san_that_is_not_the_spiffe_id_is_refused_whatever_the_dns_sans(se
     assert (record["caller"], record["reason"]) == ("unknown", "CREDENTIALS_INVALID")
 
 
-@pytest.mark.parametrize("sans, caller", [
-    pytest.param({"uris": (CERTIFICATE_CALLER_SPIFFE_ID,), "dns": (SUPPORT_DNS_NAME,)}, "checkout",
-                 id="one SPIFFE ID wins over the DNS SANs"),
-    pytest.param({"dns": ("other.internal.example", SUPPORT_DNS_NAME)}, "support", id="DNS SANs alone"),
-])
+@pytest.mark.parametrize(
+    "sans, caller",
+    [
+        pytest.param(
+            {"uris": (CERTIFICATE_CALLER_SPIFFE_ID,), "dns": (SUPPORT_DNS_NAME,)},
+            "checkout",
+            id="one SPIFFE ID wins over the DNS SANs",
+        ),
+        pytest.param({"dns": ("other.internal.example", SUPPORT_DNS_NAME)}, "support", id="DNS SANs alone"),
+    ],
+)
 def test_the_caller_is_the_spiffe_id_else_a_dns_name(secured, sans, caller):
     service, files = secured
     request_id = f"ok-{uuid.uuid4().hex[:8]}"
@@ -103,8 +113,10 @@ async def auth_contexts(directory: Path, certificates: dict[str, dict]) -> dict[
     recorder = _AuthContextRecorder()
     server = grpc.aio.server()
     health_pb2_grpc.add_HealthServicer_to_server(recorder, server)
-    port = server.add_secure_port("127.0.0.1:0", grpc.ssl_server_credentials(
-        [(server_certificate.key_pem, server_certificate.cert_pem)], ca.cert_pem, True))
+    port = server.add_secure_port(
+        "127.0.0.1:0",
+        grpc.ssl_server_credentials([(server_certificate.key_pem, server_certificate.cert_pem)], ca.cert_pem, True),
+    )
     await server.start()
     try:
         for name, sans in certificates.items():
@@ -119,12 +131,17 @@ async def auth_contexts(directory: Path, certificates: dict[str, dict]) -> dict[
 
 def test_grpc_reports_every_uri_san_and_a_spiffe_id_only_for_a_single_well_formed_one(tmp_path):
     """What service/callers.py relies on, in the grpcio installed: `peer_uri` lists the URI SANs."""
-    seen = asyncio.run(auth_contexts(tmp_path, {
-        "one": {"uris": (CERTIFICATE_CALLER_SPIFFE_ID,), "dns": (SUPPORT_DNS_NAME,)},
-        "two": {"uris": (CERTIFICATE_CALLER_SPIFFE_ID, OTHER_SPIFFE_ID), "dns": (SUPPORT_DNS_NAME,)},
-        "malformed": {"uris": ("spiffe://corp.example",), "dns": (SUPPORT_DNS_NAME,)},
-        "dns-only": {"dns": (SUPPORT_DNS_NAME,)},
-    }))
+    seen = asyncio.run(
+        auth_contexts(
+            tmp_path,
+            {
+                "one": {"uris": (CERTIFICATE_CALLER_SPIFFE_ID,), "dns": (SUPPORT_DNS_NAME,)},
+                "two": {"uris": (CERTIFICATE_CALLER_SPIFFE_ID, OTHER_SPIFFE_ID), "dns": (SUPPORT_DNS_NAME,)},
+                "malformed": {"uris": ("spiffe://corp.example",), "dns": (SUPPORT_DNS_NAME,)},
+                "dns-only": {"dns": (SUPPORT_DNS_NAME,)},
+            },
+        )
+    )
     assert seen["one"]["peer_spiffe_id"] == seen["one"]["peer_uri"] == [CERTIFICATE_CALLER_SPIFFE_ID.encode()]
     assert seen["two"]["peer_uri"] == [CERTIFICATE_CALLER_SPIFFE_ID.encode(), OTHER_SPIFFE_ID.encode()]
     assert seen["malformed"]["peer_uri"] == [b"spiffe://corp.example"]

@@ -49,21 +49,32 @@ def tools() -> Path:
 
 
 def render(tools: Path, directory: Path) -> list[dict]:
-    rendered = subprocess.run([str(tools / "kubectl"), "kustomize", str(directory)], capture_output=True, text=True,
-                              timeout=120)
+    rendered = subprocess.run(
+        [str(tools / "kubectl"), "kustomize", str(directory)], capture_output=True, text=True, timeout=120
+    )
     assert rendered.returncode == 0, rendered.stderr
     as_json = subprocess.run(
-        [str(tools / "python"), "-c",
-         "import json, sys, yaml; json.dump([o for o in yaml.safe_load_all(sys.stdin) if o], sys.stdout)"],
-        input=rendered.stdout, capture_output=True, text=True, timeout=60)
+        [
+            str(tools / "python"),
+            "-c",
+            "import json, sys, yaml; json.dump([o for o in yaml.safe_load_all(sys.stdin) if o], sys.stdout)",
+        ],
+        input=rendered.stdout,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     assert as_json.returncode == 0, as_json.stderr
     return json.loads(as_json.stdout)
 
 
 @pytest.fixture(scope="module")
 def rendered(tools) -> dict[str, list[dict]]:
-    return {"dev": render(tools, DEPLOY / "overlays" / "dev"), "prod": render(tools, DEPLOY / "overlays" / "prod"),
-            "trust": render(tools, DEPLOY / "trust")}
+    return {
+        "dev": render(tools, DEPLOY / "overlays" / "dev"),
+        "prod": render(tools, DEPLOY / "overlays" / "prod"),
+        "trust": render(tools, DEPLOY / "trust"),
+    }
 
 
 def of_kind(objects: list[dict], kind: str) -> list[dict]:
@@ -91,15 +102,24 @@ def trusted_for_callers(objects: list[dict]) -> list[tuple[str, str, str | None]
     if "secret" in volume:
         secret = volume["secret"]["secretName"]
         # The Secret of a CA Issuer holds that CA; the Secret of an issued certificate holds its issuer's CA.
-        issuers = [("Issuer", i["metadata"]["name"], namespace) for i in of_kind(objects, "Issuer")
-                   if i["spec"].get("ca", {}).get("secretName") == secret]
-        issued = [c["spec"]["issuerRef"] for c in of_kind(objects, "Certificate") if c["spec"]["secretName"] == secret
-                  and not c["spec"].get("isCA")]
+        issuers = [
+            ("Issuer", i["metadata"]["name"], namespace)
+            for i in of_kind(objects, "Issuer")
+            if i["spec"].get("ca", {}).get("secretName") == secret
+        ]
+        issued = [
+            c["spec"]["issuerRef"]
+            for c in of_kind(objects, "Certificate")
+            if c["spec"]["secretName"] == secret and not c["spec"].get("isCA")
+        ]
         return issuers + [(r["kind"], r["name"], namespace if r["kind"] == "Issuer" else None) for r in issued]
     bundle = named(objects, "Bundle", volume["configMap"]["name"])
     secrets = {s["secret"]["name"] for s in bundle["spec"]["sources"]}
-    return [("ClusterIssuer", i["metadata"]["name"], None) for i in of_kind(objects, "ClusterIssuer")
-            if i["spec"]["ca"]["secretName"] in secrets]
+    return [
+        ("ClusterIssuer", i["metadata"]["name"], None)
+        for i in of_kind(objects, "ClusterIssuer")
+        if i["spec"]["ca"]["secretName"] in secrets
+    ]
 
 
 def wildcard(pattern: str, value: str) -> bool:
@@ -120,9 +140,11 @@ def permits_strings(allowed: dict | None, values: list[str], namespace: str) -> 
         return not (allowed or {}).get("required")
     if allowed is None or ("values" not in allowed and not allowed.get("validations")):
         return False
-    return all(any(wildcard(v, value) for v in allowed.get("values", ["*"]))
-               and all(cel_matches(check["rule"], value, namespace) for check in allowed.get("validations", []))
-               for value in values)
+    return all(
+        any(wildcard(v, value) for v in allowed.get("values", ["*"]))
+        and all(cel_matches(check["rule"], value, namespace) for check in allowed.get("validations", []))
+        for value in values
+    )
 
 
 def as_slice(allowed: dict | None) -> dict | None:
@@ -135,31 +157,45 @@ def as_slice(allowed: dict | None) -> dict | None:
 def permits(policy: dict, request: dict) -> bool:
     allowed = policy["spec"].get("allowed", {})
     common_name = [request["commonName"]] if request.get("commonName") else []
-    return (permits_strings(as_slice(allowed.get("commonName")), common_name, request["namespace"])
-            and permits_strings(allowed.get("dnsNames"), request.get("dnsNames", []), request["namespace"])
-            and permits_strings(allowed.get("uris"), request.get("uris", []), request["namespace"])
-            and (not request.get("isCA") or allowed.get("isCA") is True)
-            and set(request.get("usages", DEFAULT_USAGES)) <= set(allowed.get("usages", [])))
+    return (
+        permits_strings(as_slice(allowed.get("commonName")), common_name, request["namespace"])
+        and permits_strings(allowed.get("dnsNames"), request.get("dnsNames", []), request["namespace"])
+        and permits_strings(allowed.get("uris"), request.get("uris", []), request["namespace"])
+        and (not request.get("isCA") or allowed.get("isCA") is True)
+        and set(request.get("usages", DEFAULT_USAGES)) <= set(allowed.get("usages", []))
+    )
 
 
 def bound_to_cert_manager(objects: list[dict], policy: str) -> bool:
-    roles = {r["metadata"]["name"] for r in of_kind(objects, "ClusterRole")
-             if any("use" in rule["verbs"] and "certificaterequestpolicies" in rule["resources"]
-                    and policy in rule.get("resourceNames", []) for rule in r["rules"])}
-    return any(b["roleRef"]["name"] in roles and CERT_MANAGER in b["subjects"]
-               for b in of_kind(objects, "ClusterRoleBinding"))
+    roles = {
+        r["metadata"]["name"]
+        for r in of_kind(objects, "ClusterRole")
+        if any(
+            "use" in rule["verbs"]
+            and "certificaterequestpolicies" in rule["resources"]
+            and policy in rule.get("resourceNames", [])
+            for rule in r["rules"]
+        )
+    }
+    return any(
+        b["roleRef"]["name"] in roles and CERT_MANAGER in b["subjects"] for b in of_kind(objects, "ClusterRoleBinding")
+    )
 
 
 def selected(policy: dict, request: dict) -> bool:
     selector = policy["spec"]["selector"]
     issuer_ref = selector.get("issuerRef") or {}
     kind, name = request["issuer"][:2]
-    if not all(wildcard(issuer_ref[f], v) for f, v in (("name", name), ("kind", kind), ("group", "cert-manager.io"))
-               if f in issuer_ref):
+    if not all(
+        wildcard(issuer_ref[f], v)
+        for f, v in (("name", name), ("kind", kind), ("group", "cert-manager.io"))
+        if f in issuer_ref
+    ):
         return False
     namespaces = selector.get("namespace") or {}
-    return (any(wildcard(n, request["namespace"]) for n in namespaces.get("matchNames", ["*"]))
-            and all(request["labels"].get(k) == v for k, v in namespaces.get("matchLabels", {}).items()))
+    return any(wildcard(n, request["namespace"]) for n in namespaces.get("matchNames", ["*"])) and all(
+        request["labels"].get(k) == v for k, v in namespaces.get("matchLabels", {}).items()
+    )
 
 
 def signed(objects: list[dict], request: dict) -> bool:
@@ -170,8 +206,10 @@ def signed(objects: list[dict], request: dict) -> bool:
     policies = of_kind(objects, "CertificateRequestPolicy")
     if not policies:
         return True  # cert-manager's default approver
-    return any(selected(p, request) and bound_to_cert_manager(objects, p["metadata"]["name"]) and permits(p, request)
-               for p in policies)
+    return any(
+        selected(p, request) and bound_to_cert_manager(objects, p["metadata"]["name"]) and permits(p, request)
+        for p in policies
+    )
 
 
 def namespace_labels(objects: list[dict], namespace: str) -> dict[str, str]:
@@ -184,9 +222,13 @@ def caller_ids(objects: list[dict]) -> list[str]:
 
 
 def request(issuer, namespace: str, labels: dict, **spec: object) -> dict:
-    return {"issuer": issuer, "namespace": namespace,
-            "labels": {"kubernetes.io/metadata.name": namespace, **labels}, "usages": ["digital signature",
-                                                                                       "client auth"], **spec}
+    return {
+        "issuer": issuer,
+        "namespace": namespace,
+        "labels": {"kubernetes.io/metadata.name": namespace, **labels},
+        "usages": ["digital signature", "client auth"],
+        **spec,
+    }
 
 
 def attacks(objects: list[dict]) -> list[tuple[str, dict]]:
@@ -195,20 +237,35 @@ def attacks(objects: list[dict]) -> list[tuple[str, dict]]:
     for issuer in trusted_for_callers(objects):
         for uri in caller_ids(objects):
             own = uri.split("/ns/")[1].split("/")[0]
-            for namespace, labels in (("attacker", CALLER_LABEL), ("attacker", {}), ("tokenservice", {}),
-                                      ("cert-manager", {})):
+            for namespace, labels in (
+                ("attacker", CALLER_LABEL),
+                ("attacker", {}),
+                ("tokenservice", {}),
+                ("cert-manager", {}),
+            ):
                 if namespace != own:
-                    found.append((f"{uri} from namespace {namespace} {labels}",
-                                  request(issuer, namespace, labels, uris=[uri])))
+                    found.append(
+                        (f"{uri} from namespace {namespace} {labels}", request(issuer, namespace, labels, uris=[uri]))
+                    )
             found += [
-                (f"{uri} and another namespace's ID", request(
-                    issuer, own, CALLER_LABEL, uris=[uri, uri.replace(f"/ns/{own}/", "/ns/attacker/")])),
-                (f"{uri} with a path beyond the service account", request(issuer, own, CALLER_LABEL,
-                                                                          uris=[f"{uri}/x"])),
-                ("the server's name", request(issuer, own, CALLER_LABEL, uris=[uri],
-                                              dnsNames=["tokenservice.tokenservice.svc"])),
-                ("a CA", request(issuer, own, CALLER_LABEL, uris=[uri], isCA=True,
-                                 usages=["digital signature", "cert sign"])),
+                (
+                    f"{uri} and another namespace's ID",
+                    request(issuer, own, CALLER_LABEL, uris=[uri, uri.replace(f"/ns/{own}/", "/ns/attacker/")]),
+                ),
+                (
+                    f"{uri} with a path beyond the service account",
+                    request(issuer, own, CALLER_LABEL, uris=[f"{uri}/x"]),
+                ),
+                (
+                    "the server's name",
+                    request(issuer, own, CALLER_LABEL, uris=[uri], dnsNames=["tokenservice.tokenservice.svc"]),
+                ),
+                (
+                    "a CA",
+                    request(
+                        issuer, own, CALLER_LABEL, uris=[uri], isCA=True, usages=["digital signature", "cert sign"]
+                    ),
+                ),
                 ("server auth", request(issuer, own, CALLER_LABEL, uris=[uri], usages=["server auth"])),
             ]
     return found
@@ -240,18 +297,23 @@ def test_a_caller_namespace_obtains_its_own_identity_and_the_shipped_certificate
         namespace = certificate["metadata"]["namespace"]
         ref = certificate["spec"]["issuerRef"]
         issuer = (ref["kind"], ref["name"], namespace if ref["kind"] == "Issuer" else None)
-        spec = {k: v for k, v in certificate["spec"].items() if k in ("commonName", "dnsNames", "uris", "isCA",
-                                                                      "usages")}
-        assert signed(objects, {"issuer": issuer, "namespace": namespace,
-                                "labels": namespace_labels(objects, namespace), **spec}), certificate["metadata"]
+        spec = {
+            k: v for k, v in certificate["spec"].items() if k in ("commonName", "dnsNames", "uris", "isCA", "usages")
+        }
+        assert signed(
+            objects, {"issuer": issuer, "namespace": namespace, "labels": namespace_labels(objects, namespace), **spec}
+        ), certificate["metadata"]
 
 
 def test_the_dev_caller_ca_serves_its_namespace_and_the_dev_caller_only(rendered):
     objects = rendered["dev"]
     trusted = trusted_for_callers(objects)
     assert trusted == [("Issuer", "tokenservice-dev-callers", "tokenservice-dev")]
-    assert [what for what, attack in attacks(objects) if signed(objects, attack)
-            and attack["namespace"] != "tokenservice-dev"] == []
+    assert [
+        what
+        for what, attack in attacks(objects)
+        if signed(objects, attack) and attack["namespace"] != "tokenservice-dev"
+    ] == []
     from_caller_ca = [c for c in of_kind(objects, "Certificate") if c["spec"]["issuerRef"]["name"] == trusted[0][1]]
     assert [c["spec"]["uris"] for c in from_caller_ca] == [caller_ids(objects)]
 
@@ -264,9 +326,11 @@ def the_old_client_ca(objects: list[dict]) -> list[dict]:
         if volume["name"] == "tls":
             volume["secret"]["items"].append({"key": "ca.crt", "path": "ca.crt"})
     config_map = next(o for o in of_kind(objects, "ConfigMap") if "config.toml" in o.get("data", {}))
-    config_map["data"]["config.toml"] = re.sub(r'(?m)^client_ca_file = ".*"$',
-                                               'client_ca_file = "/etc/tokenservice/tls/ca.crt"',
-                                               config_map["data"]["config.toml"])
+    config_map["data"]["config.toml"] = re.sub(
+        r'(?m)^client_ca_file = ".*"$',
+        'client_ca_file = "/etc/tokenservice/tls/ca.crt"',
+        config_map["data"]["config.toml"],
+    )
     return objects
 
 
@@ -284,16 +348,28 @@ def write(path: Path, objects: list[dict]) -> Path:
 
 def check_rendered(tools: Path, tmp_path: Path, overlay: list[dict], cluster: list[dict]) -> tuple[int, str]:
     completed = subprocess.run(
-        [str(tools / "python"), str(DEPLOY / "check_rendered.py"), str(tmp_path / "rules"),
-         "--cluster", str(write(tmp_path / "trust.yaml", cluster)), str(write(tmp_path / "overlay.yaml", overlay))],
-        capture_output=True, text=True, timeout=120)
+        [
+            str(tools / "python"),
+            str(DEPLOY / "check_rendered.py"),
+            str(tmp_path / "rules"),
+            "--cluster",
+            str(write(tmp_path / "trust.yaml", cluster)),
+            str(write(tmp_path / "overlay.yaml", overlay)),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     return completed.returncode, completed.stderr
 
 
 def permissive_policy(objects: list[dict]) -> list[dict]:
-    extra = {"apiVersion": "policy.cert-manager.io/v1alpha1", "kind": "CertificateRequestPolicy",
-             "metadata": {"name": "allow-all"}, "spec": {"selector": {"issuerRef": {}},
-                                                         "allowed": {"uris": {"values": ["*"]}}}}
+    extra = {
+        "apiVersion": "policy.cert-manager.io/v1alpha1",
+        "kind": "CertificateRequestPolicy",
+        "metadata": {"name": "allow-all"},
+        "spec": {"selector": {"issuerRef": {}}, "allowed": {"uris": {"values": ["*"]}}},
+    }
     return [*objects, extra]
 
 
@@ -322,18 +398,26 @@ def dev_caller_ca_key_mounted(objects: list[dict]) -> list[dict]:
     return objects
 
 
-@pytest.mark.parametrize("overlay, change, on, message", [
-    ("prod", the_old_client_ca, "overlay", "comes from the server's TLS Secret"),
-    ("dev", the_old_client_ca, "overlay", "comes from the server's TLS Secret"),
-    ("prod", permissive_policy, "cluster", "CertificateRequestPolicy/allow-all (selects the caller CA): requires a "
-                                           "URI and binds it to the requesting namespace"),
-    ("prod", without_namespace_rule, "cluster", "binds it to the requesting namespace"),
-    ("prod", with_default_cas, "cluster", "no default CAs"),
-    ("dev", dev_client_of_another_namespace, "overlay", "is a SPIFFE ID of its own namespace"),
-    ("dev", dev_caller_ca_key_mounted, "overlay", "maps the key ca.crt alone"),
-], ids=lambda value: getattr(value, "__name__", None) if callable(value) else None)
-def test_check_rendered_refuses_a_render_that_reopens_the_hole(rendered, tools, tmp_path, overlay, change, on,
-                                                               message):
+@pytest.mark.parametrize(
+    "overlay, change, on, message",
+    [
+        ("prod", the_old_client_ca, "overlay", "comes from the server's TLS Secret"),
+        ("dev", the_old_client_ca, "overlay", "comes from the server's TLS Secret"),
+        (
+            "prod",
+            permissive_policy,
+            "cluster",
+            "CertificateRequestPolicy/allow-all (selects the caller CA): requires a "
+            "URI and binds it to the requesting namespace",
+        ),
+        ("prod", without_namespace_rule, "cluster", "binds it to the requesting namespace"),
+        ("prod", with_default_cas, "cluster", "no default CAs"),
+        ("dev", dev_client_of_another_namespace, "overlay", "is a SPIFFE ID of its own namespace"),
+        ("dev", dev_caller_ca_key_mounted, "overlay", "maps the key ca.crt alone"),
+    ],
+    ids=lambda value: getattr(value, "__name__", None) if callable(value) else None,
+)
+def test_check_rendered_refuses_a_render_that_reopens_the_hole(rendered, tools, tmp_path, overlay, change, on, message):
     cluster = rendered["trust"]
     assert check_rendered(tools, tmp_path, rendered[overlay], cluster) == (0, "")
     changed = (rendered[overlay], change(cluster)) if on == "cluster" else (change(rendered[overlay]), cluster)

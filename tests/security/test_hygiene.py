@@ -12,14 +12,13 @@ import json
 import os
 import stat
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import hvac
 import pytest
 
-from tests.support import TOKENSERVICE, DevProcess, command_line, hs256_open, is_running, process_tree
+from tests.support import TOKENSERVICE, DevProcess, command_line, hs256_open, is_running, process_tree, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -55,8 +54,9 @@ def vault(dev: DevProcess) -> hvac.Client:
 
 
 def signing_secret(dev: DevProcess) -> str:
-    return vault(dev).secrets.kv.v2.read_secret_version(path=DEV_SECRET_PATH, mount_point="secret",
-                                                         raise_on_deleted_version=True)["data"]["data"]["secret"]
+    return vault(dev).secrets.kv.v2.read_secret_version(
+        path=DEV_SECRET_PATH, mount_point="secret", raise_on_deleted_version=True
+    )["data"]["data"]["secret"]
 
 
 def test_no_process_dev_starts_has_the_root_token_or_the_secret_in_its_command_line(dev):
@@ -87,28 +87,35 @@ def test_the_banner_prints_the_bound_ports_from_the_ports_file(dev):
 def test_the_printed_rotation_keeps_the_secret_off_argv_and_rotates_it(dev):
     banner = dev.banner()
     start = next(n for n, line in enumerate(banner) if line.startswith("Rotate the secret"))
-    commands = [line.strip() for line in banner[start + 1:-1]]
+    commands = [line.strip() for line in banner[start + 1 : -1]]
     pipeline = commands[-1]
     assert pipeline.endswith(" secret=-") and "secret=$(" not in pipeline, pipeline
     token = root_token_file(dev).read_text().strip()
     assert not any(token in command for command in commands)
     before = signing_secret(dev)
-    rotated = subprocess.run(["bash", "-c", "set -euo pipefail\n" + "\n".join(commands)], capture_output=True,
-                             text=True, timeout=30)
+    rotated = subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + "\n".join(commands)], capture_output=True, text=True, timeout=30
+    )
     assert rotated.returncode == 0, rotated.stderr
     secret = signing_secret(dev)
     assert secret != before and len(secret) >= 32 and secret.strip() == secret
     grpc_addr = dev.banner_value("gRPC:")
-    deadline = time.monotonic() + 15
-    while True:  # the service picks the new version up within its 5 s refresh
+
+    def claims_signed_with_the_rotated_secret() -> dict | None:
         minted = run_cli("mint", "--addr", grpc_addr, "--email", "-", stdin="rotated@example.com\n")
         assert minted.returncode == 0, minted.stderr
         try:
-            _, claims = hs256_open(minted.stdout.strip(), secret)
-            break
-        except AssertionError:
-            assert time.monotonic() < deadline, "the service did not pick up the rotated secret"
-            time.sleep(0.5)
+            return hs256_open(minted.stdout.strip(), secret)[1]
+        except AssertionError:  # still the old secret
+            return None
+
+    # The service picks the new version up within its 5 s refresh.
+    claims = wait_until(
+        claims_signed_with_the_rotated_secret,
+        timeout=15,
+        interval=0.5,
+        message="the service picking up the rotated secret",
+    )
     assert claims["email"] == "rotated@example.com"
 
 
@@ -119,8 +126,11 @@ def test_mint_and_verify_take_the_identity_and_the_token_from_stdin_or_a_file(de
     by_stdin = run_cli("mint", "--addr", grpc_addr, "--email", "-", stdin="piped@example.com\n")
     by_file = run_cli("mint", "--addr", grpc_addr, "--email-file", str(email_file))
     by_id = run_cli("mint", "--addr", grpc_addr, "--external-id", "-", stdin="cust-42\n")
-    for minted, claim, expected in ((by_stdin, "email", "piped@example.com"),
-                                    (by_file, "email", "filed@example.com"), (by_id, "externalId", "cust-42")):
+    for minted, claim, expected in (
+        (by_stdin, "email", "piped@example.com"),
+        (by_file, "email", "filed@example.com"),
+        (by_id, "externalId", "cust-42"),
+    ):
         assert minted.returncode == 0, minted.stderr
         assert hs256_open(minted.stdout.strip(), signing_secret(dev))[1][claim] == expected
     token_file = tmp_path / "token"
@@ -148,7 +158,9 @@ def test_fingerprint_takes_the_identity_from_stdin_or_a_file(tmp_path):
     assert in_argv.returncode == 0, in_argv.stderr
     assert in_argv.stdout.startswith("email_fingerprint ") and by_stdin.stdout == by_file.stdout == in_argv.stdout
     external = run_cli("fingerprint", "--config", str(config), "--external-id-file", str(identity_file))
-    assert external.stdout.startswith("external_id_fingerprint ") and external.stdout.split()[1] != \
-        in_argv.stdout.split()[1]
+    assert (
+        external.stdout.startswith("external_id_fingerprint ")
+        and external.stdout.split()[1] != in_argv.stdout.split()[1]
+    )
     empty = run_cli("fingerprint", "--config", str(config), "--email", "-", stdin="\n")
     assert empty.returncode == 2 and "--email: empty" in empty.stderr

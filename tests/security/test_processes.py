@@ -34,6 +34,7 @@ from tests.support import (
     is_running,
     metric_value,
     process_tree,
+    wait_until,
 )
 
 pytestmark = pytest.mark.integration
@@ -44,8 +45,14 @@ SECOND_INSTANCE_TIMEOUT = 10
 def start_service(openbao: OpenBaoDevServer, workers: int) -> ServiceProcess:
     path = f"kustomer/processes-{uuid.uuid4().hex[:8]}"
     openbao.write_secret(path, uuid.uuid4().hex * 2)
-    return ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                                 "TOKENSERVICE_SECRET_PATH": path, "TOKENSERVICE_WORKERS": str(workers)})
+    return ServiceProcess.start(
+        {
+            "VAULT_ADDR": openbao.addr,
+            "VAULT_TOKEN": openbao.root_token,
+            "TOKENSERVICE_SECRET_PATH": path,
+            "TOKENSERVICE_WORKERS": str(workers),
+        }
+    )
 
 
 @pytest.fixture(scope="module")
@@ -67,21 +74,27 @@ def worker_pids(service: ServiceProcess) -> set[int]:
     return {pid for pid in process_tree(service.process.pid) if "spawn_main" in command_line(pid)}
 
 
-def wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.05)
-
-
 def serve_second_instance(openbao: OpenBaoDevServer, grpc_port: int, workers: int) -> subprocess.CompletedProcess:
     """`tokenservice serve` on a port that is taken; a second instance that starts is the defect (and is killed)."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
-    env.update({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                "TOKENSERVICE_GRPC_ADDR": f"127.0.0.1:{grpc_port}", "TOKENSERVICE_METRICS_ADDR": "127.0.0.1:0",
-                "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1", "TOKENSERVICE_WORKERS": str(workers)})
-    process = subprocess.Popen([TOKENSERVICE, "serve"], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                               stdin=subprocess.DEVNULL, text=True)
+    env.update(
+        {
+            "VAULT_ADDR": openbao.addr,
+            "VAULT_TOKEN": openbao.root_token,
+            "TOKENSERVICE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+            "TOKENSERVICE_METRICS_ADDR": "127.0.0.1:0",
+            "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1",
+            "TOKENSERVICE_WORKERS": str(workers),
+        }
+    )
+    process = subprocess.Popen(
+        [TOKENSERVICE, "serve"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         _, stderr = process.communicate(timeout=SECOND_INSTANCE_TIMEOUT)
     except subprocess.TimeoutExpired:
@@ -148,7 +161,7 @@ def socket_inodes(pid: int) -> set[str]:
         except OSError:
             continue
         if target.startswith("socket:["):
-            inodes.add(target[len("socket:["):-1])
+            inodes.add(target[len("socket:[") : -1])
     return inodes
 
 
@@ -158,13 +171,15 @@ def test_a_killed_worker_is_replaced_and_the_new_one_serves(supervised):
     victim = min(before)
     started = time.monotonic()
     os.kill(victim, signal.SIGKILL)
-    wait_until(lambda: '"worker replaced"' in supervised.logs(), 15, "a replacement worker listening")
+    wait_until(lambda: '"worker replaced"' in supervised.logs(), timeout=15, message="a replacement worker listening")
     replaced_after = time.monotonic() - started
     after = worker_pids(supervised)
     assert supervised.process.poll() is None and len(after) == 2 and victim not in after
     (replacement,) = after - before
-    channels = [grpc.insecure_channel(supervised.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)])
-                for _ in range(24)]
+    channels = [
+        grpc.insecure_channel(supervised.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)])
+        for _ in range(24)
+    ]
     try:
         for n, channel in enumerate(channels):
             pb_grpc.TokenServiceStub(channel).MintToken(pb.MintTokenRequest(external_id=f"r-{n}"), timeout=5)
@@ -192,8 +207,13 @@ def test_killing_the_supervisor_stops_its_workers(openbao):
         os.kill(service.process.pid, signal.SIGKILL)
         service.process.wait(timeout=5)
         started = time.monotonic()
-        wait_until(lambda: not any(is_running(pid) for pid in tree), 10,
-                   f"the supervisor's processes exit: {[command_line(pid) for pid in tree if is_running(pid)]}")
+        wait_until(
+            lambda: not any(is_running(pid) for pid in tree),
+            timeout=10,
+            message=lambda: (
+                f"the supervisor's processes exit: {[command_line(pid) for pid in tree if is_running(pid)]}"
+            ),
+        )
         print(f"all {len(tree)} processes of the killed supervisor gone after {time.monotonic() - started:.2f} s")
         with socket.socket() as successor:  # the port is free again: nothing of the old instance holds it
             successor.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -213,8 +233,11 @@ def test_killing_dev_stops_openbao_and_the_service(tmp_path):
         assert any("bao" in command_line(pid) for pid in tree)
         os.kill(dev.process.pid, signal.SIGKILL)
         dev.process.wait(timeout=5)
-        wait_until(lambda: not any(is_running(pid) for pid in tree), 10,
-                   f"dev's processes exit: {[command_line(pid) for pid in tree if is_running(pid)]}")
+        wait_until(
+            lambda: not any(is_running(pid) for pid in tree),
+            timeout=10,
+            message=lambda: f"dev's processes exit: {[command_line(pid) for pid in tree if is_running(pid)]}",
+        )
     finally:
         for pid in tree:
             if is_running(pid):

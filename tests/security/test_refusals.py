@@ -21,25 +21,20 @@ import pytest
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
-from tests.secured import SecuredFiles, start_secured_service
+from tests.secured import Caller, SecuredFiles, start_secured_service
 from tests.support import ServiceProcess, metric_value, refusal_of
 
 BATCHER_DNS_NAME = "batcher.internal.example"
 # A certificate caller that may call MintTokens only, with a small bucket of its own.
-BATCHER = f"""
-[callers.batcher]
-dns_name = "{BATCHER_DNS_NAME}"
-orgs = ["acme"]
-rpcs = ["MintTokens"]
-rate_per_second = 1
-burst = 50
-"""
+BATCHER = Caller(dns_name=BATCHER_DNS_NAME, orgs=("acme",), rpcs=("MintTokens",), rate_per_second=1, burst=50)
 EMPTY_ENTRIES = pb.MintTokensRequest(requests=[pb.MintTokenRequest()] * 1000)
 
 
 @pytest.fixture(scope="module")
 def secured(openbao, tmp_path_factory) -> Iterator[tuple[ServiceProcess, SecuredFiles]]:
-    service, files = start_secured_service(openbao, tmp_path_factory.mktemp("refusals"), extra_callers=BATCHER)
+    service, files = start_secured_service(
+        openbao, tmp_path_factory.mktemp("refusals"), extra_callers={"batcher": BATCHER}
+    )
     try:
         yield service, files
     finally:
@@ -51,8 +46,9 @@ def api_key_channel(service: ServiceProcess, files: SecuredFiles, key: str | Non
     if key is not None:
         credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(key))
     # A channel of its own each time: a new connection, so a new source port.
-    return grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", credentials,
-                               options=[("grpc.use_local_subchannel_pool", 1)])
+    return grpc.secure_channel(
+        f"127.0.0.1:{service.listening['api_key_port']}", credentials, options=[("grpc.use_local_subchannel_pool", 1)]
+    )
 
 
 def mtls_channel(service: ServiceProcess, files: SecuredFiles, stem: str, **sans: tuple[str, ...]) -> grpc.Channel:
@@ -80,22 +76,36 @@ def test_a_batch_refused_as_a_whole_is_audited_once_with_its_entry_count(secured
     service, files = secured
     request_id = f"flood-{uuid.uuid4().hex[:8]}"
     if credentials == "policy without MintTokens":
-        channel = grpc.secure_channel(service.grpc_target, grpc.ssl_channel_credentials(
-            files.ca.cert_pem, files.client.key_pem, files.client.cert_pem))
+        channel = grpc.secure_channel(
+            service.grpc_target,
+            grpc.ssl_channel_credentials(files.ca.cert_pem, files.client.key_pem, files.client.cert_pem),
+        )
         expected = (grpc.StatusCode.PERMISSION_DENIED, "RPC_NOT_ALLOWED", "checkout")
     else:
         channel = api_key_channel(service, files, None if credentials == "none" else "tks_not-a-key")
-        expected = (grpc.StatusCode.UNAUTHENTICATED,
-                    "CREDENTIALS_MISSING" if credentials == "none" else "CREDENTIALS_INVALID", "unknown")
+        expected = (
+            grpc.StatusCode.UNAUTHENTICATED,
+            "CREDENTIALS_MISSING" if credentials == "none" else "CREDENTIALS_INVALID",
+            "unknown",
+        )
     with channel:
         code, reason, _ = refused_batch(channel, EMPTY_ENTRIES, request_id)
     assert (code, reason) == expected[:2]
     [record] = records_of(service, request_id)
     assert (record["caller"], record["status"], record["reason"], record["entries"]) == (
-        expected[2], code.name, reason, 1000)
+        expected[2],
+        code.name,
+        reason,
+        1000,
+    )
     # The entries were never looked at: the record names no org, identity kind or fingerprint.
-    assert (record["org"], record["identity_kind"], record["email_fingerprint"],
-            record["external_id_fingerprint"], record["secret_version"]) == (None, None, None, None, None)
+    assert (
+        record["org"],
+        record["identity_kind"],
+        record["email_fingerprint"],
+        record["external_id_fingerprint"],
+        record["secret_version"],
+    ) == (None, None, None, None, None)
 
 
 def test_a_batch_over_the_batch_limit_is_audited_once(secured):
@@ -137,11 +147,11 @@ def test_refusals_before_authentication_are_limited_per_peer_address(openbao, tm
         for n in range(60):  # round robin over three connections: three source ports, one address
             try:
                 pb_grpc.TokenServiceStub(channels[n % 3]).MintToken(
-                    pb.MintTokenRequest(email="a@example.com"), metadata=(("x-request-id", f"peer-{n}"),),
-                    timeout=5)
+                    pb.MintTokenRequest(email="a@example.com"), metadata=(("x-request-id", f"peer-{n}"),), timeout=5
+                )
                 outcomes.append(("OK", None))
             except grpc.RpcError as error:
-                code, reason, retry_delay = refusal_of(error)
+                _code, reason, retry_delay = refusal_of(error)
                 outcomes.append((reason, retry_delay))
         elapsed = time.monotonic() - started
         with api_key_channel(service, files, files.api_key) as known:
@@ -165,5 +175,8 @@ def test_refusals_before_authentication_are_limited_per_peer_address(openbao, tm
     assert len(flood) == refused and {r["reason"] for r in flood} == {"CREDENTIALS_MISSING"}
     summaries = [r for r in service.audit_records() if r["reason"] == "PEER_RATE_LIMITED"]
     assert sum(r["calls"] for r in summaries) == sum(r["entries"] for r in summaries) == limited
-    assert all((r["rpc"], r["request_id"], r["peer"], r["caller"], r["status"]) == (
-        "MintToken", None, None, "unknown", "RESOURCE_EXHAUSTED") for r in summaries)
+    assert all(
+        (r["rpc"], r["request_id"], r["peer"], r["caller"], r["status"])
+        == ("MintToken", None, None, "unknown", "RESOURCE_EXHAUSTED")
+        for r in summaries
+    )

@@ -32,9 +32,29 @@ from service import cli
 API_KEY = "kustomer-admin-key-" + os.urandom(8).hex()
 SETTINGS_PATH = "/v1/auth/customer/settings"
 HOSTILE_ORGS = [
-    "evil.example/", "acme.evil.example", "a@evil.example", "evil.example#", "evil.example?x=", "acme:443",
-    "acme/../x", "127.0.0.1", "ACME", "Acme", "..", "acme..", "-acme", "acme-", "a" * 64, "", " acme",
-    "acme\n", "acme\r\nHost: evil.example", "caf\u00e9", "\uff41cme", "acme\u200b", "acme_corp",
+    "evil.example/",
+    "acme.evil.example",
+    "a@evil.example",
+    "evil.example#",
+    "evil.example?x=",
+    "acme:443",
+    "acme/../x",
+    "127.0.0.1",
+    "ACME",
+    "Acme",
+    "..",
+    "acme..",
+    "-acme",
+    "acme-",
+    "a" * 64,
+    "",
+    " acme",
+    "acme\n",
+    "acme\r\nHost: evil.example",
+    "caf\u00e9",
+    "\uff41cme",
+    "acme\u200b",
+    "acme_corp",
 ]
 
 
@@ -60,8 +80,12 @@ def environment(monkeypatch, tmp_path) -> dict[str, str]:
     for name in list(os.environ):
         if name.startswith(("TOKENSERVICE_", "VAULT_", "KUSTOMER_", "BAO_")) or name.lower().endswith("_proxy"):
             monkeypatch.delenv(name)
-    values = {"VAULT_ADDR": "http://127.0.0.1:9", "VAULT_TOKEN": "not-used", "KUSTOMER_API_KEY": API_KEY,
-              "HOME": str(tmp_path)}
+    values = {
+        "VAULT_ADDR": "http://127.0.0.1:9",
+        "VAULT_TOKEN": "not-used",
+        "KUSTOMER_API_KEY": API_KEY,
+        "HOME": str(tmp_path),
+    }
     for name, value in values.items():
         monkeypatch.setenv(name, value)
     return values
@@ -97,34 +121,54 @@ def test_a_hostile_org_name_is_refused_before_any_lookup(environment, network, c
 
 
 def test_the_org_is_checked_before_the_config_and_the_key_are_read(environment, network, capsys, tmp_path):
-    code, output = sync(capsys, "--org", "evil.example/", "--config", str(tmp_path / "missing.toml"),
-                        "--api-key-file", str(tmp_path / "missing-key"))
+    code, output = sync(
+        capsys,
+        "--org",
+        "evil.example/",
+        "--config",
+        str(tmp_path / "missing.toml"),
+        "--api-key-file",
+        str(tmp_path / "missing-key"),
+    )
     assert code == 2 and "--org" in output and "missing" not in output, output
     assert network.lookups == []
 
 
-@pytest.mark.parametrize("url", [
-    "http://kustomer.example", "http://acme.api.kustomerapp.com", "http://localhost:8080", "http://10.0.0.1:80",
-    "http://0.0.0.0:80", "http://[::2]:80", "http://127.0.0.1.evil.example", "ftp://127.0.0.1:21",
-    "kustomer.example", "https://", "https://user:pass@acme.api.kustomerapp.com",
-    "https://acme.api.kustomerapp.com/?next=x", "https://acme.api.kustomerapp.com/#x",
-])
-def test_a_url_that_could_expose_the_key_is_refused_before_any_lookup(environment, network, capsys, monkeypatch,
-                                                                      url):
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://kustomer.example",
+        "http://acme.api.kustomerapp.com",
+        "http://localhost:8080",
+        "http://10.0.0.1:80",
+        "http://0.0.0.0:80",
+        "http://[::2]:80",
+        "http://127.0.0.1.evil.example",
+        "ftp://127.0.0.1:21",
+        "kustomer.example",
+        "https://",
+        "https://user:pass@acme.api.kustomerapp.com",
+        "https://acme.api.kustomerapp.com/?next=x",
+        "https://acme.api.kustomerapp.com/#x",
+    ],
+)
+def test_a_url_that_could_expose_the_key_is_refused_before_any_lookup(environment, network, capsys, monkeypatch, url):
     monkeypatch.setenv("KUSTOMER_API_URL", url)
     code, output = sync(capsys, "--org", "acme")
     assert code == 2 and "KUSTOMER_API_URL" in output, output
     assert network.lookups == [] and network.connects == []
 
 
-@pytest.mark.parametrize("url, host", [
-    ("https://acme.api.kustomerapp.com", "acme.api.kustomerapp.com"),
-    ("http://127.0.0.1:9", "127.0.0.1"),
-    ("http://127.3.4.5:9", "127.3.4.5"),
-    ("http://[::1]:9", "::1"),
-])
-def test_https_anywhere_and_http_on_a_loopback_literal_are_used(environment, network, capsys, monkeypatch,
-                                                                url, host):
+@pytest.mark.parametrize(
+    "url, host",
+    [
+        ("https://acme.api.kustomerapp.com", "acme.api.kustomerapp.com"),
+        ("http://127.0.0.1:9", "127.0.0.1"),
+        ("http://127.3.4.5:9", "127.3.4.5"),
+        ("http://[::1]:9", "::1"),
+    ],
+)
+def test_https_anywhere_and_http_on_a_loopback_literal_are_used(environment, network, capsys, monkeypatch, url, host):
     monkeypatch.setenv("KUSTOMER_API_URL", url)
     code, output = sync(capsys, "--org", "acme")
     assert code == 1 and "cannot reach the Kustomer API" in output, output
@@ -174,8 +218,9 @@ def servers() -> Iterator[list[Recording]]:
 
 
 @pytest.mark.parametrize("status", [301, 302, 303, 307, 308])
-def test_a_redirect_is_not_followed_and_the_second_server_receives_nothing(environment, capsys, monkeypatch,
-                                                                          servers, status):
+def test_a_redirect_is_not_followed_and_the_second_server_receives_nothing(
+    environment, capsys, monkeypatch, servers, status
+):
     elsewhere = Recording(lambda path: (200, {}))
     servers.append(elsewhere)
     redirecting = Recording(lambda path: (status, {"Location": f"{elsewhere.url}{SETTINGS_PATH}"}))
@@ -189,7 +234,8 @@ def test_a_redirect_is_not_followed_and_the_second_server_receives_nothing(envir
 
 
 def test_a_plaintext_loopback_request_goes_to_no_environment_proxy_and_netrc_never_replaces_the_key(
-        environment, capsys, monkeypatch, servers, tmp_path):
+    environment, capsys, monkeypatch, servers, tmp_path
+):
     proxy = Recording(lambda path: (200, {}))
     servers.append(proxy)
     kustomer = Recording(lambda path: (401, {}))

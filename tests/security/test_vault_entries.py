@@ -19,7 +19,6 @@ policy deploy/vault/tokenservice-policy.hcl (not even "default").
 from __future__ import annotations
 
 import dataclasses
-import secrets
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -28,15 +27,22 @@ from pathlib import Path
 import grpc
 import pytest
 import requests
-from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
-from grpc_status import rpc_status
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.api_keys import hash_api_key, new_api_key
-from tests.certificates import CertificateAuthority
-from tests.support import OpenBaoFileServer, ServiceProcess, hs256_open, metric_value, wait_for_health
+from tests.secured import CERTIFICATE_CALLER_SPIFFE_ID, Caller, start_secured_service
+from tests.support import (
+    OpenBaoFileServer,
+    ServiceProcess,
+    hs256_open,
+    metric_value,
+    new_secret,
+    refusal_of,
+    wait_for_health,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -45,20 +51,10 @@ POLICY = "tokenservice"
 API_KEYS = "tokenservice/api-keys"  # the one key-set path the shipped policy grants
 REFRESH_SECONDS = 0.3
 KEYS_MAX_STALENESS_SECONDS = 2
-CHECKOUT_SPIFFE_ID = "spiffe://corp.example/ns/shop/sa/checkout"
 ORG_PATHS = {"acme": "kustomer/acme", "recreated": "kustomer/recreated", "deleted": "kustomer/deleted"}
 LOGGED_IN = '"logged in to Vault"'
-
-
-def new_secret() -> str:
-    return secrets.token_urlsafe(48)
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout:g} s"
-        time.sleep(0.05)
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def shipped_policy_token(vault: OpenBaoFileServer) -> str:
@@ -73,11 +69,8 @@ def failure_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str, str] |
     try:
         call()
     except grpc.RpcError as error:
-        status = rpc_status.from_call(error)
-        assert status is not None, f"no google.rpc.Status on {error.code()}: {error.details()}"
-        info = error_details_pb2.ErrorInfo()
-        reason = next((info.reason for detail in status.details if detail.Unpack(info)), "")
-        return error.code(), reason, error.details()
+        code, reason, _ = refusal_of(error)
+        return code, reason, error.details()
     return None
 
 
@@ -100,8 +93,11 @@ class Deployment:
         return self.by_certificate.MintToken(pb.MintTokenRequest(email="c@example.com", org=org), timeout=5).token
 
     def mint_by_key(self, key: str, org: str = "acme") -> str:
-        return self.by_key.MintToken(pb.MintTokenRequest(email="k@example.com", org=org), timeout=5,
-                                     metadata=(("authorization", f"Bearer {key}"),)).token
+        return self.by_key.MintToken(
+            pb.MintTokenRequest(email="k@example.com", org=org),
+            timeout=5,
+            metadata=(("authorization", f"Bearer {key}"),),
+        ).token
 
     def signs_with(self, org: str, secret: str) -> bool:
         try:
@@ -111,8 +107,7 @@ class Deployment:
         return True
 
     def scrape(self, name: str, **labels: str) -> float:
-        return metric_value(urllib.request.urlopen(self.service.metrics_url, timeout=5).read().decode(),
-                            name, **labels)
+        return metric_value(urllib.request.urlopen(self.service.metrics_url, timeout=5).read().decode(), name, **labels)
 
     def assert_nothing_secret_logged(self) -> None:
         logs = self.service.logs()
@@ -120,40 +115,6 @@ class Deployment:
             assert value not in logs
         for key in self.keys.values():
             assert hash_api_key(key) not in logs
-
-
-def write_config(directory: Path, ca: CertificateAuthority) -> Path:
-    server = ca.issue_server()
-    (directory / "fingerprint.key").write_text(secrets.token_urlsafe(32))
-    orgs = "".join(f'[orgs.{org}]\npath = "{path}"\n' for org, path in ORG_PATHS.items())
-    config = directory / "config.toml"
-    config.write_text(f"""
-workers = 1
-refresh_interval_seconds = {REFRESH_SECONDS}
-health_addr = "127.0.0.1:0"
-default_org = "acme"
-{orgs}
-[tls]
-cert_file = "{server.cert_file}"
-key_file = "{server.key_file}"
-client_ca_file = "{ca.cert_file}"
-api_key_addr = "127.0.0.1:0"
-
-[auth]
-api_keys_path = "{API_KEYS}"
-api_keys_max_staleness_seconds = {KEYS_MAX_STALENESS_SECONDS}
-
-[audit]
-fingerprint_key_file = "{directory / 'fingerprint.key'}"
-
-[callers.checkout]
-spiffe_id = "{CHECKOUT_SPIFFE_ID}"
-orgs = ["*"]
-
-[callers.reports]
-orgs = ["*"]
-""")
-    return config
 
 
 @pytest.fixture(scope="module")
@@ -168,25 +129,43 @@ def vault(tmp_path_factory) -> Iterator[OpenBaoFileServer]:
 
 @pytest.fixture(scope="module")
 def deployment(vault, tmp_path_factory) -> Iterator[Deployment]:
-    directory = tmp_path_factory.mktemp("vault-entries")
-    org_secrets = {org: new_secret() for org in ORG_PATHS}
-    for org, path in ORG_PATHS.items():
-        vault.write_secret(path, org_secrets[org])
+    """The secured set-up (tests/secured.py) on the shipped policy's paths, with a key set of two keys."""
     keys = {"dropped": new_api_key(), "kept": new_api_key()}
-    vault.client().secrets.kv.v2.create_or_update_secret(
-        path=API_KEYS, secret={"reports": f"{hash_api_key(keys['dropped'])} {hash_api_key(keys['kept'])}"})
-    ca = CertificateAuthority(directory)
-    service = ServiceProcess.start({"VAULT_ADDR": vault.addr, "VAULT_TOKEN": shipped_policy_token(vault),
-                                    "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""},
-                                   ["--config", str(write_config(directory, ca))])
-    checkout = ca.issue("checkout", uris=(CHECKOUT_SPIFFE_ID,))
-    key_channel = grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}",
-                                      grpc.ssl_channel_credentials(root_certificates=ca.cert_pem))
-    certificate_channel = grpc.secure_channel(service.grpc_target, grpc.ssl_channel_credentials(
-        root_certificates=ca.cert_pem, private_key=checkout.key_pem, certificate_chain=checkout.cert_pem))
+    service, files = start_secured_service(
+        vault,
+        tmp_path_factory.mktemp("vault-entries"),
+        env={"VAULT_TOKEN": shipped_policy_token(vault)},
+        orgs=ORG_PATHS,
+        keys_path=API_KEYS,
+        api_keys={"reports": [keys["dropped"], keys["kept"]]},
+        callers={
+            "checkout": Caller(spiffe_id=CERTIFICATE_CALLER_SPIFFE_ID, orgs=("*",)),
+            "reports": Caller(orgs=("*",)),
+        },
+        settings={
+            "refresh_interval_seconds": REFRESH_SECONDS,
+            "auth": {"api_keys_max_staleness_seconds": KEYS_MAX_STALENESS_SECONDS},
+        },
+    )
+    ca, checkout = files.ca, files.client
+    key_channel = grpc.secure_channel(
+        f"127.0.0.1:{service.listening['api_key_port']}", grpc.ssl_channel_credentials(root_certificates=ca.cert_pem)
+    )
+    certificate_channel = grpc.secure_channel(
+        service.grpc_target,
+        grpc.ssl_channel_credentials(
+            root_certificates=ca.cert_pem, private_key=checkout.key_pem, certificate_chain=checkout.cert_pem
+        ),
+    )
     try:
-        yield Deployment(vault, service, org_secrets, keys,
-                         pb_grpc.TokenServiceStub(key_channel), pb_grpc.TokenServiceStub(certificate_channel))
+        yield Deployment(
+            vault,
+            service,
+            files.secrets,
+            keys,
+            pb_grpc.TokenServiceStub(key_channel),
+            pb_grpc.TokenServiceStub(certificate_channel),
+        )
     finally:
         key_channel.close()
         certificate_channel.close()
@@ -199,8 +178,11 @@ def test_a_recreated_secret_replaces_the_one_held_though_its_version_is_1_again(
     deployment.kv.delete_metadata_and_all_versions(path=path)
     deployment.secrets["recreated"] = new_secret()
     assert deployment.vault.write_secret(path, deployment.secrets["recreated"]) == 1
-    wait_until(lambda: deployment.signs_with("recreated", deployment.secrets["recreated"]),
-               timeout=20 * REFRESH_SECONDS, what="signing with the re-created secret")
+    wait_until(
+        lambda: deployment.signs_with("recreated", deployment.secrets["recreated"]),
+        timeout=20 * REFRESH_SECONDS,
+        message="signing with the re-created secret",
+    )
     deployment.assert_nothing_secret_logged()
 
 
@@ -210,9 +192,11 @@ def test_a_key_dropped_from_a_recreated_key_set_stops_working(deployment):
     deployment.kv.delete_metadata_and_all_versions(path=API_KEYS)
     written = deployment.kv.create_or_update_secret(path=API_KEYS, secret={"reports": hash_api_key(kept)})
     assert written["data"]["version"] == 1
-    wait_until(lambda: failure_of(lambda: deployment.mint_by_key(dropped)) is not None,
-               timeout=20 * REFRESH_SECONDS, what="refusing the dropped key")
-    code, reason, _ = failure_of(lambda: deployment.mint_by_key(dropped))
+    code, reason, _ = wait_until(
+        lambda: failure_of(lambda: deployment.mint_by_key(dropped)),
+        timeout=20 * REFRESH_SECONDS,
+        message="refusing the dropped key",
+    )
     assert (code, reason) == (grpc.StatusCode.UNAUTHENTICATED, "CREDENTIALS_INVALID")
     hs256_open(deployment.mint_by_key(kept), deployment.secrets["acme"])
     deployment.assert_nothing_secret_logged()
@@ -226,22 +210,28 @@ def test_a_deleted_or_destroyed_latest_version_is_told_from_the_data_read_alone(
 
     logins = deployment.service.logs().count(LOGGED_IN)
     deployment.kv.delete_latest_version_of_secret(path=path)
-    wait_until(lambda: deleted_refreshes() >= 3, timeout=20 * REFRESH_SECONDS, what='three result="deleted"')
+    wait_until(lambda: deleted_refreshes() >= 3, timeout=20 * REFRESH_SECONDS, message='three result="deleted"')
     deployment.kv.destroy_secret_versions(path=path, versions=[1])
     after_delete = deleted_refreshes()
-    wait_until(lambda: deleted_refreshes() >= after_delete + 3, timeout=20 * REFRESH_SECONDS,
-               what='three more result="deleted" once destroyed')
+    wait_until(
+        lambda: deleted_refreshes() >= after_delete + 3,
+        timeout=20 * REFRESH_SECONDS,
+        message='three more result="deleted" once destroyed',
+    )
     assert deployment.signs_with("deleted", original)
     logs = deployment.service.logs()
     assert "Vault denied reading" not in logs
     assert logs.count(LOGGED_IN) == logins, "a deleted version made the service log in again"
-    unusable = [record for record in deployment.service.log_records()
-                if record["message"] == "latest secret version unusable, keeping the last good one"]
+    unusable = [
+        record
+        for record in deployment.service.log_records()
+        if record["message"] == "latest secret version unusable, keeping the last good one"
+    ]
     assert unusable and all(record["org"] == "deleted" and record["kept_version"] == 1 for record in unusable)
     assert any("is deleted; undelete it" in record["error"] for record in unusable)
     assert "is destroyed; write a new version" in unusable[-1]["error"]
     assert deployment.scrape("tokenservice_vault_refresh_total", org="deleted", result="error") == 0
-    wait_for_health(deployment.service.health_target, health_pb2.HealthCheckResponse.SERVING)
+    wait_for_health(deployment.service.health_target, SERVING)
     deployment.assert_nothing_secret_logged()
 
 
@@ -268,8 +258,7 @@ def test_openbao_answers_403_alike_for_a_dead_token_and_a_denied_path(vault):
     assert raw_status(vault, "auth/token/lookup-self", alone)[0] == 403
     # And a deleted latest version answers 404 with its metadata, to a token that may not read metadata.
     root.secrets.kv.v2.delete_latest_version_of_secret(path="kustomer/probe")
-    response = requests.get(f"{vault.addr}/v1/secret/data/kustomer/probe", headers={"X-Vault-Token": alone},
-                            timeout=5)
+    response = requests.get(f"{vault.addr}/v1/secret/data/kustomer/probe", headers={"X-Vault-Token": alone}, timeout=5)
     assert response.status_code == 404
     assert response.json()["data"]["metadata"]["version"] == 1 and response.json()["data"]["metadata"]["deletion_time"]
 
@@ -278,8 +267,9 @@ def approle_logins(vault: OpenBaoFileServer, role: str) -> int:
     """Tokens the AppRole `role` has issued (each login makes one), as Vault counts them."""
     root = vault.client()
     accessors = root.auth.token.list_accessors()["data"]["keys"]
-    return sum(root.auth.token.lookup_accessor(accessor)["data"]["meta"] == {"role_name": role}
-               for accessor in accessors)
+    return sum(
+        root.auth.token.lookup_accessor(accessor)["data"]["meta"] == {"role_name": role} for accessor in accessors
+    )
 
 
 @pytest.mark.parametrize("default_policy", [False, True], ids=["shipped-policy-only", "with-default-policy"])
@@ -289,20 +279,27 @@ def test_a_denied_read_does_not_make_the_service_log_in_at_every_refresh(vault, 
     if "approle/" not in root.sys.list_auth_methods():
         root.sys.enable_auth_method("approle")
     role = f"denied-{'default' if default_policy else 'alone'}"
-    root.auth.approle.create_or_update_approle(role, token_policies=[POLICY], token_ttl="10m",
-                                               token_no_default_policy=not default_policy)
+    root.auth.approle.create_or_update_approle(
+        role, token_policies=[POLICY], token_ttl="10m", token_no_default_policy=not default_policy
+    )
     (tmp_path / "role_id").write_text(root.auth.approle.read_role_id(role)["data"]["role_id"])
     (tmp_path / "secret_id").write_text(root.auth.approle.generate_secret_id(role)["data"]["secret_id"])
     vault.write_secret("elsewhere/chat", new_secret())  # outside the policy
     config = tmp_path / "config.toml"
-    config.write_text(f'refresh_interval_seconds = 0.2\nworkers = 1\n[vault]\naddr = "{vault.addr}"\n'
-                      f'auth = "approle"\nrole_id_file = "{tmp_path / "role_id"}"\n'
-                      f'secret_id_file = "{tmp_path / "secret_id"}"\n[orgs.default]\npath = "elsewhere/chat"\n')
+    config.write_text(
+        f'refresh_interval_seconds = 0.2\nworkers = 1\n[vault]\naddr = "{vault.addr}"\n'
+        f'auth = "approle"\nrole_id_file = "{tmp_path / "role_id"}"\n'
+        f'secret_id_file = "{tmp_path / "secret_id"}"\n[orgs.default]\npath = "elsewhere/chat"\n'
+    )
     service = ServiceProcess.start({}, ["--config", str(config)], wait_serving=False)
     try:
         time.sleep(4)
-        refreshes = metric_value(urllib.request.urlopen(service.metrics_url, timeout=5).read().decode(),
-                                 "tokenservice_vault_refresh_total", org="default", result="error")
+        refreshes = metric_value(
+            urllib.request.urlopen(service.metrics_url, timeout=5).read().decode(),
+            "tokenservice_vault_refresh_total",
+            org="default",
+            result="error",
+        )
         logs = service.logs()
     finally:
         assert service.terminate() == 0
@@ -319,23 +316,29 @@ def test_a_key_set_too_stale_stops_api_keys_not_certificates_and_recovers(deploy
     stopping = time.monotonic()  # the last good read was at most one interval before this
     deployment.vault.stop()
     try:
-        wait_until(lambda: failure_of(lambda: deployment.mint_by_key(key)) is not None,
-                   timeout=KEYS_MAX_STALENESS_SECONDS + 10 * REFRESH_SECONDS, what="refusing API keys")
+        code, reason, message = wait_until(
+            lambda: failure_of(lambda: deployment.mint_by_key(key)),
+            timeout=KEYS_MAX_STALENESS_SECONDS + 10 * REFRESH_SECONDS,
+            message="refusing API keys",
+        )
         assert time.monotonic() - stopping >= KEYS_MAX_STALENESS_SECONDS - 1.2 * REFRESH_SECONDS
-        code, reason, message = failure_of(lambda: deployment.mint_by_key(key))
         assert (code, reason) == (grpc.StatusCode.UNAVAILABLE, "API_KEYS_STALE")
         assert "retry" in message and "client certificate" in message
         hs256_open(deployment.mint_by_certificate("acme"), deployment.secrets["acme"])
-        wait_for_health(deployment.service.health_target, health_pb2.HealthCheckResponse.NOT_SERVING, timeout=5)
+        wait_for_health(deployment.service.health_target, NOT_SERVING, timeout=5)
         assert deployment.scrape("tokenservice_api_keys_fresh") == 0
-        stale = [record for record in deployment.service.log_records()
-                 if record["message"].startswith("API key set is stale")]
+        stale = [
+            record
+            for record in deployment.service.log_records()
+            if record["message"].startswith("API key set is stale")
+        ]
         assert stale and stale[-1]["max_staleness_seconds"] == KEYS_MAX_STALENESS_SECONDS
     finally:
         deployment.vault.start()
-    wait_until(lambda: failure_of(lambda: deployment.mint_by_key(key)) is None, timeout=10,
-               what="admitting API keys again")
-    wait_for_health(deployment.service.health_target, health_pb2.HealthCheckResponse.SERVING, timeout=5)
+    wait_until(
+        lambda: failure_of(lambda: deployment.mint_by_key(key)) is None, timeout=10, message="admitting API keys again"
+    )
+    wait_for_health(deployment.service.health_target, SERVING, timeout=5)
     assert deployment.scrape("tokenservice_api_keys_fresh") == 1
     assert deployment.service.process.poll() is None
     deployment.assert_nothing_secret_logged()

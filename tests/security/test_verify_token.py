@@ -58,6 +58,7 @@ def segment_edit(index: int, change: Callable[[str], str]) -> Callable[[str], st
         segments = token.split(".")
         segments[index] = change(segments[index])
         return ".".join(segments)
+
     return edit
 
 
@@ -82,9 +83,11 @@ MALFORMED_TOKENS = {
     "padded header": edited(segment_edit(0, lambda segment: segment + "=")),
     "non-canonical last signature character": edited(segment_edit(2, flip_trailing_bit)),
     "non-canonical last payload character": edited(
-        segment_edit(1, flip_trailing_bit), claims_json(email=EMAIL, iat=1_700_000_000, externalId="a")),
+        segment_edit(1, flip_trailing_bit), claims_json(email=EMAIL, iat=1_700_000_000, externalId="a")
+    ),
     "non-canonical header encoding": lambda secret: segment_edit(0, flip_trailing_bit)(
-        hs256_sign(HEADER + b" ", claims_json(email=EMAIL, iat=1), secret)),
+        hs256_sign(HEADER + b" ", claims_json(email=EMAIL, iat=1), secret)
+    ),
     "standard-alphabet + in the signature": edited(segment_edit(2, lambda segment: "+" + segment[1:])),
     "standard-alphabet / in the payload": edited(segment_edit(1, lambda segment: "/" + segment[1:])),
     "extra segment": edited(lambda token: token + ".e30"),
@@ -101,8 +104,9 @@ MALFORMED_TOKENS = {
     # The header decodes but is not a JSON object with unique keys.
     "header not JSON": signed(claims_json(email=EMAIL, iat=1), header=b"alg=HS256"),
     "header a JSON array": signed(claims_json(email=EMAIL, iat=1), header=b'["HS256"]'),
-    "header with a duplicate alg": signed(claims_json(email=EMAIL, iat=1),
-                                          header=b'{"alg":"none","alg":"HS256","typ":"JWT"}'),
+    "header with a duplicate alg": signed(
+        claims_json(email=EMAIL, iat=1), header=b'{"alg":"none","alg":"HS256","typ":"JWT"}'
+    ),
     "header nested too deep to parse": signed(claims_json(email=EMAIL, iat=1), header=b"[" * 1400 + b"]" * 1400),
     # Signed with the right secret, so the claims themselves are what is wrong.
     "iat beyond 64 bits": signed(b'{"email":"%s","iat":%d}' % (EMAIL.encode(), 2**64)),
@@ -131,8 +135,9 @@ MALFORMED_TOKENS = {
     "payload UTF-16": signed(claims_json(email=EMAIL, iat=1_700_000_000).decode().encode("utf-16")),
     "payload with a UTF-8 byte order mark": signed(b"\xef\xbb\xbf" + claims_json(email=EMAIL, iat=1_700_000_000)),
     "payload with a raw control character in a string": signed(b'{"email":"%s\n","iat":1700000000}' % EMAIL.encode()),
-    "payload nested too deep to parse": signed(b'{"email":"%s","iat":1,"x":%s%s}' % (
-        EMAIL.encode(), b"[" * 1400, b"]" * 1400)),
+    "payload nested too deep to parse": signed(
+        b'{"email":"%s","iat":1,"x":%s%s}' % (EMAIL.encode(), b"[" * 1400, b"]" * 1400)
+    ),
     "payload with trailing data": signed(claims_json(email=EMAIL, iat=1_700_000_000) + b"{}"),
 }
 
@@ -140,18 +145,19 @@ HEADER_INVALID_TOKENS = {
     # Unsigned (another secret): the header is refused before the signature is looked at.
     "kid, a string": signed(claims_json(email=EMAIL, iat=1), b'{"alg":"HS256","typ":"JWT","kid":"k1"}', OTHER_SECRET),
     "kid, a number": signed(claims_json(email=EMAIL, iat=1), b'{"alg":"HS256","typ":"JWT","kid":7}', OTHER_SECRET),
-    "crit, a list": signed(claims_json(email=EMAIL, iat=1), b'{"alg":"HS256","typ":"JWT","crit":["exp"]}',
-                           OTHER_SECRET),
-    "crit, a string": signed(claims_json(email=EMAIL, iat=1), b'{"alg":"HS256","typ":"JWT","crit":"x"}',
-                             OTHER_SECRET),
+    "crit, a list": signed(
+        claims_json(email=EMAIL, iat=1), b'{"alg":"HS256","typ":"JWT","crit":["exp"]}', OTHER_SECRET
+    ),
+    "crit, a string": signed(claims_json(email=EMAIL, iat=1), b'{"alg":"HS256","typ":"JWT","crit":"x"}', OTHER_SECRET),
     # Signed with the right secret: a header other than the minter's bytes is refused all the same.
     "keys reordered": signed(claims_json(email=EMAIL, iat=1), b'{"typ":"JWT","alg":"HS256"}'),
     "spaces between tokens": signed(claims_json(email=EMAIL, iat=1), b'{"alg": "HS256", "typ": "JWT"}'),
     "trailing newline in the JSON": signed(claims_json(email=EMAIL, iat=1), HEADER + b"\n"),
     "typ missing": signed(claims_json(email=EMAIL, iat=1), b'{"alg":"HS256"}'),
     "typ lower case": signed(claims_json(email=EMAIL, iat=1), b'{"alg":"HS256","typ":"jwt"}'),
-    "alg written with a unicode escape": signed(claims_json(email=EMAIL, iat=1),
-                                                b'{"alg":"HS\\u0032\\u0035\\u0036","typ":"JWT"}'),
+    "alg written with a unicode escape": signed(
+        claims_json(email=EMAIL, iat=1), b'{"alg":"HS\\u0032\\u0035\\u0036","typ":"JWT"}'
+    ),
 }
 
 ALGORITHM_INVALID_TOKENS = {
@@ -168,10 +174,13 @@ SIGNATURE_INVALID_TOKENS = {
     "empty signature": edited(segment_edit(2, lambda segment: "")),
     "truncated signature": edited(segment_edit(2, lambda segment: segment[:-3])),
     "unsigned empty payload": lambda secret: hs256_sign(HEADER, b"", OTHER_SECRET),
-    "payload swapped after signing": lambda secret: ".".join([
-        *hs256_sign(HEADER, claims_json(email=EMAIL, iat=now()), secret).split(".")[:1],
-        b64url_encode(claims_json(email="boss@example.com", iat=now())),
-        hs256_sign(HEADER, claims_json(email=EMAIL, iat=now()), secret).split(".")[2]]),
+    "payload swapped after signing": lambda secret: ".".join(
+        [
+            *hs256_sign(HEADER, claims_json(email=EMAIL, iat=now()), secret).split(".")[:1],
+            b64url_encode(claims_json(email="boss@example.com", iat=now())),
+            hs256_sign(HEADER, claims_json(email=EMAIL, iat=now()), secret).split(".")[2],
+        ]
+    ),
 }
 
 
@@ -203,18 +212,20 @@ def test_a_signature_not_made_with_the_org_secret_is_signature_invalid(stub, liv
 
 
 def test_iat_missing(stub, live_service):
-    assert_refused(verify(stub, hs256_sign(HEADER, claims_json(email=EMAIL), live_service.secret)),
-                   "TOKEN_IAT_MISSING")
+    assert_refused(verify(stub, hs256_sign(HEADER, claims_json(email=EMAIL), live_service.secret)), "TOKEN_IAT_MISSING")
 
 
 def timestamp(seconds: int) -> Timestamp:
     return Timestamp(seconds=seconds)
 
 
-@pytest.mark.parametrize("iat, reason", [
-    (0, "TOKEN_EXPIRED"),
-    (IAT_MAX, "TOKEN_ISSUED_IN_FUTURE"),
-])
+@pytest.mark.parametrize(
+    "iat, reason",
+    [
+        (0, "TOKEN_EXPIRED"),
+        (IAT_MAX, "TOKEN_ISSUED_IN_FUTURE"),
+    ],
+)
 def test_iat_at_the_ends_of_its_range_is_decoded_and_fits_the_response(stub, live_service, iat, reason):
     response = verify(stub, hs256_sign(HEADER, claims_json(email=EMAIL, iat=iat), live_service.secret))
     assert (response.valid, response.reason, response.email) == (False, reason, EMAIL)
@@ -222,13 +233,16 @@ def test_iat_at_the_ends_of_its_range_is_decoded_and_fits_the_response(stub, liv
     assert MARKER not in response.detail
 
 
-@pytest.mark.parametrize("claims, external_id, email", [
-    (b'{"externalId":"%s\\ud83d\\ude00","iat":%%d}' % MARKER.encode(), MARKER + "\U0001f600", ""),
-    (b'{"externalId":"%s\\u0000\\n\\u202e\\u2028","iat":%%d}' % MARKER.encode(), MARKER + "\x00\n\u202e\u2028", ""),
-    (b'{"externalId":"%s","iat":%%d}' % (MARKER.encode() * 250), MARKER * 250, ""),
-    (b'{ "email" : "%s" ,\n "iat" : %%d }' % EMAIL.encode(), "", EMAIL),
-    (b'{"iat":%%d,"email":"%s","externalId":""}' % EMAIL.encode(), "", EMAIL),
-])
+@pytest.mark.parametrize(
+    "claims, external_id, email",
+    [
+        (b'{"externalId":"%s\\ud83d\\ude00","iat":%%d}' % MARKER.encode(), MARKER + "\U0001f600", ""),
+        (b'{"externalId":"%s\\u0000\\n\\u202e\\u2028","iat":%%d}' % MARKER.encode(), MARKER + "\x00\n\u202e\u2028", ""),
+        (b'{"externalId":"%s","iat":%%d}' % (MARKER.encode() * 250), MARKER * 250, ""),
+        (b'{ "email" : "%s" ,\n "iat" : %%d }' % EMAIL.encode(), "", EMAIL),
+        (b'{"iat":%%d,"email":"%s","externalId":""}' % EMAIL.encode(), "", EMAIL),
+    ],
+)
 def test_claims_that_pass_come_back_as_they_are(stub, live_service, claims, external_id, email):
     issued_at = now()
     response = verify(stub, hs256_sign(HEADER, claims % issued_at, live_service.secret))

@@ -23,9 +23,8 @@ from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import OpenBaoDevServer
-from tests.conftest import new_secret
 from tests.secured import SecuredFiles, start_secured_service
-from tests.support import ServiceProcess
+from tests.support import ServiceProcess, new_secret
 
 SECRET_PATH = "kustomer/chat"
 
@@ -70,8 +69,9 @@ def secured_channel(service: ServiceProcess, files: SecuredFiles, *, certificate
     if certificate:
         credentials = grpc.ssl_channel_credentials(ca, files.client.key_pem, files.client.cert_pem)
         return grpc.secure_channel(service.grpc_target, credentials)
-    credentials = grpc.composite_channel_credentials(grpc.ssl_channel_credentials(ca),
-                                                     grpc.access_token_call_credentials(files.api_key))
+    credentials = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(ca), grpc.access_token_call_credentials(files.api_key)
+    )
     return grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", credentials)
 
 
@@ -85,20 +85,29 @@ def main() -> None:
         if args.secured:
             service, files = start_secured_service(vault, Path(directory), workers=2, rate_per_second=1e6)
             secret_path = files.secret_path
-            factories = [lambda: secured_channel(service, files, certificate=True),
-                         lambda: secured_channel(service, files, certificate=False)]
+            factories = [
+                lambda: secured_channel(service, files, certificate=True),
+                lambda: secured_channel(service, files, certificate=False),
+            ]
         else:
             secret_path = SECRET_PATH
             vault.write_secret(SECRET_PATH, new_secret())
-            service = ServiceProcess.start({"VAULT_ADDR": vault.addr, "VAULT_TOKEN": vault.root_token,
-                                            "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
-                                            "TOKENSERVICE_REFRESH_INTERVAL": "5"})
+            service = ServiceProcess.start(
+                {
+                    "VAULT_ADDR": vault.addr,
+                    "VAULT_TOKEN": vault.root_token,
+                    "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
+                    "TOKENSERVICE_REFRESH_INTERVAL": "5",
+                }
+            )
             factories = [lambda: grpc.insecure_channel(service.grpc_target)]
         outcomes: collections.Counter = collections.Counter()
         latencies: list[float] = []
         stop = threading.Event()
-        threads = [threading.Thread(target=caller, args=(factories[n % len(factories)], stop, outcomes, latencies))
-                   for n in range(args.callers)]
+        threads = [
+            threading.Thread(target=caller, args=(factories[n % len(factories)], stop, outcomes, latencies))
+            for n in range(args.callers)
+        ]
         for thread in threads:
             thread.start()
         samples = [(0.0, rss_kib(service.process.pid))]
@@ -121,12 +130,16 @@ def main() -> None:
     after_warmup = [largest(rss) for at, rss in samples if at >= 30] or [largest(samples[-1][1])]
     print(f"duration {elapsed:.0f} s, {args.callers} callers, {total} calls ({total / elapsed:.0f}/s)")
     print(f"outcomes: {dict(outcomes)}")
-    print(f"latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
-          f"p99 {statistics.quantiles(latencies, n=100)[98] * 1000:.2f} ms")
-    print(f"processes: {len(samples[-1][1])}; RSS KiB of the largest: start {largest(samples[0][1])}, "
-          f"after 30 s {after_warmup[0]}, end {after_warmup[-1]}, max {max(largest(rss) for _, rss in samples)}; "
-          f"growth after warm-up {after_warmup[-1] - after_warmup[0]} KiB; "
-          f"all processes at the end: {sum(samples[-1][1].values())} KiB")
+    print(
+        f"latency p50 {statistics.median(latencies) * 1000:.2f} ms, "
+        f"p99 {statistics.quantiles(latencies, n=100)[98] * 1000:.2f} ms"
+    )
+    print(
+        f"processes: {len(samples[-1][1])}; RSS KiB of the largest: start {largest(samples[0][1])}, "
+        f"after 30 s {after_warmup[0]}, end {after_warmup[-1]}, max {max(largest(rss) for _, rss in samples)}; "
+        f"growth after warm-up {after_warmup[-1] - after_warmup[0]} KiB; "
+        f"all processes at the end: {sum(samples[-1][1].values())} KiB"
+    )
     print(f"audit records: {audit_records}")
     print(f"exit code after SIGTERM: {exit_code}")
 

@@ -26,35 +26,41 @@ from service.errors import ConfigError
 from service.workers import CRASH_LOOP_RESTARTS, CRASH_LOOP_WINDOW_SECONDS, RestartPolicy
 
 
-@pytest.mark.parametrize(("text", "host", "port", "formatted"), [
-    ("127.0.0.1:50051", "127.0.0.1", 50051, "127.0.0.1:50051"),
-    (" 0.0.0.0:65535 ", "0.0.0.0", 65535, "0.0.0.0:65535"),
-    ("localhost:0", "localhost", 0, "localhost:0"),
-    ("tokenservice.internal:443", "tokenservice.internal", 443, "tokenservice.internal:443"),
-    ("[::1]:50051", "::1", 50051, "[::1]:50051"),
-    ("[::]:9090", "::", 9090, "[::]:9090"),
-    ("[fe80::1%eth0]:7", "fe80::1%eth0", 7, "[fe80::1%eth0]:7"),
-])
+@pytest.mark.parametrize(
+    ("text", "host", "port", "formatted"),
+    [
+        ("127.0.0.1:50051", "127.0.0.1", 50051, "127.0.0.1:50051"),
+        (" 0.0.0.0:65535 ", "0.0.0.0", 65535, "0.0.0.0:65535"),
+        ("localhost:0", "localhost", 0, "localhost:0"),
+        ("tokenservice.internal:443", "tokenservice.internal", 443, "tokenservice.internal:443"),
+        ("[::1]:50051", "::1", 50051, "[::1]:50051"),
+        ("[::]:9090", "::", 9090, "[::]:9090"),
+        ("[fe80::1%eth0]:7", "fe80::1%eth0", 7, "[fe80::1%eth0]:7"),
+    ],
+)
 def test_host_port_and_bracketed_ipv6_parse_and_format_back(text, host, port, formatted):
     address = parse_address(text)
     assert (address.host, address.port, str(address)) == (host, port, formatted)
     assert parse_address(str(address)) == address
 
 
-@pytest.mark.parametrize(("text", "says"), [
-    ("nowhere", "the port is missing"),
-    ("::1:50051", "goes in brackets, as in [::1]:50051"),
-    (":50051", "the host is missing"),
-    ("host:65536", "from 0 to 65535"),
-    ("host:http", "from 0 to 65535"),
-    ("host:\u00b2", "from 0 to 65535"),
-    ("host:", "from 0 to 65535"),
-    ("[::1]50051", "[address]:port"),
-    ("[not-v6]:1", "is not an IPv6 address"),
-    ("999.1.1.1:1", "is not an IPv4 address"),
-    ("a b:1", "neither an IP address nor a host name"),
-    ("http://127.0.0.1:50051", "no scheme"),
-])
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("nowhere", "the port is missing"),
+        ("::1:50051", "goes in brackets, as in [::1]:50051"),
+        (":50051", "the host is missing"),
+        ("host:65536", "from 0 to 65535"),
+        ("host:http", "from 0 to 65535"),
+        ("host:\u00b2", "from 0 to 65535"),
+        ("host:", "from 0 to 65535"),
+        ("[::1]50051", "[address]:port"),
+        ("[not-v6]:1", "is not an IPv6 address"),
+        ("999.1.1.1:1", "is not an IPv4 address"),
+        ("a b:1", "neither an IP address nor a host name"),
+        ("http://127.0.0.1:50051", "no scheme"),
+    ],
+)
 def test_malformed_addresses_are_refused_saying_what_is_wrong(text, says):
     with pytest.raises(AddressError, match=None) as refused:
         parse_address(text)
@@ -100,8 +106,11 @@ def test_a_claimed_port_takes_workers_only_and_no_connection_reaches_the_claim()
             with pytest.raises(OSError) as refused:
                 listen(port, reuse_address=reuse_address)
             assert refused.value.errno == errno.EADDRINUSE
-        with pytest.raises(ConfigError, match=rf"^setting grpc_addr: cannot listen on 127.0.0.1:{port}: in use by "
-                                              "another process$"):
+        with pytest.raises(
+            ConfigError,
+            match=rf"^setting grpc_addr: cannot listen on 127.0.0.1:{port}: in use by "
+            "another process$",
+        ):
             PortClaim("grpc_addr", f"127.0.0.1:{port}")
         assert grpc_bind(port, share=False) == 0
         assert grpc_bind(port, share=True) == port  # what a worker does
@@ -114,7 +123,7 @@ def test_a_port_another_process_listens_on_cannot_be_claimed():
     with socket.socket() as other:
         other.bind(("127.0.0.1", 0))
         other.listen()
-        with pytest.raises(ConfigError, match="setting tls.api_key_addr: cannot listen on .*: in use by another"):
+        with pytest.raises(ConfigError, match=r"setting tls\.api_key_addr: cannot listen on .*: in use by another"):
             PortClaim("tls.api_key_addr", f"127.0.0.1:{other.getsockname()[1]}")
 
 
@@ -135,8 +144,9 @@ def test_time_wait_connections_of_a_previous_run_do_not_block_the_claim():
 
 def test_a_failed_bind_is_explained():
     refusal = explain_listen_failure("grpc_addr", "192.0.2.1:50051")  # TEST-NET-1: on no interface here
-    assert str(refusal) == ("setting grpc_addr: cannot listen on 192.0.2.1:50051: no network interface of this "
-                            "machine has that address")
+    assert str(refusal) == (
+        "setting grpc_addr: cannot listen on 192.0.2.1:50051: no network interface of this machine has that address"
+    )
 
 
 def test_the_ports_file_appears_whole_names_its_process_and_is_withdrawn(tmp_path):
@@ -155,7 +165,7 @@ def test_the_ports_file_appears_whole_names_its_process_and_is_withdrawn(tmp_pat
 def test_an_unwritable_ports_file_is_refused_naming_the_setting(tmp_path):
     with pytest.raises(ConfigError, match="setting ports_file: cannot write"):
         announce("listening", {"pid": 1}, str(tmp_path / "absent-directory" / "ports.json"))
-    with pytest.raises(ConfigError, match="setting ports_file .*: must be a file in an existing directory"):
+    with pytest.raises(ConfigError, match=r"setting ports_file .*: must be a file in an existing directory"):
         load_config(None, {"VAULT_TOKEN": "t", "TOKENSERVICE_PORTS_FILE": str(tmp_path / "absent" / "p.json")})
 
 

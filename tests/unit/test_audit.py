@@ -31,8 +31,7 @@ TEXT_FIELDS = ("caller", "peer", "request_id", "rpc", "org", "status", "reason")
 def attempt(**overrides) -> AuditedCall:
     """A call with one attempt; `overrides` may set fields of either."""
     call_fields = {"rpc": "MintToken", "request_id": "r-1", "peer": "ipv4:127.0.0.1:5000", "caller": "web"}
-    attempt_fields = {"org": "acme", "email": "ada@example.com", "external_id": "", "status": "OK",
-                      "secret_version": 3}
+    attempt_fields = {"org": "acme", "email": "ada@example.com", "external_id": "", "status": "OK", "secret_version": 3}
     for name, value in overrides.items():
         (call_fields if name in call_fields else attempt_fields)[name] = value
     return AuditedCall(**call_fields, attempts=[MintAttempt(**attempt_fields)])
@@ -45,8 +44,9 @@ def key_file(tmp_path):
 
 
 def file_log(tmp_path, path, **settings) -> AuditLog:
-    return AuditLog.from_config(AuditConfig(output=str(path), fingerprint_key_file=str(key_file(tmp_path)),
-                                            **settings), caller_auth=True)
+    return AuditLog.from_config(
+        AuditConfig(output=str(path), fingerprint_key_file=str(key_file(tmp_path)), **settings), caller_auth=True
+    )
 
 
 def write_records(tmp_path, *calls: AuditedCall) -> list[str]:
@@ -71,7 +71,12 @@ def test_a_record_holds_fingerprints_not_identities(tmp_path):
     assert record["identity_kind"] == "email+external_id"
     assert "ada@example.com" not in line and "cust-9" not in line
     assert (record["caller"], record["org"], record["secret_version"], record["status"], record["entries"]) == (
-        "web", "acme", 3, "OK", 1)
+        "web",
+        "acme",
+        3,
+        "OK",
+        1,
+    )
 
 
 def test_no_value_can_split_a_record_or_forge_a_field(tmp_path):
@@ -83,16 +88,27 @@ def test_no_value_can_split_a_record_or_forge_a_field(tmp_path):
     assert json.loads(lines[1])["request_id"] == "second"
 
 
-@settings(max_examples=200, deadline=None, derandomize=True,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(values=st.fixed_dictionaries({field: st.text() for field in TEXT_FIELDS}),
-       email=st.text(), external_id=st.text(), version=st.none() | st.integers(), entries=st.integers(0, 10**6))
+@settings(
+    max_examples=200, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    values=st.fixed_dictionaries({field: st.text() for field in TEXT_FIELDS}),
+    email=st.text(),
+    external_id=st.text(),
+    version=st.none() | st.integers(),
+    entries=st.integers(0, 10**6),
+)
 def test_every_value_goes_through_the_json_escaper(tmp_path, values, email, external_id, version, entries):
     """Whatever text reaches a record, the line is ASCII, one JSON object, and holds exactly that text;
     the fields made here (time, identity kind, fingerprints, numbers) hold their fixed alphabets."""
     log = AuditLog(None, KEY)
-    call = AuditedCall(values["rpc"], values["request_id"], values["peer"], values["caller"], [MintAttempt(
-        values["org"], email, external_id, values["status"], values["reason"], version, entries)])
+    call = AuditedCall(
+        values["rpc"],
+        values["request_id"],
+        values["peer"],
+        values["caller"],
+        [MintAttempt(values["org"], email, external_id, values["status"], values["reason"], version, entries)],
+    )
     line = "".join(log._lines(call)).encode("ascii")
     assert line.isascii() and line.count(b"\n") == 1 and line.endswith(b"\n")
     record = json.loads(line)
@@ -108,13 +124,21 @@ def test_every_value_goes_through_the_json_escaper(tmp_path, values, email, exte
 
 
 def test_a_call_refused_as_a_whole_is_one_record_with_its_entry_count(tmp_path):
-    call = AuditedCall("MintTokens", "r-1", "ipv4:127.0.0.1:5000", attempts=[
-        MintAttempt(None, "", "", "UNAUTHENTICATED", "CREDENTIALS_MISSING", entries=1000)])
+    call = AuditedCall(
+        "MintTokens",
+        "r-1",
+        "ipv4:127.0.0.1:5000",
+        attempts=[MintAttempt(None, "", "", "UNAUTHENTICATED", "CREDENTIALS_MISSING", entries=1000)],
+    )
     [line] = write_records(tmp_path, call)
     record = json.loads(line)
     assert (record["entries"], record["caller"], record["reason"]) == (1000, "unknown", "CREDENTIALS_MISSING")
-    assert (record["org"], record["identity_kind"], record["email_fingerprint"],
-            record["external_id_fingerprint"]) == (None, None, None, None)
+    assert (record["org"], record["identity_kind"], record["email_fingerprint"], record["external_id_fingerprint"]) == (
+        None,
+        None,
+        None,
+        None,
+    )
 
 
 def test_the_same_identity_has_the_same_fingerprint_and_kinds_do_not_collide(tmp_path):
@@ -125,13 +149,12 @@ def test_the_same_identity_has_the_same_fingerprint_and_kinds_do_not_collide(tmp
 
 
 def test_caller_auth_needs_a_long_enough_fingerprint_key(tmp_path):
-    with pytest.raises(ConfigError, match="audit.fingerprint_key_file: required with caller authentication"):
+    with pytest.raises(ConfigError, match=r"audit\.fingerprint_key_file: required with caller authentication"):
         AuditLog.from_config(AuditConfig(output=str(tmp_path / "a")), caller_auth=True)
     short = tmp_path / "short.key"
     short.write_bytes(b"too-short")
     with pytest.raises(ConfigError, match="9 bytes; use at least 32"):
-        AuditLog.from_config(AuditConfig(output=str(tmp_path / "a"), fingerprint_key_file=str(short)),
-                             caller_auth=True)
+        AuditLog.from_config(AuditConfig(output=str(tmp_path / "a"), fingerprint_key_file=str(short)), caller_auth=True)
 
 
 async def test_records_from_several_writers_stay_whole(tmp_path):

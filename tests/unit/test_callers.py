@@ -52,8 +52,17 @@ def test_a_refused_take_costs_nothing():
 
 
 def policy(**overrides) -> CallerConfig:
-    return CallerConfig(**{"name": "web", "orgs": frozenset({"acme"}), "identities": frozenset({"email"}),
-                           "rpcs": frozenset({"MintToken"}), "rate_per_second": 1, "burst": 1, **overrides})
+    return CallerConfig(
+        **{
+            "name": "web",
+            "orgs": frozenset({"acme"}),
+            "identities": frozenset({"email"}),
+            "rpcs": frozenset({"MintToken"}),
+            "rate_per_second": 1,
+            "burst": 1,
+            **overrides,
+        }
+    )
 
 
 def test_policy_checks_name_what_was_refused_and_count_it():
@@ -107,10 +116,18 @@ def test_api_keys_are_random_prefixed_and_stored_as_sha256():
 def test_key_entries_map_hashes_to_callers_and_report_every_problem_without_the_values():
     one, two, shared = (hash_api_key(new_api_key()) for _ in range(3))
     leaked_key = new_api_key()
-    by_hash, problems = parse_key_hashes({
-        "web": f"{one}, {two}", "batch": f"{shared}\n", "other": shared, "stranger": one,
-        "mistake": leaked_key, "numbers": 42, "revoked": " ",
-    }, callers={"web", "batch", "other", "mistake", "numbers", "revoked"})
+    by_hash, problems = parse_key_hashes(
+        {
+            "web": f"{one}, {two}",
+            "batch": f"{shared}\n",
+            "other": shared,
+            "stranger": one,
+            "mistake": leaked_key,
+            "numbers": 42,
+            "revoked": " ",
+        },
+        callers={"web", "batch", "other", "mistake", "numbers", "revoked"},
+    )
     assert by_hash == {one: "web", two: "web"}
     assert len(problems) == 4
     assert any("'stranger' names no configured caller" in p for p in problems)
@@ -120,22 +137,32 @@ def test_key_entries_map_hashes_to_callers_and_report_every_problem_without_the_
     assert leaked_key not in "".join(problems)
 
 
-@pytest.mark.parametrize("peer, address", [
-    ("ipv4:10.0.3.7:51246", "10.0.3.7"),
-    ("ipv6:%5B2001:db8:1:2::7%5D:443", "2001:db8:1:2::/64"),
-    ("ipv6:[2001:db8:1:2:ffff::1]:443", "2001:db8:1:2::/64"),
-    ("ipv6:%5B::ffff:10.0.3.7%5D:51246", "10.0.3.7"),
-    ("ipv6:%5Bfe80::1%25eth0%5D:5", "fe80::/64"),
-    ("unix:/run/tokenservice.sock", "unix"),
-    ("", ""),
-])
+@pytest.mark.parametrize(
+    "peer, address",
+    [
+        ("ipv4:10.0.3.7:51246", "10.0.3.7"),
+        ("ipv6:%5B2001:db8:1:2::7%5D:443", "2001:db8:1:2::/64"),
+        ("ipv6:[2001:db8:1:2:ffff::1]:443", "2001:db8:1:2::/64"),
+        ("ipv6:%5B::ffff:10.0.3.7%5D:51246", "10.0.3.7"),
+        ("ipv6:%5Bfe80::1%25eth0%5D:5", "fe80::/64"),
+        ("unix:/run/tokenservice.sock", "unix"),
+        ("", ""),
+    ],
+)
 def test_a_refusal_is_charged_to_the_peer_address_without_the_port(peer, address):
     assert peer_address(peer) == address
 
 
 def limits(**overrides) -> AuthConfig:
-    return AuthConfig(**{"unauthenticated_rate_per_peer": 1, "unauthenticated_burst_per_peer": 2,
-                         "unauthenticated_rate_total": 1, "unauthenticated_burst_total": 100, **overrides})
+    return AuthConfig(
+        **{
+            "unauthenticated_rate_per_peer": 1,
+            "unauthenticated_burst_per_peer": 2,
+            "unauthenticated_rate_total": 1,
+            "unauthenticated_burst_total": 100,
+            **overrides,
+        }
+    )
 
 
 def limited(limiter: RefusalLimiter, peer: str) -> float | None:
@@ -198,25 +225,34 @@ SPIFFE_ID = b"spiffe://corp.example/ns/shop/sa/checkout"
 
 
 def authenticator() -> CallerAuthenticator:
-    callers = {"checkout": policy(name="checkout", spiffe_id=SPIFFE_ID.decode()),
-               "support": policy(name="support", dns_name="support.example")}
+    callers = {
+        "checkout": policy(name="checkout", spiffe_id=SPIFFE_ID.decode()),
+        "support": policy(name="support", dns_name="support.example"),
+    }
     return CallerAuthenticator(AuthConfig(callers=callers), None, Metrics())
 
 
-@pytest.mark.parametrize("auth, caller", [
-    ({"peer_spiffe_id": [SPIFFE_ID], "peer_uri": [SPIFFE_ID], "peer_dns": [b"support.example"]}, "checkout"),
-    ({"peer_dns": [b"other.example", b"support.example"]}, "support"),
-])
+@pytest.mark.parametrize(
+    "auth, caller",
+    [
+        ({"peer_spiffe_id": [SPIFFE_ID], "peer_uri": [SPIFFE_ID], "peer_dns": [b"support.example"]}, "checkout"),
+        ({"peer_dns": [b"other.example", b"support.example"]}, "support"),
+    ],
+)
 def test_a_certificate_names_its_spiffe_id_else_its_dns_names(auth, caller):
     assert authenticator().authenticate(Context(auth)).name == caller
 
 
-@pytest.mark.parametrize("auth", [
-    {"peer_uri": [SPIFFE_ID, b"spiffe://corp.example/other"], "peer_dns": [b"support.example"]},
-    {"peer_uri": [b"spiffe://corp.example"], "peer_dns": [b"support.example"]},
-    {"peer_uri": [b"https://corp.example/x"], "peer_dns": [b"support.example"]},
-    {"peer_uri": [b"https://corp.example/x"], "peer_spiffe_id": [SPIFFE_ID], "peer_dns": [b"support.example"]},
-], ids=["two URIs", "malformed SPIFFE ID", "https URI", "URI other than the SPIFFE ID"])
+@pytest.mark.parametrize(
+    "auth",
+    [
+        {"peer_uri": [SPIFFE_ID, b"spiffe://corp.example/other"], "peer_dns": [b"support.example"]},
+        {"peer_uri": [b"spiffe://corp.example"], "peer_dns": [b"support.example"]},
+        {"peer_uri": [b"https://corp.example/x"], "peer_dns": [b"support.example"]},
+        {"peer_uri": [b"https://corp.example/x"], "peer_spiffe_id": [SPIFFE_ID], "peer_dns": [b"support.example"]},
+    ],
+    ids=["two URIs", "malformed SPIFFE ID", "https URI", "URI other than the SPIFFE ID"],
+)
 def test_a_uri_san_that_is_not_the_spiffe_id_names_no_caller(auth):
     with pytest.raises(CredentialsInvalidError, match="URI SAN"):
         authenticator().authenticate(Context(auth))
@@ -226,8 +262,12 @@ def test_the_refusal_limits_are_settings_with_defaults_and_are_checked(tmp_path)
     config_file = tmp_path / "config.toml"
     config_file.write_text("[auth]\nunauthenticated_rate_per_peer = 2.5\nunauthenticated_burst_total = 50\n")
     auth = load_config(config_file, {"VAULT_TOKEN": "unused"}, {"auth.insecure_no_caller_auth": True}).auth
-    assert (auth.unauthenticated_rate_per_peer, auth.unauthenticated_burst_per_peer,
-            auth.unauthenticated_rate_total, auth.unauthenticated_burst_total) == (2.5, 20, 100.0, 50)
+    assert (
+        auth.unauthenticated_rate_per_peer,
+        auth.unauthenticated_burst_per_peer,
+        auth.unauthenticated_rate_total,
+        auth.unauthenticated_burst_total,
+    ) == (2.5, 20, 100.0, 50)
     config_file.write_text("[auth]\nunauthenticated_burst_per_peer = 0\n")
-    with pytest.raises(ConfigError, match="auth.unauthenticated_burst_per_peer .*whole number >= 1"):
+    with pytest.raises(ConfigError, match=r"auth\.unauthenticated_burst_per_peer .*whole number >= 1"):
         load_config(config_file, {"VAULT_TOKEN": "unused"})

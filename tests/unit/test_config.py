@@ -26,10 +26,17 @@ def test_defaults_give_one_default_org_at_kustomer_chat():
 
 
 def test_flags_override_environment_which_overrides_the_file(tmp_path):
-    path = write(tmp_path, 'grpc_addr = "127.0.0.1:1"\nmetrics_addr = "127.0.0.1:2"\n'
-                           'refresh_interval_seconds = 10\n[vault]\naddr = "http://file:8200"\n')
-    env = {**TOKEN_ENV, "TOKENSERVICE_METRICS_ADDR": "127.0.0.1:3", "TOKENSERVICE_REFRESH_INTERVAL": "20",
-           "VAULT_ADDR": "http://env:8200"}
+    path = write(
+        tmp_path,
+        'grpc_addr = "127.0.0.1:1"\nmetrics_addr = "127.0.0.1:2"\n'
+        'refresh_interval_seconds = 10\n[vault]\naddr = "http://file:8200"\n',
+    )
+    env = {
+        **TOKEN_ENV,
+        "TOKENSERVICE_METRICS_ADDR": "127.0.0.1:3",
+        "TOKENSERVICE_REFRESH_INTERVAL": "20",
+        "VAULT_ADDR": "http://env:8200",
+    }
     config = load_config(path, env, {"refresh_interval_seconds": 40, "grpc_addr": None})
     assert config.grpc_addr == "127.0.0.1:1"
     assert config.metrics_addr == "127.0.0.1:3"
@@ -38,29 +45,35 @@ def test_flags_override_environment_which_overrides_the_file(tmp_path):
 
 
 def test_several_orgs_with_a_default(tmp_path):
-    path = write(tmp_path, 'default_org = "acme"\n[orgs.acme]\npath = "kustomer/acme"\n'
-                           '[orgs.globex]\npath = "kustomer/globex"\nfield = "jwt_secret"\n')
+    path = write(
+        tmp_path,
+        'default_org = "acme"\n[orgs.acme]\npath = "kustomer/acme"\n'
+        '[orgs.globex]\npath = "kustomer/globex"\nfield = "jwt_secret"\n',
+    )
     config = load_config(path, TOKEN_ENV)
     assert config.default_org == "acme"
     assert config.orgs["globex"].field == "jwt_secret"
 
 
-@pytest.mark.parametrize("text, env, named", [
-    ("refresh_interval_seconds = -1\n", {}, "refresh_interval_seconds"),
-    ("", {"TOKENSERVICE_REFRESH_INTERVAL": "soon"}, "TOKENSERVICE_REFRESH_INTERVAL"),
-    ('grpc_addr = "nowhere"\n', {}, "grpc_addr"),
-    ('refresh_intervall = 3\n', {}, "refresh_intervall"),
-    ('[vault]\nauth = "ldap"\n', {}, "vault.auth"),
-    ('[vault]\naddr = "vault:8200"\n', {}, "vault.addr"),
-    ('[orgs.acme]\npath = "a"\n[orgs.globex]\npath = "b"\n', {}, "default_org"),
-    ('default_org = "other"\n[orgs.acme]\npath = "a"\n', {}, "default_org"),
-    ('[orgs.Acme_Corp]\npath = "a"\n', {}, "orgs.Acme_Corp"),
-    # A trailing newline would pass an anchored pattern used with match() rather than fullmatch().
-    ('[orgs."acme\\n"]\npath = "a"\n', {}, "orgs.acme"),
-    ('[orgs.acme]\nfield = "a"\n', {}, "orgs.acme"),
-    ("batch_limit = 0\n", {}, "batch_limit"),
-    ("not toml [", {}, "not valid TOML"),
-])
+@pytest.mark.parametrize(
+    "text, env, named",
+    [
+        ("refresh_interval_seconds = -1\n", {}, "refresh_interval_seconds"),
+        ("", {"TOKENSERVICE_REFRESH_INTERVAL": "soon"}, "TOKENSERVICE_REFRESH_INTERVAL"),
+        ('grpc_addr = "nowhere"\n', {}, "grpc_addr"),
+        ("refresh_intervall = 3\n", {}, "refresh_intervall"),
+        ('[vault]\nauth = "ldap"\n', {}, "vault.auth"),
+        ('[vault]\naddr = "vault:8200"\n', {}, "vault.addr"),
+        ('[orgs.acme]\npath = "a"\n[orgs.globex]\npath = "b"\n', {}, "default_org"),
+        ('default_org = "other"\n[orgs.acme]\npath = "a"\n', {}, "default_org"),
+        ('[orgs.Acme_Corp]\npath = "a"\n', {}, "orgs.Acme_Corp"),
+        # A trailing newline would pass an anchored pattern used with match() rather than fullmatch().
+        ('[orgs."acme\\n"]\npath = "a"\n', {}, "orgs.acme"),
+        ('[orgs.acme]\nfield = "a"\n', {}, "orgs.acme"),
+        ("batch_limit = 0\n", {}, "batch_limit"),
+        ("not toml [", {}, "not valid TOML"),
+    ],
+)
 def test_bad_settings_are_refused_by_name(tmp_path, text, env, named):
     with pytest.raises(ConfigError, match=named.replace(".", r"\.")):
         load_config(write(tmp_path, text), {**TOKEN_ENV, **env})
@@ -77,14 +90,14 @@ def test_missing_config_file_is_named(tmp_path):
 
 
 def test_kubernetes_auth_needs_a_role_and_reads_the_projected_token_path(tmp_path):
-    with pytest.raises(ConfigError, match="vault.kubernetes_role"):
+    with pytest.raises(ConfigError, match=r"vault\.kubernetes_role"):
         load_config(write(tmp_path, '[vault]\nauth = "kubernetes"\n'), {})
     config = load_config(write(tmp_path, '[vault]\nauth = "kubernetes"\nkubernetes_role = "tokenservice"\n'), {})
     assert config.vault.kubernetes_token_file == "/var/run/secrets/kubernetes.io/serviceaccount/token"
     assert config.vault.kubernetes_mount == "kubernetes"
 
 
-CALLERS = '''
+CALLERS = """
 [tls]
 cert_file = "{pem}"
 key_file = "{pem}"
@@ -101,7 +114,7 @@ identities = ["external_id"]
 rpcs = ["MintToken", "MintTokens"]
 rate_per_second = 5.5
 burst = 50
-'''
+"""
 
 
 def callers_config(tmp_path, text: str = CALLERS):
@@ -118,29 +131,40 @@ def test_callers_are_read_with_their_policies_and_defaults(tmp_path):
     assert (web.orgs, web.identities, web.rpcs) == ({"default"}, {"email", "external_id"}, {"MintToken"})
     assert (web.rate_per_second, web.burst, web.spiffe_id) == (100, 200, "spiffe://corp.example/ns/web/sa/web")
     assert (batch.identities, batch.rpcs, batch.rate_per_second, batch.burst) == (
-        {"external_id"}, {"MintToken", "MintTokens"}, 5.5, 50)
+        {"external_id"},
+        {"MintToken", "MintTokens"},
+        5.5,
+        50,
+    )
     assert batch.may_mint_for("anything") and not web.may_mint_for("other")
 
 
-@pytest.mark.parametrize("text, named", [
-    ('[callers.web]\norgs = ["nope"]\n', "callers.web.*orgs must be a non-empty list"),
-    ('[callers.web]\nspiffe_id = "spiffe://a/b"\n', "callers.web.*needs orgs"),
-    ('[callers.Web]\norgs = ["*"]\n', "callers.Web.*lower-case"),
-    ('[callers.web]\norgs = ["*"]\nrpcs = ["DeleteEverything"]\n', "rpcs must be a non-empty list"),
-    ('[callers.web]\norgs = ["*"]\nidentities = []\n', "identities must be a non-empty list"),
-    ('[callers.web]\norgs = ["*"]\nrate_per_second = 0\n', "rate_per_second must be a number above 0"),
-    ('[callers.web]\norgs = ["*"]\nburst = 1.5\n', "burst must be a whole number"),
-    ('[callers.web]\norgs = ["*"]\nspiffe_id = "https://x"\n', "spiffe_id must be a spiffe:// URI"),
-    ('[callers.web]\norgs = ["*"]\nrole = "admin"\n', "unknown key.*role"),
-    ('[callers.web]\norgs = ["*"]\n', "callers web: have no spiffe_id or dns_name.*auth.api_keys_path"),
-    ('[callers.a]\norgs = ["*"]\ndns_name = "x.example"\n[callers.b]\norgs = ["*"]\ndns_name = "x.example"\n',
-     "callers.a and callers.b: both claim"),
-    ('[tls]\ncert_file = "/etc/hostname"\n', "tls.cert_file and tls.key_file: give both"),
-    ('[tls]\ncert_file = "/nonexistent.pem"\nkey_file = "/etc/hostname"\n', "tls.cert_file.*readable file"),
-    ('[tls]\ncert_file = "/etc/hostname"\nkey_file = "/etc/hostname"\napi_key_addr = "127.0.0.1:1"\n',
-     "tls.api_key_addr.*only needed with tls.client_ca_file"),
-    ('[auth]\npublic_health = "sometimes"\n', "auth.public_health.*true or false"),
-])
+@pytest.mark.parametrize(
+    "text, named",
+    [
+        ('[callers.web]\norgs = ["nope"]\n', "callers.web.*orgs must be a non-empty list"),
+        ('[callers.web]\nspiffe_id = "spiffe://a/b"\n', "callers.web.*needs orgs"),
+        ('[callers.Web]\norgs = ["*"]\n', "callers.Web.*lower-case"),
+        ('[callers.web]\norgs = ["*"]\nrpcs = ["DeleteEverything"]\n', "rpcs must be a non-empty list"),
+        ('[callers.web]\norgs = ["*"]\nidentities = []\n', "identities must be a non-empty list"),
+        ('[callers.web]\norgs = ["*"]\nrate_per_second = 0\n', "rate_per_second must be a number above 0"),
+        ('[callers.web]\norgs = ["*"]\nburst = 1.5\n', "burst must be a whole number"),
+        ('[callers.web]\norgs = ["*"]\nspiffe_id = "https://x"\n', "spiffe_id must be a spiffe:// URI"),
+        ('[callers.web]\norgs = ["*"]\nrole = "admin"\n', "unknown key.*role"),
+        ('[callers.web]\norgs = ["*"]\n', "callers web: have no spiffe_id or dns_name.*auth.api_keys_path"),
+        (
+            '[callers.a]\norgs = ["*"]\ndns_name = "x.example"\n[callers.b]\norgs = ["*"]\ndns_name = "x.example"\n',
+            "callers.a and callers.b: both claim",
+        ),
+        ('[tls]\ncert_file = "/etc/hostname"\n', "tls.cert_file and tls.key_file: give both"),
+        ('[tls]\ncert_file = "/nonexistent.pem"\nkey_file = "/etc/hostname"\n', "tls.cert_file.*readable file"),
+        (
+            '[tls]\ncert_file = "/etc/hostname"\nkey_file = "/etc/hostname"\napi_key_addr = "127.0.0.1:1"\n',
+            "tls.api_key_addr.*only needed with tls.client_ca_file",
+        ),
+        ('[auth]\npublic_health = "sometimes"\n', "auth.public_health.*true or false"),
+    ],
+)
 def test_bad_caller_and_tls_settings_are_refused_by_name(tmp_path, text, named):
     with pytest.raises(ConfigError, match=named):
         load_config(write(tmp_path, text), TOKEN_ENV)

@@ -28,7 +28,10 @@ _ATX_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.*?)(?:\s+#+)?\s*$")
 _SETEXT_UNDERLINE = re.compile(r"^\s{0,3}(=+|-+)\s*$")
 _HTML_ANCHOR = re.compile(r"""<a\s[^>]*?\b(?:id|name)\s*=\s*["']([^"']+)["']""", re.IGNORECASE)
 # [text](target "title") and ![alt](target); the text may hold one level of brackets (a badge).
-_INLINE_LINK = re.compile(r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]\(\s*(<[^>]*>|[^\s()]*(?:\([^\s()]*\)[^\s()]*)*)(?:\s+[\"'(].*?[\"')])?\s*\)")
+_INLINE_LINK = re.compile(
+    r"!?\[(?:[^\[\]]|\[[^\[\]]*\])*\]"  # [text]
+    r"\(\s*(<[^>]*>|[^\s()]*(?:\([^\s()]*\)[^\s()]*)*)(?:\s+[\"'(].*?[\"')])?\s*\)"  # (target "title")
+)
 _REFERENCE_DEFINITION = re.compile(r"^\s{0,3}\[[^\]]+\]:\s*(<[^>]*>|\S+)")
 _HTML_TAG = re.compile(r"<[^>]+>")
 _MARKDOWN_LINK_TEXT = re.compile(r"!?\[([^\]]*)\]\([^)]*\)")
@@ -78,12 +81,13 @@ def github_slug(heading: str) -> str:
     dropped (letters, digits, '_' and '-' stay), each space a '-'."""
     pieces, end = [], 0
     for span in _CODE_SPAN.finditer(heading):  # code is shown as written; markup elsewhere is not text
-        pieces.append(_rendered_markup(heading[end:span.start()]))
+        pieces.append(_rendered_markup(heading[end : span.start()]))
         pieces.append(span.group(0).strip("`"))
         end = span.end()
     text = "".join(pieces) + _rendered_markup(heading[end:])
-    kept = "".join(c for c in text.lower()
-                   if c in " -_" or unicodedata.category(c)[0] in "LN" or unicodedata.category(c) == "Mn")
+    kept = "".join(
+        c for c in text.lower() if c in " -_" or unicodedata.category(c)[0] in "LN" or unicodedata.category(c) == "Mn"
+    )
     return kept.replace(" ", "-")
 
 
@@ -100,8 +104,13 @@ def anchors(text: str) -> set[str]:
     for _number, line in _prose_lines(text):
         heading = _ATX_HEADING.match(line)
         title = heading.group(1) if heading else None
-        if title is None and previous.strip() and not previous.lstrip().startswith(("|", "-", "*", ">")) \
-                and _SETEXT_UNDERLINE.match(line) and not _ATX_HEADING.match(previous):
+        if (
+            title is None
+            and previous.strip()
+            and not previous.lstrip().startswith(("|", "-", "*", ">"))
+            and _SETEXT_UNDERLINE.match(line)
+            and not _ATX_HEADING.match(previous)
+        ):
             title = previous.strip()
         if title is not None:
             slug = github_slug(title)
@@ -131,9 +140,13 @@ def broken_links(document: Path, root: Path = REPO) -> list[str]:
             problems.append(f"{where} leaves the repository")
         elif not resolved.exists():
             problems.append(f"{where} {resolved.relative_to(root.resolve())} does not exist")
-        elif anchor and resolved.suffix == ".md" and resolved.is_file():
-            if urllib.parse.unquote(anchor) not in anchors(resolved.read_text(encoding="utf-8")):
-                problems.append(f"{where} {resolved.relative_to(root.resolve())} has no heading #{anchor}")
+        elif (
+            anchor
+            and resolved.suffix == ".md"
+            and resolved.is_file()
+            and urllib.parse.unquote(anchor) not in anchors(resolved.read_text(encoding="utf-8"))
+        ):
+            problems.append(f"{where} {resolved.relative_to(root.resolve())} has no heading #{anchor}")
     return problems
 
 
@@ -170,7 +183,8 @@ def test_broken_files_and_anchors_are_found_and_code_and_web_links_are_not_check
         "| [python](python) | [anchor](docs/guide.md#running-it) | [self](#nowhere) |\n"
         "[web](https://example.com/missing) [mail](mailto:someone@example.com) `[code](missing.md)`\n"
         "```\n[fenced](missing.md)\n```\n"
-        "[ref]: ../outside.md\n")
+        "[ref]: ../outside.md\n"
+    )
     problems = broken_links(readme, root=tmp_path)
     assert [problem.split(": ", 1)[1] for problem in problems] == [
         "(python) python does not exist",

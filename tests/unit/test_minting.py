@@ -20,8 +20,11 @@ NOW = 1_800_000_000
 
 def mint(**identities: str):
     minter = TokenMinter(backdate_seconds=5, clock=lambda: NOW + 0.9)
-    return minter.mint(SigningSecret(SECRET.encode(), 7, loaded_at=NOW), external_id=identities.get("external_id", ""),
-                       email=identities.get("email", ""))
+    return minter.mint(
+        SigningSecret(SECRET.encode(), 7, loaded_at=NOW),
+        external_id=identities.get("external_id", ""),
+        email=identities.get("email", ""),
+    )
 
 
 def test_header_is_exactly_the_one_kustomer_documents():
@@ -29,12 +32,18 @@ def test_header_is_exactly_the_one_kustomer_documents():
     assert header == b'{"alg":"HS256","typ":"JWT"}'
 
 
-@pytest.mark.parametrize("identities, claims, used", [
-    ({"email": "someone@example.com"}, {"email": "someone@example.com"}, Identity.EMAIL),
-    ({"external_id": "user-42"}, {"externalId": "user-42"}, Identity.EXTERNAL_ID),
-    ({"email": "a@example.org", "external_id": "user-42"},
-     {"email": "a@example.org", "externalId": "user-42"}, Identity.EMAIL),
-])
+@pytest.mark.parametrize(
+    "identities, claims, used",
+    [
+        ({"email": "someone@example.com"}, {"email": "someone@example.com"}, Identity.EMAIL),
+        ({"external_id": "user-42"}, {"externalId": "user-42"}, Identity.EXTERNAL_ID),
+        (
+            {"email": "a@example.org", "external_id": "user-42"},
+            {"email": "a@example.org", "externalId": "user-42"},
+            Identity.EMAIL,
+        ),
+    ],
+)
 def test_payload_carries_the_identities_as_given_and_a_backdated_iat(identities, claims, used):
     minted = mint(**identities)
     _, payload = hs256_open(minted.token, SECRET)
@@ -43,12 +52,15 @@ def test_payload_carries_the_identities_as_given_and_a_backdated_iat(identities,
     assert minted.identity_used is used and minted.secret_version == 7
 
 
-@pytest.mark.parametrize("identities", [
-    {"email": "someone@example.com"},
-    {"external_id": "cust-1"},
-    {"email": "üser@exämple.de", "external_id": "ид-42 \\ \"quoted\" </script>"},
-    {"external_id": "😀" * 64},
-])
+@pytest.mark.parametrize(
+    "identities",
+    [
+        {"email": "someone@example.com"},
+        {"external_id": "cust-1"},
+        {"email": "üser@exämple.de", "external_id": 'ид-42 \\ "quoted" </script>'},
+        {"external_id": "😀" * 64},
+    ],
+)
 def test_fast_path_tokens_are_byte_identical_to_pyjwt(identities):
     claims = {}
     if identities.get("external_id"):
@@ -65,22 +77,25 @@ def test_unicode_email_is_kept_byte_for_byte():
     assert payload["email"] == "üser@exämple.de"
 
 
-@pytest.mark.parametrize("external_id, email, error", [
-    ("", "", IdentityMissingError),
-    ("", "not-an-email", EmailInvalidError),
-    ("", "two@@example.com", EmailInvalidError),
-    ("", "a" * 243 + "@example.com", EmailInvalidError),  # 255 bytes
-    ("", " someone@example.com", EmailInvalidError),
-    ("", "someone@example.com\n", EmailInvalidError),
-    ("", "some\x00one@example.com", EmailInvalidError),
-    ("", "some\u2028one@example.com", EmailInvalidError),
-    ("x" * 257, "", ExternalIdInvalidError),
-    ("é" * 129, "", ExternalIdInvalidError),  # 258 bytes in UTF-8
-    ("user\r\nSet-Cookie: x", "", ExternalIdInvalidError),
-    ("user\u202eevil", "", ExternalIdInvalidError),
-    ("user ", "", ExternalIdInvalidError),
-    ("\tuser", "someone@example.com", ExternalIdInvalidError),
-])
+@pytest.mark.parametrize(
+    "external_id, email, error",
+    [
+        ("", "", IdentityMissingError),
+        ("", "not-an-email", EmailInvalidError),
+        ("", "two@@example.com", EmailInvalidError),
+        ("", "a" * 243 + "@example.com", EmailInvalidError),  # 255 bytes
+        ("", " someone@example.com", EmailInvalidError),
+        ("", "someone@example.com\n", EmailInvalidError),
+        ("", "some\x00one@example.com", EmailInvalidError),
+        ("", "some\u2028one@example.com", EmailInvalidError),
+        ("x" * 257, "", ExternalIdInvalidError),
+        ("é" * 129, "", ExternalIdInvalidError),  # 258 bytes in UTF-8
+        ("user\r\nSet-Cookie: x", "", ExternalIdInvalidError),
+        ("user\u202eevil", "", ExternalIdInvalidError),
+        ("user ", "", ExternalIdInvalidError),
+        ("\tuser", "someone@example.com", ExternalIdInvalidError),
+    ],
+)
 def test_bad_identities_are_refused_naming_the_field(external_id, email, error):
     with pytest.raises(error) as raised:
         check_identity(external_id, email)
@@ -107,36 +122,53 @@ def test_verifier_accepts_a_token_signed_by_another_implementation():
     assert outcome.valid and outcome.external_id == "u1" and outcome.valid_until == NOW - 60 + 900
 
 
-@pytest.mark.parametrize("token, reason", [
-    ("not a token", "TOKEN_MALFORMED"),
-    (signed({"email": "a@example.com", "iat": NOW}, secret="another-secret-of-enough-length-000"),
-     "TOKEN_SIGNATURE_INVALID"),
-    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS512", "typ": "JWT"}), "TOKEN_ALGORITHM_INVALID"),
-    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "none", "typ": "JWT"}), "TOKEN_ALGORITHM_INVALID"),
-    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS256", "typ": "JWT", "kid": "x"}),
-     "TOKEN_HEADER_INVALID"),
-    (signed({"email": "a@example.com"}), "TOKEN_IAT_MISSING"),
-    (signed({"email": "a@example.com", "iat": "yesterday"}), "TOKEN_MALFORMED"),
-    (signed({"email": "a@example.com", "iat": NOW + 30}), "TOKEN_ISSUED_IN_FUTURE"),
-    (signed({"email": "a@example.com", "iat": NOW - 901}), "TOKEN_EXPIRED"),
-    (signed({"iat": NOW}), "TOKEN_IDENTITY_MISSING"),
-    (signed({"email": 42, "iat": NOW}), "TOKEN_MALFORMED"),
-    # Each of these once made VerifyToken answer INTERNAL, or (the padding) valid.
-    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS256", "typ": "JWT", "kid": 7}),
-     "TOKEN_HEADER_INVALID"),
-    (signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS256", "typ": "JWT", "crit": ["exp"]}),
-     "TOKEN_HEADER_INVALID"),
-    (signed({"email": "a@example.com", "iat": 2**63}), "TOKEN_MALFORMED"),
-    (signed({"email": "\ud800", "iat": NOW}), "TOKEN_MALFORMED"),
-    (signed({"email": "a@example.com", "iat": NOW}) + "=", "TOKEN_MALFORMED"),
-])
+@pytest.mark.parametrize(
+    "token, reason",
+    [
+        ("not a token", "TOKEN_MALFORMED"),
+        (
+            signed({"email": "a@example.com", "iat": NOW}, secret="another-secret-of-enough-length-000"),
+            "TOKEN_SIGNATURE_INVALID",
+        ),
+        (
+            signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS512", "typ": "JWT"}),
+            "TOKEN_ALGORITHM_INVALID",
+        ),
+        (
+            signed({"email": "a@example.com", "iat": NOW}, header={"alg": "none", "typ": "JWT"}),
+            "TOKEN_ALGORITHM_INVALID",
+        ),
+        (
+            signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS256", "typ": "JWT", "kid": "x"}),
+            "TOKEN_HEADER_INVALID",
+        ),
+        (signed({"email": "a@example.com"}), "TOKEN_IAT_MISSING"),
+        (signed({"email": "a@example.com", "iat": "yesterday"}), "TOKEN_MALFORMED"),
+        (signed({"email": "a@example.com", "iat": NOW + 30}), "TOKEN_ISSUED_IN_FUTURE"),
+        (signed({"email": "a@example.com", "iat": NOW - 901}), "TOKEN_EXPIRED"),
+        (signed({"iat": NOW}), "TOKEN_IDENTITY_MISSING"),
+        (signed({"email": 42, "iat": NOW}), "TOKEN_MALFORMED"),
+        # Each of these once made VerifyToken answer INTERNAL, or (the padding) valid.
+        (
+            signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS256", "typ": "JWT", "kid": 7}),
+            "TOKEN_HEADER_INVALID",
+        ),
+        (
+            signed({"email": "a@example.com", "iat": NOW}, header={"alg": "HS256", "typ": "JWT", "crit": ["exp"]}),
+            "TOKEN_HEADER_INVALID",
+        ),
+        (signed({"email": "a@example.com", "iat": 2**63}), "TOKEN_MALFORMED"),
+        (signed({"email": "\ud800", "iat": NOW}), "TOKEN_MALFORMED"),
+        (signed({"email": "a@example.com", "iat": NOW}) + "=", "TOKEN_MALFORMED"),
+    ],
+)
 def test_verifier_names_what_is_wrong(token, reason):
     outcome = verifier().verify(token, SECRET.encode())
     assert not outcome.valid and outcome.reason == reason and outcome.detail
 
 
 def test_tampered_payload_fails_the_signature():
-    header, payload, signature = mint(email="someone@example.com").token.split(".")
+    header, _payload, signature = mint(email="someone@example.com").token.split(".")
     forged = b64url_encode(json.dumps({"email": "boss@example.com", "iat": NOW - 5}).encode())
     outcome = verifier().verify(f"{header}.{forged}.{signature}", SECRET.encode())
     assert outcome.reason == "TOKEN_SIGNATURE_INVALID" and outcome.email == ""
@@ -152,8 +184,28 @@ def generated_addresses(count: int) -> list[str]:
     """Addresses near the edges of the plain shape: dots, hyphens, odd TLDs, special-use domains."""
     rng = random.Random(20261127)
     local_chars = "aZ09._-+!#'~"
-    domain_parts = ["example", "ex-ample", "-bad", "bad-", "xn--p1ai", "ab--cd", "a", "9", "com", "c0m", "co",
-                    "local", "test", "localhost", "invalid", "onion", "arpa", "home", "x" * 63, "x" * 64]
+    domain_parts = [
+        "example",
+        "ex-ample",
+        "-bad",
+        "bad-",
+        "xn--p1ai",
+        "ab--cd",
+        "a",
+        "9",
+        "com",
+        "c0m",
+        "co",
+        "local",
+        "test",
+        "localhost",
+        "invalid",
+        "onion",
+        "arpa",
+        "home",
+        "x" * 63,
+        "x" * 64,
+    ]
     addresses = []
     for _ in range(count):
         local = "".join(rng.choice(local_chars) for _ in range(rng.randint(0, 70)))

@@ -29,12 +29,18 @@ from tests.support import metric_value
 GOOD = "s" * 40
 
 
-@pytest.mark.parametrize("value", [
-    "", "short", " " + GOOD, GOOD + "\n",
-    ssl.DER_cert_to_PEM_cert(os.urandom(48)).strip(),  # PEM armour, made here rather than committed
-    "ssh-ed25519 " + "A" * 68,
-    '{"kty":"oct","k":"' + "A" * 43 + '"}',
-])
+@pytest.mark.parametrize(
+    "value",
+    [
+        "",
+        "short",
+        " " + GOOD,
+        GOOD + "\n",
+        ssl.DER_cert_to_PEM_cert(os.urandom(48)).strip(),  # PEM armour, made here rather than committed
+        "ssh-ed25519 " + "A" * 68,
+        '{"kty":"oct","k":"' + "A" * 43 + '"}',
+    ],
+)
 def test_unfit_secrets_are_rejected(value):
     with pytest.raises(SecretRejectedError):
         validate_secret(SecretVersion(value, 1), 32)
@@ -127,8 +133,15 @@ def refresher_of(source: Entries, adopt=None, clock=lambda: 1000.0):
     async def record(outcome: Outcome) -> None:
         outcomes.append(outcome)
 
-    refresher = Refresher("entry", source.read, adopt or adopted.append, record,
-                          RetrySchedule(30, 0.1), log_fields={"path": "p"}, clock=clock)
+    refresher = Refresher(
+        "entry",
+        source.read,
+        adopt or adopted.append,
+        record,
+        RetrySchedule(30, 0.1),
+        log_fields={"path": "p"},
+        clock=clock,
+    )
     return refresher, adopted, outcomes
 
 
@@ -146,14 +159,17 @@ async def test_the_refresher_tells_changes_by_content_not_by_version_number():
     assert KvEntry({"a": 1, "b": 2}, 1).digest == KvEntry({"b": 2, "a": 1}, 1).digest
 
 
-@pytest.mark.parametrize(("raised", "outcome"), [
-    (SecretDeletedError("the latest version (3) of secret/p is deleted"), Outcome.DELETED),
-    (SecretSourceError("Vault at http://127.0.0.1:1 is unreachable: ConnectionError"), Outcome.ERROR),
-    (KeyError("renewable"), Outcome.ERROR),
-])
+@pytest.mark.parametrize(
+    ("raised", "outcome"),
+    [
+        (SecretDeletedError("the latest version (3) of secret/p is deleted"), Outcome.DELETED),
+        (SecretSourceError("Vault at http://127.0.0.1:1 is unreachable: ConnectionError"), Outcome.ERROR),
+        (KeyError("renewable"), Outcome.ERROR),
+    ],
+)
 async def test_a_failed_read_keeps_what_is_held(raised, outcome):
     source = Entries(KvEntry({"reports": "sha256:a"}, 1))
-    refresher, adopted, outcomes = refresher_of(source)
+    refresher, adopted, _outcomes = refresher_of(source)
     await refresher.refresh()
     source.result = raised
     assert await refresher.refresh() is outcome
@@ -199,7 +215,7 @@ async def test_confirmation_time_is_the_last_good_read():
 def test_the_schedule_backs_off_doubling_up_to_the_interval_then_keeps_the_jittered_interval():
     schedule = RetrySchedule(interval=3.0, jitter_ratio=0.1, rng=random.Random(7))
     failures = [schedule.next_delay(False) for _ in range(5)]
-    for delay, ceiling in zip(failures, [INITIAL_RETRY_SECONDS, 1.0, 2.0, 3.0, 3.0]):
+    for delay, ceiling in zip(failures, [INITIAL_RETRY_SECONDS, 1.0, 2.0, 3.0, 3.0], strict=True):
         assert 0.8 * ceiling <= delay <= ceiling
     successes = [schedule.next_delay(True) for _ in range(200)]
     assert all(2.7 <= delay <= 3.3 for delay in successes) and max(successes) - min(successes) > 0.3
@@ -208,8 +224,7 @@ def test_the_schedule_backs_off_doubling_up_to_the_interval_then_keeps_the_jitte
 
 async def test_the_refresher_runs_in_the_background_until_stopped():
     source = Entries(KvEntry({"k": "v"}, 1))
-    refresher = Refresher("entry", source.read, lambda entry: None, _ignore, RetrySchedule(0.01, 0),
-                          log_fields={})
+    refresher = Refresher("entry", source.read, lambda entry: None, _ignore, RetrySchedule(0.01, 0), log_fields={})
     refresher.start()
     await asyncio.sleep(0.2)
     await refresher.stop()
@@ -239,8 +254,15 @@ def key_store(source, now, **options):
         changes.append(ready)
 
     metrics = Metrics()
-    store = ApiKeyStore("tokenservice/api-keys", source, metrics, {"reports"}, clock=lambda: now[0],
-                        on_readiness_change=record, **options)
+    store = ApiKeyStore(
+        "tokenservice/api-keys",
+        source,
+        metrics,
+        {"reports"},
+        clock=lambda: now[0],
+        on_readiness_change=record,
+        **options,
+    )
     return store, metrics, changes
 
 
