@@ -68,6 +68,7 @@ import argparse
 import ast
 import base64
 import binascii
+import contextlib
 import dataclasses
 import re
 import shlex
@@ -90,10 +91,8 @@ def _constants(tree: ast.Module, class_name: str | None = None) -> dict[str, obj
     module = {}
     for node in tree.body:
         if isinstance(node, ast.Assign) and len(node.targets) == 1 and isinstance(node.targets[0], ast.Name):
-            try:
+            with contextlib.suppress(ValueError):
                 module[node.targets[0].id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
     if class_name is None:
         return module
     body = next(node.body for node in tree.body if isinstance(node, ast.ClassDef) and node.name == class_name)
@@ -103,10 +102,8 @@ def _constants(tree: ast.Module, class_name: str | None = None) -> dict[str, obj
             if isinstance(node.value, ast.Name) and node.value.id in module:
                 fields[node.target.id] = module[node.value.id]
                 continue
-            try:
+            with contextlib.suppress(ValueError):
                 fields[node.target.id] = ast.literal_eval(node.value)
-            except ValueError:
-                pass
     return fields
 
 
@@ -118,12 +115,17 @@ def _service_defaults() -> tuple[dict, dict, dict, dict, str, str]:
     server = _constants(ast.parse((REPO / "service" / "server.py").read_text()))
     proto = (REPO / "protos" / "tokenservice" / "v1" / "token_service.proto").read_text()
     package = re.search(r"^package\s+([\w.]+);", proto, re.MULTILINE).group(1)
-    return _constants(config, "Config"), _constants(config, "AuditConfig"), _constants(config, "VaultConfig"), \
-        _constants(config, "OrgConfig"), server["LIVENESS_SERVICE"], f"{package}.TokenService"
+    return (
+        _constants(config, "Config"),
+        _constants(config, "AuditConfig"),
+        _constants(config, "VaultConfig"),
+        _constants(config, "OrgConfig"),
+        server["LIVENESS_SERVICE"],
+        f"{package}.TokenService",
+    )
 
 
-CONFIG_DEFAULTS, AUDIT_DEFAULTS, VAULT_DEFAULTS, ORG_DEFAULTS, LIVENESS_SERVICE, READINESS_SERVICE = \
-    _service_defaults()
+CONFIG_DEFAULTS, AUDIT_DEFAULTS, VAULT_DEFAULTS, ORG_DEFAULTS, LIVENESS_SERVICE, READINESS_SERVICE = _service_defaults()
 # An org's signing modes ([orgs.<name>] signing), and the defaults while service/config.py has none.
 KV_SIGNING, TRANSIT_SIGNING = "kv", "transit"
 DEFAULT_SIGNING = ORG_DEFAULTS.get("signing", KV_SIGNING)
@@ -140,8 +142,13 @@ def _setup_default(variable: str) -> str:
 KV_ROLE, TRANSIT_ROLE = _setup_default("ROLE_NAME"), _setup_default("TRANSIT_ROLE_NAME")
 TRANSIT_POLICY_FILE = REPO / "deploy" / "vault" / "tokenservice-transit-policy.hcl"
 # What signing and verifying for a Transit org needs: (path under the mount, capability).
-TRANSIT_NEEDS = (("hmac/{key}", "update"), ("hmac/{key}/sha2-256", "update"), ("verify/{key}", "update"),
-                 ("verify/{key}/sha2-256", "update"), ("keys/{key}", "read"))
+TRANSIT_NEEDS = (
+    ("hmac/{key}", "update"),
+    ("hmac/{key}/sha2-256", "update"),
+    ("verify/{key}", "update"),
+    ("verify/{key}/sha2-256", "update"),
+    ("keys/{key}", "read"),
+)
 DNS_PORT = 53
 
 # The named ports of the pod, and which of them callers reach through the Service.
@@ -160,10 +167,18 @@ CALLER_USAGES = {"digital signature", "key encipherment", "client auth"}
 _STR = {"type": "string"}
 _LABELS = {"type": "object", "additionalProperties": _STR}
 _METADATA_FIELDS = {"name": _STR, "labels": _LABELS, "annotations": _LABELS}
-_NAMESPACED = {"type": "object", "required": ["name", "namespace"], "additionalProperties": False,
-               "properties": {**_METADATA_FIELDS, "namespace": _STR}}
-_CLUSTER_SCOPED = {"type": "object", "required": ["name"], "additionalProperties": False,
-                   "properties": _METADATA_FIELDS}
+_NAMESPACED = {
+    "type": "object",
+    "required": ["name", "namespace"],
+    "additionalProperties": False,
+    "properties": {**_METADATA_FIELDS, "namespace": _STR},
+}
+_CLUSTER_SCOPED = {
+    "type": "object",
+    "required": ["name"],
+    "additionalProperties": False,
+    "properties": _METADATA_FIELDS,
+}
 
 
 def _custom_resource(api_version: str, kind: str, spec: dict, metadata: dict = _NAMESPACED) -> dict:
@@ -172,98 +187,180 @@ def _custom_resource(api_version: str, kind: str, spec: dict, metadata: dict = _
         "type": "object",
         "required": ["apiVersion", "kind", "metadata", "spec"],
         "additionalProperties": False,
-        "properties": {"apiVersion": {"const": api_version}, "kind": {"const": kind}, "metadata": metadata,
-                       "spec": spec},
+        "properties": {
+            "apiVersion": {"const": api_version},
+            "kind": {"const": kind},
+            "metadata": metadata,
+            "spec": spec,
+        },
     }
 
 
 def _strict(properties: dict, required: tuple[str, ...] = (), **more: object) -> dict:
-    return {"type": "object", "additionalProperties": False, "properties": properties, "required": list(required),
-            **more}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": properties,
+        "required": list(required),
+        **more,
+    }
 
 
 _DURATION = {"type": "string", "pattern": r"^(\d+(h|m|s))+$"}
-_ISSUER_REF = _strict({"name": _STR, "kind": {"enum": ["Issuer", "ClusterIssuer"]},
-                       "group": {"const": "cert-manager.io"}}, ("name", "kind", "group"))
+_ISSUER_REF = _strict(
+    {"name": _STR, "kind": {"enum": ["Issuer", "ClusterIssuer"]}, "group": {"const": "cert-manager.io"}},
+    ("name", "kind", "group"),
+)
 # cert-manager's key usages (the ones a TLS server, client or CA certificate may need).
 _USAGES = ["digital signature", "key encipherment", "server auth", "client auth", "cert sign", "crl sign"]
 _USAGE_LIST = {"type": "array", "minItems": 1, "uniqueItems": True, "items": {"enum": _USAGES}}
-_ISSUER_SPEC = _strict({
-    "selfSigned": _strict({}),
-    "ca": _strict({"secretName": _STR}, ("secretName",)),
-}, minProperties=1, maxProperties=1)
-_POLICY_VALIDATIONS = {"type": "array", "minItems": 1,
-                       "items": _strict({"rule": _STR, "message": _STR}, ("rule",))}
-_POLICY_STRINGS = _strict({"required": {"type": "boolean"}, "values": {"type": "array", "items": _STR},
-                           "validations": _POLICY_VALIDATIONS})
+_ISSUER_SPEC = _strict(
+    {
+        "selfSigned": _strict({}),
+        "ca": _strict({"secretName": _STR}, ("secretName",)),
+    },
+    minProperties=1,
+    maxProperties=1,
+)
+_POLICY_VALIDATIONS = {"type": "array", "minItems": 1, "items": _strict({"rule": _STR, "message": _STR}, ("rule",))}
+_POLICY_STRINGS = _strict(
+    {"required": {"type": "boolean"}, "values": {"type": "array", "items": _STR}, "validations": _POLICY_VALIDATIONS}
+)
 _POLICY_STRING = _strict({"required": {"type": "boolean"}, "value": _STR, "validations": _POLICY_VALIDATIONS})
 _SELECTOR_LABELS = _strict({"matchLabels": _LABELS})
 
 SCHEMAS = {
-    "ServiceMonitor": _custom_resource("monitoring.coreos.com/v1", "ServiceMonitor", _strict({
-        "selector": _SELECTOR_LABELS,
-        "namespaceSelector": {"type": "object"},
-        "endpoints": {"type": "array", "minItems": 1, "items": _strict({
-            "port": _STR,
-            "path": {"type": "string", "pattern": "^/"},
-            "scheme": {"enum": ["http", "https"]},
-            "interval": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
-            "scrapeTimeout": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
-        }, ("port",))},
-    }, ("selector", "endpoints"))),
-    "PrometheusRule": _custom_resource("monitoring.coreos.com/v1", "PrometheusRule", _strict(
-        {"groups": {"type": "array", "minItems": 1}}, ("groups",))),
-    "Certificate": _custom_resource("cert-manager.io/v1", "Certificate", _strict({
-        "secretName": _STR,
-        "secretTemplate": _strict({"labels": _LABELS, "annotations": _LABELS}),
-        "isCA": {"type": "boolean"},
-        "commonName": {"type": "string", "maxLength": 64},
-        "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^[a-z0-9.-]+$"}},
-        "uris": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^spiffe://\S+$"}},
-        "duration": _DURATION,
-        "renewBefore": _DURATION,
-        "usages": _USAGE_LIST,
-        "privateKey": _strict({
-            "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
-            "size": {"type": "integer"},
-            "encoding": {"enum": ["PKCS1", "PKCS8"]},
-            "rotationPolicy": {"enum": ["Never", "Always"]},
-        }, ("algorithm", "rotationPolicy")),
-        "issuerRef": _ISSUER_REF,
-    }, ("secretName", "issuerRef", "privateKey"),
-        anyOf=[{"required": ["dnsNames"]}, {"required": ["uris"]}, {"required": ["commonName"]}])),
+    "ServiceMonitor": _custom_resource(
+        "monitoring.coreos.com/v1",
+        "ServiceMonitor",
+        _strict(
+            {
+                "selector": _SELECTOR_LABELS,
+                "namespaceSelector": {"type": "object"},
+                "endpoints": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _strict(
+                        {
+                            "port": _STR,
+                            "path": {"type": "string", "pattern": "^/"},
+                            "scheme": {"enum": ["http", "https"]},
+                            "interval": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
+                            "scrapeTimeout": {"type": "string", "pattern": r"^(\d+(ms|s|m|h))+$"},
+                        },
+                        ("port",),
+                    ),
+                },
+            },
+            ("selector", "endpoints"),
+        ),
+    ),
+    "PrometheusRule": _custom_resource(
+        "monitoring.coreos.com/v1", "PrometheusRule", _strict({"groups": {"type": "array", "minItems": 1}}, ("groups",))
+    ),
+    "Certificate": _custom_resource(
+        "cert-manager.io/v1",
+        "Certificate",
+        _strict(
+            {
+                "secretName": _STR,
+                "secretTemplate": _strict({"labels": _LABELS, "annotations": _LABELS}),
+                "isCA": {"type": "boolean"},
+                "commonName": {"type": "string", "maxLength": 64},
+                "dnsNames": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^[a-z0-9.-]+$"}},
+                "uris": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": r"^spiffe://\S+$"}},
+                "duration": _DURATION,
+                "renewBefore": _DURATION,
+                "usages": _USAGE_LIST,
+                "privateKey": _strict(
+                    {
+                        "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                        "size": {"type": "integer"},
+                        "encoding": {"enum": ["PKCS1", "PKCS8"]},
+                        "rotationPolicy": {"enum": ["Never", "Always"]},
+                    },
+                    ("algorithm", "rotationPolicy"),
+                ),
+                "issuerRef": _ISSUER_REF,
+            },
+            ("secretName", "issuerRef", "privateKey"),
+            anyOf=[{"required": ["dnsNames"]}, {"required": ["uris"]}, {"required": ["commonName"]}],
+        ),
+    ),
     "Issuer": _custom_resource("cert-manager.io/v1", "Issuer", _ISSUER_SPEC),
     "ClusterIssuer": _custom_resource("cert-manager.io/v1", "ClusterIssuer", _ISSUER_SPEC, _CLUSTER_SCOPED),
-    "CertificateRequestPolicy": _custom_resource("policy.cert-manager.io/v1alpha1", "CertificateRequestPolicy",
-                                                 _strict({
-        "selector": _strict({
-            "issuerRef": _strict({"name": _STR, "kind": _STR, "group": _STR}),
-            "namespace": _strict({"matchNames": {"type": "array", "minItems": 1, "items": _STR},
-                                  "matchLabels": _LABELS}, minProperties=1),
-        }, ("issuerRef",)),
-        "allowed": _strict({
-            "commonName": _POLICY_STRING,
-            "dnsNames": _POLICY_STRINGS,
-            "ipAddresses": _POLICY_STRINGS,
-            "uris": _POLICY_STRINGS,
-            "emailAddresses": _POLICY_STRINGS,
-            "isCA": {"type": "boolean"},
-            "usages": _USAGE_LIST,
-        }),
-        "constraints": _strict({"minDuration": _DURATION, "maxDuration": _DURATION, "privateKey": _strict({
-            "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]}, "minSize": {"type": "integer"},
-            "maxSize": {"type": "integer"}})}),
-    }, ("selector", "allowed")), _CLUSTER_SCOPED),
-    "Bundle": _custom_resource("trust.cert-manager.io/v1alpha1", "Bundle", _strict({
-        "sources": {"type": "array", "minItems": 1, "items": _strict({
-            "secret": _strict({"name": _STR, "key": _STR}, ("name", "key")),
-            "configMap": _strict({"name": _STR, "key": _STR}, ("name", "key")),
-            "inLine": _STR,
-            "useDefaultCAs": {"type": "boolean"},
-        }, minProperties=1, maxProperties=1)},
-        "target": _strict({"configMap": _strict({"key": _STR}, ("key",)),
-                           "namespaceSelector": _SELECTOR_LABELS}, ("configMap", "namespaceSelector")),
-    }, ("sources", "target")), _CLUSTER_SCOPED),
+    "CertificateRequestPolicy": _custom_resource(
+        "policy.cert-manager.io/v1alpha1",
+        "CertificateRequestPolicy",
+        _strict(
+            {
+                "selector": _strict(
+                    {
+                        "issuerRef": _strict({"name": _STR, "kind": _STR, "group": _STR}),
+                        "namespace": _strict(
+                            {"matchNames": {"type": "array", "minItems": 1, "items": _STR}, "matchLabels": _LABELS},
+                            minProperties=1,
+                        ),
+                    },
+                    ("issuerRef",),
+                ),
+                "allowed": _strict(
+                    {
+                        "commonName": _POLICY_STRING,
+                        "dnsNames": _POLICY_STRINGS,
+                        "ipAddresses": _POLICY_STRINGS,
+                        "uris": _POLICY_STRINGS,
+                        "emailAddresses": _POLICY_STRINGS,
+                        "isCA": {"type": "boolean"},
+                        "usages": _USAGE_LIST,
+                    }
+                ),
+                "constraints": _strict(
+                    {
+                        "minDuration": _DURATION,
+                        "maxDuration": _DURATION,
+                        "privateKey": _strict(
+                            {
+                                "algorithm": {"enum": ["RSA", "ECDSA", "Ed25519"]},
+                                "minSize": {"type": "integer"},
+                                "maxSize": {"type": "integer"},
+                            }
+                        ),
+                    }
+                ),
+            },
+            ("selector", "allowed"),
+        ),
+        _CLUSTER_SCOPED,
+    ),
+    "Bundle": _custom_resource(
+        "trust.cert-manager.io/v1alpha1",
+        "Bundle",
+        _strict(
+            {
+                "sources": {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": _strict(
+                        {
+                            "secret": _strict({"name": _STR, "key": _STR}, ("name", "key")),
+                            "configMap": _strict({"name": _STR, "key": _STR}, ("name", "key")),
+                            "inLine": _STR,
+                            "useDefaultCAs": {"type": "boolean"},
+                        },
+                        minProperties=1,
+                        maxProperties=1,
+                    ),
+                },
+                "target": _strict(
+                    {"configMap": _strict({"key": _STR}, ("key",)), "namespaceSelector": _SELECTOR_LABELS},
+                    ("configMap", "namespaceSelector"),
+                ),
+            },
+            ("sources", "target"),
+        ),
+        _CLUSTER_SCOPED,
+    ),
 }
 # The custom kinds the manifests may use: the ones there is a schema for.
 CUSTOM_KINDS = {(schema["properties"]["apiVersion"]["const"], kind) for kind, schema in SCHEMAS.items()}
@@ -363,8 +460,12 @@ class Pod:
 
     @property
     def expected_ports(self) -> dict[str, int | None]:
-        return {"grpc": self.port("grpc_addr"), "grpc-api-key": self.port("tls.api_key_addr"),
-                "health": self.port("health_addr"), "metrics": self.port("metrics_addr")}
+        return {
+            "grpc": self.port("grpc_addr"),
+            "grpc-api-key": self.port("tls.api_key_addr"),
+            "health": self.port("health_addr"),
+            "metrics": self.port("metrics_addr"),
+        }
 
 
 def find_pod(objects: list[dict], where: str, problems: Problems) -> Pod | None:
@@ -396,72 +497,101 @@ def find_pod(objects: list[dict], where: str, problems: Problems) -> Pod | None:
 def check_config_argument(pod: Pod, problems: Problems) -> None:
     """The container runs the config.toml of the mounted ConfigMap."""
     config_dir = pod.mounts["config"]["mountPath"]
-    problems.need(pod.container.get("args", [])[-2:] == ["--config", f"{config_dir}/config.toml"],
-                  f"{pod.where}: container args are --config {config_dir}/config.toml")
+    problems.need(
+        pod.container.get("args", [])[-2:] == ["--config", f"{config_dir}/config.toml"],
+        f"{pod.where}: container args are --config {config_dir}/config.toml",
+    )
 
 
 def check_ports(pod: Pod, problems: Problems) -> None:
     """Container ports on the configured addresses; the Service exposes the caller ports and metrics only."""
     expected = pod.expected_ports
     ports = {p["name"]: p["containerPort"] for p in pod.container["ports"]}
-    problems.need(ports == expected,
-                  f"{pod.where}: container ports {expected} (from config.toml: grpc_addr, tls.api_key_addr, "
-                  f"health_addr, metrics_addr); got {ports}")
+    problems.need(
+        ports == expected,
+        f"{pod.where}: container ports {expected} (from config.toml: grpc_addr, tls.api_key_addr, "
+        f"health_addr, metrics_addr); got {ports}",
+    )
     problems.need(len(pod.services) == 1, f"{pod.where}: one Service {APP}")
     for service in pod.services:
         by_name = {p["name"]: p for p in service["spec"]["ports"]}
-        problems.need(set(by_name) == set(SERVICE_PORTS),
-                      f"{pod.where}: Service ports are {', '.join(SERVICE_PORTS)} (not the plaintext health port); "
-                      f"got {sorted(by_name)}")
+        problems.need(
+            set(by_name) == set(SERVICE_PORTS),
+            f"{pod.where}: Service ports are {', '.join(SERVICE_PORTS)} (not the plaintext health port); "
+            f"got {sorted(by_name)}",
+        )
         for name in CALLER_PORTS:
-            problems.need(by_name.get(name, {}).get("appProtocol") == "grpc",
-                          f"{pod.where}: Service port {name} has appProtocol grpc")
+            problems.need(
+                by_name.get(name, {}).get("appProtocol") == "grpc",
+                f"{pod.where}: Service port {name} has appProtocol grpc",
+            )
         for name, port in by_name.items():
-            problems.need(port.get("targetPort") == name and port.get("port") == expected.get(name),
-                          f"{pod.where}: Service port {name} is {expected.get(name)}, targetPort {name}")
+            problems.need(
+                port.get("targetPort") == name and port.get("port") == expected.get(name),
+                f"{pod.where}: Service port {name} is {expected.get(name)}, targetPort {name}",
+            )
         selector = service["spec"].get("selector", {})
-        problems.need(selector and all(pod.labels.get(k) == v for k, v in selector.items()),
-                      f"{pod.where}: the Service selects the {APP} pods")
+        problems.need(
+            selector and all(pod.labels.get(k) == v for k, v in selector.items()),
+            f"{pod.where}: the Service selects the {APP} pods",
+        )
 
 
 def check_probes(pod: Pod, problems: Problems) -> None:
     """Native gRPC probes on the plaintext health port: the kubelet speaks neither TLS nor API keys."""
     health_port = pod.port("health_addr")
     problems.need(health_port is not None, f"{pod.where}: config.toml sets health_addr (the probes' plaintext port)")
-    for probe, service_name in (("startupProbe", LIVENESS_SERVICE), ("livenessProbe", LIVENESS_SERVICE),
-                                ("readinessProbe", READINESS_SERVICE)):
-        problems.need(pod.container.get(probe, {}).get("grpc") == {"port": health_port, "service": service_name},
-                      f"{pod.where}: {probe} is a native gRPC probe on the health port {health_port}, "
-                      f"service {service_name!r}")
+    for probe, service_name in (
+        ("startupProbe", LIVENESS_SERVICE),
+        ("livenessProbe", LIVENESS_SERVICE),
+        ("readinessProbe", READINESS_SERVICE),
+    ):
+        problems.need(
+            pod.container.get(probe, {}).get("grpc") == {"port": health_port, "service": service_name},
+            f"{pod.where}: {probe} is a native gRPC probe on the health port {health_port}, service {service_name!r}",
+        )
 
 
 def check_caller_authentication(pod: Pod, problems: Problems) -> None:
     """Callers configured, mTLS on grpc_addr, API keys from Vault, the audit trail on stdout."""
     callers = pod.setting("callers", {})
     problems.need(bool(callers), f"{pod.where}: config.toml configures [callers.<name>] (caller authentication on)")
-    problems.need(not pod.setting("auth.insecure_no_caller_auth", False),
-                  f"{pod.where}: auth.insecure_no_caller_auth is not set")
-    problems.need(bool(pod.setting("tls.client_ca_file")),
-                  f"{pod.where}: tls.client_ca_file set: grpc_addr requires client certificates")
-    problems.need(bool(pod.setting("auth.api_keys_path")) and pod.port("tls.api_key_addr") is not None,
-                  f"{pod.where}: auth.api_keys_path and tls.api_key_addr set for the API-key callers")
-    problems.need(pod.setting("audit.output", AUDIT_DEFAULTS["output"]) == "stdout",
-                  f"{pod.where}: audit.output is stdout (the pod's log, collected with it)")
+    problems.need(
+        not pod.setting("auth.insecure_no_caller_auth", False), f"{pod.where}: auth.insecure_no_caller_auth is not set"
+    )
+    problems.need(
+        bool(pod.setting("tls.client_ca_file")),
+        f"{pod.where}: tls.client_ca_file set: grpc_addr requires client certificates",
+    )
+    problems.need(
+        bool(pod.setting("auth.api_keys_path")) and pod.port("tls.api_key_addr") is not None,
+        f"{pod.where}: auth.api_keys_path and tls.api_key_addr set for the API-key callers",
+    )
+    problems.need(
+        pod.setting("audit.output", AUDIT_DEFAULTS["output"]) == "stdout",
+        f"{pod.where}: audit.output is stdout (the pod's log, collected with it)",
+    )
     by_certificate = [c for c in callers.values() if c.get("spiffe_id") or c.get("dns_name")]
-    problems.need(bool(by_certificate) and len(by_certificate) < len(callers),
-                  f"{pod.where}: an example certificate caller and an example API-key caller")
+    problems.need(
+        bool(by_certificate) and len(by_certificate) < len(callers),
+        f"{pod.where}: an example certificate caller and an example API-key caller",
+    )
 
 
 def check_mounts(pod: Pod, problems: Problems) -> None:
     """Separate directories, none inside another, no subPath anywhere."""
     paths = sorted(m["mountPath"].rstrip("/") for m in pod.mounts.values())
     for index, path in enumerate(paths):
-        for other in paths[index + 1:]:
-            problems.need(not (other == path or other.startswith(path + "/")),
-                          f"{pod.where}: volume mount {other} lies inside (or on) {path}; give each its own directory")
+        for other in paths[index + 1 :]:
+            problems.need(
+                not (other == path or other.startswith(path + "/")),
+                f"{pod.where}: volume mount {other} lies inside (or on) {path}; give each its own directory",
+            )
     for mount in pod.mounts.values():
-        problems.need("subPath" not in mount and "subPathExpr" not in mount,
-                      f"{pod.where}: volume {mount['name']} is mounted with a subPath, which never receives updates")
+        problems.need(
+            "subPath" not in mount and "subPathExpr" not in mount,
+            f"{pod.where}: volume {mount['name']} is mounted with a subPath, which never receives updates",
+        )
 
 
 def tls_secrets(pod: Pod) -> set[str]:
@@ -475,24 +605,32 @@ def check_secret_files(pod: Pod, problems: Problems) -> None:
     for setting, expected_key in expected_keys.items():
         found = pod.file(setting)
         public = setting == "tls.client_ca_file" and found is not None and found.kind == "configMap"
-        problems.need(found is not None and found.key is not None and (found.kind == "secret" or public),
-                      f"{pod.where}: {setting} ({pod.setting(setting)}) is a key of a Secret volume (or, for the "
-                      "caller CA, a ConfigMap volume), mounted as a directory")
+        problems.need(
+            found is not None and found.key is not None and (found.kind == "secret" or public),
+            f"{pod.where}: {setting} ({pod.setting(setting)}) is a key of a Secret volume (or, for the "
+            "caller CA, a ConfigMap volume), mounted as a directory",
+        )
         if found is None or found.kind is None:
             continue
-        problems.need(found.mount.get("readOnly") is True, f"{pod.where}: volume {found.mount['name']} is mounted "
-                                                           "read-only")
-        problems.need(not found.source.get("optional", False),
-                      f"{pod.where}: volume {found.mount['name']} is not optional")
+        problems.need(
+            found.mount.get("readOnly") is True, f"{pod.where}: volume {found.mount['name']} is mounted read-only"
+        )
+        problems.need(
+            not found.source.get("optional", False), f"{pod.where}: volume {found.mount['name']} is not optional"
+        )
         if found.kind == "secret":
-            problems.need(found.source.get("defaultMode", 0o644) & 0o007 == 0,
-                          f"{pod.where}: Secret volume {found.mount['name']} is not world-readable (defaultMode)")
+            problems.need(
+                found.source.get("defaultMode", 0o644) & 0o007 == 0,
+                f"{pod.where}: Secret volume {found.mount['name']} is not world-readable (defaultMode)",
+            )
         if expected_key is not None:
-            problems.need(found.key == expected_key, f"{pod.where}: {setting} is the key {expected_key} of its "
-                                                     f"{found.kind}")
+            problems.need(
+                found.key == expected_key, f"{pod.where}: {setting} is the key {expected_key} of its {found.kind}"
+            )
     secrets = tls_secrets(pod)
-    problems.need(len(secrets) <= 1, f"{pod.where}: the server certificate and key come from one Secret; got "
-                                     f"{sorted(secrets)}")
+    problems.need(
+        len(secrets) <= 1, f"{pod.where}: the server certificate and key come from one Secret; got {sorted(secrets)}"
+    )
 
 
 def check_server_certificate(pod: Pod, problems: Problems) -> None:
@@ -503,47 +641,66 @@ def check_server_certificate(pod: Pod, problems: Problems) -> None:
     for certificate in certificates:
         ref, namespace = certificate["spec"]["issuerRef"], certificate["metadata"].get("namespace")
         if ref["kind"] == "Issuer":
-            problems.need((namespace, ref["name"]) in issuers,
-                          f"{pod.where}: Certificate/{certificate['metadata']['name']}: its Issuer {ref['name']} "
-                          "is rendered in its namespace")
+            problems.need(
+                (namespace, ref["name"]) in issuers,
+                f"{pod.where}: Certificate/{certificate['metadata']['name']}: its Issuer {ref['name']} "
+                "is rendered in its namespace",
+            )
     # A rendered ClusterIssuer reads its Secret in cert-manager's cluster resource namespace.
-    rendered_issuers = [*((namespace, issuer) for (namespace, _), issuer in issuers.items()),
-                        *((CLUSTER_RESOURCE_NAMESPACE, issuer) for issuer in pod.of_kind("ClusterIssuer"))]
+    rendered_issuers = [
+        *((namespace, issuer) for (namespace, _), issuer in issuers.items()),
+        *((CLUSTER_RESOURCE_NAMESPACE, issuer) for issuer in pod.of_kind("ClusterIssuer")),
+    ]
     for namespace, issuer in rendered_issuers:
         ca_secret = issuer["spec"].get("ca", {}).get("secretName")
         if ca_secret:
-            problems.need(any(c["spec"]["secretName"] == ca_secret and c["spec"].get("isCA")
-                              and c["metadata"].get("namespace") == namespace for c in certificates),
-                          f"{pod.where}: {issuer['kind']}/{issuer['metadata']['name']}: its CA Secret {ca_secret} "
-                          f"is issued by a rendered CA Certificate (isCA) in namespace {namespace}")
+            problems.need(
+                any(
+                    c["spec"]["secretName"] == ca_secret
+                    and c["spec"].get("isCA")
+                    and c["metadata"].get("namespace") == namespace
+                    for c in certificates
+                ),
+                f"{pod.where}: {issuer['kind']}/{issuer['metadata']['name']}: its CA Secret {ca_secret} "
+                f"is issued by a rendered CA Certificate (isCA) in namespace {namespace}",
+            )
     if not certificates:
         return  # the TLS Secret is made outside Kustomize
     secrets = tls_secrets(pod)
     servers = server_certificates(pod)
-    problems.need(len(servers) == 1, f"{pod.where}: one cert-manager Certificate issues the TLS Secret "
-                                     f"{sorted(secrets)}")
+    problems.need(
+        len(servers) == 1, f"{pod.where}: one cert-manager Certificate issues the TLS Secret {sorted(secrets)}"
+    )
     for server in servers:
         spec = server["spec"]
-        problems.need("server auth" in spec.get("usages", []), f"{pod.where}: the server Certificate has usage "
-                                                                "server auth")
+        problems.need(
+            "server auth" in spec.get("usages", []), f"{pod.where}: the server Certificate has usage server auth"
+        )
         problems.need(not spec.get("isCA"), f"{pod.where}: the server Certificate is not a CA")
-        problems.need(spec["privateKey"].get("rotationPolicy") == "Always",
-                      f"{pod.where}: the server Certificate gets a new private key at each renewal "
-                      "(rotationPolicy Always)")
+        problems.need(
+            spec["privateKey"].get("rotationPolicy") == "Always",
+            f"{pod.where}: the server Certificate gets a new private key at each renewal (rotationPolicy Always)",
+        )
         for service in pod.services:
             namespace = service["metadata"].get("namespace")
             wanted = {APP, f"{APP}.{namespace}", f"{APP}.{namespace}.svc"}
             missing = wanted - set(spec.get("dnsNames", []))
-            problems.need(not missing, f"{pod.where}: the server Certificate names the Service; missing "
-                                       f"{sorted(missing)}")
-            problems.need(server["metadata"].get("namespace") == namespace,
-                          f"{pod.where}: the server Certificate is in the Service's namespace")
+            problems.need(
+                not missing, f"{pod.where}: the server Certificate names the Service; missing {sorted(missing)}"
+            )
+            problems.need(
+                server["metadata"].get("namespace") == namespace,
+                f"{pod.where}: the server Certificate is in the Service's namespace",
+            )
 
 
 def server_certificates(pod: Pod) -> list[dict]:
     secrets = tls_secrets(pod)
-    return [c for c in pod.of_kind("Certificate")
-            if c["spec"]["secretName"] in secrets and c["metadata"].get("namespace") == pod.namespace]
+    return [
+        c
+        for c in pod.of_kind("Certificate")
+        if c["spec"]["secretName"] in secrets and c["metadata"].get("namespace") == pod.namespace
+    ]
 
 
 IssuerKey = tuple[str, str | None, str]
@@ -570,39 +727,65 @@ def caller_issuers(pod: Pod, problems: Problems) -> list[dict]:
         return []
     where = f"{pod.where}: tls.client_ca_file"
     if found.kind == "secret" and found.name in tls_secrets(pod):
-        problems.append(f"{where} comes from the server's TLS Secret {found.name}: the server certificate's CA "
-                        "would vouch for callers; mount the caller CA instead")
+        problems.append(
+            f"{where} comes from the server's TLS Secret {found.name}: the server certificate's CA "
+            "would vouch for callers; mount the caller CA instead"
+        )
         return []
     if found.kind == "secret":
-        problems.need([item["key"] for item in found.source.get("items", [])] == [CA_KEY],
-                      f"{where}: the Secret volume {found.mount['name']} maps the key {CA_KEY} alone (items), so "
-                      "the CA's private key never reaches the pod")
-        issuers = [i for i in pod.of_kind("Issuer") if i["spec"].get("ca", {}).get("secretName") == found.name
-                   and i["metadata"].get("namespace") == pod.namespace]
-        problems.need(bool(issuers), f"{where}: the Secret {found.name} is the CA of a rendered CA Issuer in "
-                                     f"namespace {pod.namespace} (the caller CA)")
+        problems.need(
+            [item["key"] for item in found.source.get("items", [])] == [CA_KEY],
+            f"{where}: the Secret volume {found.mount['name']} maps the key {CA_KEY} alone (items), so "
+            "the CA's private key never reaches the pod",
+        )
+        issuers = [
+            i
+            for i in pod.of_kind("Issuer")
+            if i["spec"].get("ca", {}).get("secretName") == found.name
+            and i["metadata"].get("namespace") == pod.namespace
+        ]
+        problems.need(
+            bool(issuers),
+            f"{where}: the Secret {found.name} is the CA of a rendered CA Issuer in "
+            f"namespace {pod.namespace} (the caller CA)",
+        )
         return issuers
     bundles = [b for b in pod.of_kind("Bundle") if b["metadata"]["name"] == found.name]
-    problems.need(len(bundles) == 1, f"{where}: the ConfigMap {found.name} is the target of a rendered "
-                                     "trust-manager Bundle of the same name")
+    problems.need(
+        len(bundles) == 1,
+        f"{where}: the ConfigMap {found.name} is the target of a rendered trust-manager Bundle of the same name",
+    )
     if len(bundles) != 1:
         return []
     spec = bundles[0]["spec"]
-    problems.need(spec["target"]["configMap"]["key"] == found.key,
-                  f"{where}: Bundle/{found.name} writes the key {found.key}")
-    namespace_labels = {"kubernetes.io/metadata.name": pod.namespace, **next(
-        (n["metadata"].get("labels", {}) for n in pod.of_kind("Namespace") if n["metadata"]["name"] == pod.namespace),
-        {})}
+    problems.need(
+        spec["target"]["configMap"]["key"] == found.key, f"{where}: Bundle/{found.name} writes the key {found.key}"
+    )
+    namespace_labels = {
+        "kubernetes.io/metadata.name": pod.namespace,
+        **next(
+            (
+                n["metadata"].get("labels", {})
+                for n in pod.of_kind("Namespace")
+                if n["metadata"]["name"] == pod.namespace
+            ),
+            {},
+        ),
+    }
     wanted = spec["target"]["namespaceSelector"].get("matchLabels", {})
-    problems.need(bool(wanted) and all(namespace_labels.get(k) == v for k, v in wanted.items()),
-                  f"{where}: Bundle/{found.name} selects namespace {pod.namespace} by its labels")
+    problems.need(
+        bool(wanted) and all(namespace_labels.get(k) == v for k, v in wanted.items()),
+        f"{where}: Bundle/{found.name} selects namespace {pod.namespace} by its labels",
+    )
     cluster_issuers = {i["spec"].get("ca", {}).get("secretName"): i for i in pod.of_kind("ClusterIssuer")}
     issuers = []
     for source in spec["sources"]:
         secret = source.get("secret", {})
-        problems.need(secret.get("name") in cluster_issuers and secret.get("key") == CA_KEY,
-                      f"{where}: every source of Bundle/{found.name} is the {CA_KEY} of a rendered ClusterIssuer's "
-                      f"CA Secret (no default CAs, inline or other certificates); got {source}")
+        problems.need(
+            secret.get("name") in cluster_issuers and secret.get("key") == CA_KEY,
+            f"{where}: every source of Bundle/{found.name} is the {CA_KEY} of a rendered ClusterIssuer's "
+            f"CA Secret (no default CAs, inline or other certificates); got {source}",
+        )
         if secret.get("name") in cluster_issuers:
             issuers.append(cluster_issuers[secret["name"]])
     return issuers
@@ -617,8 +800,10 @@ def check_caller_trust_root(pod: Pod, problems: Problems) -> None:
     for issuer in issuers:
         key = key_of(issuer)
         name = f"{pod.where}: {issuer['kind']}/{issuer['metadata']['name']} (the caller CA)"
-        problems.need(key not in server_issuers, f"{name}: does not issue the server certificate; the server's "
-                                                 "CA and the caller CA are separate")
+        problems.need(
+            key not in server_issuers,
+            f"{name}: does not issue the server certificate; the server's CA and the caller CA are separate",
+        )
         for certificate in (c for c in pod.of_kind("Certificate") if issuer_of(c) == key):
             check_caller_certificate(pod, certificate, problems)
         if issuer["kind"] == "ClusterIssuer":
@@ -636,14 +821,20 @@ def check_caller_certificate(pod: Pod, certificate: dict, problems: Problems) ->
     spec, namespace = certificate["spec"], certificate["metadata"].get("namespace")
     name = f"{pod.where}: Certificate/{certificate['metadata']['name']} (from the caller CA)"
     identities = {c.get("spiffe_id") for c in pod.setting("callers", {}).values()} - {None}
-    problems.need(not spec.get("isCA") and "client auth" in spec.get("usages", [])
-                  and set(spec.get("usages", [])) <= CALLER_USAGES,
-                  f"{name}: is no CA and has the usages of a client certificate only ({sorted(CALLER_USAGES)})")
-    problems.need(not spec.get("dnsNames") and not spec.get("commonName") and spec.get("uris"),
-                  f"{name}: carries SPIFFE IDs (uris) and no DNS name or common name")
+    problems.need(
+        not spec.get("isCA")
+        and "client auth" in spec.get("usages", [])
+        and set(spec.get("usages", [])) <= CALLER_USAGES,
+        f"{name}: is no CA and has the usages of a client certificate only ({sorted(CALLER_USAGES)})",
+    )
+    problems.need(
+        not spec.get("dnsNames") and not spec.get("commonName") and spec.get("uris"),
+        f"{name}: carries SPIFFE IDs (uris) and no DNS name or common name",
+    )
     for uri in spec.get("uris", []):
-        problems.need(spiffe_namespace(uri) == namespace,
-                      f"{name}: {uri} is a SPIFFE ID of its own namespace {namespace}")
+        problems.need(
+            spiffe_namespace(uri) == namespace, f"{name}: {uri} is a SPIFFE ID of its own namespace {namespace}"
+        )
         problems.need(uri in identities, f"{name}: {uri} is a configured caller's spiffe_id")
 
 
@@ -671,32 +862,50 @@ def check_caller_policies(pod: Pod, issuer: dict, problems: Problems) -> None:
     to the requesting namespace (each configured caller's from its namespace, none from another), and no CA."""
     name = f"{pod.where}: ClusterIssuer/{issuer['metadata']['name']} (the caller CA)"
     policies = [p for p in pod.of_kind("CertificateRequestPolicy") if selects(p, issuer)]
-    problems.need(bool(policies), f"{name}: a rendered CertificateRequestPolicy selects it (with cert-manager's "
-                                  "default approver off, nothing else approves its requests)")
+    problems.need(
+        bool(policies),
+        f"{name}: a rendered CertificateRequestPolicy selects it (with cert-manager's "
+        "default approver off, nothing else approves its requests)",
+    )
     callers = [c["spiffe_id"] for c in pod.setting("callers", {}).values() if c.get("spiffe_id")]
     for policy in policies:
         where = f"{pod.where}: CertificateRequestPolicy/{policy['metadata']['name']} (selects the caller CA)"
         allowed = policy["spec"]["allowed"]
-        problems.need(set(allowed) <= {"uris", "usages"} and not allowed.get("isCA"),
-                      f"{where}: allows SPIFFE IDs (uris) and usages only: no names, addresses, common name or CA")
-        problems.need(set(allowed.get("usages", [])) <= CALLER_USAGES,
-                      f"{where}: allows the usages of a client certificate only ({sorted(CALLER_USAGES)})")
+        problems.need(
+            set(allowed) <= {"uris", "usages"} and not allowed.get("isCA"),
+            f"{where}: allows SPIFFE IDs (uris) and usages only: no names, addresses, common name or CA",
+        )
+        problems.need(
+            set(allowed.get("usages", [])) <= CALLER_USAGES,
+            f"{where}: allows the usages of a client certificate only ({sorted(CALLER_USAGES)})",
+        )
         uris = allowed.get("uris", {})
         tests = [namespace_bound(v["rule"]) for v in uris.get("validations", [])]
         tests = [test for test in tests if test is not None]
-        problems.need(uris.get("required") is True and bool(tests),
-                      f"{where}: requires a URI and binds it to the requesting namespace with a validation "
-                      "self.matches('^spiffe://<trust domain>/ns/' + cr.namespace + '/sa/<service account>$')")
-        problems.need(bool(policy["spec"]["selector"].get("namespace")),
-                      f"{where}: selects the namespaces that may request caller certificates")
+        problems.need(
+            uris.get("required") is True and bool(tests),
+            f"{where}: requires a URI and binds it to the requesting namespace with a validation "
+            "self.matches('^spiffe://<trust domain>/ns/' + cr.namespace + '/sa/<service account>$')",
+        )
+        problems.need(
+            bool(policy["spec"]["selector"].get("namespace")),
+            f"{where}: selects the namespaces that may request caller certificates",
+        )
         for uri in callers:
             own = spiffe_namespace(uri) or ""
-            problems.need(all(test(own, uri) for test in tests) and any(wildcard(v, uri) for v in uris.get(
-                "values", ["*"])), f"{where}: permits {uri} requested from its namespace {own}")
-            for other, claimed in (("another-namespace", uri), (own, f"{uri}/x"), (own, uri.replace(
-                    f"/ns/{own}/", "/ns/another-namespace/"))):
-                problems.need(not all(test(other, claimed) for test in tests),
-                              f"{where}: refuses {claimed} requested from namespace {other}")
+            problems.need(
+                all(test(own, uri) for test in tests) and any(wildcard(v, uri) for v in uris.get("values", ["*"])),
+                f"{where}: permits {uri} requested from its namespace {own}",
+            )
+            for other, claimed in (
+                ("another-namespace", uri),
+                (own, f"{uri}/x"),
+                (own, uri.replace(f"/ns/{own}/", "/ns/another-namespace/")),
+            ):
+                problems.need(
+                    not all(test(other, claimed) for test in tests),
+                    f"{where}: refuses {claimed} requested from namespace {other}",
+                )
 
 
 def check_policy_bindings(objects: list[dict], where: str, problems: Problems) -> None:
@@ -704,11 +913,15 @@ def check_policy_bindings(objects: list[dict], where: str, problems: Problems) -
     for role in (o for o in objects if o["kind"] in ("ClusterRole", "Role")):
         for rule in role.get("rules", []):
             uses = {"use", "*"} & set(rule.get("verbs", []))
-            on_policies = ({"certificaterequestpolicies", "*"} & set(rule.get("resources", []))
-                           and {"policy.cert-manager.io", "*"} & set(rule.get("apiGroups", [])))
-            problems.need(not (uses and on_policies) or bool(rule.get("resourceNames")),
-                          f"{where}: {role['kind']}/{role['metadata']['name']}: grants use of "
-                          "CertificateRequestPolicies by name (resourceNames) only")
+            on_policies = {"certificaterequestpolicies", "*"} & set(rule.get("resources", [])) and {
+                "policy.cert-manager.io",
+                "*",
+            } & set(rule.get("apiGroups", []))
+            problems.need(
+                not (uses and on_policies) or bool(rule.get("resourceNames")),
+                f"{where}: {role['kind']}/{role['metadata']['name']}: grants use of "
+                "CertificateRequestPolicies by name (resourceNames) only",
+            )
 
 
 def check_lifecycle(pod: Pod, problems: Problems) -> None:
@@ -717,45 +930,58 @@ def check_lifecycle(pod: Pod, problems: Problems) -> None:
     grace = float(pod.setting("shutdown_grace_seconds", CONFIG_DEFAULTS["shutdown_grace_seconds"]))
     termination = pod.spec.get("terminationGracePeriodSeconds", 30)
     problems.need(pre_stop > 0, f"{pod.where}: a preStop sleep lets endpoints drop the pod before SIGTERM")
-    problems.need(termination > pre_stop + grace,
-                  f"{pod.where}: terminationGracePeriodSeconds {termination} > preStop {pre_stop} + shutdown "
-                  f"grace {grace}")
+    problems.need(
+        termination > pre_stop + grace,
+        f"{pod.where}: terminationGracePeriodSeconds {termination} > preStop {pre_stop} + shutdown grace {grace}",
+    )
 
 
 def check_hardening(pod: Pod, problems: Problems) -> None:
     """Non-root, read-only root filesystem, nothing to escalate with, no API token, bounded, a pinned image."""
-    security, pod_security, where = pod.container.get("securityContext", {}), pod.spec.get("securityContext", {}), \
-        pod.where
-    problems.need(pod_security.get("runAsNonRoot") is True and security.get("runAsNonRoot") is True,
-                  f"{where}: runAsNonRoot")
+    security, pod_security, where = (
+        pod.container.get("securityContext", {}),
+        pod.spec.get("securityContext", {}),
+        pod.where,
+    )
+    problems.need(
+        pod_security.get("runAsNonRoot") is True and security.get("runAsNonRoot") is True, f"{where}: runAsNonRoot"
+    )
     problems.need(security.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem")
     problems.need(security.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation false")
     problems.need(security.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: capabilities drop ALL")
-    problems.need(pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault",
-                  f"{where}: seccomp RuntimeDefault")
-    problems.need(pod.spec.get("automountServiceAccountToken") is False, f"{where}: automountServiceAccountToken "
-                                                                         "false")
+    problems.need(
+        pod_security.get("seccompProfile", {}).get("type") == "RuntimeDefault", f"{where}: seccomp RuntimeDefault"
+    )
+    problems.need(pod.spec.get("automountServiceAccountToken") is False, f"{where}: automountServiceAccountToken false")
     resources = pod.container.get("resources", {})
-    problems.need(all(resources.get(kind, {}).get(r) for kind in ("requests", "limits") for r in ("cpu", "memory")),
-                  f"{where}: cpu and memory requests and limits")
+    problems.need(
+        all(resources.get(kind, {}).get(r) for kind in ("requests", "limits") for r in ("cpu", "memory")),
+        f"{where}: cpu and memory requests and limits",
+    )
     image = pod.container["image"]
-    problems.need("OVERLAY-MUST-SET-TAG" not in image and ":" in image.rsplit("/", 1)[-1] or "@sha256:" in image,
-                  f"{where}: the overlay sets the image tag (got {image})")
+    problems.need(
+        ("OVERLAY-MUST-SET-TAG" not in image and ":" in image.rsplit("/", 1)[-1]) or "@sha256:" in image,
+        f"{where}: the overlay sets the image tag (got {image})",
+    )
 
 
 def check_vault_token(pod: Pod, problems: Problems) -> None:
     """The only token in the pod is a projected one for Vault, short-lived, where the config reads it."""
     projected = pod.volumes.get("vault-token", {}).get("projected", {}).get("sources", [])
     sources = [s["serviceAccountToken"] for s in projected if s.get("serviceAccountToken")]
-    problems.need(len(sources) == 1 and sources[0].get("audience") == "vault"
-                  and sources[0].get("expirationSeconds", 3600) <= 3600,
-                  f"{pod.where}: a projected serviceAccountToken for audience vault, expiring within an hour")
+    problems.need(
+        len(sources) == 1
+        and sources[0].get("audience") == "vault"
+        and sources[0].get("expirationSeconds", 3600) <= 3600,
+        f"{pod.where}: a projected serviceAccountToken for audience vault, expiring within an hour",
+    )
     vault = pod.setting("vault", {})
     if vault.get("auth") == "kubernetes" and sources:
         expected = f"{pod.mounts['vault-token']['mountPath']}/{sources[0]['path']}"
         configured = next((v for k, v in vault.items() if k.endswith("token_file") or k.endswith("jwt_file")), None)
-        problems.need(configured == expected, f"{pod.where}: config.toml reads the Vault token at {expected} (got "
-                                              f"{configured})")
+        problems.need(
+            configured == expected, f"{pod.where}: config.toml reads the Vault token at {expected} (got {configured})"
+        )
 
 
 def check_network_policies(pod: Pod, problems: Problems) -> None:
@@ -768,10 +994,14 @@ def check_network_policies(pod: Pod, problems: Problems) -> None:
         name = f"{pod.where}: NetworkPolicy/{policy['metadata']['name']}"
         rules = policy["spec"].get("ingress", [])
         admitted = {port.get("port") for rule in rules for port in rule.get("ports", [])}
-        problems.need(set(SERVICE_PORTS) <= admitted,
-                      f"{name}: admits the named ports {', '.join(SERVICE_PORTS)}; got {sorted(map(str, admitted))}")
-        problems.need(all(rule.get("ports") for rule in rules) and not health & admitted,
-                      f"{name}: admits no pod to the plaintext health port (every rule names its ports)")
+        problems.need(
+            set(SERVICE_PORTS) <= admitted,
+            f"{name}: admits the named ports {', '.join(SERVICE_PORTS)}; got {sorted(map(str, admitted))}",
+        )
+        problems.need(
+            all(rule.get("ports") for rule in rules) and not health & admitted,
+            f"{name}: admits no pod to the plaintext health port (every rule names its ports)",
+        )
 
 
 def restricts_egress(policy: dict) -> bool:
@@ -784,7 +1014,8 @@ def selects_pod(policy: dict, pod: Pod) -> bool:
     """Whether a NetworkPolicy applies to TokenService's pods (an empty podSelector selects every pod)."""
     selector = policy["spec"]["podSelector"].get("matchLabels", {})
     return policy["metadata"].get("namespace") == pod.namespace and all(
-        pod.labels.get(k) == v for k, v in selector.items())
+        pod.labels.get(k) == v for k, v in selector.items()
+    )
 
 
 def egress_policies(pod: Pod) -> list[dict]:
@@ -794,8 +1025,9 @@ def egress_policies(pod: Pod) -> list[dict]:
 
 def namespace_labels(pod: Pod, namespace: str) -> dict[str, str]:
     """A namespace's labels as far as known here: its name label, and those of a rendered Namespace."""
-    rendered = next((n["metadata"].get("labels", {}) for n in pod.of_kind("Namespace")
-                     if n["metadata"]["name"] == namespace), {})
+    rendered = next(
+        (n["metadata"].get("labels", {}) for n in pod.of_kind("Namespace") if n["metadata"]["name"] == namespace), {}
+    )
     return {"kubernetes.io/metadata.name": namespace, **rendered}
 
 
@@ -845,13 +1077,18 @@ def check_egress(pod: Pod, problems: Problems) -> None:
     if not egress_policies(pod):
         return
     for protocol in ("UDP", "TCP"):
-        problems.need(egress_allowed(pod, DNS_PORT, protocol),
-                      f"{pod.where}: egress is restricted and allows DNS ({DNS_PORT}/{protocol})")
+        problems.need(
+            egress_allowed(pod, DNS_PORT, protocol),
+            f"{pod.where}: egress is restricted and allows DNS ({DNS_PORT}/{protocol})",
+        )
     addr = str(pod.setting("vault.addr", VAULT_DEFAULTS["addr"]))
     if urlsplit(addr).hostname not in ("127.0.0.1", "localhost", "::1"):
         port = url_port(addr)
-        problems.need(egress_allowed(pod, port), f"{pod.where}: egress is restricted and allows Vault's port {port} "
-                                                 f"(vault.addr {addr}); add it to the NetworkPolicy's egress")
+        problems.need(
+            egress_allowed(pod, port),
+            f"{pod.where}: egress is restricted and allows Vault's port {port} "
+            f"(vault.addr {addr}); add it to the NetworkPolicy's egress",
+        )
 
 
 def service_namespace(host: str, pod: Pod) -> str | None:
@@ -872,24 +1109,38 @@ def check_tracing(pod: Pod, problems: Problems) -> None:
     environment = {e["name"]: e.get("value") for e in pod.container.get("env", [])}
     otel = sorted(name for name in environment if name.startswith("OTEL_"))
     if pod.setting("tracing.enabled", False) is not True:
-        problems.need(not otel, f"{pod.where}: the container sets {', '.join(otel)} but config.toml does not turn "
-                                "tracing on ([tracing] enabled = true; list components/tracing after components "
-                                "that replace config.toml)")
+        problems.need(
+            not otel,
+            f"{pod.where}: the container sets {', '.join(otel)} but config.toml does not turn "
+            "tracing on ([tracing] enabled = true; list components/tracing after components "
+            "that replace config.toml)",
+        )
         return
-    endpoint = pod.setting("tracing.endpoint") or environment.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or \
-        environment.get("OTEL_EXPORTER_OTLP_ENDPOINT")
-    problems.need(bool(endpoint), f"{pod.where}: tracing is on and names its collector (OTEL_EXPORTER_OTLP_ENDPOINT "
-                                  "or tracing.endpoint); the SDK's default, localhost, has none")
+    endpoint = (
+        pod.setting("tracing.endpoint")
+        or environment.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+        or environment.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    )
+    problems.need(
+        bool(endpoint),
+        f"{pod.where}: tracing is on and names its collector (OTEL_EXPORTER_OTLP_ENDPOINT "
+        "or tracing.endpoint); the SDK's default, localhost, has none",
+    )
     if not endpoint:
         return
     port = urlsplit(endpoint).port
-    problems.need(port is not None, f"{pod.where}: the collector's endpoint {endpoint} names its port (OTLP: 4317 "
-                                    "for gRPC, 4318 for HTTP)")
+    problems.need(
+        port is not None,
+        f"{pod.where}: the collector's endpoint {endpoint} names its port (OTLP: 4317 for gRPC, 4318 for HTTP)",
+    )
     namespace = service_namespace(urlsplit(endpoint).hostname or "", pod)
-    problems.need(port is None or egress_allowed(pod, port, "TCP", namespace),
-                  f"{pod.where}: egress allows the OpenTelemetry Collector at {endpoint} (port {port}"
-                  + (f", namespace {namespace}" if namespace else "") + "); add it to the NetworkPolicy's egress "
-                  "(components/tracing after components/network-policy)")
+    problems.need(
+        port is None or egress_allowed(pod, port, "TCP", namespace),
+        f"{pod.where}: egress allows the OpenTelemetry Collector at {endpoint} (port {port}"
+        + (f", namespace {namespace}" if namespace else "")
+        + "); add it to the NetworkPolicy's egress "
+        "(components/tracing after components/network-policy)",
+    )
 
 
 def vault_glob(pattern: str, path: str) -> bool:
@@ -902,8 +1153,13 @@ def vault_glob(pattern: str, path: str) -> bool:
 def policy_grants(text: str, mount: str) -> list[tuple[str, set[str]]]:
     """A policy file's (path glob, capabilities), its "transit/" prefix on `mount` as setup.sh writes it."""
     blocks = re.findall(r'path\s+"([^"]+)"\s*\{\s*capabilities\s*=\s*\[([^\]]*)\]', text)
-    return [(glob.replace("transit/", f"{mount}/", 1) if glob.startswith("transit/") else glob,
-             {c.strip().strip('"') for c in capabilities.split(",")}) for glob, capabilities in blocks]
+    return [
+        (
+            glob.replace("transit/", f"{mount}/", 1) if glob.startswith("transit/") else glob,
+            {c.strip().strip('"') for c in capabilities.split(",")},
+        )
+        for glob, capabilities in blocks
+    ]
 
 
 def check_transit(pod: Pod, problems: Problems) -> None:
@@ -913,8 +1169,10 @@ def check_transit(pod: Pod, problems: Problems) -> None:
     orgs = pod.setting("orgs", {})
     modes = {name: org.get("signing", DEFAULT_SIGNING) for name, org in orgs.items()}
     for name, mode in modes.items():
-        problems.need(mode in (KV_SIGNING, TRANSIT_SIGNING), f"{pod.where}: orgs.{name}.signing is "
-                                                             f"{KV_SIGNING} or {TRANSIT_SIGNING}; got {mode!r}")
+        problems.need(
+            mode in (KV_SIGNING, TRANSIT_SIGNING),
+            f"{pod.where}: orgs.{name}.signing is {KV_SIGNING} or {TRANSIT_SIGNING}; got {mode!r}",
+        )
     transit = sorted(name for name, mode in modes.items() if mode == TRANSIT_SIGNING)
     kv = sorted(name for name, mode in modes.items() if mode == KV_SIGNING)
     for name in transit:
@@ -926,45 +1184,129 @@ def check_transit(pod: Pod, problems: Problems) -> None:
         grants = policy_grants(TRANSIT_POLICY_FILE.read_text(), mount)
         for path, capability in TRANSIT_NEEDS:
             wanted = f"{mount}/{path.format(key=key)}"
-            problems.need(any(vault_glob(glob, wanted) and capability in capabilities for glob, capabilities in grants),
-                          f"{pod.where}: orgs.{name}: the policy {TRANSIT_POLICY_FILE.name} grants {capability} on "
-                          f"{wanted} (transit_key {key!r}, transit_mount {mount!r})")
+            problems.need(
+                any(vault_glob(glob, wanted) and capability in capabilities for glob, capabilities in grants),
+                f"{pod.where}: orgs.{name}: the policy {TRANSIT_POLICY_FILE.name} grants {capability} on "
+                f"{wanted} (transit_key {key!r}, transit_mount {mount!r})",
+            )
     if pod.setting("vault.auth", VAULT_DEFAULTS["auth"]) != "kubernetes":
         return
     role = pod.setting("vault.kubernetes_role")
-    problems.need(role != TRANSIT_ROLE or not kv, f"{pod.where}: vault.kubernetes_role {role} reads no KV org secret "
-                                                  f"(setup.sh TRANSIT=1), but orgs {', '.join(kv)} sign with kv")
-    problems.need(role != KV_ROLE or not transit, f"{pod.where}: vault.kubernetes_role {role} has no Transit grant, "
-                                                  f"but orgs {', '.join(transit)} sign through Transit: use "
-                                                  f"{TRANSIT_ROLE} (setup.sh TRANSIT=1)")
+    problems.need(
+        role != TRANSIT_ROLE or not kv,
+        f"{pod.where}: vault.kubernetes_role {role} reads no KV org secret "
+        f"(setup.sh TRANSIT=1), but orgs {', '.join(kv)} sign with kv",
+    )
+    problems.need(
+        role != KV_ROLE or not transit,
+        f"{pod.where}: vault.kubernetes_role {role} has no Transit grant, "
+        f"but orgs {', '.join(transit)} sign through Transit: use "
+        f"{TRANSIT_ROLE} (setup.sh TRANSIT=1)",
+    )
 
 
-POD_RULES = (check_config_argument, check_ports, check_probes, check_caller_authentication, check_mounts,
-             check_secret_files, check_server_certificate, check_caller_trust_root, check_lifecycle,
-             check_hardening, check_vault_token, check_network_policies, check_egress, check_tracing, check_transit)
+POD_RULES = (
+    check_config_argument,
+    check_ports,
+    check_probes,
+    check_caller_authentication,
+    check_mounts,
+    check_secret_files,
+    check_server_certificate,
+    check_caller_trust_root,
+    check_lifecycle,
+    check_hardening,
+    check_vault_token,
+    check_network_policies,
+    check_egress,
+    check_tracing,
+    check_transit,
+)
 
 
 # ---------------------------------------------------------------------------------------------- command lines
 
 # Where each workload kind keeps its pod spec.
-POD_SPEC_PATHS = {"Pod": ("spec",), "Deployment": ("spec", "template", "spec"),
-                  "StatefulSet": ("spec", "template", "spec"), "DaemonSet": ("spec", "template", "spec"),
-                  "ReplicaSet": ("spec", "template", "spec"), "Job": ("spec", "template", "spec"),
-                  "CronJob": ("spec", "jobTemplate", "spec", "template", "spec")}
+POD_SPEC_PATHS = {
+    "Pod": ("spec",),
+    "Deployment": ("spec", "template", "spec"),
+    "StatefulSet": ("spec", "template", "spec"),
+    "DaemonSet": ("spec", "template", "spec"),
+    "ReplicaSet": ("spec", "template", "spec"),
+    "Job": ("spec", "template", "spec"),
+    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
+}
 SHELLS = {"sh", "ash", "dash", "bash", "zsh"}
-SHELL_KEYWORDS = {"if", "then", "else", "elif", "fi", "while", "until", "do", "done", "for", "case", "esac", "!",
-                  "{", "}"}
+SHELL_KEYWORDS = {
+    "if",
+    "then",
+    "else",
+    "elif",
+    "fi",
+    "while",
+    "until",
+    "do",
+    "done",
+    "for",
+    "case",
+    "esac",
+    "!",
+    "{",
+    "}",
+}
 # Builtins run inside the shell: their arguments are in no process's command line.
-SHELL_BUILTINS = {"export", "local", "readonly", "declare", "typeset", "echo", "printf", "test", "[", "set",
-                  "read", "cd", "exit", "return", ":", "shift", "unset", "trap", "wait"}
+SHELL_BUILTINS = {
+    "export",
+    "local",
+    "readonly",
+    "declare",
+    "typeset",
+    "echo",
+    "printf",
+    "test",
+    "[",
+    "set",
+    "read",
+    "cd",
+    "exit",
+    "return",
+    ":",
+    "shift",
+    "unset",
+    "trap",
+    "wait",
+}
 CONTROL_CHARACTERS = set(";&|()<>")
 # An argument name (NAME=value, --name value) is a credential's when one of its words is one of these and its
 # last word does not say that the value is something else (a file holding it, its type, a policy name...).
-SECRET_WORDS = {"secret", "token", "password", "passwd", "jwt", "key", "apikey", "credential", "credentials",
-                "private"}
-NOT_SECRET_LAST_WORDS = {"file", "path", "dir", "mount", "policy", "policies", "ttl", "type", "name", "names",
-                         "field", "version", "addr", "address", "url", "size", "bits", "usage", "usages", "role",
-                         "period", "uses", "prefix", "format", "algorithm"}
+SECRET_WORDS = {"secret", "token", "password", "passwd", "jwt", "key", "apikey", "credential", "credentials", "private"}
+NOT_SECRET_LAST_WORDS = {
+    "file",
+    "path",
+    "dir",
+    "mount",
+    "policy",
+    "policies",
+    "ttl",
+    "type",
+    "name",
+    "names",
+    "field",
+    "version",
+    "addr",
+    "address",
+    "url",
+    "size",
+    "bits",
+    "usage",
+    "usages",
+    "role",
+    "period",
+    "uses",
+    "prefix",
+    "format",
+    "algorithm",
+}
 # How a program is handed a value without a command line: "-" (stdin) or "@<file>", as bao and vault read them.
 VALUE_BY_REFERENCE = re.compile(r"^(-|@.+)$")
 SECRET_FORMATS = {
@@ -1068,7 +1410,7 @@ def secret_arguments(arguments: list[str]) -> Iterator[tuple[int, str]]:
     for index, word in enumerate(arguments):
         assigned, flag = ARGUMENT.match(word), FLAG.match(word)
         if assigned and assigned[2] and secret_name(assigned[1]) and not VALUE_BY_REFERENCE.match(assigned[2]):
-            yield index, f"passes {word[:len(word) - len(assigned[2])]}{shown(assigned[2])}"
+            yield index, f"passes {word[: len(word) - len(assigned[2])]}{shown(assigned[2])}"
         elif flag and secret_name(flag[1]) and index + 1 < len(arguments) and not arguments[index + 1].startswith("-"):
             yield index, f"passes {word} {shown(arguments[index + 1])}"
 
@@ -1130,8 +1472,10 @@ def check_command_lines(objects: list[dict], where: str, problems: Problems) -> 
         spec = pod_spec(obj)
         for container in [] if spec is None else spec.get("initContainers", []) + spec.get("containers", []):
             for field, problem in dict.fromkeys(command_line_problems(container, secrets)):
-                problems.append(f"{where}: {obj['kind']}/{obj['metadata']['name']} container {container['name']} "
-                                f"{field}: {problem}: {fix}")
+                problems.append(
+                    f"{where}: {obj['kind']}/{obj['metadata']['name']} container {container['name']} "
+                    f"{field}: {problem}: {fix}"
+                )
 
 
 def check_kinds(objects: list[dict], where: str, problems: Problems) -> None:
@@ -1153,9 +1497,11 @@ def check_checkov_skips(objects: list[dict], where: str, problems: Problems) -> 
     for obj in objects:
         for key, value in (obj["metadata"].get("annotations") or {}).items():
             if key.startswith("checkov.io/skip"):
-                problems.need(bool(CHECKOV_SKIP.match(value)),
-                              f"{where}: {obj['kind']}/{obj['metadata']['name']}: annotation {key} must read "
-                              f"CKV_ID=<reason of 20+ characters>; got {value!r}")
+                problems.need(
+                    bool(CHECKOV_SKIP.match(value)),
+                    f"{where}: {obj['kind']}/{obj['metadata']['name']}: annotation {key} must read "
+                    f"CKV_ID=<reason of 20+ characters>; got {value!r}",
+                )
 
 
 def write_prometheus_rules(objects: list[dict], stem: str, rules_dir: Path) -> None:

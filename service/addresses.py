@@ -112,7 +112,8 @@ def listen_refusal(setting: str, address: Address, error: OSError | None) -> Con
     if isinstance(error, socket.gaierror):
         reason = "the host name does not resolve"
     elif error is not None:
-        reason = _BIND_ERRORS.get(error.errno, error.strerror or str(error))
+        known = None if error.errno is None else _BIND_ERRORS.get(error.errno)
+        reason = known or error.strerror or str(error)
     else:
         reason = "it cannot be bound"
     return ConfigError(f"setting {setting}: cannot listen on {address}: {reason}")
@@ -165,13 +166,15 @@ def _free_port(address: Address) -> int:
     try:
         with socket.socket(address.family, socket.SOCK_STREAM) as probe:
             probe.bind((address.host, 0))
-            return probe.getsockname()[1]
+            port: int = probe.getsockname()[1]
+            return port
     except OSError:
         return 0  # the claim's own bind then fails and says why
 
 
-def listening_fields(config: Config, *, grpc_port: int, metrics_port: int | None, api_key_port: int | None,
-                     health_port: int | None) -> dict[str, Any]:
+def listening_fields(
+    config: Config, *, grpc_port: int, metrics_port: int | None, api_key_port: int | None, health_port: int | None
+) -> dict[str, Any]:
     """What a process listening for the service announces: its pid, the ports bound, and what they serve."""
     tls = config.tls
     return {

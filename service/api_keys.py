@@ -20,7 +20,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Mapping
 
 from service.errors import ApiKeysStaleError
 from service.metrics import Metrics
@@ -49,7 +49,7 @@ def key_id(key_hash: str) -> str:
     return key_hash.removeprefix("sha256:")[:_KEY_ID_HEX_DIGITS]
 
 
-def parse_key_hashes(data: dict, callers: Collection[str]) -> tuple[dict[str, str], list[str]]:
+def parse_key_hashes(data: Mapping[str, object], callers: Collection[str]) -> tuple[dict[str, str], list[str]]:
     """The caller of every valid hash in a KV entry, and the problems found (for the log)."""
     by_hash: dict[str, str] = {}
     problems: list[str] = []
@@ -61,9 +61,11 @@ def parse_key_hashes(data: dict, callers: Collection[str]) -> tuple[dict[str, st
             problems.append(f"field {caller!r} is not a string of sha256:<hex> hashes; it is ignored")
             continue
         for key_hash in filter(None, re.split(r"[\s,]+", value)):
-            if not _HASH_PATTERN.match(key_hash):
-                problems.append(f"field {caller!r} holds a value that is not sha256:<64 hex digits>; "
-                                "it is ignored (store hashes, never keys)")
+            if not _HASH_PATTERN.fullmatch(key_hash):
+                problems.append(
+                    f"field {caller!r} holds a value that is not sha256:<64 hex digits>; "
+                    "it is ignored (store hashes, never keys)"
+                )
             elif by_hash.setdefault(key_hash, caller) != caller:
                 problems.append(f"key {key_id(key_hash)} is listed for two callers; it is ignored")
                 by_hash[key_hash] = ""
@@ -98,8 +100,14 @@ class ApiKeyStore:
         self._by_hash: dict[str, str] = {}
         self._ready = False
         self._refresher = Refresher(
-            "API key set", functools.partial(source.read_entry, path), self._adopt, self._refreshed,
-            RetrySchedule(refresh_interval, jitter_ratio), log_fields={"path": path}, clock=clock)
+            "API key set",
+            functools.partial(source.read_entry, path),
+            self._adopt,
+            self._refreshed,
+            RetrySchedule(refresh_interval, jitter_ratio),
+            log_fields={"path": path},
+            clock=clock,
+        )
 
     def is_ready(self) -> bool:
         """True when keys are admitted: the key set was read, and recently enough."""
@@ -112,8 +120,10 @@ class ApiKeyStore:
 
         Raise ApiKeysStaleError when the key set is not loaded, or too stale to trust its revocations."""
         if not self.is_ready():
-            raise ApiKeysStaleError(self._why_not_ready() + "; retry with backoff, or connect with a client "
-                                    "certificate if your caller has one")
+            raise ApiKeysStaleError(
+                self._why_not_ready() + "; retry with backoff, or connect with a client "
+                "certificate if your caller has one"
+            )
         return self._by_hash.get(hash_api_key(key))
 
     async def refresh(self) -> bool:
@@ -131,37 +141,59 @@ class ApiKeyStore:
     def _why_not_ready(self) -> str:
         if self._refresher.confirmed_at is None:
             return "API keys are not accepted yet: the key set has not been read from Vault"
-        return (f"API keys are not accepted: the key set could not be refreshed from Vault for over "
-                f"{self._max_staleness:g} s, so revocations may be missed")
+        return (
+            f"API keys are not accepted: the key set could not be refreshed from Vault for over "
+            f"{self._max_staleness:g} s, so revocations may be missed"
+        )
 
     def _adopt(self, entry: KvEntry) -> None:
         by_hash, problems = parse_key_hashes(dict(entry.data), self._callers)
         for problem in problems:
-            logger.error("API key entry problem", extra={"fields": {"path": self._path, "version": entry.version,
-                                                                    "problem": problem}})
+            logger.error(
+                "API key entry problem",
+                extra={"fields": {"path": self._path, "version": entry.version, "problem": problem}},
+            )
         added = sorted(key_id(h) for h in by_hash.keys() - self._by_hash.keys())
         removed = sorted(key_id(h) for h in self._by_hash.keys() - by_hash.keys())
         self._by_hash = by_hash
         self._metrics.api_keys_loaded.set(len(by_hash))
-        logger.info("API keys adopted", extra={"fields": {
-            "path": self._path, "version": entry.version, "keys": len(by_hash), "added": added, "revoked": removed}})
+        logger.info(
+            "API keys adopted",
+            extra={
+                "fields": {
+                    "path": self._path,
+                    "version": entry.version,
+                    "keys": len(by_hash),
+                    "added": added,
+                    "revoked": removed,
+                }
+            },
+        )
 
     async def _refreshed(self, outcome: Outcome) -> None:
         self._metrics.api_key_refresh_total.labels(result=outcome.metric_result).inc()
-        if outcome.current:
-            self._metrics.api_keys_last_refresh_timestamp.set(self._refresher.confirmed_at)
+        if outcome.current and (confirmed_at := self._refresher.confirmed_at) is not None:
+            self._metrics.api_keys_last_refresh_timestamp.set(confirmed_at)
         ready = self.is_ready()
         self._metrics.api_keys_fresh.set(1 if ready else 0)
         if ready == self._ready:
             return
         self._ready = ready
         if ready:
-            logger.info("API key set in use", extra={"fields": {"path": self._path,
-                                                                "version": self._refresher.held_version}})
+            logger.info(
+                "API key set in use", extra={"fields": {"path": self._path, "version": self._refresher.held_version}}
+            )
         else:
-            logger.error("API key set is stale: API key callers get UNAVAILABLE API_KEYS_STALE until it is "
-                         "read from Vault again; certificate callers are not affected", extra={"fields": {
-                             "path": self._path, "max_staleness_seconds": self._max_staleness,
-                             "kept_version": self._refresher.held_version}})
+            logger.error(
+                "API key set is stale: API key callers get UNAVAILABLE API_KEYS_STALE until it is "
+                "read from Vault again; certificate callers are not affected",
+                extra={
+                    "fields": {
+                        "path": self._path,
+                        "max_staleness_seconds": self._max_staleness,
+                        "kept_version": self._refresher.held_version,
+                    }
+                },
+            )
         if self._on_readiness_change is not None:
             await self._on_readiness_change(ready)

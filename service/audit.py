@@ -63,7 +63,7 @@ import socket
 import stat
 import time
 from collections.abc import Callable, Sequence
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from json.encoder import encode_basestring_ascii
 from typing import NamedTuple
 
@@ -108,18 +108,25 @@ def _text(value: str | None) -> str:
 
 
 def _integer(value: int | None) -> str:
-    return "null" if value is None else "%d" % value  # digits only, whatever int subclass
+    # %d formats the int value itself: an int subclass's __format__ (an f-string's) could return anything.
+    return "null" if value is None else "%d" % value  # noqa: UP031
 
 
 _RPCS = {rpc: encode_basestring_ascii(rpc) for rpc in CALLER_RPCS}
 # (email given, external id given) -> identity_kind, escaped
-_IDENTITY_KINDS = {given: encode_basestring_ascii(kind) for given, kind in {
-    (True, True): "email+external_id", (True, False): "email", (False, True): "external_id",
-    (False, False): "none"}.items()}
+_IDENTITY_KINDS = {
+    given: encode_basestring_ascii(kind)
+    for given, kind in {
+        (True, True): "email+external_id",
+        (True, False): "email",
+        (False, True): "external_id",
+        (False, False): "none",
+    }.items()
+}
 
 
 def _now() -> str:
-    return encode_basestring_ascii(datetime.now(timezone.utc).isoformat(timespec="milliseconds"))
+    return encode_basestring_ascii(datetime.now(UTC).isoformat(timespec="milliseconds"))
 
 
 class _Unwritten:
@@ -140,19 +147,21 @@ class _Unwritten:
     def lines(self) -> list[str]:
         """One summary record per (RPC, status, reason)."""
         now = _now()
-        return [f'{{"time":{now},"request_id":null,"caller":{_text(UNKNOWN_CALLER)},"peer":null,"rpc":{_text(rpc)},'
-                f'"org":null,"identity_kind":null,"email_fingerprint":null,"external_id_fingerprint":null,'
-                f'"secret_version":null,"status":{_text(status)},"reason":{_text(reason)},'
-                f'"entries":{_integer(self.entries[rpc, status, reason])},"calls":{_integer(calls)}}}\n'
-                for (rpc, status, reason), calls in sorted(self.calls.items())]
+        return [
+            f'{{"time":{now},"request_id":null,"caller":{_text(UNKNOWN_CALLER)},"peer":null,"rpc":{_text(rpc)},'
+            f'"org":null,"identity_kind":null,"email_fingerprint":null,"external_id_fingerprint":null,'
+            f'"secret_version":null,"status":{_text(status)},"reason":{_text(reason)},'
+            f'"entries":{_integer(self.entries[rpc, status, reason])},"calls":{_integer(calls)}}}\n'
+            for (rpc, status, reason), calls in sorted(self.calls.items())
+        ]
 
 
 class _Waiting(NamedTuple):
     """A call whose records are (partly) buffered: done once `end` bytes have been written in all."""
 
     end: int
-    written: asyncio.Future
-    rpc: str
+    written: asyncio.Future[bool]
+    rpc: str | None  # None for summary records
     entries: int
 
 
@@ -162,7 +171,9 @@ def _entries(attempts: Sequence[MintAttempt]) -> int:
 
 def _pieces(lines: list[str], limit: int) -> list[bytes]:
     """The lines joined into pieces of whole lines, each at most `limit` bytes (or one longer line)."""
-    pieces, piece, size = [], [], 0
+    pieces: list[bytes] = []
+    piece: list[str] = []
+    size = 0
     for line in lines:
         if piece and size + len(line) > limit:
             pieces.append("".join(piece).encode("ascii"))
@@ -174,7 +185,7 @@ def _pieces(lines: list[str], limit: int) -> list[bytes]:
     return pieces
 
 
-async def _within(future: asyncio.Future, deadline: float) -> bool:
+async def _within(future: asyncio.Future[bool], deadline: float) -> bool:
     """The future's result, or False when it is not done by the loop time `deadline`."""
     try:
         async with asyncio.timeout_at(deadline):
@@ -218,18 +229,21 @@ class _Output:
         try:
             mode = os.fstat(fd).st_mode
         except OSError as error:
-            raise ConfigError(f"setting audit.output: the output (file descriptor {fd}) cannot be used: "
-                              f"{error.strerror}; give stdout to the service, or name a file") from None
+            raise ConfigError(
+                f"setting audit.output: the output (file descriptor {fd}) cannot be used: "
+                f"{error.strerror}; give stdout to the service, or name a file"
+            ) from None
         sender = None if stat.S_ISREG(mode) else _nonblocking_sender(fd, mode)
         if sender is None and not stat.S_ISREG(mode):
-            logger.warning("the audit output cannot be written without blocking: if it stops taking writes, "
-                           "the service stalls; write the trail to a pipe, stdout or a local file")
-        self._sender = sender
-        self._send, self._watched = (sender.send, sender.watched) if sender is not None else (None, None)
+            logger.warning(
+                "the audit output cannot be written without blocking: if it stops taking writes, "
+                "the service stalls; write the trail to a pipe, stdout or a local file"
+            )
+        self._sender = sender  # None: written with blocking writes
         self._buffer: collections.deque[memoryview] = collections.deque()
         self._buffered = 0
         self._waiting: collections.deque[_Waiting] = collections.deque()
-        self._room: list[asyncio.Future] = []
+        self._room: list[asyncio.Future[bool]] = []
         self._offered = 0  # bytes taken in all, written or buffered
         self._written = 0
         self._loop: asyncio.AbstractEventLoop | None = None  # while it watches the output
@@ -237,16 +251,20 @@ class _Output:
         self.unwritten = _Unwritten()
         self.closed = False
 
-    def take(self, lines: list[str], rpc: str, attempts: Sequence[MintAttempt]) -> bool | asyncio.Future | None:
+    def take(self, lines: list[str], rpc: str, attempts: Sequence[MintAttempt]) -> bool | asyncio.Future[bool] | None:
         """Write the lines of one call, or buffer what the output does not take now: as `offer`."""
         if self.closed:
             return False
-        if self._send is None:
-            return self._write_blocking("".join(lines).encode("ascii"))
         return self.offer(lines, rpc, attempts)
 
-    async def settle(self, taken: bool | asyncio.Future | None, lines: list[str], rpc: str,
-                     attempts: Sequence[MintAttempt], deadline: float) -> bool:
+    async def settle(
+        self,
+        taken: bool | asyncio.Future[bool] | None,
+        lines: list[str],
+        rpc: str,
+        attempts: Sequence[MintAttempt],
+        deadline: float,
+    ) -> bool:
         """Whether the lines that `take` did not write at once are written by the loop time `deadline`.
         Lines not taken at all are counted as unwritten; buffered ones are written later (or counted,
         should the output fail)."""
@@ -258,17 +276,21 @@ class _Output:
             self.count_unwritten(rpc, *_UNAVAILABLE, _entries(attempts))
         return bool(taken)
 
-    def offer(self, lines: list[str], rpc: str | None,
-              attempts: Sequence[MintAttempt]) -> bool | asyncio.Future | None:
+    def offer(
+        self, lines: list[str], rpc: str | None, attempts: Sequence[MintAttempt]
+    ) -> bool | asyncio.Future[bool] | None:
         """Take the lines of one call: True when written at once, a future (of True, or False should
         the output fail) when the rest is buffered, None when the buffer has no room, False when the
-        output failed."""
+        output failed. A blocking output writes them at once, as one write (one append to a file)."""
+        sender = self._sender
+        if sender is None:
+            return self._write_blocking("".join(lines).encode("ascii"))
         pieces = _pieces(lines, select.PIPE_BUF)
         if self._buffered and self._buffered + sum(map(len, pieces)) > self._max_queued_bytes:
             return None
         if not self._buffer:
             try:
-                pieces = self._send_now(pieces)
+                pieces = self._send_now(sender.send, pieces)
             except OSError as error:
                 self._log_error(error)
                 return False
@@ -283,13 +305,11 @@ class _Output:
         self._waiting.append(waiting)
         if self._loop is None:
             self._loop = loop
-            loop.add_writer(self._watched, self._flush)
+            loop.add_writer(sender.watched, self._flush, sender)
         return waiting.written
 
     def put_summary(self, lines: list[str]) -> bool:
         """Write summary records, or buffer them, without waiting; False when they could not be taken."""
-        if self._send is None:
-            return self._write_blocking("".join(lines).encode("ascii"))
         return self.offer(lines, None, ()) not in (None, False)
 
     def count_unwritten(self, rpc: str, status: str, reason: str, entries: int) -> None:
@@ -298,7 +318,7 @@ class _Output:
         if (status, reason) == _UNAVAILABLE:
             self._metrics.audit_records_dropped_total.inc(entries)
 
-    def _room_future(self) -> asyncio.Future:
+    def _room_future(self) -> asyncio.Future[bool]:
         room = asyncio.get_running_loop().create_future()
         self._room.append(room)
         return room
@@ -307,30 +327,30 @@ class _Output:
         view = memoryview(data)
         try:
             while view:
-                view = view[os.write(self.fd, view):]
+                view = view[os.write(self.fd, view) :]
         except OSError as error:
             self._log_error(error)
             return False
         return True
 
-    def _send_now(self, pieces: list[bytes]) -> list[bytes]:
+    def _send_now(self, send: Callable[[memoryview], int], pieces: list[bytes]) -> list[bytes]:
         """Write what the output takes now; the pieces left (the first maybe cut short)."""
         for index, piece in enumerate(pieces):
             try:
-                sent = self._send(memoryview(piece))
+                sent = send(memoryview(piece))
             except BlockingIOError:
                 return pieces[index:]
             self._offered += sent
             self._written += sent
             if sent < len(piece):  # a terminal or a socket may take part of a piece
-                return [piece[sent:], *pieces[index + 1:]]
+                return [piece[sent:], *pieces[index + 1 :]]
         return []
 
-    def _flush(self) -> None:
+    def _flush(self, sender: _Sender) -> None:
         """Write buffered pieces while the output takes them (the event loop calls this when it is writable)."""
         while self._buffer:
             try:
-                sent = self._send(self._buffer[0])
+                sent = sender.send(self._buffer[0])
             except BlockingIOError:
                 break
             except OSError as error:
@@ -349,7 +369,7 @@ class _Output:
         for room in rooms:
             _resolve(room, True)
         if not self._buffer and self._loop is not None:
-            self._loop.remove_writer(self._watched)
+            self._loop.remove_writer(sender.watched)
             self._loop = None
 
     def _fail_buffered(self) -> None:
@@ -368,36 +388,50 @@ class _Output:
         seconds for the output; False when something is left."""
         self.closed = True
         summary, self.unwritten = self.unwritten.lines(), _Unwritten()
-        if self._send is None:
+        sender = self._sender
+        if sender is None:
             return not summary or self._write_blocking("".join(summary).encode("ascii"))
         if self._loop is not None and not self._loop.is_closed():
-            self._loop.remove_writer(self._watched)
+            self._loop.remove_writer(sender.watched)
         self._loop = None
         for piece in _pieces(summary, select.PIPE_BUF):
             self._buffer.append(memoryview(piece))
             self._buffered += len(piece)
         deadline = time.monotonic() + timeout
         poller = select.poll()
-        poller.register(self._watched, select.POLLOUT)
+        poller.register(sender.watched, select.POLLOUT)
         while self._buffer and (remaining := deadline - time.monotonic()) > 0:
             poller.poll(remaining * 1000)
-            self._flush()
-        self._sender.release()
+            self._flush(sender)
+        sender.release()
         if not self._buffer:
             return True
-        logger.error("the audit output took no writes while closing: records are lost", extra={"fields": {
-            "waited_seconds": timeout, "calls": sum(w.rpc is not None for w in self._waiting),
-            "entries": sum(w.entries for w in self._waiting)}})
+        logger.error(
+            "the audit output took no writes while closing: records are lost",
+            extra={
+                "fields": {
+                    "waited_seconds": timeout,
+                    "calls": sum(w.rpc is not None for w in self._waiting),
+                    "entries": sum(w.entries for w in self._waiting),
+                }
+            },
+        )
         return False
 
     def _log_error(self, error: OSError) -> None:
         if time.monotonic() - self._last_error_log >= 1.0:  # not one log line per write of a broken output
             self._last_error_log = time.monotonic()
-            logger.error("audit records could not be written", extra={"fields": {
-                "error": error.strerror or errno.errorcode.get(error.errno, "?")}})
+            logger.error(
+                "audit records could not be written",
+                extra={"fields": {"error": error.strerror or _errno_name(error.errno)}},
+            )
 
 
-def _resolve(future: asyncio.Future, result: bool) -> None:
+def _errno_name(number: int | None) -> str:
+    return "?" if number is None else errno.errorcode.get(number, "?")
+
+
+def _resolve(future: asyncio.Future[bool], result: bool) -> None:
     if not future.done():
         future.set_result(result)
 
@@ -405,16 +439,22 @@ def _resolve(future: asyncio.Future, result: bool) -> None:
 class AuditLog:
     """Writes mint attempts to a file descriptor as JSON lines, without ever waiting on it."""
 
-    def __init__(self, fd: int | None, fingerprint_key: bytes, *, metrics: Metrics | None = None,
-                 max_queued_bytes: int = AuditConfig.max_queued_bytes,
-                 max_wait: float = AuditConfig.max_wait_seconds,
-                 summary_interval: float = AuditConfig.summary_interval_seconds) -> None:
+    def __init__(
+        self,
+        fd: int | None,
+        fingerprint_key: bytes,
+        *,
+        metrics: Metrics | None = None,
+        max_queued_bytes: int = AuditConfig.max_queued_bytes,
+        max_wait: float = AuditConfig.max_wait_seconds,
+        summary_interval: float = AuditConfig.summary_interval_seconds,
+    ) -> None:
         # Keyed once: copying a keyed HMAC is cheaper than keying one per fingerprint.
         self._mac = hmac.new(fingerprint_key, digestmod=hashlib.sha256)
         self._max_wait = max_wait
         self._summary_interval = summary_interval
         self._summary_due: asyncio.TimerHandle | None = None
-        self._output = None
+        self._output: _Output | None = None
         if fd is not None:
             self._metrics = metrics if metrics is not None else Metrics()
             self._output = _Output(fd, self._metrics, max_queued_bytes=max_queued_bytes)
@@ -426,9 +466,14 @@ class AuditLog:
         if audit.output == AUDIT_OFF:
             return cls(None, b"")
         key = load_fingerprint_key(audit, caller_auth=caller_auth)
-        return cls(1 if audit.output == AUDIT_STDOUT else _open_for_append(audit.output), key, metrics=metrics,
-                   max_queued_bytes=audit.max_queued_bytes, max_wait=audit.max_wait_seconds,
-                   summary_interval=audit.summary_interval_seconds)
+        return cls(
+            1 if audit.output == AUDIT_STDOUT else _open_for_append(audit.output),
+            key,
+            metrics=metrics,
+            max_queued_bytes=audit.max_queued_bytes,
+            max_wait=audit.max_wait_seconds,
+            summary_interval=audit.summary_interval_seconds,
+        )
 
     def fingerprint(self, kind: str, value: str) -> str | None:
         """HMAC-SHA256 of `kind NUL value`, cut to 32 hex digits, or None when the identity was not given.
@@ -453,39 +498,44 @@ class AuditLog:
         deadline = asyncio.get_running_loop().time() + self._max_wait
         written = await self._output.settle(taken, lines, call.rpc, call.attempts, deadline)
         if self._output.unwritten.calls:
-            self._schedule_summary()
+            self._schedule_summary(self._output)
         if not written and serves_tokens:
             self._metrics.audit_unavailable_total.inc()
             raise AuditUnavailableError(
                 f"the audit trail did not take this call's records within {self._max_wait:g} s, so no token "
-                "is served; retry later (the service owners see tokenservice_audit_unavailable_total)")
+                "is served; retry later (the service owners see tokenservice_audit_unavailable_total)"
+            )
 
     def count_unaudited(self, rpc: str, status: str, reason: str, entries: int) -> None:
         """Count a call refused without a record of its own, for the summary records (on the event loop)."""
         if self._output is not None:
             self._output.count_unwritten(rpc, status, reason, entries)
-            self._schedule_summary()
+            self._schedule_summary(self._output)
 
-    def _schedule_summary(self) -> None:
+    def _schedule_summary(self, output: _Output) -> None:
         if self._summary_due is None:
-            self._summary_due = asyncio.get_running_loop().call_later(self._summary_interval, self._write_summary)
+            self._summary_due = asyncio.get_running_loop().call_later(
+                self._summary_interval, self._write_summary, output
+            )
 
-    def _write_summary(self) -> None:
+    def _write_summary(self, output: _Output) -> None:
         self._summary_due = None
-        if self._output.closed:
+        if output.closed:
             return
-        unwritten, self._output.unwritten = self._output.unwritten, _Unwritten()
-        if not self._output.put_summary(unwritten.lines()):
-            self._output.unwritten.merge(unwritten)  # a summary of what was lost is not lost itself
-            self._schedule_summary()
+        unwritten, output.unwritten = output.unwritten, _Unwritten()
+        if not output.put_summary(unwritten.lines()):
+            output.unwritten.merge(unwritten)  # a summary of what was lost is not lost itself
+            self._schedule_summary(output)
 
     def _lines(self, call: AuditedCall) -> list[str]:
         """The JSON lines of one call.
 
         Assembled from values escaped by the json module rather than by json.dumps of a dict
         per record, which was a fifth of a batch entry's cost in the profile."""
-        prefix = (f'{{"time":{_now()},"request_id":{_text(call.request_id)},"caller":{_text(call.caller)},'
-                  f'"peer":{_text(call.peer)},"rpc":{_RPCS.get(call.rpc) or _text(call.rpc)},')
+        prefix = (
+            f'{{"time":{_now()},"request_id":{_text(call.request_id)},"caller":{_text(call.caller)},'
+            f'"peer":{_text(call.peer)},"rpc":{_RPCS.get(call.rpc) or _text(call.rpc)},'
+        )
         return [prefix + self._attempt_fields(attempt) for attempt in call.attempts]
 
     def _attempt_fields(self, attempt: MintAttempt) -> str:
@@ -497,9 +547,11 @@ class AuditLog:
         else:
             kind = email = external_id = "null"
             entries = _integer(attempt.entries)
-        return (f'"org":{_text(attempt.org)},"identity_kind":{kind},"email_fingerprint":{email},'
-                f'"external_id_fingerprint":{external_id},"secret_version":{_integer(attempt.secret_version)},'
-                f'"status":{_text(attempt.status)},"reason":{_text(attempt.reason)},"entries":{entries}}}\n')
+        return (
+            f'"org":{_text(attempt.org)},"identity_kind":{kind},"email_fingerprint":{email},'
+            f'"external_id_fingerprint":{external_id},"secret_version":{_integer(attempt.secret_version)},'
+            f'"status":{_text(attempt.status)},"reason":{_text(attempt.reason)},"entries":{entries}}}\n'
+        )
 
     @property
     def enabled(self) -> bool:
@@ -525,8 +577,7 @@ def _open_for_append(path: str) -> int:
         return os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NONBLOCK, 0o600)
     except OSError as error:
         hint = " (a FIFO that nobody reads yet; start its reader first)" if error.errno == errno.ENXIO else ""
-        raise ConfigError(
-            f"setting audit.output: cannot open {path} for appending: {error.strerror}{hint}") from None
+        raise ConfigError(f"setting audit.output: cannot open {path} for appending: {error.strerror}{hint}") from None
 
 
 def load_fingerprint_key(audit: AuditConfig, *, caller_auth: bool) -> bytes:
@@ -536,12 +587,15 @@ def load_fingerprint_key(audit: AuditConfig, *, caller_auth: bool) -> bytes:
             raise ConfigError(
                 "setting audit.fingerprint_key_file: required with caller authentication, so that fingerprints "
                 "stay the same across restarts and replicas; write 32+ random bytes to a file "
-                "(head -c 32 /dev/urandom | base64 > key) and name it here, or set audit.output = \"off\"")
+                '(head -c 32 /dev/urandom | base64 > key) and name it here, or set audit.output = "off"'
+            )
         logger.warning("audit fingerprints use a random key of this process: they match only within this run")
         return secrets.token_bytes(FINGERPRINT_KEY_MIN_BYTES)
     with open(audit.fingerprint_key_file, "rb") as key_file:
         key = key_file.read().strip()
     if len(key) < FINGERPRINT_KEY_MIN_BYTES:
-        raise ConfigError(f"setting audit.fingerprint_key_file: the key is {len(key)} bytes; use at least "
-                          f"{FINGERPRINT_KEY_MIN_BYTES} random bytes")
+        raise ConfigError(
+            f"setting audit.fingerprint_key_file: the key is {len(key)} bytes; use at least "
+            f"{FINGERPRINT_KEY_MIN_BYTES} random bytes"
+        )
     return key

@@ -21,9 +21,7 @@ import ipaddress
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable
-
-import grpc
+from collections.abc import Callable, Iterable, Mapping
 
 from service.api_keys import ApiKeyStore
 from service.config import AuthConfig, CallerConfig
@@ -37,6 +35,7 @@ from service.errors import (
     RpcNotAllowedError,
     UnauthenticatedError,
 )
+from service.grpc_types import ServicerContext
 from service.metrics import UNKNOWN_CALLER, Metrics
 
 _BEARER_PREFIX = "bearer "
@@ -51,8 +50,8 @@ class TokenBucket:
     """Allows `rate` units per second on average and `burst` at once."""
 
     def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self._rate = rate
-        self._burst = float(burst)
+        self.rate = rate
+        self.burst = float(burst)
         self._clock = clock
         self._available = float(burst)
         self._updated = clock()
@@ -62,12 +61,12 @@ class TokenBucket:
         """Take `cost` units: 0 when granted, else the seconds until they would be."""
         with self._lock:
             now = self._clock()
-            self._available = min(self._burst, self._available + (now - self._updated) * self._rate)
+            self._available = min(self.burst, self._available + (now - self._updated) * self.rate)
             self._updated = now
             if self._available >= cost:
                 self._available -= cost
                 return 0.0
-            return (cost - self._available) / self._rate
+            return (cost - self._available) / self.rate
 
 
 class Caller:
@@ -76,8 +75,9 @@ class Caller:
     Its checks raise the refusal and count it: `tokenservice_auth_failures_total`
     for a policy denial, `tokenservice_rate_limited_total` for the rate."""
 
-    def __init__(self, name: str, policy: CallerConfig | None, metrics: Metrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, name: str, policy: CallerConfig | None, metrics: Metrics, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.name = name
         self.policy = policy
         self._metrics = metrics
@@ -90,16 +90,22 @@ class Caller:
     def check_rpc(self, rpc: str) -> None:
         """Raise PERMISSION_DENIED unless the policy lists `rpc`."""
         if self.policy is not None and rpc not in self.policy.rpcs:
-            raise self._denied(RpcNotAllowedError(
-                f"caller {self.name!r} may not call {rpc}; ask the service owners to add it to "
-                f"callers.{self.name}.rpcs"))
+            raise self._denied(
+                RpcNotAllowedError(
+                    f"caller {self.name!r} may not call {rpc}; ask the service owners to add it to "
+                    f"callers.{self.name}.rpcs"
+                )
+            )
 
     def check_org(self, org: str) -> None:
         """Raise PERMISSION_DENIED unless the policy lists `org`."""
         if self.policy is not None and not self.policy.may_mint_for(org):
-            raise self._denied(OrgNotAllowedError(
-                f"org: caller {self.name!r} may not use this org; allowed: {', '.join(sorted(self.policy.orgs))}",
-                field="org"))
+            raise self._denied(
+                OrgNotAllowedError(
+                    f"org: caller {self.name!r} may not use this org; allowed: {', '.join(sorted(self.policy.orgs))}",
+                    field="org",
+                )
+            )
 
     def check_identities(self, email: str, external_id: str) -> None:
         """Raise PERMISSION_DENIED if the request asserts an identity kind the policy does not list."""
@@ -107,9 +113,13 @@ class Caller:
             return
         for kind, value in (("email", email), ("external_id", external_id)):
             if value and kind not in self.policy.identities:
-                raise self._denied(IdentityNotAllowedError(
-                    f"{kind}: caller {self.name!r} may not assert an {kind.replace('_', ' ')}; allowed: "
-                    f"{', '.join(sorted(self.policy.identities))}", field=kind))
+                raise self._denied(
+                    IdentityNotAllowedError(
+                        f"{kind}: caller {self.name!r} may not assert an {kind.replace('_', ' ')}; allowed: "
+                        f"{', '.join(sorted(self.policy.identities))}",
+                        field=kind,
+                    )
+                )
 
     def check_rate(self, cost: int) -> None:
         """Raise RESOURCE_EXHAUSTED, with the delay to wait, when the caller is over its rate."""
@@ -119,8 +129,10 @@ class Caller:
         if retry_after:
             self._metrics.rate_limited_total.labels(caller=self.name).inc()
             raise RateLimitedError(
-                f"caller {self.name!r} is over its rate of {self.policy.rate_per_second:g} tokens/s "
-                f"(burst {self.policy.burst}); retry after {retry_after:.3f} s", retry_after=retry_after)
+                f"caller {self.name!r} is over its rate of {self._bucket.rate:g} tokens/s "
+                f"(burst {self._bucket.burst:g}); retry after {retry_after:.3f} s",
+                retry_after=retry_after,
+            )
 
 
 def peer_address(peer: str) -> str:
@@ -146,8 +158,13 @@ class RefusalLimiter:
     """Token buckets for calls refused before authentication: one per peer address, in a bounded
     LRU so that address churn cannot grow it, and one for all peers together."""
 
-    def __init__(self, auth: AuthConfig, metrics: Metrics, clock: Callable[[], float] = time.monotonic,
-                 max_peers: int = MAX_TRACKED_PEERS) -> None:
+    def __init__(
+        self,
+        auth: AuthConfig,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+        max_peers: int = MAX_TRACKED_PEERS,
+    ) -> None:
         self._auth = auth
         self._metrics = metrics
         self._clock = clock
@@ -167,7 +184,8 @@ class RefusalLimiter:
             raise PeerRateLimitedError(
                 f"too many calls without valid credentials from {whom}; send credentials (an API key or a "
                 f"client certificate of a configured caller), or retry after {retry_after:.3f} s",
-                retry_after=retry_after)
+                retry_after=retry_after,
+            )
 
     def _peer_bucket(self, address: str) -> TokenBucket:
         bucket = self._peers.get(address)
@@ -175,7 +193,8 @@ class RefusalLimiter:
             self._peers.move_to_end(address)
             return bucket
         bucket = self._peers[address] = TokenBucket(
-            self._auth.unauthenticated_rate_per_peer, self._auth.unauthenticated_burst_per_peer, self._clock)
+            self._auth.unauthenticated_rate_per_peer, self._auth.unauthenticated_burst_per_peer, self._clock
+        )
         if len(self._peers) > self._max_peers:
             self._peers.popitem(last=False)
         return bucket
@@ -184,8 +203,13 @@ class RefusalLimiter:
 class CallerAuthenticator:
     """Finds the caller of an RPC from its certificate or API key; refusals are rate limited per peer."""
 
-    def __init__(self, auth: AuthConfig, api_keys: ApiKeyStore | None, metrics: Metrics,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        auth: AuthConfig,
+        api_keys: ApiKeyStore | None,
+        metrics: Metrics,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._metrics = metrics
         self._refusals = RefusalLimiter(auth, metrics, clock)
         self._callers = {name: Caller(name, policy, metrics, clock) for name, policy in auth.callers.items()}
@@ -194,7 +218,7 @@ class CallerAuthenticator:
         self._api_keys = api_keys
         self._anonymous = None if auth.enabled else Caller(UNKNOWN_CALLER, None, metrics)
 
-    def authenticate(self, context: grpc.aio.ServicerContext) -> Caller:
+    def authenticate(self, context: ServicerContext) -> Caller:
         """The caller of this RPC; raise UNAUTHENTICATED when it cannot be told, or PEER_RATE_LIMITED
         when the peer (or every peer together) has been refused too often."""
         if self._anonymous is not None:
@@ -206,7 +230,7 @@ class CallerAuthenticator:
             self._metrics.auth_failures_total.labels(reason=error.reason).inc()
             raise
 
-    def _caller_name(self, context: grpc.aio.ServicerContext) -> str:
+    def _caller_name(self, context: ServicerContext) -> str:
         certificate_identity, by_certificate = self._certificate_caller(context.auth_context())
         key = _bearer_key(context.invocation_metadata())
         by_key = None
@@ -214,33 +238,39 @@ class CallerAuthenticator:
             by_key = self._api_keys.caller_for(key) if self._api_keys else None
             if by_key is None:
                 raise CredentialsInvalidError(
-                    "authorization: the API key is not valid (unknown or revoked); ask the service owners for one")
+                    "authorization: the API key is not valid (unknown or revoked); ask the service owners for one"
+                )
         if by_certificate and by_key and by_certificate != by_key:
-            raise CredentialsInvalidError("the client certificate and the API key belong to different callers; "
-                                          "send one of them")
+            raise CredentialsInvalidError(
+                "the client certificate and the API key belong to different callers; send one of them"
+            )
         caller = by_certificate or by_key
         if caller is not None:
             return caller
         if certificate_identity is not None:
-            raise CredentialsInvalidError(f"the client certificate ({certificate_identity[:_MAX_SHOWN_IDENTITY]}) "
-                                          "belongs to no configured caller; add its SPIFFE ID or DNS name to a "
-                                          "[callers.<name>] section, or send an API key")
+            raise CredentialsInvalidError(
+                f"the client certificate ({certificate_identity[:_MAX_SHOWN_IDENTITY]}) "
+                "belongs to no configured caller; add its SPIFFE ID or DNS name to a "
+                "[callers.<name>] section, or send an API key"
+            )
         raise UnauthenticatedError(
             "no credentials: send `authorization: Bearer <API key>` metadata, or connect with a client "
-            "certificate of a configured caller")
+            "certificate of a configured caller"
+        )
 
-    def _certificate_caller(self, auth_context: dict[str, list[bytes]]) -> tuple[str | None, str | None]:
+    def _certificate_caller(self, auth_context: Mapping[str, Iterable[bytes]]) -> tuple[str | None, str | None]:
         """The certificate's identity (SPIFFE ID, else DNS names) and the caller it names, if any.
 
         grpc reports `peer_spiffe_id` only for a single, well-formed SPIFFE URI SAN, and every URI SAN
         in `peer_uri`; a URI SAN that is not the SPIFFE ID makes the certificate name no caller."""
-        spiffe_ids = auth_context.get("peer_spiffe_id")
-        uris = auth_context.get("peer_uri")
+        spiffe_ids = list(auth_context.get("peer_spiffe_id", ()))
+        uris = list(auth_context.get("peer_uri", ()))
         if uris and (len(uris) != 1 or not spiffe_ids or uris[0] != spiffe_ids[0]):
             raise CredentialsInvalidError(
                 f"the client certificate has {len(uris)} URI SAN(s), and grpc reports no SPIFFE ID of it (several "
                 "URI SANs, or one that is not a well-formed spiffe:// ID); a caller certificate carries its SPIFFE "
-                "ID as its only URI SAN, or no URI SAN and its DNS names")
+                "ID as its only URI SAN, or no URI SAN and its DNS names"
+            )
         if spiffe_ids:
             spiffe_id = spiffe_ids[0].decode(errors="replace")
             return spiffe_id, self._by_spiffe_id.get(spiffe_id)
@@ -251,11 +281,11 @@ class CallerAuthenticator:
         return ", ".join(dns_names), callers.pop() if len(callers) == 1 else None
 
 
-def _bearer_key(metadata: tuple | None) -> str | None:
+def _bearer_key(metadata: Iterable[tuple[str, str | bytes]] | None) -> str | None:
     """The API key of `authorization: Bearer <key>`, or None without that header."""
     for name, value in metadata or ():
         if name == "authorization":
-            if not isinstance(value, str) or not value[:len(_BEARER_PREFIX)].lower() == _BEARER_PREFIX:
+            if not isinstance(value, str) or not value[: len(_BEARER_PREFIX)].lower() == _BEARER_PREFIX:
                 raise CredentialsInvalidError("authorization: must be `Bearer <API key>`")
-            return value[len(_BEARER_PREFIX):].strip()
+            return value[len(_BEARER_PREFIX) :].strip()
     return None

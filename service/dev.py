@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import hvac
 import requests
@@ -38,10 +39,11 @@ def free_loopback_port() -> int:
     """A TCP port on 127.0.0.1 that nothing listens on right now."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
+        port: int = probe.getsockname()[1]
+        return port
 
 
-def stop_process(process: subprocess.Popen | None, timeout: float = 10.0) -> None:
+def stop_process(process: subprocess.Popen[Any] | None, timeout: float = 10.0) -> None:
     """SIGTERM a child process, SIGKILL it if it lingers past `timeout`, and reap it."""
     if process is None or process.poll() is not None:
         return
@@ -61,7 +63,7 @@ class OpenBaoDevServer:
         self.addr = f"http://127.0.0.1:{self.port}"
         self.root_token = secrets.token_urlsafe(24)
         self._startup_timeout = startup_timeout
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     def __enter__(self) -> OpenBaoDevServer:
         self.start()
@@ -75,7 +77,9 @@ class OpenBaoDevServer:
         self._process = subprocess.Popen(
             [find_bao(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"],
             env={**os.environ, "BAO_DEV_ROOT_TOKEN_ID": self.root_token},
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
             preexec_fn=functools.partial(parent_death_signal, os.getpid()),
         )
         deadline = time.monotonic() + self._startup_timeout
@@ -103,11 +107,14 @@ class OpenBaoDevServer:
     def write_secret(self, path: str, value: str, field: str = "secret", mount: str = "secret") -> int:
         """Write a new KV v2 version at `path`; its version number."""
         response = self.client().secrets.kv.v2.create_or_update_secret(
-            path=path, secret={field: value}, mount_point=mount)
+            path=path, secret={field: value}, mount_point=mount
+        )
         return int(response["data"]["version"])
 
     def read_secret(self, path: str, field: str = "secret", mount: str = "secret") -> str:
         """The latest value at `path`."""
         response = self.client().secrets.kv.v2.read_secret_version(
-            path=path, mount_point=mount, raise_on_deleted_version=True)
-        return response["data"]["data"][field]
+            path=path, mount_point=mount, raise_on_deleted_version=True
+        )
+        value: str = response["data"]["data"][field]
+        return value

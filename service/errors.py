@@ -12,8 +12,10 @@ from typing import ClassVar
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 
+from service.grpc_types import ServicerContext
 from service.reasons import ErrorReason, reason_name
 
 ERROR_DOMAIN = "tokenservice.v1"
@@ -220,13 +222,13 @@ def to_rpc_status(error: TokenServiceError) -> status_pb2.Status:
     return status_pb2.Status(code=status_code_for(error).value[0], message=error.message, details=details)
 
 
-def _packed(message) -> any_pb2.Any:
+def _packed(message: Message) -> any_pb2.Any:
     detail = any_pb2.Any()
     detail.Pack(message)
     return detail
 
 
-async def abort_with_error(context: grpc.aio.ServicerContext, error: TokenServiceError) -> None:
+async def abort_with_error(context: ServicerContext, error: TokenServiceError) -> None:
     """End the RPC with the error's status code, message and ErrorInfo detail."""
     details = to_rpc_status(error).SerializeToString()
     await context.abort(status_code_for(error), error.message, trailing_metadata=((STATUS_DETAILS_KEY, details),))

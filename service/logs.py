@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import datetime, timezone
+from datetime import UTC, datetime
+from typing import TextIO
 
 from service.tracing import current_trace_ids
 
@@ -20,15 +21,15 @@ class JsonFormatter(logging.Formatter):
     """Formats a record as one JSON object per line."""
 
     def format(self, record: logging.LogRecord) -> str:
-        entry = {
-            "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
+        entry: dict[str, object] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname.lower(),
             "logger": record.name,
             "message": record.getMessage(),
         }
         trace_id = getattr(record, "trace_id", None)
         if trace_id:
-            entry["trace_id"], entry["span_id"] = trace_id, record.span_id
+            entry["trace_id"], entry["span_id"] = trace_id, getattr(record, "span_id", None)
         entry.update(getattr(record, "fields", {}))
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
@@ -46,7 +47,7 @@ class TraceIdsFilter(logging.Filter):
         return True
 
 
-def configure_logging(level: str = "INFO", stream=None) -> None:
+def configure_logging(level: str = "INFO", stream: TextIO | None = None) -> None:
     """Send every log record to `stream` (stderr) as JSON lines."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())

@@ -51,11 +51,11 @@ class Snapshot(Protocol):
 class Outcome(enum.Enum):
     """What one refresh found; every kind but ADOPTED and UNCHANGED keeps the last good content."""
 
-    ADOPTED = "adopted"      # new content, accepted: now in use
+    ADOPTED = "adopted"  # new content, accepted: now in use
     UNCHANGED = "unchanged"  # Vault holds what is in use
-    REJECTED = "rejected"    # new content, refused by the owner's check
-    DELETED = "deleted"      # the latest version is deleted or destroyed
-    ERROR = "error"          # not read: unreachable, sealed, denied, missing
+    REJECTED = "rejected"  # new content, refused by the owner's check
+    DELETED = "deleted"  # the latest version is deleted or destroyed
+    ERROR = "error"  # not read: unreachable, sealed, denied, missing
 
     @property
     def current(self) -> bool:
@@ -120,7 +120,7 @@ class Refresher(Generic[S]):
         self._clock = clock
         self._held: tuple[int, bytes] | None = None
         self._failures = 0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task[None] | None = None
         self.held_version: int | None = None
         self.confirmed_at: float | None = None
 
@@ -162,8 +162,9 @@ class Refresher(Generic[S]):
         try:
             return self._compare(await asyncio.to_thread(self._read))
         except SecretDeletedError as error:
-            self._log(logging.ERROR, f"latest {self._what} version unusable, keeping the last good one",
-                      error=str(error))
+            self._log(
+                logging.ERROR, f"latest {self._what} version unusable, keeping the last good one", error=str(error)
+            )
             return Outcome.DELETED
         except SecretRejectedError as error:
             self._log(logging.ERROR, f"{self._what} rejected, keeping the last good one", error=str(error))
@@ -185,5 +186,4 @@ class Refresher(Generic[S]):
         return Outcome.ADOPTED
 
     def _log(self, level: int, message: str, **fields: object) -> None:
-        logger.log(level, message, extra={"fields": {**self._log_fields, **fields,
-                                                     "kept_version": self.held_version}})
+        logger.log(level, message, extra={"fields": {**self._log_fields, **fields, "kept_version": self.held_version}})

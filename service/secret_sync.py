@@ -50,8 +50,10 @@ class SyncResult:
         if self.new_version is None:
             return f"org {self.org}: {self.where} ({current}) already holds Kustomer's secret; nothing written"
         if self.dry_run:
-            return (f"org {self.org}: would write version {self.new_version} of {self.where} (now: {current}); "
-                    "dry run, nothing written")
+            return (
+                f"org {self.org}: would write version {self.new_version} of {self.where} (now: {current}); "
+                "dry run, nothing written"
+            )
         return f"org {self.org}: wrote version {self.new_version} of {self.where} (was: {current})"
 
 
@@ -61,9 +63,11 @@ def kustomer_api_url(org: str, api_url: str | None) -> str:
 
     The org name becomes part of a host name, so it is checked before anything else happens."""
     if not ORG_NAME_PATTERN.fullmatch(org):
-        raise ConfigError("--org: not a Kustomer org name; it must be a DNS label (lower-case letters, digits "
-                          "and '-', 1-63 characters, no leading or trailing '-'), as ORG in "
-                          "https://ORG.kustomerapp.com")
+        raise ConfigError(
+            "--org: not a Kustomer org name; it must be a DNS label (lower-case letters, digits "
+            "and '-', 1-63 characters, no leading or trailing '-'), as ORG in "
+            "https://ORG.kustomerapp.com"
+        )
     if api_url is None:
         return f"https://{org}.api.kustomerapp.com"
     return _checked_api_url(api_url)
@@ -74,17 +78,18 @@ def _checked_api_url(api_url: str) -> str:
     try:
         parts = urllib.parse.urlsplit(api_url)
         host = parts.hostname
-        parts.port  # a malformed port raises only when read
+        _ = parts.port  # a malformed port raises only when read
     except ValueError:
         raise ConfigError("KUSTOMER_API_URL: not a URL; expected https://HOST[:PORT]") from None
     if not host or parts.username is not None or parts.password is not None or parts.query or parts.fragment:
-        raise ConfigError("KUSTOMER_API_URL: expected https://HOST[:PORT][/PATH], without user info, query or "
-                          "fragment")
+        raise ConfigError("KUSTOMER_API_URL: expected https://HOST[:PORT][/PATH], without user info, query or fragment")
     if parts.scheme == "https" or (parts.scheme == "http" and _is_loopback_literal(host)):
         return api_url.rstrip("/")
-    raise ConfigError("KUSTOMER_API_URL: must be an https:// URL (plain http only on a loopback address literal "
-                      "such as 127.0.0.1 or [::1], for a local stand-in): the API key must not cross a network "
-                      "in the clear")
+    raise ConfigError(
+        "KUSTOMER_API_URL: must be an https:// URL (plain http only on a loopback address literal "
+        "such as 127.0.0.1 or [::1], for a local stand-in): the API key must not cross a network "
+        "in the clear"
+    )
 
 
 def _is_loopback_literal(host: str) -> bool:
@@ -139,8 +144,13 @@ def fetch_secret(org: str, api_key: str, base: str, *, timeout: float = 10.0) ->
             # A plaintext request (loopback only) must not pass through an environment proxy, which would see
             # the key; an https one may, the tunnel keeps the key from it.
             session.trust_env = base.startswith("https://")
-            response = session.get(f"{base}{SETTINGS_PATH}", timeout=timeout, auth=_Bearer(api_key),
-                                   allow_redirects=False, headers={"Content-Type": "application/json"})
+            response = session.get(
+                f"{base}{SETTINGS_PATH}",
+                timeout=timeout,
+                auth=_Bearer(api_key),
+                allow_redirects=False,
+                headers={"Content-Type": "application/json"},
+            )
     except requests.Timeout:
         raise SyncError(f"Kustomer API at {base} did not answer within {timeout:g} s; retry later") from None
     except requests.RequestException as error:
@@ -152,27 +162,37 @@ def fetch_secret(org: str, api_key: str, base: str, *, timeout: float = 10.0) ->
         raise SyncError(f"Kustomer API answered HTTP {response.status_code} with a body that is not JSON") from None
     secret = _dig(body, "data", "attributes", "secret")
     if not isinstance(secret, str) or not secret:
-        raise SyncError("Kustomer's answer has no data.attributes.secret (or it is empty); "
-                        "check that chat authentication is enabled for the org")
+        raise SyncError(
+            "Kustomer's answer has no data.attributes.secret (or it is empty); "
+            "check that chat authentication is enabled for the org"
+        )
     return secret
 
 
 def _check_status(response: requests.Response, org: str) -> None:
     status = response.status_code
     if status in (401, 403):
-        raise SyncError(f"Kustomer refused the API key (HTTP {status}): the key needs the org.admin and org.user "
-                        "roles; create one under Settings > Security > API Keys")
+        raise SyncError(
+            f"Kustomer refused the API key (HTTP {status}): the key needs the org.admin and org.user "
+            "roles; create one under Settings > Security > API Keys"
+        )
     if status == 404:
-        raise SyncError(f"Kustomer has no settings for org {org!r} (HTTP 404): check that --org matches "
-                        f"https://{org}.kustomerapp.com")
+        raise SyncError(
+            f"Kustomer has no settings for org {org!r} (HTTP 404): check that --org matches "
+            f"https://{org}.kustomerapp.com"
+        )
     if 300 <= status < 400:
-        raise SyncError(f"Kustomer API answered HTTP {status}, a redirect, which is not followed (the API key goes "
-                        "to the org's API host only): check --org and KUSTOMER_API_URL")
+        raise SyncError(
+            f"Kustomer API answered HTTP {status}, a redirect, which is not followed (the API key goes "
+            "to the org's API host only): check --org and KUSTOMER_API_URL"
+        )
     if status == 429:
         retry = response.headers.get("Retry-After", "")
         # Echoed only when it is a number of seconds: it is the answering server's text.
-        raise SyncError("Kustomer rate-limited the request (HTTP 429); retry "
-                        + (f"after {retry} s" if retry.isascii() and retry.isdigit() else "later"))
+        raise SyncError(
+            "Kustomer rate-limited the request (HTTP 429); retry "
+            + (f"after {retry} s" if retry.isascii() and retry.isdigit() else "later")
+        )
     if status >= 500:
         raise SyncError(f"Kustomer API failed (HTTP {status}); retry later")
     if status != 200:
@@ -219,7 +239,7 @@ def _write_if_changed(
         return SyncResult(org.name, where, version, None, dry_run)
     if dry_run:
         return SyncResult(org.name, where, version, version + 1, dry_run)
-    written = kv.create_or_update_secret(path=org.path, mount_point=kv_mount, cas=version,
-                                         secret={**data, org.field: secret})
+    written = kv.create_or_update_secret(
+        path=org.path, mount_point=kv_mount, cas=version, secret={**data, org.field: secret}
+    )
     return SyncResult(org.name, where, version, int(written["data"]["version"]), dry_run)
-

@@ -59,7 +59,12 @@ class CertificateFiles:
         check_interval: float = DEFAULT_CHECK_INTERVAL_SECONDS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        if require_client_certificate and tls.client_ca_file is None:
+            raise ConfigError(
+                "setting tls.client_ca_file: client certificates are required, so set the CA file that issues them"
+            )
         self._tls = tls
+        self._client_ca_file = tls.client_ca_file if require_client_certificate else None
         self._metrics = metrics
         self._require_client_certificate = require_client_certificate
         self._port_name = port_name
@@ -71,21 +76,26 @@ class CertificateFiles:
         try:
             self._initial = self._load()
         except (OSError, ssl.SSLError, ValueError) as error:
-            raise ConfigError(f"settings tls.cert_file/tls.key_file/tls.client_ca_file: cannot use them: "
-                              f"{error}") from None
+            raise ConfigError(
+                f"settings tls.cert_file/tls.key_file/tls.client_ca_file: cannot use them: {error}"
+            ) from None
 
     def credentials(self) -> grpc.ServerCredentials:
         """Server credentials that pick up rotated files at new handshakes."""
+        # The fetcher may return None to keep the current configuration (grpc's documentation); the stubs omit None.
         return grpc.dynamic_ssl_server_credentials(
-            self._initial, self._fetch, require_client_authentication=self._require_client_certificate)
+            self._initial,
+            self._fetch,  # type: ignore[arg-type]
+            require_client_authentication=self._require_client_certificate,
+        )
 
     def _paths(self) -> list[str]:
         paths = [self._tls.cert_file, self._tls.key_file]
-        if self._require_client_certificate:
-            paths.append(self._tls.client_ca_file)
+        if self._client_ca_file is not None:
+            paths.append(self._client_ca_file)
         return paths
 
-    def _files_state(self) -> tuple:
+    def _files_state(self) -> tuple[tuple[int, int, int], ...]:
         return tuple(_file_state(path) for path in self._paths())
 
     def _load(self) -> grpc.ServerCertificateConfiguration:
@@ -94,12 +104,19 @@ class CertificateFiles:
         context.load_cert_chain(self._tls.cert_file, self._tls.key_file)
         chain, key = _read(self._tls.cert_file), _read(self._tls.key_file)
         client_ca = None
-        if self._require_client_certificate:
-            client_ca = _read(self._tls.client_ca_file)
+        if self._client_ca_file is not None:
+            client_ca = _read(self._client_ca_file)
             context.load_verify_locations(cadata=client_ca.decode("ascii"))
-        logger.info("TLS certificate loaded", extra={"fields": {
-            "port": self._port_name, "sha256": certificate_fingerprint(chain),
-            "client_certificates": "required" if client_ca else "not requested"}})
+        logger.info(
+            "TLS certificate loaded",
+            extra={
+                "fields": {
+                    "port": self._port_name,
+                    "sha256": certificate_fingerprint(chain),
+                    "client_certificates": "required" if client_ca else "not requested",
+                }
+            },
+        )
         return grpc.ssl_server_certificate_configuration([(key, chain)], root_certificates=client_ca)
 
     def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
@@ -116,8 +133,10 @@ class CertificateFiles:
                 configuration = self._load()
             except (OSError, ssl.SSLError, ValueError) as error:
                 self._metrics.tls_reload_total.labels(result="error").inc()
-                logger.error("TLS certificate files changed but cannot be used; keeping the current ones",
-                             extra={"fields": {"port": self._port_name, "error": str(error)}})
+                logger.error(
+                    "TLS certificate files changed but cannot be used; keeping the current ones",
+                    extra={"fields": {"port": self._port_name, "error": str(error)}},
+                )
                 return None
             self._state = state
             self._metrics.tls_reload_total.labels(result="ok").inc()

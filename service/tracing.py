@@ -27,29 +27,42 @@ import math
 import os
 import re
 import threading
-from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Collection, Iterator, Mapping
+from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit
 
 import grpc
 import requests
 
 from service.errors import ConfigError
+from service.grpc_types import Behavior, ServicerContext, status_code
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.trace import Span, Tracer
 
-Behavior = Callable[[Any, grpc.aio.ServicerContext], Awaitable[Any]]
-
 EXPORTERS = ("otlp", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
-SAMPLERS = ("parentbased_always_on", "parentbased_always_off", "parentbased_traceidratio",
-            "always_on", "always_off", "traceidratio")
+SAMPLERS = (
+    "parentbased_always_on",
+    "parentbased_always_off",
+    "parentbased_traceidratio",
+    "always_on",
+    "always_off",
+    "traceidratio",
+)
 RATIO_SAMPLERS = ("traceidratio", "parentbased_traceidratio")
 # The keys of the [tracing] section.
-TRACING_SETTINGS = ("enabled", "exporter", "endpoint", "protocol", "sampler", "sampler_arg", "service_name",
-                    "resource_attributes")
+TRACING_SETTINGS = (
+    "enabled",
+    "exporter",
+    "endpoint",
+    "protocol",
+    "sampler",
+    "sampler_arg",
+    "service_name",
+    "resource_attributes",
+)
 DEFAULT_SERVICE_NAME = "tokenservice"
 WORKER_ATTRIBUTE = "tokenservice.worker"
 # The SDK's own defaults, when neither the file nor the environment names one.
@@ -60,9 +73,16 @@ _HTTP_TRACES_PATH = "/v1/traces"
 
 # The RPC conventions: a server span is an error only for codes that say the server failed; a
 # refusal (INVALID_ARGUMENT, PERMISSION_DENIED...) is the caller's, and shows in rpc.grpc.status_code.
-_SERVER_ERROR_CODES = frozenset({
-    grpc.StatusCode.UNKNOWN, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.UNIMPLEMENTED,
-    grpc.StatusCode.INTERNAL, grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DATA_LOSS})
+_SERVER_ERROR_CODES = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
 
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _REASON = re.compile(r"[A-Z][A-Z0-9_]{0,63}\Z")
@@ -70,20 +90,27 @@ _OUTCOME = re.compile(r"[a-z][a-z_]{0,31}\Z")
 _IDENTITY_KINDS = frozenset({"email", "external_id", "email+external_id", "none"})
 
 
-def _is_count(value: object) -> bool:
+def _is_count(value: object) -> TypeGuard[int]:
     return type(value) is int and value >= 0
 
 
-def _matches(pattern: re.Pattern[str]) -> Callable[[object], bool]:
-    return lambda value: isinstance(value, str) and pattern.match(value) is not None
+def _is_identity_kind(value: object) -> TypeGuard[str]:
+    return value in _IDENTITY_KINDS
+
+
+def _matches(pattern: re.Pattern[str]) -> Callable[[object], TypeGuard[str]]:
+    def matches(value: object) -> TypeGuard[str]:
+        return isinstance(value, str) and pattern.match(value) is not None
+
+    return matches
 
 
 # What `annotate` may set: its keyword -> (attribute name, what a value must look like). The shapes
 # keep an identity out even when a caller passes the wrong variable: an email has an '@', a token dots.
-_ANNOTATIONS: dict[str, tuple[str, Callable[[object], bool]]] = {
+_ANNOTATIONS: dict[str, tuple[str, Callable[[object], TypeGuard[str | int]]]] = {
     "org": ("tokenservice.org", _matches(_NAME)),
     "caller": ("tokenservice.caller", _matches(_NAME)),
-    "identity_kind": ("tokenservice.identity_kind", lambda value: value in _IDENTITY_KINDS),
+    "identity_kind": ("tokenservice.identity_kind", _is_identity_kind),
     "secret_version": ("tokenservice.secret_version", _is_count),
     "batch_size": ("tokenservice.batch_size", _is_count),
     "error_reason": ("tokenservice.error_reason", _matches(_REASON)),
@@ -144,8 +171,11 @@ class _Table:
         value = self.text(key)
         parts = urlsplit(value or "")
         if value is not None and (parts.scheme not in ("http", "https") or not parts.hostname or parts.query):
-            raise self.refuse(key, "must be an http:// or https:// URL of the collector, without a query "
-                                   "(e.g. http://otel-collector:4317)")
+            raise self.refuse(
+                key,
+                "must be an http:// or https:// URL of the collector, without a query "
+                "(e.g. http://otel-collector:4317)",
+            )
         return value
 
     def ratio(self, key: str) -> float | None:
@@ -165,23 +195,29 @@ class _Table:
     def attributes(self, key: str) -> dict[str, str | bool | int | float]:
         value = self._table.get(key, {})
         if not isinstance(value, Mapping) or not all(
-                isinstance(name, str) and name and isinstance(item, (str, bool, int, float))
-                for name, item in value.items()):
-            raise self.refuse(key, 'must be a table of names to strings, numbers or booleans, e.g. '
-                                   '{ "deployment.environment.name" = "prod" }')
+            isinstance(name, str) and name and isinstance(item, (str, bool, int, float)) for name, item in value.items()
+        ):
+            raise self.refuse(
+                key,
+                "must be a table of names to strings, numbers or booleans, e.g. "
+                '{ "deployment.environment.name" = "prod" }',
+            )
         return dict(value)
 
 
-def parse_tracing_settings(table: Mapping[str, Any], source: str = "the config file",
-                           environ: Mapping[str, str] | None = None) -> TracingConfig:
+def parse_tracing_settings(
+    table: Mapping[str, Any], source: str = "the config file", environ: Mapping[str, str] | None = None
+) -> TracingConfig:
     """The [tracing] section, checked; with tracing enabled, also the OTEL_* variables it relies on.
 
     `table` holds the section's keys (TRACING_SETTINGS) unprefixed; `source` names where it came from
     in errors; `environ` defaults to os.environ. Raises ConfigError naming the setting or variable."""
     unknown = sorted(set(table) - set(TRACING_SETTINGS))
     if unknown:
-        raise ConfigError(f"unknown setting(s) {', '.join('tracing.' + key for key in unknown)} (from {source}); "
-                          f"the [tracing] section takes {', '.join(TRACING_SETTINGS)}")
+        raise ConfigError(
+            f"unknown setting(s) {', '.join('tracing.' + key for key in unknown)} (from {source}); "
+            f"the [tracing] section takes {', '.join(TRACING_SETTINGS)}"
+        )
     settings = _Table(table, source)
     config = TracingConfig(
         enabled=settings.flag("enabled"),
@@ -195,8 +231,10 @@ def parse_tracing_settings(table: Mapping[str, Any], source: str = "the config f
     )
     environ = os.environ if environ is None else environ
     if config.sampler_arg is not None and _sampler_name(config, environ) not in RATIO_SAMPLERS:
-        raise settings.refuse("sampler_arg", f"applies only to the samplers {', '.join(RATIO_SAMPLERS)} "
-                                             "(tracing.sampler or OTEL_TRACES_SAMPLER)")
+        raise settings.refuse(
+            "sampler_arg",
+            f"applies only to the samplers {', '.join(RATIO_SAMPLERS)} (tracing.sampler or OTEL_TRACES_SAMPLER)",
+        )
     if config.enabled:
         check_environment(config, environ)
     return config
@@ -219,8 +257,11 @@ def check_environment(config: TracingConfig, environ: Mapping[str, str]) -> None
     """Refuse OTEL_* values that the SDK would only warn about and replace, for what the file leaves to them."""
     exporter = _variable(environ, "OTEL_TRACES_EXPORTER")
     if config.exporter is None and exporter and exporter[1].lower() not in EXPORTERS:
-        raise _refuse_variable(*exporter, f"must be one of {', '.join(EXPORTERS)} (stdout carries the audit "
-                                          "trail, so spans go to an OTLP collector only)")
+        raise _refuse_variable(
+            *exporter,
+            f"must be one of {', '.join(EXPORTERS)} (stdout carries the audit "
+            "trail, so spans go to an OTLP collector only)",
+        )
     protocol = _variable(environ, "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL", "OTEL_EXPORTER_OTLP_PROTOCOL")
     if config.protocol is None and protocol and protocol[1] not in PROTOCOLS:
         raise _refuse_variable(*protocol, f"must be one of {', '.join(PROTOCOLS)}")
@@ -257,8 +298,7 @@ class ServerSpans:
     OpenTelemetry conventions and is current while the behaviour runs, so `annotate`, Vault spans and
     log records join it. Disabled (or for a service not in `services`), `wrap` returns the behaviour."""
 
-    def __init__(self, tracer: Tracer | None, address: str, port: int | None,
-                 services: Collection[str] | None) -> None:
+    def __init__(self, tracer: Tracer | None, address: str, port: int | None, services: Collection[str] | None) -> None:
         self._tracer = tracer
         self._address = address
         self._port = port
@@ -275,8 +315,12 @@ class ServerSpans:
         """`behavior` running in a SERVER span named `service/method`."""
         if self._tracer is None or (self._services is not None and service not in self._services):
             return behavior
-        attributes: dict[str, Any] = {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method,
-                                      "server.address": self._address}
+        attributes: dict[str, Any] = {
+            "rpc.system": "grpc",
+            "rpc.service": service,
+            "rpc.method": method,
+            "server.address": self._address,
+        }
         if self._port is not None:
             attributes["server.port"] = self._port
         self._attributes.append(attributes)
@@ -301,22 +345,23 @@ def _spanned(behavior: Behavior, tracer: Tracer, name: str, attributes: dict[str
                 span.set_status(failed[code])
         span.end()
 
-    async def traced(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def traced(request: Any, context: ServicerContext) -> Any:
         carrier = _trace_context(context.invocation_metadata())
         parent = extract(carrier) if carrier else no_parent
-        span = tracer.start_span(name, parent, server, attributes, record_exception=False,
-                                 set_status_on_exception=False)
+        span = tracer.start_span(
+            name, parent, server, attributes, record_exception=False, set_status_on_exception=False
+        )
         token = attach(in_context(span, parent))
         code = grpc.StatusCode.UNKNOWN
         try:
             response = await behavior(request, context)
-            code = context.code() or grpc.StatusCode.OK
+            code = status_code(context) or grpc.StatusCode.OK
             return response
         except asyncio.CancelledError:
-            code = context.code() or grpc.StatusCode.CANCELLED
+            code = status_code(context) or grpc.StatusCode.CANCELLED
             raise
         except BaseException:
-            code = context.code() or grpc.StatusCode.UNKNOWN
+            code = status_code(context) or grpc.StatusCode.UNKNOWN
             raise
         finally:
             detach(token)
@@ -369,8 +414,13 @@ class _Active:
         span = self._current_span()
         if not span.is_recording():
             return
-        span.set_attributes({_ANNOTATIONS[key][0]: value for key, value in values.items()
-                             if value is not None and _ANNOTATIONS[key][1](value)})
+        span.set_attributes(
+            {
+                _ANNOTATIONS[key][0]: value
+                for key, value in values.items()
+                if value is not None and _ANNOTATIONS[key][1](value)
+            }
+        )
 
     def trace_ids(self) -> tuple[str, str] | None:
         context = self._current_span().get_span_context()
@@ -383,7 +433,7 @@ class _Active:
         parts = urlsplit(url)
         path = parts.path or "/"
         template = template or path
-        attributes = {
+        attributes: dict[str, str | int] = {
             "http.request.method": method,
             "server.address": parts.hostname or "",
             "server.port": parts.port or (443 if parts.scheme == "https" else 80),
@@ -392,8 +442,13 @@ class _Active:
             "url.template": template,
             "tokenservice.vault.operation": operation,
         }
-        with self.tracer.start_as_current_span(f"{method} {template}", kind=self._client, attributes=attributes,
-                                               record_exception=False, set_status_on_exception=False) as span:
+        with self.tracer.start_as_current_span(
+            f"{method} {template}",
+            kind=self._client,
+            attributes=attributes,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
                 yield HttpSpan(span)
             except BaseException as error:
@@ -402,8 +457,13 @@ class _Active:
 
     @contextlib.contextmanager
     def root_span(self, name: str) -> Iterator[None]:
-        with self.tracer.start_as_current_span(name, context=self._empty_context(), kind=self._internal,
-                                               record_exception=False, set_status_on_exception=False) as span:
+        with self.tracer.start_as_current_span(
+            name,
+            context=self._empty_context(),
+            kind=self._internal,
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
             try:
                 yield
             except BaseException as error:
@@ -436,16 +496,22 @@ class Tracing:
             return cls.disabled()
         check_environment(config, os.environ)
         tracing = cls(_provider(config, worker_name))
-        global _active
-        _active = _Active(tracing._tracer)
+        tracing._activate()
         return tracing
+
+    def _activate(self) -> None:
+        """Make this the tracing that the module functions use."""
+        global _active
+        if self._tracer is not None:
+            _active = _Active(self._tracer)
 
     @property
     def enabled(self) -> bool:
         return self._provider is not None
 
-    def server_spans(self, address: str, port: int | None = None,
-                     services: Collection[str] | None = None) -> ServerSpans:
+    def server_spans(
+        self, address: str, port: int | None = None, services: Collection[str] | None = None
+    ) -> ServerSpans:
         """The wrapper of the server's methods; `address`/`port` are the listening ones (server.*),
         `services` the ones to trace (None: every one)."""
         return ServerSpans(self._tracer, address, port, services)
@@ -472,8 +538,7 @@ def _provider(config: TracingConfig, worker_name: str | None) -> TracerProvider:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     # shutdown_on_exit: Tracing.shutdown flushes within the grace period; the SDK's exit hook could wait 30 s.
-    provider = TracerProvider(sampler=_sampler(config), resource=_resource(config, worker_name),
-                              shutdown_on_exit=False)
+    provider = TracerProvider(sampler=_sampler(config), resource=_resource(config, worker_name), shutdown_on_exit=False)
     exporter = _exporter(config)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_* apply
@@ -506,8 +571,12 @@ def _sampler(config: TracingConfig) -> Any:
         found = _variable(os.environ, "OTEL_TRACES_SAMPLER_ARG")
         ratio = config.sampler_arg if config.sampler_arg is not None else float(found[1]) if found else 1.0
         return sampling.TraceIdRatioBased(ratio) if name == "traceidratio" else sampling.ParentBasedTraceIdRatio(ratio)
-    return {"always_on": sampling.ALWAYS_ON, "always_off": sampling.ALWAYS_OFF,
-            "parentbased_always_on": sampling.DEFAULT_ON, "parentbased_always_off": sampling.DEFAULT_OFF}[name]
+    return {
+        "always_on": sampling.ALWAYS_ON,
+        "always_off": sampling.ALWAYS_OFF,
+        "parentbased_always_on": sampling.DEFAULT_ON,
+        "parentbased_always_off": sampling.DEFAULT_OFF,
+    }[name]
 
 
 def _resource(config: TracingConfig, worker_name: str | None) -> Any:
@@ -525,9 +594,16 @@ def _resource(config: TracingConfig, worker_name: str | None) -> Any:
     return resource
 
 
-def annotate(*, org: str | None = None, caller: str | None = None, identity_kind: str | None = None,
-             secret_version: int | None = None, batch_size: int | None = None, error_reason: str | None = None,
-             outcome: str | None = None) -> None:
+def annotate(
+    *,
+    org: str | None = None,
+    caller: str | None = None,
+    identity_kind: str | None = None,
+    secret_version: int | None = None,
+    batch_size: int | None = None,
+    error_reason: str | None = None,
+    outcome: str | None = None,
+) -> None:
     """Add the service's attributes to the current span (tokenservice.org, .caller, ...).
 
     Only these names exist; a value that does not look like what its name says (an org or caller
@@ -535,9 +611,17 @@ def annotate(*, org: str | None = None, caller: str | None = None, identity_kind
     reason, a lower_snake outcome) is dropped, so no identity can slip in. Off: returns at once."""
     if _active is None:
         return
-    _active.annotate({"org": org, "caller": caller, "identity_kind": identity_kind,
-                      "secret_version": secret_version, "batch_size": batch_size, "error_reason": error_reason,
-                      "outcome": outcome})
+    _active.annotate(
+        {
+            "org": org,
+            "caller": caller,
+            "identity_kind": identity_kind,
+            "secret_version": secret_version,
+            "batch_size": batch_size,
+            "error_reason": error_reason,
+            "outcome": outcome,
+        }
+    )
 
 
 def current_trace_ids() -> tuple[str, str] | None:
@@ -547,8 +631,9 @@ def current_trace_ids() -> tuple[str, str] | None:
     return _active.trace_ids()
 
 
-def vault_span(operation: str, method: str, url: str, *,
-               template: str | None = None) -> contextlib.AbstractContextManager[HttpSpan]:
+def vault_span(
+    operation: str, method: str, url: str, *, template: str | None = None
+) -> contextlib.AbstractContextManager[HttpSpan]:
     """A CLIENT span for one HTTP request to Vault, named `METHOD template` (the HTTP conventions).
 
     `url` is the request's URL; only its scheme, host, port and path are recorded. `template` is the

@@ -58,14 +58,20 @@ class ImportResult:
     def describe(self) -> str:
         current = f"version {self.current_version}" if self.current_version else "no key yet"
         if self.new_version is None:
-            return (f"org {self.org}: Transit key {self.where} ({current}) already holds Kustomer's secret; "
-                    "nothing imported")
-        what = ("as a new key" if not self.current_version else f"as version {self.new_version}")
+            return (
+                f"org {self.org}: Transit key {self.where} ({current}) already holds Kustomer's secret; "
+                "nothing imported"
+            )
+        what = "as a new key" if not self.current_version else f"as version {self.new_version}"
         if self.dry_run:
-            return (f"org {self.org}: would import Kustomer's secret into {self.where} {what} (now: {current}); "
-                    "dry run, nothing imported")
-        return (f"org {self.org}: imported Kustomer's secret into {self.where} {what} (was: {current}); "
-                "new tokens are signed with it")
+            return (
+                f"org {self.org}: would import Kustomer's secret into {self.where} {what} (now: {current}); "
+                "dry run, nothing imported"
+            )
+        return (
+            f"org {self.org}: imported Kustomer's secret into {self.where} {what} (was: {current}); "
+            "new tokens are signed with it"
+        )
 
 
 def wrap_for_import(secret: bytes, wrapping_key_pem: str) -> str:
@@ -73,24 +79,28 @@ def wrap_for_import(secret: bytes, wrapping_key_pem: str) -> str:
     try:
         public_key = serialization.load_pem_public_key(wrapping_key_pem.encode("ascii"))
     except (ValueError, UnsupportedAlgorithm):
-        raise SyncError("Transit's wrapping key is not a PEM public key; check that the mount is a Transit "
-                        "engine") from None
+        raise SyncError(
+            "Transit's wrapping key is not a PEM public key; check that the mount is a Transit engine"
+        ) from None
     if not isinstance(public_key, rsa.RSAPublicKey) or public_key.key_size < MIN_WRAPPING_KEY_BITS:
-        raise SyncError(f"Transit's wrapping key is not an RSA key of at least {MIN_WRAPPING_KEY_BITS} bits; "
-                        "refusing to wrap the secret with it")
+        raise SyncError(
+            f"Transit's wrapping key is not an RSA key of at least {MIN_WRAPPING_KEY_BITS} bits; "
+            "refusing to wrap the secret with it"
+        )
     ephemeral = os.urandom(EPHEMERAL_KEY_BYTES)
     wrapped_key = public_key.encrypt(
-        ephemeral, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None))
+        ephemeral, padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    )
     return base64.b64encode(wrapped_key + aes_key_wrap_with_padding(ephemeral, secret)).decode("ascii")
 
 
-def import_secret(vault: VaultCaller | hvac.Client, mount: str, key: str, secret: bytes, *,
-                  org: str, dry_run: bool) -> ImportResult:
+def import_secret(
+    vault: VaultCaller | hvac.Client, mount: str, key: str, secret: bytes, *, org: str, dry_run: bool
+) -> ImportResult:
     """Import `secret` into the Transit key `mount`/keys/`key` unless its latest version already holds it;
     raise SyncError naming what went wrong (nothing was imported then)."""
     if not KEY_NAME_PATTERN.fullmatch(key) or not MOUNT_PATTERN.fullmatch(mount):
-        raise SyncError(f"org {org}: transit_key or transit_mount is not a valid Transit name; see the org's "
-                        "config")
+        raise SyncError(f"org {org}: transit_key or transit_mount is not a valid Transit name; see the org's config")
     transit = _Transit(mount, key)
     if isinstance(vault, hvac.Client):
         return transit.run(lambda: transit.import_if_changed(vault, secret, org, dry_run))
@@ -113,20 +123,25 @@ class _Transit:
         try:
             return operation()
         except hvac.exceptions.Forbidden:
-            raise SyncError(f"Vault denied {self._step}: the token needs the operator policy "
-                            f"{OPERATOR_POLICY}") from None
+            raise SyncError(
+                f"Vault denied {self._step}: the token needs the operator policy {OPERATOR_POLICY}"
+            ) from None
         except hvac.exceptions.VaultDown:
             raise SyncError(f"Vault is sealed or down ({self._step}); unseal it and rerun") from None
         except hvac.exceptions.VaultError as error:
-            raise SyncError(f"Vault refused {self._step} ({'; '.join(error.errors or [type(error).__name__])}); "
-                            "nothing more was imported") from None
+            raise SyncError(
+                f"Vault refused {self._step} ({'; '.join(error.errors or [type(error).__name__])}); "
+                "nothing more was imported"
+            ) from None
         except requests.RequestException as error:
             raise SyncError(f"Vault could not be reached ({self._step}): {type(error).__name__}") from None
         except SecretSourceError as error:
             raise SyncError(f"logging in to Vault failed: {error}") from None
         except (KeyError, TypeError, ValueError):
-            raise SyncError(f"Vault answered {self._step} with what is not a Transit answer; check that "
-                            f"{self.mount} is a Transit mount") from None
+            raise SyncError(
+                f"Vault answered {self._step} with what is not a Transit answer; check that "
+                f"{self.mount} is a Transit mount"
+            ) from None
 
     def import_if_changed(self, client: hvac.Client, secret: bytes, org: str, dry_run: bool) -> ImportResult:
         current = self._latest_version(client)
@@ -137,17 +152,28 @@ class _Transit:
         ciphertext = wrap_for_import(secret, self._wrapping_key(client))
         if current:
             self._step = f"{self.where}/import_version (update)"
-            client.adapter.post(f"{self._key_url}/import_version",
-                                json={"ciphertext": ciphertext, "hash_function": "SHA256"})
+            client.adapter.post(
+                f"{self._key_url}/import_version", json={"ciphertext": ciphertext, "hash_function": "SHA256"}
+            )
         else:
             self._step = f"{self.where}/import (update)"
-            client.adapter.post(f"{self._key_url}/import", json={
-                "ciphertext": ciphertext, "hash_function": "SHA256", "type": "hmac",
-                "exportable": False, "allow_plaintext_backup": False, "allow_rotation": False})
+            client.adapter.post(
+                f"{self._key_url}/import",
+                json={
+                    "ciphertext": ciphertext,
+                    "hash_function": "SHA256",
+                    "type": "hmac",
+                    "exportable": False,
+                    "allow_plaintext_backup": False,
+                    "allow_rotation": False,
+                },
+            )
         new = self._latest_version(client)
         if new <= current or not self._holds(client, secret, new):
-            raise SyncError(f"after the import, {self.where} version {new} does not compute Kustomer's HMAC; "
-                            "another writer may have raced: rerun")
+            raise SyncError(
+                f"after the import, {self.where} version {new} does not compute Kustomer's HMAC; "
+                "another writer may have raced: rerun"
+            )
         return ImportResult(org, self.where, current, new, dry_run)
 
     def _latest_version(self, client: hvac.Client) -> int:
@@ -163,8 +189,9 @@ class _Transit:
 
     def _holds(self, client: hvac.Client, secret: bytes, version: int) -> bool:
         self._step = f"HMAC of a probe with {self.where} version {version} ({self._hmac_path}, update)"
-        answer = client.adapter.post(self._hmac_url,
-                                     json={"input": base64.b64encode(PROBE).decode("ascii"), "key_version": version})
+        answer = client.adapter.post(
+            self._hmac_url, json={"input": base64.b64encode(PROBE).decode("ascii"), "key_version": version}
+        )
         expected = f"vault:v{version}:" + base64.b64encode(hmac.new(secret, PROBE, hashlib.sha256).digest()).decode()
         return hmac.compare_digest(str(answer["data"]["hmac"]).encode(), expected.encode())
 

@@ -59,7 +59,7 @@ class TokenAuth:
     def __init__(self, token: str | None = None, token_file: str | None = None) -> None:
         if not token and not token_file:
             raise ConfigError("token auth needs VAULT_TOKEN or vault.token_file")
-        self._token = token
+        self._token = token or ""  # empty only when there is a token file
         self._token_file = token_file
 
     def login(self, client: hvac.Client) -> None:
@@ -79,7 +79,10 @@ class AppRoleAuth:
     def login(self, client: hvac.Client) -> Mapping[str, object]:
         role_id = _read_credential(self._role_id_file, "AppRole role id")
         secret_id = _read_credential(self._secret_id_file, "AppRole secret id")
-        return client.auth.approle.login(role_id=role_id, secret_id=secret_id, mount_point=self._mount)["auth"]
+        auth: Mapping[str, object] = client.auth.approle.login(
+            role_id=role_id, secret_id=secret_id, mount_point=self._mount
+        )["auth"]
+        return auth
 
 
 class KubernetesAuth:
@@ -95,16 +98,34 @@ class KubernetesAuth:
 
     def login(self, client: hvac.Client) -> Mapping[str, object]:
         jwt = _read_credential(self._token_file, "Kubernetes service-account token")
-        return client.auth.kubernetes.login(role=self._role, jwt=jwt, mount_point=self._mount)["auth"]
+        auth: Mapping[str, object] = client.auth.kubernetes.login(role=self._role, jwt=jwt, mount_point=self._mount)[
+            "auth"
+        ]
+        return auth
 
 
 def auth_from_config(vault: VaultConfig) -> VaultAuth:
     """The auth method that `vault.auth` names."""
     if vault.auth == "approle":
-        return AppRoleAuth(vault.role_id_file, vault.secret_id_file, vault.approle_mount)
+        return AppRoleAuth(
+            _required(vault.role_id_file, "vault.role_id_file", "AppRole auth needs it"),
+            _required(vault.secret_id_file, "vault.secret_id_file", "AppRole auth needs it"),
+            vault.approle_mount,
+        )
     if vault.auth == "kubernetes":
-        return KubernetesAuth(vault.kubernetes_role, vault.kubernetes_token_file, vault.kubernetes_mount)
+        role = _required(
+            vault.kubernetes_role,
+            "vault.kubernetes_role",
+            "Kubernetes auth needs the Vault role bound to the service account",
+        )
+        return KubernetesAuth(role, vault.kubernetes_token_file, vault.kubernetes_mount)
     return TokenAuth(vault.token, vault.token_file)
+
+
+def _required(value: str | None, setting: str, why: str) -> str:
+    if not value:
+        raise ConfigError(f"setting {setting}: {why}; set it")
+    return value
 
 
 class VaultSession:
@@ -162,30 +183,34 @@ class VaultSession:
 
     def _logged_in(self) -> hvac.Client:
         if self._client is None:
-            self._login()
-        elif self._renew_at is not None and self._clock() >= self._renew_at:
-            self._renew()
+            return self._login()
+        if self._renew_at is not None and self._clock() >= self._renew_at:
+            return self._renew(self._client)
         return self._client
 
-    def _login(self) -> None:
-        client = hvac.Client(url=self._vault.addr, timeout=self._vault.timeout_seconds)
+    def _login(self) -> hvac.Client:
+        # hvac hands the timeout to requests, which takes seconds as a float; hvac's stubs say int.
+        client = hvac.Client(url=self._vault.addr, timeout=self._vault.timeout_seconds)  # type: ignore[arg-type]
         ttl, renewable = _lease(client, self._auth.login(client))
         self._client = client
         self._schedule_renewal(ttl)
-        logger.info("logged in to Vault", extra={"fields": {
-            "auth": self._auth.name, "ttl_seconds": ttl, "renewable": renewable}})
+        logger.info(
+            "logged in to Vault",
+            extra={"fields": {"auth": self._auth.name, "ttl_seconds": ttl, "renewable": renewable}},
+        )
+        return client
 
-    def _renew(self) -> None:
+    def _renew(self, client: hvac.Client) -> hvac.Client:
         try:
-            lease = self._client.auth.token.renew_self()["auth"]["lease_duration"]
+            lease = _seconds(client.auth.token.renew_self()["auth"]["lease_duration"])
         except hvac.exceptions.VaultError:
             lease = 0
         if lease <= 0 or lease * (1 - RENEW_AT_TTL_RATIO) < 1:
             # Not renewable, refused, or at its max TTL: a new login is the only way on.
             self._client = None
-            self._login()
-            return
+            return self._login()
         self._schedule_renewal(lease)
+        return client
 
     def _schedule_renewal(self, ttl_seconds: int) -> None:
         self._renew_at = self._clock() + ttl_seconds * RENEW_AT_TTL_RATIO if ttl_seconds else None
@@ -194,14 +219,19 @@ class VaultSession:
 def _lease(client: hvac.Client, login: Mapping[str, object] | None) -> tuple[int, bool]:
     """The TTL and renewability of the client's token: from its login, else from lookup-self."""
     if login is not None:
-        return int(login.get("lease_duration") or 0), bool(login.get("renewable"))
+        return _seconds(login.get("lease_duration")), bool(login.get("renewable"))
     try:
         token = client.auth.token.lookup_self()["data"]
     except hvac.exceptions.Forbidden:
         # A token without the "default" policy may not look itself up: its TTL is unknown, so it is not
         # renewed, and replaced only once Vault refuses it.
         return 0, False
-    return int(token.get("ttl") or 0), bool(token.get("renewable"))
+    return _seconds(token.get("ttl")), bool(token.get("renewable"))
+
+
+def _seconds(value: object) -> int:
+    """A TTL from Vault's JSON: whole seconds, 0 when missing or not a number (unknown)."""
+    return int(value) if isinstance(value, int | float) else 0
 
 
 def _token_is_alive(client: hvac.Client) -> bool:

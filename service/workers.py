@@ -109,7 +109,7 @@ class RestartPolicy:
         self._exits = [at for at in self._exits if now - at < CRASH_LOOP_WINDOW_SECONDS] + [now]
         if len(self._exits) > CRASH_LOOP_RESTARTS:
             return None
-        return min(RESTART_DELAY_SECONDS * 2 ** (len(self._exits) - 1), MAX_RESTART_DELAY_SECONDS)
+        return min(RESTART_DELAY_SECONDS * 2.0 ** (len(self._exits) - 1), MAX_RESTART_DELAY_SECONDS)
 
 
 @dataclasses.dataclass
@@ -150,8 +150,9 @@ def _worker_config(config: Config, claims: dict[str, PortClaim]) -> Config:
     if tls is not None and tls.api_key_addr:
         tls = dataclasses.replace(tls, api_key_addr=str(claims["tls.api_key_addr"].address))
     health = claims.get("health_addr")
-    return dataclasses.replace(config, grpc_addr=str(claims["grpc_addr"].address), tls=tls,
-                               health_addr=str(health.address) if health else None)
+    return dataclasses.replace(
+        config, grpc_addr=str(claims["grpc_addr"].address), tls=tls, health_addr=str(health.address) if health else None
+    )
 
 
 def run_workers(config: Config, workers: int, log_level: str) -> int:
@@ -174,8 +175,9 @@ def run_workers(config: Config, workers: int, log_level: str) -> int:
 class _Supervisor(Collector):
     """Starts the workers, replaces those that exit, and stops them all; its own metrics are collected here."""
 
-    def __init__(self, config: Config, claims: dict[str, PortClaim], count: int, log_level: str,
-                 run_directory: Path) -> None:
+    def __init__(
+        self, config: Config, claims: dict[str, PortClaim], count: int, log_level: str, run_directory: Path
+    ) -> None:
         self._config = config
         self._ports = {setting: claim.address.port for setting, claim in claims.items()}
         self._worker_config = _worker_config(config, claims)
@@ -191,13 +193,15 @@ class _Supervisor(Collector):
         self._spawned = 0
         self._restarts = 0
         self._serving = 0
-        self._exit_codes: list[int] = []
+        self._exit_codes: list[int | None] = []
 
     def collect(self) -> Iterator[Metric]:
-        yield CounterMetricFamily("tokenservice_worker_restarts", "Workers started to replace one that exited.",
-                                  value=self._restarts)
-        yield GaugeMetricFamily("tokenservice_workers_serving", "Worker processes listening on the gRPC ports.",
-                                value=self._serving)
+        yield CounterMetricFamily(
+            "tokenservice_worker_restarts", "Workers started to replace one that exited.", value=self._restarts
+        )
+        yield GaugeMetricFamily(
+            "tokenservice_workers_serving", "Worker processes listening on the gRPC ports.", value=self._serving
+        )
 
     def run(self) -> int:
         registry = CollectorRegistry()
@@ -227,18 +231,29 @@ class _Supervisor(Collector):
             return failed
         if self._stop.is_set():
             return 0
-        announce("listening", {**listening_fields(
-            self._config, grpc_port=self._ports["grpc_addr"], metrics_port=metrics_port,
-            api_key_port=self._ports.get("tls.api_key_addr"), health_port=self._ports.get("health_addr")),
-            "workers": self._count}, self._config.ports_file)
+        announce(
+            "listening",
+            {
+                **listening_fields(
+                    self._config,
+                    grpc_port=self._ports["grpc_addr"],
+                    metrics_port=metrics_port,
+                    api_key_port=self._ports.get("tls.api_key_addr"),
+                    health_port=self._ports.get("health_addr"),
+                ),
+                "workers": self._count,
+            },
+            self._config.ports_file,
+        )
         return self._watch()
 
     def _spawn(self, slot: int) -> None:
         self._spawned += 1
         ports_file = self._run_directory / f"worker-{self._spawned}.json"
         config = dataclasses.replace(self._worker_config, ports_file=str(ports_file))
-        process = self._context.Process(target=_worker_main, args=(config, self._log_level, os.getpid()),
-                                        name=f"tokenservice-worker-{slot}")
+        process = self._context.Process(
+            target=_worker_main, args=(config, self._log_level, os.getpid()), name=f"tokenservice-worker-{slot}"
+        )
         process.start()
         self._workers[slot] = _Worker(slot, process, ports_file, time.monotonic())
 
@@ -256,15 +271,25 @@ class _Supervisor(Collector):
         while not self._stop.wait(_POLL_SECONDS):
             for worker in self._workers.values():
                 if worker.process.exitcode is not None:
-                    logger.error("a worker failed to start; stopping the service", extra={"fields": {
-                        "slot": worker.slot, "pid": worker.process.pid, "exit_code": worker.process.exitcode}})
+                    logger.error(
+                        "a worker failed to start; stopping the service",
+                        extra={
+                            "fields": {
+                                "slot": worker.slot,
+                                "pid": worker.process.pid,
+                                "exit_code": worker.process.exitcode,
+                            }
+                        },
+                    )
                     return CONFIG_EXIT_CODE if worker.process.exitcode == CONFIG_EXIT_CODE else 1
                 self._has_started_listening(worker)
             if all(worker.listening for worker in self._workers.values()):
                 return None
             if time.monotonic() > deadline:
-                logger.error("workers did not start listening in time; stopping the service",
-                             extra={"fields": {"timeout_seconds": WORKER_START_TIMEOUT_SECONDS}})
+                logger.error(
+                    "workers did not start listening in time; stopping the service",
+                    extra={"fields": {"timeout_seconds": WORKER_START_TIMEOUT_SECONDS}},
+                )
                 return 1
         return None
 
@@ -278,8 +303,10 @@ class _Supervisor(Collector):
                 elif self._has_started_listening(worker):
                     logger.info("worker replaced", extra={"fields": {"slot": worker.slot, "pid": worker.process.pid}})
                 elif not worker.listening and time.monotonic() - worker.started > WORKER_START_TIMEOUT_SECONDS:
-                    logger.error("a replacement worker did not start listening in time; killing it",
-                                 extra={"fields": {"slot": worker.slot, "pid": worker.process.pid}})
+                    logger.error(
+                        "a replacement worker did not start listening in time; killing it",
+                        extra={"fields": {"slot": worker.slot, "pid": worker.process.pid}},
+                    )
                     worker.process.kill()
                     worker.process.join()
             for slot, at in list(self._restart_at.items()):
@@ -295,12 +322,22 @@ class _Supervisor(Collector):
         self._serving -= int(worker.listening)
         mark_process_dead(worker.process.pid, self._metrics_dir)
         delay = self._policy.delay_after_exit()
-        logger.error("worker exited", extra={"fields": {
-            "slot": worker.slot, "pid": worker.process.pid, "exit_code": worker.process.exitcode,
-            "restart_in_seconds": delay}})
+        logger.error(
+            "worker exited",
+            extra={
+                "fields": {
+                    "slot": worker.slot,
+                    "pid": worker.process.pid,
+                    "exit_code": worker.process.exitcode,
+                    "restart_in_seconds": delay,
+                }
+            },
+        )
         if delay is None:
-            logger.error("workers keep exiting; stopping the service", extra={"fields": {
-                "exits": CRASH_LOOP_RESTARTS + 1, "window_seconds": CRASH_LOOP_WINDOW_SECONDS}})
+            logger.error(
+                "workers keep exiting; stopping the service",
+                extra={"fields": {"exits": CRASH_LOOP_RESTARTS + 1, "window_seconds": CRASH_LOOP_WINDOW_SECONDS}},
+            )
             return False
         self._restart_at[worker.slot] = time.monotonic() + delay
         return True

@@ -52,8 +52,10 @@ def main(argv: list[str]) -> int:
     rendered = render()
     if "--check" in argv:
         if not TARGET.exists() or TARGET.read_text() != rendered:
-            print(f"{TARGET} is out of date; run: python3 {Path(__file__).relative_to(HERE.parent.parent)}",
-                  file=sys.stderr)
+            print(
+                f"{TARGET} is out of date; run: python3 {Path(__file__).relative_to(HERE.parent.parent)}",
+                file=sys.stderr,
+            )
             return 1
         print(f"{TARGET.name} matches {RULES.name}")
         return 0

@@ -47,13 +47,15 @@ def main() -> int:
     tls = {arg: os.environ.get(var) or None for arg, var in TLS_ENV.items()}
     api_key = os.environ.get("TOKENSERVICE_API_KEY") or None
     if (tls["cert_file"] is None) != (tls["key_file"] is None):
-        print("mint: set both TOKENSERVICE_CERT_FILE and TOKENSERVICE_KEY_FILE (mTLS) or neither",
-              file=sys.stderr)
+        print("mint: set both TOKENSERVICE_CERT_FILE and TOKENSERVICE_KEY_FILE (mTLS) or neither", file=sys.stderr)
         return 2
     if api_key is not None and not any(tls.values()):
-        print("mint: TOKENSERVICE_API_KEY needs TLS, refusing to send it in plaintext: set "
-              "TOKENSERVICE_CA_FILE (or TOKENSERVICE_CERT_FILE and TOKENSERVICE_KEY_FILE, or "
-              "TOKENSERVICE_TLS_SERVER_NAME to use the system roots)", file=sys.stderr)
+        print(
+            "mint: TOKENSERVICE_API_KEY needs TLS, refusing to send it in plaintext: set "
+            "TOKENSERVICE_CA_FILE (or TOKENSERVICE_CERT_FILE and TOKENSERVICE_KEY_FILE, or "
+            "TOKENSERVICE_TLS_SERVER_NAME to use the system roots)",
+            file=sys.stderr,
+        )
         return 2
     try:
         channel = create_channel(addr, api_key=api_key, **tls)
@@ -71,13 +73,15 @@ def main() -> int:
                 response = stub.MintToken(pb.MintTokenRequest(email=sys.argv[1]), timeout=3.0)
             except grpc.RpcError as error:
                 if error.code() == grpc.StatusCode.UNAVAILABLE and attempt < 5:
-                    print(f"mint: attempt {attempt}: UNAVAILABLE ({error_reason(error) or error.details()}); "
-                          f"retrying in {backoff:.1f}s", file=sys.stderr)
+                    print(
+                        f"mint: attempt {attempt}: UNAVAILABLE ({error_reason(error) or error.details()}); "
+                        f"retrying in {backoff:.1f}s",
+                        file=sys.stderr,
+                    )
                     time.sleep(backoff)
                     backoff *= 2
                     continue
-                print(f"mint: {error.code().name} (reason {error_reason(error)!r}): {error.details()}",
-                      file=sys.stderr)
+                print(f"mint: {error.code().name} (reason {error_reason(error)!r}): {error.details()}", file=sys.stderr)
                 return 1
             print(response.token)
             return 0

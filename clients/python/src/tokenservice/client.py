@@ -31,14 +31,26 @@ ERROR_DOMAIN = "tokenservice.v1"
 """The domain of every ErrorInfo the service returns."""
 
 __all__ = [
-    "DEFAULT_TIMEOUT", "ERROR_DOMAIN", "ErrorReason", "TLSFileError", "api_key_call_credentials", "create_channel",
-    "default_timeout_interceptor", "error_info", "error_reason", "parse_reason", "reason_of", "status_error_info",
+    "DEFAULT_TIMEOUT",
+    "ERROR_DOMAIN",
+    "ErrorReason",
+    "TLSFileError",
+    "api_key_call_credentials",
+    "create_channel",
+    "default_timeout_interceptor",
+    "error_info",
+    "error_reason",
+    "parse_reason",
+    "reason_of",
+    "status_error_info",
     "tls_channel_credentials",
 ]
 
 
 class _CallDetails(
-    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")),
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
     grpc.ClientCallDetails,
 ):
     pass
@@ -51,9 +63,13 @@ class _DefaultTimeout(grpc.UnaryUnaryClientInterceptor):
     def intercept_unary_unary(self, continuation, client_call_details, request):
         if client_call_details.timeout is None:
             client_call_details = _CallDetails(
-                client_call_details.method, self._timeout, client_call_details.metadata,
-                client_call_details.credentials, client_call_details.wait_for_ready,
-                client_call_details.compression)
+                client_call_details.method,
+                self._timeout,
+                client_call_details.metadata,
+                client_call_details.credentials,
+                client_call_details.wait_for_ready,
+                client_call_details.compression,
+            )
         return continuation(client_call_details, request)
 
 
@@ -179,8 +195,10 @@ def create_channel(
         credentials = tls_channel_credentials(ca_file=ca_file, cert_file=cert_file, key_file=key_file)
     if api_key is not None:
         if credentials is None:
-            raise ValueError("api_key needs TLS: gRPC sends call credentials only over a secure channel; "
-                             "give ca_file (or cert_file/key_file, or server_name for the default roots)")
+            raise ValueError(
+                "api_key needs TLS: gRPC sends call credentials only over a secure channel; "
+                "give ca_file (or cert_file/key_file, or server_name for the default roots)"
+            )
         credentials = grpc.composite_channel_credentials(credentials, api_key_call_credentials(api_key))
     if server_name is not None:
         options = [*options, ("grpc.ssl_target_name_override", server_name)]
