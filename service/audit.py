@@ -101,6 +101,8 @@ class AuditedCall:
     peer: str
     caller: str = UNKNOWN_CALLER
     attempts: list[MintAttempt] = dataclasses.field(default_factory=list)
+    # The trace id and span id of the call's server span, when it is traced.
+    trace: tuple[str, str] | None = None
 
 
 def _text(value: str | None) -> str:
@@ -536,6 +538,8 @@ class AuditLog:
             f'{{"time":{_now()},"request_id":{_text(call.request_id)},"caller":{_text(call.caller)},'
             f'"peer":{_text(call.peer)},"rpc":{_RPCS.get(call.rpc) or _text(call.rpc)},'
         )
+        if call.trace is not None:
+            prefix += f'"trace_id":{_text(call.trace[0])},"span_id":{_text(call.trace[1])},'
         return [prefix + self._attempt_fields(attempt) for attempt in call.attempts]
 
     def _attempt_fields(self, attempt: MintAttempt) -> str:

@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Generic, Protocol, TypeVar
 
 from service.errors import SecretDeletedError, SecretRejectedError, SecretSourceError
+from service.tracing import annotate, background_root_span
 
 logger = logging.getLogger(__name__)
 
@@ -142,7 +143,11 @@ class Refresher(Generic[S]):
 
     async def refresh(self) -> Outcome:
         """Read once, adopt changed content, and report the outcome."""
-        outcome = await self._attempt()
+        # Its own trace: no call asked for it, and its Vault requests are the span's children.
+        with background_root_span(f"tokenservice.refresh {self._what}"):
+            outcome = await self._attempt()
+            org = self._log_fields.get("org")
+            annotate(org=org if isinstance(org, str) else None, outcome=outcome.metric_result)
         if outcome.current:
             self.confirmed_at = self._clock()
             if self._failures:
