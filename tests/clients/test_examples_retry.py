@@ -14,7 +14,6 @@ import pytest
 from service.dev import free_loopback_port
 from tests.clients.common import REPO
 
-
 # Each example.sh builds what it needs first (cold: a Go build, npm ci).
 pytestmark = pytest.mark.timeout(600)
 
@@ -22,8 +21,15 @@ pytestmark = pytest.mark.timeout(600)
 @pytest.mark.parametrize("lang", ["python", "go", "typescript"])
 def test_example_retries_unavailable_then_fails(lang):
     env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{free_loopback_port()}", "PYTHON": sys.executable}
-    result = subprocess.run([str(REPO / "clients" / lang / "example.sh"), "someone@example.com"], cwd=REPO, env=env,
-                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [str(REPO / "clients" / lang / "example.sh"), "someone@example.com"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode != 0 and result.stdout == "", result
     assert result.stderr.count("retrying") == 4, result.stderr
     assert "UNAVAILABLE" in result.stderr.upper()

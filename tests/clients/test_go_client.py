@@ -5,12 +5,15 @@ EMAIL_INVALID ErrorInfo with status.FromError; then clients/go/example.sh."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.clients.common import (
-    assert_example_does_not_retry_invalid_argument, assert_example_mints_over_mtls_and_with_an_api_key,
-    assert_example_prints_a_verified_token, BUILD_DIR, REPO, client_env, run,
+    assert_example_does_not_retry_invalid_argument,
+    assert_example_mints_over_mtls_and_with_an_api_key,
+    assert_example_prints_a_verified_token,
+    client_env,
+    e2e_program,
+    run_e2e,
 )
 
 # A cold `go build` downloads and compiles grpc (a minute or two on 2 cores),
@@ -19,15 +22,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 
 @pytest.fixture(scope="module")
-def go_e2e() -> str:
-    binary = BUILD_DIR / "go-e2e"
-    BUILD_DIR.mkdir(parents=True, exist_ok=True)
-    run(["go", "build", "-o", str(binary), "."], cwd=REPO / "tests" / "clients" / "go", timeout=300)
-    return str(binary)
+def go_e2e() -> None:
+    e2e_program("go")
 
 
 def test_go_client_end_to_end(go_e2e, live_service):
-    result = run([go_e2e], cwd=REPO, env=client_env(live_service), timeout=60)
+    result = run_e2e("go", client_env(live_service), timeout=60)
     assert "go client e2e: OK" in result.stderr
 
 

@@ -14,8 +14,13 @@ import pytest
 
 from service.dev import free_loopback_port
 from tests.clients.common import (
-    assert_example_does_not_retry_invalid_argument, assert_example_mints_over_mtls_and_with_an_api_key,
-    assert_example_prints_a_verified_token, REPO, client_env, run,
+    REPO,
+    assert_example_does_not_retry_invalid_argument,
+    assert_example_mints_over_mtls_and_with_an_api_key,
+    assert_example_prints_a_verified_token,
+    client_env,
+    e2e_program,
+    run_e2e,
 )
 
 JAVA = REPO / "clients" / "java"
@@ -27,14 +32,12 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 
 @pytest.fixture(scope="module")
-def java_classpath() -> str:
-    run([str(JAVA / "build.sh")], cwd=JAVA, timeout=600)
-    return (JAVA / "target" / "classpath.txt").read_text().strip()
+def java_classpath() -> None:
+    e2e_program("java")
 
 
 def test_java_client_end_to_end(java_classpath, live_service):
-    result = run(["java", "-cp", java_classpath, "com.tokenservice.example.EndToEnd"], cwd=REPO,
-                 env=client_env(live_service), timeout=120)
+    result = run_e2e("java", client_env(live_service), timeout=120)
     assert "java client end-to-end:" in result.stdout and "checks passed" in result.stdout, result.stdout
 
 
@@ -48,8 +51,15 @@ def test_java_example_does_not_retry_invalid_argument(java_classpath, live_servi
 
 def test_java_example_retries_unavailable(java_classpath):
     env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{free_loopback_port()}"}  # nothing listens there
-    result = subprocess.run([EXAMPLE, "someone@example.com"], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [EXAMPLE, "someone@example.com"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode != 0 and result.stdout == "", result
     # 5 attempts: 4 backoffs, then the final UNAVAILABLE is reported.
     assert result.stderr.count("UNAVAILABLE (attempt") == 4, result.stderr

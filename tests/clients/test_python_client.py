@@ -7,21 +7,21 @@ installed (pip install ./clients/python)."""
 
 from __future__ import annotations
 
-import sys
-
 import pytest
 
 from tests.clients.common import (
-    assert_example_does_not_retry_invalid_argument, assert_example_mints_over_mtls_and_with_an_api_key,
-    assert_example_prints_a_verified_token, REPO, client_env, run,
+    assert_example_does_not_retry_invalid_argument,
+    assert_example_mints_over_mtls_and_with_an_api_key,
+    assert_example_prints_a_verified_token,
+    client_env,
+    run_e2e,
 )
 
 pytestmark = pytest.mark.integration
 
 
 def test_python_client_end_to_end(live_service):
-    result = run([sys.executable, str(REPO / "tests" / "clients" / "python" / "e2e.py")], cwd=REPO,
-                 env=client_env(live_service), timeout=60)
+    result = run_e2e("python", client_env(live_service), timeout=60)
     assert "python client e2e: OK" in result.stderr
 
 

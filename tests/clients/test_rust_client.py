@@ -14,8 +14,13 @@ import pytest
 
 from service.dev import free_loopback_port
 from tests.clients.common import (
-    assert_example_does_not_retry_invalid_argument, assert_example_mints_over_mtls_and_with_an_api_key,
-    assert_example_prints_a_verified_token, REPO, client_env, run,
+    REPO,
+    assert_example_does_not_retry_invalid_argument,
+    assert_example_mints_over_mtls_and_with_an_api_key,
+    assert_example_prints_a_verified_token,
+    client_env,
+    e2e_program,
+    run_e2e,
 )
 
 RUST = REPO / "clients" / "rust"
@@ -29,12 +34,11 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 @pytest.fixture(scope="module")
 def rust_examples() -> None:
-    run(["cargo", "build", "--locked", "--example", "e2e", "--example", "mint"], cwd=RUST, timeout=840)
+    e2e_program("rust")
 
 
 def test_rust_client_end_to_end(rust_examples, live_service):
-    result = run(["cargo", "run", "--locked", "--quiet", "--example", "e2e"], cwd=RUST,
-                 env=client_env(live_service), timeout=120)
+    result = run_e2e("rust", client_env(live_service), timeout=120)
     assert "rust client end-to-end:" in result.stdout and "checks passed" in result.stdout, result.stdout
 
 
@@ -48,8 +52,15 @@ def test_rust_example_does_not_retry_invalid_argument(rust_examples, live_servic
 
 def test_rust_example_retries_unavailable(rust_examples):
     env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{free_loopback_port()}"}  # nothing listens there
-    result = subprocess.run([EXAMPLE, "someone@example.com"], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=300, stdin=subprocess.DEVNULL)
+    result = subprocess.run(
+        [EXAMPLE, "someone@example.com"],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode != 0 and result.stdout == "", result
     # 5 attempts: 4 backoffs, then the final UNAVAILABLE is reported.
     assert result.stderr.count("UNAVAILABLE (attempt") == 4, result.stderr

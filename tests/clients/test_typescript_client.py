@@ -6,29 +6,28 @@ trailer; then clients/typescript/example.sh."""
 
 from __future__ import annotations
 
-
 import pytest
 
 from tests.clients.common import (
-    assert_example_does_not_retry_invalid_argument, assert_example_mints_over_mtls_and_with_an_api_key,
-    assert_example_prints_a_verified_token, REPO, client_env, run,
+    assert_example_does_not_retry_invalid_argument,
+    assert_example_mints_over_mtls_and_with_an_api_key,
+    assert_example_prints_a_verified_token,
+    client_env,
+    e2e_program,
+    run_e2e,
 )
 
 # A cold `npm ci` + tsc takes ~30 s; allow more than the default 120 s.
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
-TS = REPO / "clients" / "typescript"
-
 
 @pytest.fixture(scope="module")
 def ts_built() -> None:
-    if not (TS / "node_modules").is_dir():
-        run(["npm", "ci", "--no-audit", "--no-fund"], cwd=TS, timeout=300)
-    run(["npx", "--no-install", "tsc", "-p", "tsconfig.json"], cwd=TS, timeout=300)
+    e2e_program("typescript")
 
 
 def test_typescript_client_end_to_end(ts_built, live_service):
-    result = run(["node", "dist/test/e2e.js"], cwd=TS, env=client_env(live_service), timeout=60)
+    result = run_e2e("typescript", client_env(live_service), timeout=60)
     assert "typescript client e2e: OK" in result.stderr
 
 

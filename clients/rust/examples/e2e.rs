@@ -6,6 +6,13 @@
 //! verifies every token with the jsonwebtoken crate and the org's secret,
 //! and checks that a bad email fails with INVALID_ARGUMENT / ErrorInfo
 //! EMAIL_INVALID. Exits 1 on the first failed check.
+//!
+//! With OTEL_EXPORTER_OTLP_ENDPOINT set it runs the traced login instead
+//! (examples/support/otel.rs): one MintToken inside its own span "e2e-login",
+//! whose ids it prints on stdout as `e2e-login trace_id=<32 hex> span_id=<16 hex>`.
+
+#[path = "support/otel.rs"]
+mod otel;
 
 use std::collections::BTreeSet;
 use std::process::ExitCode;
@@ -13,6 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use opentelemetry::trace::{FutureExt as _, TraceContextExt as _, Tracer as _};
+use opentelemetry::{global, Context};
 use serde_json::{json, Value};
 use tokenservice_client::reason::{parse_reason, ErrorReasonExt};
 use tokenservice_client::tonic::transport::{Channel, Endpoint};
@@ -57,14 +66,27 @@ async fn main() -> ExitCode {
     } else {
         format!("http://{addr}")
     };
-    let channel = match Endpoint::from_shared(uri) {
+    let endpoint = match Endpoint::from_shared(uri) {
         // Every call gets a 10 s deadline (grpc-timeout) unless it sets its own.
-        Ok(endpoint) => endpoint.timeout(Duration::from_secs(10)).connect_lazy(),
+        Ok(endpoint) => endpoint.timeout(Duration::from_secs(10)),
         Err(error) => {
             eprintln!("bad TOKENSERVICE_ADDR: {error}");
             return ExitCode::from(2);
         }
     };
+    if std::env::var_os("OTEL_EXPORTER_OTLP_ENDPOINT").is_some_and(|value| !value.is_empty()) {
+        return match traced_login(&endpoint, &secret).await {
+            Ok(()) => {
+                eprintln!("rust client e2e: traced login OK");
+                ExitCode::SUCCESS
+            }
+            Err(message) => {
+                eprintln!("FAILED: {message}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    let channel = endpoint.connect_lazy();
     let mut test = Check {
         client: TokenServiceClient::new(channel),
         key: DecodingKey::from_secret(secret.as_bytes()),
@@ -80,6 +102,60 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// One MintToken inside the span "e2e-login", through a client that sends the
+/// trace context, in a CLIENT span; every span is flushed before it returns.
+async fn traced_login(endpoint: &Endpoint, secret: &str) -> Result {
+    let provider = otel::init()?;
+    let server = otel::Server {
+        address: endpoint.uri().host().unwrap_or_default().to_owned(),
+        port: endpoint.uri().port_u16().unwrap_or(80),
+    };
+    let mut client =
+        TokenServiceClient::with_interceptor(endpoint.connect_lazy(), otel::send_trace_context);
+    let email = "rust-traced@example.com";
+    let login = Context::current_with_span(global::tracer("tokenservice-e2e").start("e2e-login"));
+    let minted = otel::client_span(
+        &server,
+        "tokenservice.v1.TokenService",
+        "MintToken",
+        client.mint_token(mint_request(email, "")),
+    )
+    .with_context(login.clone())
+    .await;
+    login.span().end();
+    let ids = login.span().span_context().clone();
+    // shutdown blocks until the batch is exported, over a channel that this
+    // (current-thread) runtime drives: so it runs on a blocking thread.
+    let flushed = tokio::task::spawn_blocking(move || provider.shutdown())
+        .await
+        .map_err(|error| format!("flushing spans: {error}"))?;
+    flushed.map_err(|error| format!("flushing spans: {error}"))?;
+    let token = minted
+        .map_err(|status| rpc_error("MintToken (traced)", status))?
+        .into_inner()
+        .token;
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.set_required_spec_claims::<&str>(&[]);
+    validation.validate_exp = false;
+    let data = jsonwebtoken::decode::<Value>(
+        &token,
+        &DecodingKey::from_secret(secret.as_bytes()),
+        &validation,
+    )
+    .map_err(|error| format!("traced: jsonwebtoken rejected the token: {error}"))?;
+    check!(
+        data.claims["email"] == email,
+        "traced: claims {}",
+        data.claims
+    );
+    println!(
+        "e2e-login trace_id={} span_id={}",
+        ids.trace_id(),
+        ids.span_id()
+    );
+    Ok(())
 }
 
 fn mint_request(email: &str, external_id: &str) -> MintTokenRequest {

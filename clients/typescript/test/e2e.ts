@@ -2,6 +2,13 @@
 // Env: TOKENSERVICE_ADDR (host:port), TOKENSERVICE_TEST_SECRET (the org's
 // signing secret, to verify tokens with jsonwebtoken). Exits 0 when every
 // check passes, 1 otherwise; says what failed on stderr.
+//
+// With OTEL_EXPORTER_OTLP_ENDPOINT set it runs the traced login instead: one
+// MintToken inside its own span "e2e-login" (tracing.ts instruments gRPC),
+// whose ids it prints on stdout as `e2e-login trace_id=<32 hex> span_id=<16 hex>`.
+import { tracerProvider } from "./tracing"; // first: before @grpc/grpc-js loads
+import { trace } from "@opentelemetry/api";
+import type { TracerProvider } from "@opentelemetry/sdk-trace";
 import { InterceptingCall, Interceptor, Metadata, ServiceError, status } from "@grpc/grpc-js";
 import jwt from "jsonwebtoken";
 import {
@@ -60,6 +67,28 @@ function checkResponse(label: string, r: MintTokenResponse, identity: Identity):
   check(validity === 900, `${label}: validUntil - issuedAt = ${validity} s`);
 }
 
+async function tracedLogin(addr: string, secret: string, provider: TracerProvider): Promise<number> {
+  const client = createClient(addr);
+  const email = "ts-traced@example.com";
+  try {
+    const [r, ids] = await trace.getTracer("tokenservice-e2e").startActiveSpan("e2e-login", async (span) => {
+      try {
+        return [await mintToken(client, { email }, { deadline: Date.now() + 10_000 }), span.spanContext()] as const;
+      } finally {
+        span.end();
+      }
+    });
+    verify("traced", r.token, secret, { email });
+    console.log(`e2e-login trace_id=${ids.traceId} span_id=${ids.spanId}`);
+  } finally {
+    client.close();
+    await provider.shutdown();
+  }
+  if (failures > 0) return 1;
+  console.error("typescript client e2e: traced login OK");
+  return 0;
+}
+
 async function main(): Promise<number> {
   const addr = process.env.TOKENSERVICE_ADDR;
   const secret = process.env.TOKENSERVICE_TEST_SECRET;
@@ -67,6 +96,7 @@ async function main(): Promise<number> {
     console.error("FAIL: TOKENSERVICE_ADDR and TOKENSERVICE_TEST_SECRET must be set");
     return 1;
   }
+  if (tracerProvider) return tracedLogin(addr, secret, tracerProvider);
   const client = createClient(addr);
   const deadline = () => ({ deadline: Date.now() + 10_000 });
   const tokens = new Map<string, Record<string, string>>();

@@ -3,6 +3,10 @@
 // Env: TOKENSERVICE_ADDR (host:port), TOKENSERVICE_TEST_SECRET (the org's
 // signing secret, to verify tokens with github.com/golang-jwt/jwt/v5).
 // Exits 0 when every check passes, 1 otherwise; says what failed on stderr.
+//
+// With OTEL_EXPORTER_OTLP_ENDPOINT set it runs the traced login instead
+// (tracing.go): one MintToken inside its own span "e2e-login", whose ids it
+// prints on stdout as `e2e-login trace_id=<32 hex> span_id=<16 hex>`.
 package main
 
 import (
@@ -109,6 +113,10 @@ func main() {
 	secret := os.Getenv("TOKENSERVICE_TEST_SECRET")
 	if addr == "" || secret == "" {
 		fatal("TOKENSERVICE_ADDR and TOKENSERVICE_TEST_SECRET must be set")
+	}
+	if os.Getenv("OTEL_EXPORTER_OTLP_ENDPOINT") != "" {
+		tracedLogin(addr, secret)
+		return
 	}
 	conn, err := tokenservice.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {

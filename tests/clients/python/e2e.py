@@ -3,6 +3,12 @@
 Env: TOKENSERVICE_ADDR (host:port), TOKENSERVICE_TEST_SECRET (the org's
 signing secret, to verify tokens with PyJWT). Exits 0 when every check
 passes, 1 otherwise; says what failed on stderr.
+
+With OTEL_EXPORTER_OTLP_ENDPOINT set it runs the traced login instead, as the
+README's "Tracing" section shows it: the SDK exports over OTLP/gRPC (the OTEL_*
+variables configure it), GrpcInstrumentorClient instruments every channel,
+and one MintToken runs inside this program's own span "e2e-login", whose ids
+it prints on stdout as `e2e-login trace_id=<32 hex> span_id=<16 hex>`.
 """
 
 from __future__ import annotations
@@ -16,7 +22,6 @@ import grpc
 import jwt
 from google.rpc import code_pb2, error_details_pb2
 from grpc_status import rpc_status
-
 from tokenservice.client import ErrorReason, create_channel, error_reason, parse_reason, reason_of, status_error_info
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
@@ -55,9 +60,41 @@ def check_response(label: str, response: pb.MintTokenResponse, identity: int) ->
     check(response.valid_until.seconds - response.issued_at.seconds == 900, f"{label}: validity is not 15 min")
 
 
+def traced_login(addr: str, secret: str) -> int:
+    """One MintToken inside the span "e2e-login", through an instrumented channel; spans flushed on return."""
+    from opentelemetry import trace
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.instrumentation.grpc import GrpcInstrumentorClient
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider()  # OTEL_SERVICE_NAME, OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER apply
+    # Built before instrumenting, so that the exporter's own channel carries no spans.
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    # The instrumentation finds the global provider and the global (W3C tracecontext) propagator.
+    trace.set_tracer_provider(provider)
+    GrpcInstrumentorClient().instrument()
+    email = "py-traced@example.com"
+    try:
+        with trace.get_tracer("tokenservice-e2e").start_as_current_span("e2e-login") as span:
+            with create_channel(addr) as channel:
+                response = pb_grpc.TokenServiceStub(channel).MintToken(pb.MintTokenRequest(email=email), timeout=10)
+            verify("traced", response.token, secret, {"email": email})
+            ids = span.get_span_context()
+            print(f"e2e-login trace_id={ids.trace_id:032x} span_id={ids.span_id:016x}")
+    finally:
+        provider.shutdown()
+    if failures:
+        return 1
+    print("python client e2e: traced login OK", file=sys.stderr)
+    return 0
+
+
 def main() -> int:
     addr = os.environ["TOKENSERVICE_ADDR"]
     secret = os.environ["TOKENSERVICE_TEST_SECRET"]
+    if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
+        return traced_login(addr, secret)
     tokens: dict[str, dict[str, str]] = {}
     with create_channel(addr) as channel:
         stub = pb_grpc.TokenServiceStub(channel)
@@ -74,12 +111,17 @@ def main() -> int:
         verify("by external id", response.token, secret, {"externalId": "py-customer-42"})
         tokens[response.token] = {"externalId": "py-customer-42"}
 
-        batch = stub.MintTokens(pb.MintTokensRequest(requests=[
-            pb.MintTokenRequest(email="py-batch@example.com"),
-            pb.MintTokenRequest(email="not-an-email"),
-            pb.MintTokenRequest(external_id="py-batch-7"),
-            pb.MintTokenRequest(external_id="py-batch-8", email="py-both@example.com"),
-        ]), timeout=10)
+        batch = stub.MintTokens(
+            pb.MintTokensRequest(
+                requests=[
+                    pb.MintTokenRequest(email="py-batch@example.com"),
+                    pb.MintTokenRequest(email="not-an-email"),
+                    pb.MintTokenRequest(external_id="py-batch-7"),
+                    pb.MintTokenRequest(external_id="py-batch-8", email="py-both@example.com"),
+                ]
+            ),
+            timeout=10,
+        )
         if len(batch.results) != 4:
             print(f"FAIL: MintTokens returned {len(batch.results)} results, want 4", file=sys.stderr)
             return 1
@@ -98,21 +140,30 @@ def main() -> int:
             tokens[result.token.token] = claims
         bad = batch.results[1]
         info = status_error_info(bad.error) if bad.WhichOneof("outcome") == "error" else None
-        check(bad.WhichOneof("outcome") == "error" and bad.error.code == code_pb2.INVALID_ARGUMENT
-              and info is not None and info.reason == "EMAIL_INVALID" and info.domain == "tokenservice.v1",
-              f"batch[1]: {bad}")
+        check(
+            bad.WhichOneof("outcome") == "error"
+            and bad.error.code == code_pb2.INVALID_ARGUMENT
+            and info is not None
+            and info.reason == "EMAIL_INVALID"
+            and info.domain == "tokenservice.v1",
+            f"batch[1]: {bad}",
+        )
         check(reason_of(bad.error) == ErrorReason.EMAIL_INVALID, f"batch[1]: reason_of {reason_of(bad.error)}")
 
         for token, claims in tokens.items():
             verified = stub.VerifyToken(pb.VerifyTokenRequest(token=token), timeout=10)
             check(verified.valid and verified.reason == "", f"VerifyToken: {verified}")
-            check(verified.email == claims.get("email", "") and verified.external_id == claims.get("externalId", ""),
-                  f"VerifyToken: {verified} for {claims}")
+            check(
+                verified.email == claims.get("email", "") and verified.external_id == claims.get("externalId", ""),
+                f"VerifyToken: {verified} for {claims}",
+            )
         first, second = list(tokens)[:2]
         spliced = first.rsplit(".", 1)[0] + "." + second.rsplit(".", 1)[1]  # another token's signature
         verified = stub.VerifyToken(pb.VerifyTokenRequest(token=spliced), timeout=10)
-        check(not verified.valid and parse_reason(verified.reason) == ErrorReason.TOKEN_SIGNATURE_INVALID,
-              f"VerifyToken(spliced): {verified}")
+        check(
+            not verified.valid and parse_reason(verified.reason) == ErrorReason.TOKEN_SIGNATURE_INVALID,
+            f"VerifyToken(spliced): {verified}",
+        )
 
         try:
             stub.MintToken(pb.MintTokenRequest(email="not-an-email"), timeout=10)
@@ -126,8 +177,10 @@ def main() -> int:
                     info = error_details_pb2.ErrorInfo()
                     detail.Unpack(info)
                     infos.append(info)
-            check(len(infos) == 1 and infos[0].reason == "EMAIL_INVALID" and infos[0].domain == "tokenservice.v1",
-                  f"not-an-email: ErrorInfo {infos}")
+            check(
+                len(infos) == 1 and infos[0].reason == "EMAIL_INVALID" and infos[0].domain == "tokenservice.v1",
+                f"not-an-email: ErrorInfo {infos}",
+            )
             check(error_reason(error) == "EMAIL_INVALID", f"error_reason: {error_reason(error)!r}")
             check(reason_of(error) == ErrorReason.EMAIL_INVALID, f"reason_of: {reason_of(error)}")
 

@@ -42,6 +42,8 @@ import java.util.concurrent.TimeUnit;
  * one bad entry, verifies every token with java-jwt, and checks that a bad
  * email fails with INVALID_ARGUMENT / ErrorInfo EMAIL_INVALID. Exits 1 on
  * the first failed check.
+ *
+ * <p>With OTEL_EXPORTER_OTLP_ENDPOINT set it runs {@link TracedLogin} instead.
  */
 public final class EndToEnd {
   static final String DOMAIN = "tokenservice.v1";
@@ -59,6 +61,11 @@ public final class EndToEnd {
   public static void main(String[] args) throws Exception {
     String target = require("TOKENSERVICE_ADDR");
     String secret = require("TOKENSERVICE_TEST_SECRET");
+    String otlpEndpoint = System.getenv("OTEL_EXPORTER_OTLP_ENDPOINT");
+    if (otlpEndpoint != null && !otlpEndpoint.isEmpty()) {
+      TracedLogin.run(target, secret);
+      return;
+    }
     ManagedChannel channel =
         Grpc.newChannelBuilder(target, InsecureChannelCredentials.create()).build();
     int status = 0;
