@@ -26,16 +26,31 @@ from service.api_keys import hash_api_key, new_api_key
 from service.audit import AuditLog, load_fingerprint_key
 from service.config import (
     CALLER_NAME_PATTERN,
+    DEFAULT_ORG_NAME,
     DEFAULT_SECRET_PATH,
+    DEFAULT_TRANSIT_MOUNT,
     IDENTITY_KINDS,
+    TRANSIT_KEY_PREFIX,
+    Config,
+    OrgConfig,
     load_config,
     require_caller_auth_decision,
 )
 from service.dev import OpenBaoDevServer, find_bao, stop_process
-from service.errors import ConfigError
+from service.errors import ConfigError, SecretRejectedError
 from service.logs import configure_logging
-from service.secret_sync import SyncError, fetch_secret, kustomer_api_url, org_for_sync, read_api_key, sync_secret
+from service.secret_sync import (
+    SyncError,
+    SyncResult,
+    fetch_secret,
+    kustomer_api_url,
+    org_for_sync,
+    read_api_key,
+    sync_secret,
+)
+from service.secrets import SecretVersion, validate_secret
 from service.server import run, warn_if_insecure
+from service.transit_import import ImportResult, import_secret
 from service.vault_auth import session_from_config
 from service.workers import parent_death_signal, run_workers
 
@@ -44,6 +59,8 @@ DEV_SECRET_BYTES = 64
 DEV_REFRESH_SECONDS = 5
 # The service's shutdown grace (10 s) and some margin.
 DEV_STOP_TIMEOUT_SECONDS = 15
+# `dev --transit`: the default org's Transit key, under the shipped policy's kustomer-* grant.
+DEV_TRANSIT_KEY = f"{TRANSIT_KEY_PREFIX}{DEFAULT_ORG_NAME}"
 
 # Credentials of `mint` and `verify`: the same environment variables as the client examples.
 CLIENT_CREDENTIAL_FLAGS = (
@@ -100,11 +117,15 @@ def _parser() -> argparse.ArgumentParser:
     dev_cmd.add_argument("--grpc-addr", default="127.0.0.1:50051", help="default 127.0.0.1:50051 (port 0: any free one)")
     dev_cmd.add_argument("--metrics-addr", default="127.0.0.1:9090", help="default 127.0.0.1:9090")
     dev_cmd.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    dev_cmd.add_argument("--transit", action="store_true",
+                         help="sign through Vault Transit: the dev secret is imported into a Transit key and the "
+                              "service never holds it (docs/transit.md)")
 
     secret_cmd = commands.add_parser("secret", help="manage the signing secret in Vault")
     secret_actions = secret_cmd.add_subparsers(dest="action", required=True)
     sync_cmd = secret_actions.add_parser(
-        "sync", help="copy the org's chat secret from Kustomer's API into Vault (check-and-set, only if changed)")
+        "sync", help="copy the org's chat secret from Kustomer's API into Vault (check-and-set, only if changed): "
+                     "its KV path, or for an org with signing = \"transit\" its Transit key")
     sync_cmd.add_argument("--org", required=True, help="Kustomer org, as in https://ORG.kustomerapp.com")
     sync_cmd.add_argument("--config", default=os.environ.get("TOKENSERVICE_CONFIG"),
                           help="TOML config naming the org's Vault path (env TOKENSERVICE_CONFIG)")
@@ -190,8 +211,9 @@ def _dev(args: argparse.Namespace) -> int:
     with tempfile.TemporaryDirectory(prefix="tokenservice-dev-") as directory, OpenBaoDevServer() as vault:
         files = _DevFiles(Path(directory))
         _write_private(files.root_token, vault.root_token + "\n")
-        version = vault.write_secret(DEFAULT_SECRET_PATH, secrets.token_urlsafe(DEV_SECRET_BYTES)[:DEV_SECRET_BYTES])
-        _write_private(files.config, _dev_config(vault, files))
+        secret = secrets.token_urlsafe(DEV_SECRET_BYTES)[:DEV_SECRET_BYTES]
+        version = _import_dev_secret(vault, secret) if args.transit else vault.write_secret(DEFAULT_SECRET_PATH, secret)
+        _write_private(files.config, _dev_config(vault, files, transit=args.transit))
         service = _start_dev_service(args, files)
         try:
             ports = _wait_for_announcement(files.ports, service, stop)
@@ -226,12 +248,22 @@ def _write_private(path: Path, text: str) -> None:
         opened.write(text)
 
 
-def _dev_config(vault: OpenBaoDevServer, files: _DevFiles) -> str:
+def _import_dev_secret(vault: OpenBaoDevServer, secret: str) -> int:
+    """Enable Transit on the dev server and import `secret` as the default org's key; its version."""
+    client = vault.client()
+    client.sys.enable_secrets_engine("transit", path=DEFAULT_TRANSIT_MOUNT)
+    result = import_secret(client, DEFAULT_TRANSIT_MOUNT, DEV_TRANSIT_KEY, secret.encode(), org=DEFAULT_ORG_NAME,
+                           dry_run=False)
+    return result.new_version or result.current_version
+
+
+def _dev_config(vault: OpenBaoDevServer, files: _DevFiles, *, transit: bool) -> str:
     # The service reads the root token from its file: neither its command line nor its environment holds it.
+    signing = [f"[orgs.{DEFAULT_ORG_NAME}]", 'signing = "transit"'] if transit else []
     return "\n".join([
         f"refresh_interval_seconds = {DEV_REFRESH_SECONDS}",
         "[vault]", f"addr = {json.dumps(vault.addr)}", f"token_file = {json.dumps(str(files.root_token))}",
-        "[auth]", "insecure_no_caller_auth = true", ""])
+        "[auth]", "insecure_no_caller_auth = true", *signing, ""])
 
 
 def _start_dev_service(args: argparse.Namespace, files: _DevFiles) -> subprocess.Popen:
@@ -266,24 +298,39 @@ def _dev_banner(args: argparse.Namespace, ports: dict, vault: OpenBaoDevServer, 
                 version: int) -> str:
     grpc_addr = parse_address(args.grpc_addr).with_port(ports["grpc_port"])
     metrics_addr = parse_address(args.metrics_addr).with_port(ports["metrics_port"])
-    # The token reaches bao through its environment, the secret through the pipe: neither is in an argv.
-    rotate = (f"head -c 48 /dev/urandom | base64 | tr -d '/+=\\n' | BAO_ADDR={vault.addr} "
-              f"BAO_TOKEN=\"$(cat {files.root_token})\" {find_bao()} kv put -mount=secret {DEFAULT_SECRET_PATH} secret=-")
+    held = (f"Transit key {DEFAULT_TRANSIT_MOUNT}/keys/{DEV_TRANSIT_KEY} version {version} (the service never holds "
+            "the secret)" if args.transit else f"secret at secret/{DEFAULT_SECRET_PATH} version {version}")
     return "\n".join([
         "tokenservice dev: a throwaway OpenBao dev server holds a random 64-byte secret; NOT for production.",
         "  !! CALLER AUTHENTICATION IS OFF: anyone who can reach the port can mint tokens. Production needs",
         "  !! [callers.<name>] in the config (docs/callers.md); `serve` refuses to start without them.",
         f"  gRPC:     {grpc_addr}   (health, reflection, tokenservice.v1.TokenService)",
         f"  metrics:  http://{metrics_addr}/metrics",
-        f"  Vault:    {vault.addr}   secret at secret/{DEFAULT_SECRET_PATH} version {version}",
+        f"  Vault:    {vault.addr}   {held}",
         f"            root token in {files.root_token} (mode 0600; removed when dev stops)",
         f"  ports:    {files.ports}   (the bound ports as JSON, for scripts)",
         "Mint a token (real identities: '--email -' reads stdin, so they stay out of the shell history and ps):",
         f"  {_tokenservice_command()} mint --addr {grpc_addr} --email someone@example.com",
-        "Rotate the secret (picked up within 5 s, no restart):",
-        f"  {rotate}",
+        *(_dev_transit_rotation(vault, files) if args.transit else _dev_kv_rotation(vault, files)),
         "Ctrl-C stops the service and the dev server.",
     ])
+
+
+def _dev_kv_rotation(vault: OpenBaoDevServer, files: _DevFiles) -> list[str]:
+    # The token reaches bao through its environment, the secret through the pipe: neither is in an argv.
+    return ["Rotate the secret (picked up within 5 s, no restart):",
+            f"  head -c 48 /dev/urandom | base64 | tr -d '/+=\\n' | BAO_ADDR={vault.addr} "
+            f"BAO_TOKEN=\"$(cat {files.root_token})\" {find_bao()} kv put -mount=secret {DEFAULT_SECRET_PATH} secret=-"]
+
+
+def _dev_transit_rotation(vault: OpenBaoDevServer, files: _DevFiles) -> list[str]:
+    # As for KV: the token in bao's environment, the secret (base64, as bao wants it) through the pipe.
+    return ["Rotate the secret: from a Kustomer org, `tokenservice secret sync --org default --config "
+            f"{files.config}` (with KUSTOMER_API_KEY, and KUSTOMER_API_URL for a stand-in); here, a random one",
+            "(new tokens are signed with the new version at once, VerifyToken follows within 5 s, no restart):",
+            f"  head -c 48 /dev/urandom | base64 | tr -d '/+=\\n' | base64 -w0 | BAO_ADDR={vault.addr} "
+            f"BAO_TOKEN=\"$(cat {files.root_token})\" {find_bao()} transit import-version "
+            f"{DEFAULT_TRANSIT_MOUNT}/keys/{DEV_TRANSIT_KEY} @/dev/stdin"]
 
 
 def _secret_sync(args: argparse.Namespace) -> int:
@@ -292,10 +339,14 @@ def _secret_sync(args: argparse.Namespace) -> int:
     config = load_config(args.config, os.environ)
     org = org_for_sync(config, args.org)
     api_key = read_api_key(args.api_key_file, os.environ)
+    result: SyncResult | ImportResult
     try:
         secret = fetch_secret(args.org, api_key, api_url, timeout=args.timeout)
-        result = sync_secret(session_from_config(config.vault), config.vault.kv_mount, org, secret,
-                             min_secret_bytes=config.min_secret_bytes, dry_run=args.dry_run)
+        if org.transit:
+            result = _import_into_transit(config, org, secret, dry_run=args.dry_run)
+        else:
+            result = sync_secret(session_from_config(config.vault), config.vault.kv_mount, org, secret,
+                                 min_secret_bytes=config.min_secret_bytes, dry_run=args.dry_run)
     except SyncError as error:
         print(f"tokenservice secret sync: {error}", file=sys.stderr)
         return 1
@@ -303,8 +354,18 @@ def _secret_sync(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import_into_transit(config: Config, org: OrgConfig, secret: str, *, dry_run: bool) -> ImportResult:
+    """Kustomer's secret, checked as the service checks a KV secret, into the org's Transit key."""
+    try:
+        validate_secret(SecretVersion(secret, 0), config.min_secret_bytes)
+    except SecretRejectedError as error:
+        raise SyncError(f"Kustomer's secret would be refused by the service ({error}); nothing imported") from None
+    return import_secret(session_from_config(config.vault), org.transit_mount, org.transit_key, secret.encode(),
+                         org=org.name, dry_run=dry_run)
+
+
 def _new_api_key(args: argparse.Namespace) -> int:
-    if not CALLER_NAME_PATTERN.match(args.caller):
+    if not CALLER_NAME_PATTERN.fullmatch(args.caller):
         raise ConfigError("--caller: caller names are lower-case letters, digits and '-'")
     key = new_api_key()
     print(f"key (give it to {args.caller}; it is shown once and not stored anywhere): {key}")

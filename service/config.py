@@ -17,6 +17,8 @@ from typing import Any
 
 from service.addresses import AddressError, parse_address
 from service.errors import ConfigError
+from service.tracing import TracingConfig, parse_tracing_settings
+from service.transit import KEY_NAME_PATTERN, MOUNT_PATTERN, TransitSettings
 
 # Kustomer org names are the first label of <org>.kustomerapp.com.
 ORG_NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
@@ -35,6 +37,7 @@ ENVIRONMENT_SETTINGS = {
     "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "auth.insecure_no_caller_auth",
     "TOKENSERVICE_AUDIT_OUTPUT": "audit.output",
     "TOKENSERVICE_PORTS_FILE": "ports_file",
+    "TOKENSERVICE_TRACING": "tracing.enabled",
     "VAULT_ADDR": "vault.addr",
     "VAULT_TOKEN": "vault.token",
 }
@@ -42,6 +45,12 @@ ENVIRONMENT_SETTINGS = {
 DEFAULT_ORG_NAME = "default"
 DEFAULT_SECRET_PATH = "kustomer/chat"
 DEFAULT_SECRET_FIELD = "secret"
+# How an org's tokens are signed: with its secret read from KV, or by Vault Transit, which keeps it.
+KV_SIGNING = "kv"
+TRANSIT_SIGNING = "transit"
+DEFAULT_TRANSIT_MOUNT = "transit"
+# The shipped Transit policy grants the keys named so (deploy/vault/tokenservice-transit-policy.hcl).
+TRANSIT_KEY_PREFIX = "kustomer-"
 AUTH_METHODS = ("token", "approle", "kubernetes")
 # What a caller may assert and call; MintToken is what every caller is for.
 IDENTITY_KINDS = ("email", "external_id")
@@ -56,11 +65,19 @@ KUBERNETES_TOKEN_FILE = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 
 @dataclasses.dataclass(frozen=True)
 class OrgConfig:
-    """Where one Kustomer org's signing secret lives in Vault KV v2."""
+    """Where one Kustomer org's signing secret lives: at `path` in Vault KV v2, or (signing = "transit")
+    in the Vault Transit HMAC key `transit_key`, which signs for the service and never gives the secret out."""
 
     name: str
-    path: str
+    path: str = ""
     field: str = DEFAULT_SECRET_FIELD
+    signing: str = KV_SIGNING
+    transit_key: str = ""
+    transit_mount: str = DEFAULT_TRANSIT_MOUNT
+
+    @property
+    def transit(self) -> bool:
+        return self.signing == TRANSIT_SIGNING
 
 
 @dataclasses.dataclass(frozen=True)
@@ -195,8 +212,10 @@ class Config:
     auth: AuthConfig = AuthConfig()
     audit: AuditConfig = AuditConfig()
     limits: LimitsConfig = LimitsConfig()
+    transit: TransitSettings = dataclasses.field(default_factory=TransitSettings)
     # Where `serve` writes the bound ports as JSON once it listens, for programs (tests, scripts/dev).
     ports_file: str | None = None
+    tracing: TracingConfig = TracingConfig()
 
 
 def load_config(
@@ -219,7 +238,7 @@ def load_config(
     for name, value in (overrides or {}).items():
         if value is not None:
             settings[name] = (value, "command line")
-    return _build(settings)
+    return _build(settings, os.environ if environ is None else environ)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -236,7 +255,8 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     flat: dict[str, Any] = {}
     for key, value in table.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and key not in ("orgs", "callers"):
+        # Tables of names chosen by the operator stay whole.
+        if isinstance(value, dict) and key not in ("orgs", "callers", "resource_attributes"):
             flat.update(_flatten(value, f"{name}."))
         else:
             flat[name] = value
@@ -290,11 +310,19 @@ class _Settings:
             raise self.refuse(name, "must be true or false (or 1/0 in the environment)")
         return value
 
+    def section(self, name: str) -> tuple[dict[str, Any], str]:
+        """The settings of section `name`, without its prefix, and where they came from."""
+        prefix = f"{name}."
+        found = {key: self._settings[key] for key in self._settings if key.startswith(prefix)}
+        self.used.update(found)
+        sources = sorted({source for _, source in found.values()})
+        return {key[len(prefix):]: value for key, (value, _) in found.items()}, " and ".join(sources)
+
     def unknown(self) -> list[str]:
         return sorted(name for name in self._settings if name not in self.used)
 
 
-def _build(layered: dict[str, tuple[Any, str]]) -> Config:
+def _build(layered: dict[str, tuple[Any, str]], environ: Mapping[str, str]) -> Config:
     settings = _Settings(layered)
     defaults = Config(orgs={}, default_org=DEFAULT_ORG_NAME)
     vault = _build_vault(settings)
@@ -325,7 +353,9 @@ def _build(layered: dict[str, tuple[Any, str]]) -> Config:
         auth=_build_auth(settings, orgs),
         audit=_build_audit(settings),
         limits=_build_limits(settings),
+        transit=_build_transit(settings),
         ports_file=_writable_file(settings, "ports_file"),
+        tracing=_build_tracing(settings, environ),
     )
     _check_callers_can_connect(config)
     _check_api_key_staleness(config)
@@ -407,27 +437,68 @@ def _build_orgs(settings: _Settings) -> tuple[dict[str, OrgConfig], str]:
         raise settings.refuse("default_org", f"must name one of the configured orgs ({', '.join(sorted(orgs))})")
     if secret_path or secret_field:
         current = orgs[default_org]
+        if current.transit:
+            name = "secret_path" if secret_path else "secret_field"
+            raise settings.refuse(name, f"org {default_org} signs through Vault Transit and reads no KV secret; "
+                                        "unset it")
         orgs[default_org] = OrgConfig(default_org, secret_path or current.path, secret_field or current.field)
     return orgs, default_org
 
 
+# The keys of an [orgs.<name>] table, by signing mode.
+_ORG_KEYS = {KV_SIGNING: ("path", "field", "signing"),
+             TRANSIT_SIGNING: ("signing", "transit_key", "transit_mount")}
+
+
 def _build_org(name: str, entry: Any, source: str) -> OrgConfig:
     where = f"setting orgs.{name} (from {source})"
-    if not ORG_NAME_PATTERN.match(name):
+    if not ORG_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: org names are lower-case letters, digits and '-', as in the Kustomer URL")
-    if not isinstance(entry, dict) or not isinstance(entry.get("path"), str) or not entry["path"].strip("/"):
+    if not isinstance(entry, dict):
+        raise ConfigError(f"{where}: must be a table")
+    signing = entry.get("signing", KV_SIGNING)
+    if signing not in _ORG_KEYS:
+        raise ConfigError(f"{where}: signing must be \"kv\" (the secret read from Vault KV) or \"transit\" "
+                          f"(Vault Transit signs, the secret stays there); got {signing!r}")
+    _check_org_keys(where, entry, signing)
+    if signing == TRANSIT_SIGNING:
+        return _build_transit_org(name, entry, where)
+    if not isinstance(entry.get("path"), str) or not entry["path"].strip("/"):
         raise ConfigError(f"{where}: needs path = \"<KV v2 path of the org's secret>\"")
-    unknown = set(entry) - {"path", "field"}
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; only path and field are allowed")
     field = entry.get("field", DEFAULT_SECRET_FIELD)
     if not isinstance(field, str) or not field:
         raise ConfigError(f"{where}: field must be a non-empty string")
     return OrgConfig(name, entry["path"].strip("/"), field)
 
 
+def _check_org_keys(where: str, entry: dict, signing: str) -> None:
+    unknown = set(entry) - set(_ORG_KEYS[signing])
+    kv_keys, transit_keys = unknown & {"path", "field"}, unknown & {"transit_key", "transit_mount"}
+    if signing == TRANSIT_SIGNING and kv_keys:
+        raise ConfigError(f"{where}: {', '.join(sorted(kv_keys))}: an org with signing = \"transit\" reads no KV "
+                          "secret; remove them")
+    if signing == KV_SIGNING and transit_keys:
+        raise ConfigError(f"{where}: {', '.join(sorted(transit_keys))}: only with signing = \"transit\"; add that "
+                          "or remove them")
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed with signing = "
+                          f"{signing!r}: {', '.join(_ORG_KEYS[signing])}")
+
+
+def _build_transit_org(name: str, entry: dict, where: str) -> OrgConfig:
+    key = entry.get("transit_key", f"{TRANSIT_KEY_PREFIX}{name}")
+    if not isinstance(key, str) or not KEY_NAME_PATTERN.fullmatch(key):
+        raise ConfigError(f"{where}: transit_key must be 1-128 letters, digits, '_', '.' or '-', starting with a "
+                          f"letter or digit (the shipped policy grants {TRANSIT_KEY_PREFIX}*)")
+    mount = entry.get("transit_mount", DEFAULT_TRANSIT_MOUNT)
+    if not isinstance(mount, str) or not MOUNT_PATTERN.fullmatch(mount.strip("/")):
+        raise ConfigError(f"{where}: transit_mount must be the path of a Vault Transit mount, such as "
+                          f"{DEFAULT_TRANSIT_MOUNT!r}")
+    return OrgConfig(name, signing=TRANSIT_SIGNING, transit_key=key, transit_mount=mount.strip("/"))
+
+
 def _check_org_name(settings: _Settings, setting: str, name: str) -> None:
-    if not ORG_NAME_PATTERN.match(name):
+    if not ORG_NAME_PATTERN.fullmatch(name):
         raise settings.refuse(setting, "org names are lower-case letters, digits and '-', as in the Kustomer URL")
 
 
@@ -474,6 +545,11 @@ def _build_audit(settings: _Settings) -> AuditConfig:
     )
 
 
+def _build_tracing(settings: _Settings, environ: Mapping[str, str]) -> TracingConfig:
+    table, source = settings.section("tracing")
+    return parse_tracing_settings(table, source, environ) if table else TracingConfig()
+
+
 def _build_limits(settings: _Settings) -> LimitsConfig:
     limits = LimitsConfig(**{
         field.name: settings.number(f"limits.{field.name}", field.default, minimum=1 if field.type == "int" else 0.001,
@@ -482,6 +558,13 @@ def _build_limits(settings: _Settings) -> LimitsConfig:
     if limits.max_metadata_bytes < 1024:
         raise settings.refuse("limits.max_metadata_bytes", "must be at least 1024 (gRPC's own headers need room)")
     return limits
+
+
+def _build_transit(settings: _Settings) -> TransitSettings:
+    values = {field.name: settings.number(f"transit.{field.name}", field.default, minimum=1 if field.type == "int"
+                                          else 0, integer=field.type == "int")
+              for field in dataclasses.fields(TransitSettings)}
+    return TransitSettings(**values)
 
 
 def _build_auth(settings: _Settings, orgs: Mapping[str, OrgConfig]) -> AuthConfig:
@@ -570,7 +653,7 @@ _CALLER_KEYS = {"orgs", "identities", "rpcs", "rate_per_second", "burst", "spiff
 
 def _build_caller(name: str, entry: Any, source: str, orgs: Mapping[str, OrgConfig]) -> CallerConfig:
     where = f"setting callers.{name} (from {source})"
-    if not CALLER_NAME_PATTERN.match(name):
+    if not CALLER_NAME_PATTERN.fullmatch(name):
         raise ConfigError(f"{where}: caller names are lower-case letters, digits and '-' (they become metric labels)")
     if not isinstance(entry, dict):
         raise ConfigError(f"{where}: must be a table")

@@ -188,7 +188,9 @@ def _is_json_object(value: str) -> bool:
 
 
 class SecretStore:
-    """Holds the last good signing secret of every org, each kept fresh by its own refresher.
+    """Holds the last good signing secret of every KV org, each kept fresh by its own refresher.
+
+    Orgs that sign through Vault Transit are known (`knows`) but never read: their secret stays in Vault.
 
     `on_readiness_change` is awaited with True when every org has a usable
     secret and with False when one stops having one.
@@ -207,7 +209,8 @@ class SecretStore:
         on_readiness_change: Callable[[bool], Awaitable[None]] | None = None,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self._orgs = dict(orgs)
+        self._known = frozenset(orgs)
+        self._orgs = {name: org for name, org in orgs.items() if not org.transit}
         self._metrics = metrics
         self._min_secret_bytes = min_secret_bytes
         self._max_staleness = max_staleness
@@ -226,9 +229,9 @@ class SecretStore:
         """The secret to sign with for `org`; never calls Vault."""
         secret = self._secrets.get(org)
         if secret is None:
-            if org not in self._orgs:
+            if org not in self._known:
                 raise OrgUnknownError(
-                    f"org: not a configured org; use one of {', '.join(sorted(self._orgs))} or leave it empty",
+                    f"org: not a configured org; use one of {', '.join(sorted(self._known))} or leave it empty",
                     field="org")
             raise SecretUnavailableError(
                 f"no valid signing secret is loaded for org {org!r} yet; retry with backoff", field="org"
@@ -241,11 +244,11 @@ class SecretStore:
         return secret
 
     def knows(self, org: str) -> bool:
-        """True when `org` is configured."""
-        return org in self._orgs
+        """True when `org` is configured (in either signing mode)."""
+        return org in self._known
 
     def is_ready(self) -> bool:
-        """True when every org has a usable secret."""
+        """True when every KV org has a usable secret."""
         return all(self._usable(org) for org in self._orgs)
 
     async def refresh(self, org: str) -> bool:

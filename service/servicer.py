@@ -8,12 +8,13 @@ other exception into INTERNAL without leaking its text.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import itertools
 import re
 import secrets
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
 import grpc
@@ -35,13 +36,27 @@ from service.errors import (
     to_rpc_status,
 )
 from service.metrics import UNKNOWN_ORG_LABEL, Metrics
-from service.minting import TOKEN_MAX_BYTES, Identity, MintedToken, TokenMinter, TokenVerifier, check_identity
+from service.minting import (
+    TOKEN_MAX_BYTES,
+    Identity,
+    MintedToken,
+    TokenMinter,
+    TokenVerifier,
+    UnsignedToken,
+    Verification,
+    check_identity,
+)
 from service.secrets import SecretStore
+from service.signing import vault_timeout
+from service.tracing import annotate, current_trace_ids
+from service.transit import TransitSigner
 
 logger = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TokenService"].full_name
 
+# The span attribute of the identity a minted token asserts: its kind, never its value.
+_IDENTITY_KIND = {pb.IDENTITY_EMAIL: "email", pb.IDENTITY_EXTERNAL_ID: "external_id"}
 _IDENTITY_TO_PROTO = {Identity.EMAIL: pb.IDENTITY_EMAIL, Identity.EXTERNAL_ID: pb.IDENTITY_EXTERNAL_ID}
 
 
@@ -57,14 +72,18 @@ _request_numbers = itertools.count()
 
 def _audited_call(context: grpc.aio.ServicerContext, rpc: str) -> AuditedCall:
     request_id = next((value for name, value in context.invocation_metadata() or () if name == "x-request-id"), "")
-    if not isinstance(request_id, str) or not _REQUEST_ID_PATTERN.match(request_id):
+    if not isinstance(request_id, str) or not _REQUEST_ID_PATTERN.fullmatch(request_id):
         request_id = f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}"
-    return AuditedCall(rpc, request_id, context.peer() or "")
+    return AuditedCall(rpc, request_id, context.peer() or "", trace=current_trace_ids())
 
 
 class TokenServicer:
     """Mints and verifies tokens with the store's current secrets, for the callers
-    the authenticator recognises, within their policies; every mint attempt is audited."""
+    the authenticator recognises, within their policies; every mint attempt is audited.
+
+    Orgs in `transit` are signed by their Vault Transit signer instead: those mints await Vault,
+    with what is left of the call's deadline. A call that names no such org takes the synchronous
+    KV path alone."""
 
     def __init__(
         self,
@@ -77,8 +96,10 @@ class TokenServicer:
         *,
         default_org: str,
         batch_limit: int = 1000,
+        transit: Mapping[str, TransitSigner] | None = None,
     ) -> None:
         self._store = store
+        self._transit = dict(transit or {})
         self._minter = minter
         self._verifier = verifier
         self._metrics = metrics
@@ -92,10 +113,17 @@ class TokenServicer:
         call = _audited_call(context, "MintToken")
         try:
             caller = self._admit_mint(context, call, [request])
-            response = self._mint(request, caller, call)
+            if self._transit and (request.org or self._default_org) in self._transit:
+                (response,) = await self._mint_through_transit([request], caller, call, context)
+                if isinstance(response, TokenServiceError):
+                    raise response
+            else:
+                response = self._mint(request, caller, call)
         except Exception:
             await self._audit.write(call, serves_tokens=False)
             raise
+        annotate(org=request.org or self._default_org, identity_kind=_IDENTITY_KIND[response.identity_used],
+                 secret_version=response.secret_version)
         # No token leaves without its audit record: this raises AUDIT_UNAVAILABLE when it is not written.
         await self._audit.write(call, serves_tokens=True)
         return response
@@ -104,9 +132,13 @@ class TokenServicer:
         self, request: pb.MintTokensRequest, context: grpc.aio.ServicerContext
     ) -> pb.MintTokensResponse:
         call = _audited_call(context, "MintTokens")
+        annotate(batch_size=len(request.requests))
         try:
             caller = self._admit_mint(context, call, request.requests)
-            results = [self._mint_result(entry, caller, call) for entry in request.requests]
+            if self._transit and any((entry.org or self._default_org) in self._transit for entry in request.requests):
+                results = await self._mint_results_with_transit(request.requests, caller, call, context)
+            else:
+                results = [self._mint_result(entry, caller, call) for entry in request.requests]
         except Exception:
             await self._audit.write(call, serves_tokens=False)
             raise
@@ -117,14 +149,17 @@ class TokenServicer:
         self, request: pb.VerifyTokenRequest, context: grpc.aio.ServicerContext
     ) -> pb.VerifyTokenResponse:
         org = request.org or self._default_org
+        annotate(org=org)
         self._admit(context, "VerifyToken", cost=1).check_org(org)
         if not request.token:
             raise TokenMissingError("token: required; pass the token to check", field="token")
         if len(request.token) > TOKEN_MAX_BYTES:
             raise TokenTooLargeError(
                 f"token: longer than {TOKEN_MAX_BYTES} bytes, which no token of this service is", field="token")
-        secret = self._store.current(org)
-        outcome = self._verifier.verify(request.token, secret.key)
+        if self._transit and org in self._transit:
+            outcome = await self._verify_through_transit(request.token, self._transit[org], context)
+        else:
+            outcome = self._verifier.verify(request.token, self._store.current(org).key)
         response = pb.VerifyTokenResponse(
             valid=outcome.valid, reason=outcome.reason, detail=outcome.detail,
             external_id=outcome.external_id, email=outcome.email)
@@ -142,6 +177,7 @@ class TokenServicer:
         Every call costs at least one token (an empty batch too), and so does a refusal of a known
         caller, so that no kind of call is free."""
         caller = self._authenticator.authenticate(context)
+        annotate(caller=caller.name)
         if call is not None:
             call.caller = caller.name
         try:
@@ -187,21 +223,87 @@ class TokenServicer:
         org = request.org or self._default_org
         started = time.perf_counter()
         try:
-            if caller.policy is not None:
-                caller.check_org(org)
-                caller.check_identities(request.email, request.external_id)
-            identity = check_identity(request.external_id, request.email)
+            self._check_mint(request, org, caller)
             secret = self._store.current(org)
             minted = self._minter.mint(secret, external_id=request.external_id, email=request.email)
         except TokenServiceError as error:
-            self._metrics.mint_errors_total.labels(
-                org=self._org_label(org), reason=error.reason, caller=caller.name).inc()
-            self._record(call, request, error=error)
+            self._refused(request, org, caller, call, error)
             raise
+        return self._issued(request, org, caller, call, minted, started)
+
+    def _check_mint(self, request: pb.MintTokenRequest, org: str, caller: Caller) -> None:
+        """Raise when the caller may not mint this, or the identities break a rule."""
+        if caller.policy is not None:
+            caller.check_org(org)
+            caller.check_identities(request.email, request.external_id)
+        check_identity(request.external_id, request.email)
+
+    def _refused(self, request: pb.MintTokenRequest, org: str, caller: Caller, call: AuditedCall,
+                 error: TokenServiceError) -> TokenServiceError:
+        """`error`, counted and audited as the entry's outcome."""
+        self._metrics.mint_errors_total.labels(org=self._org_label(org), reason=error.reason, caller=caller.name).inc()
+        self._record(call, request, error=error)
+        return error
+
+    def _issued(self, request: pb.MintTokenRequest, org: str, caller: Caller, call: AuditedCall,
+                minted: MintedToken, started: float) -> pb.MintTokenResponse:
+        """The response for `minted`, counted and audited."""
         self._metrics.mint_duration.observe(time.perf_counter() - started)
-        self._issued_counter(org, identity.value, caller.name).inc()
+        self._issued_counter(org, minted.identity_used.value, caller.name).inc()
         self._record(call, request, secret_version=minted.secret_version)
         return _mint_response(minted)
+
+    async def _mint_results_with_transit(self, entries: Sequence[pb.MintTokenRequest], caller: Caller,
+                                         call: AuditedCall, context: grpc.aio.ServicerContext,
+                                         ) -> list[pb.MintTokenResult]:
+        """A batch naming transit orgs: its other entries minted at once, the transit ones awaited together."""
+        in_transit = [(entry.org or self._default_org) in self._transit for entry in entries]
+        results = [None if transit else self._mint_result(entry, caller, call)
+                   for entry, transit in zip(entries, in_transit, strict=True)]
+        outcomes = iter(await self._mint_through_transit(
+            [entry for entry, transit in zip(entries, in_transit, strict=True) if transit], caller, call, context))
+        return [result if result is not None else _result_of(next(outcomes)) for result in results]
+
+    async def _mint_through_transit(self, entries: Sequence[pb.MintTokenRequest], caller: Caller, call: AuditedCall,
+                                    context: grpc.aio.ServicerContext,
+                                    ) -> list[pb.MintTokenResponse | TokenServiceError]:
+        """Mint entries of transit orgs: the checks as for any mint, then each org's signatures in one
+        `sign_many`, the orgs concurrently, within the call's deadline. An outcome per entry, in order."""
+        started = time.perf_counter()
+        outcomes: list[pb.MintTokenResponse | TokenServiceError | None] = [None] * len(entries)
+        unsigned: dict[str, list[tuple[int, UnsignedToken]]] = {}
+        for index, entry in enumerate(entries):
+            org = entry.org or self._default_org
+            try:
+                self._check_mint(entry, org, caller)
+            except TokenServiceError as error:
+                outcomes[index] = self._refused(entry, org, caller, call, error)
+                continue
+            token = self._minter.unsigned(external_id=entry.external_id, email=entry.email)
+            unsigned.setdefault(org, []).append((index, token))
+        timeout = vault_timeout(context.time_remaining())
+        signed = await asyncio.gather(*(
+            self._transit[org].sign_many([token.signing_input for _, token in tokens], timeout=timeout)
+            for org, tokens in unsigned.items()))
+        for (org, tokens), signatures in zip(unsigned.items(), signed, strict=True):
+            for (index, token), signature in zip(tokens, signatures, strict=True):
+                entry = entries[index]
+                outcomes[index] = (
+                    self._refused(entry, org, caller, call, signature) if isinstance(signature, TokenServiceError)
+                    else self._issued(entry, org, caller, call, token.signed(signature.mac, signature.key_version),
+                                      started))
+        return outcomes
+
+    async def _verify_through_transit(self, token: str, signer: TransitSigner,
+                                      context: grpc.aio.ServicerContext) -> Verification:
+        """As TokenVerifier.verify, with Transit checking the signature against the key's latest version;
+        a token of the wrong form is refused before Vault is asked."""
+        signed = self._verifier.parse(token)
+        if isinstance(signed, Verification):
+            return signed
+        matches = await signer.verify_signature(signed.signing_input, signed.signature,
+                                                timeout=vault_timeout(context.time_remaining()))
+        return self._verifier.conclude(signed, signature_matches=matches)
 
     def _issued_counter(self, org: str, identity: str, caller: str) -> Any:
         """The labelled counter, looked up once per label set: `labels()` showed in the batch profile.
@@ -231,6 +333,12 @@ class TokenServicer:
         elif self._audit.enabled:
             call.attempts.append(MintAttempt(None, "", "", status_code_for(error).name, error.reason,
                                              entries=len(entries)))
+
+
+def _result_of(outcome: pb.MintTokenResponse | TokenServiceError) -> pb.MintTokenResult:
+    if isinstance(outcome, TokenServiceError):
+        return pb.MintTokenResult(error=to_rpc_status(outcome))
+    return pb.MintTokenResult(token=outcome)
 
 
 def _mint_response(minted: MintedToken) -> pb.MintTokenResponse:
@@ -265,6 +373,7 @@ def _guarded(method: Callable[..., Awaitable[Any]], request_name: str) -> Callab
                     "protos/tokenservice/v1/token_service.proto")
             return await method(request, context)
         except TokenServiceError as error:
+            annotate(error_reason=error.reason)
             await abort_with_error(context, error)
         except Exception:
             logger.exception("unexpected error in %s", request_name)

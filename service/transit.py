@@ -3,11 +3,13 @@ imported HMAC key (service/transit_import.py puts it there) and never reaches
 the service, which asks Transit for the HMAC-SHA256 of each signing input.
 
 A Vault round trip per token would cap the mint rate at the round-trip rate,
-so concurrent requests are coalesced: a request waits at most `max_wait_seconds`
-for others to join it, and up to `max_batch_size` inputs go to Vault as one
-`batch_input` call. One batch is in flight per VaultCaller given (each is an
-hvac client behind a lock); while it is out, the next batch fills up. Vault is
-called from worker threads only, never on the event loop.
+so concurrent requests are coalesced: batches of up to `max_batch_size` inputs
+go to Vault as one `batch_input` call, one at a time per VaultCaller given; an
+input waits for others to join it a millisecond after the last arrival, and
+`max_wait_seconds` at most (see _Batcher). The batch requests go over a
+connection on the event loop that never blocks it (service/vault_http.py);
+logging in, key reads, and any request hvac must make (a proxy, a token Vault
+refused) run in worker threads through the caller's hvac client.
 
 There is no local fallback: when Vault cannot answer in time, the caller gets
 SignerUnavailableError, and `healthy` turns False after
@@ -21,8 +23,10 @@ import asyncio
 import base64
 import binascii
 import dataclasses
+import functools
 import logging
 import re
+import threading
 import time
 import urllib.parse
 from collections import deque
@@ -35,6 +39,7 @@ import requests
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.errors import ConfigError, SecretSourceError, SignerUnavailableError
+from service.vault_http import RedirectedError, VaultHttp
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,10 @@ MOUNT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9
 TRANSIT_HMAC = re.compile(r"vault:v([1-9][0-9]{0,9}):([A-Za-z0-9+/]{43}=)")
 HMAC_SHA256_BYTES = 32
 HASH_ALGORITHM = "sha2-256"
+# How long the batcher waits for one more input before it sends what it has (at most max_wait).
+ARRIVAL_GAP_SECONDS = 0.001
+# Vault refuses a request of more than 1,000 JSON strings (max_request_json_strings); a verify input is 4.
+MAX_BATCH_SIZE = 200
 
 TRANSIT_LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
@@ -64,8 +73,8 @@ class VaultCaller(Protocol):
 class TransitSettings:
     """How requests to Transit are coalesced and bounded."""
 
-    # How long the oldest queued input waits for others before its batch is sent.
-    max_wait_seconds: float = 0.001
+    # The longest an input waits for others to share its request (under steady load; alone, a millisecond).
+    max_wait_seconds: float = 0.01
     # The most inputs in one Transit request.
     max_batch_size: int = 128
     # The HTTP timeout of one Transit request, and how long a caller waits by default.
@@ -75,13 +84,14 @@ class TransitSettings:
 
     def __post_init__(self) -> None:
         if not 0 <= self.max_wait_seconds <= 0.1:
-            raise ConfigError("transit max_wait_seconds must be between 0 and 0.1")
-        if not 1 <= self.max_batch_size <= 1000:
-            raise ConfigError("transit max_batch_size must be between 1 and 1000")
+            raise ConfigError("setting transit.max_wait_seconds: must be between 0 and 0.1 (seconds)")
+        if not 1 <= self.max_batch_size <= MAX_BATCH_SIZE:
+            raise ConfigError(f"setting transit.max_batch_size: must be between 1 and {MAX_BATCH_SIZE} (Vault refuses "
+                              "requests of more than 1,000 JSON strings)")
         if not 0 < self.timeout_seconds <= 60:
-            raise ConfigError("transit timeout_seconds must be above 0 and at most 60")
+            raise ConfigError("setting transit.timeout_seconds: must be above 0 and at most 60")
         if self.unhealthy_after_failures < 1:
-            raise ConfigError("transit unhealthy_after_failures must be at least 1")
+            raise ConfigError("setting transit.unhealthy_after_failures: must be at least 1")
 
 
 class TransitSignature(NamedTuple):
@@ -130,12 +140,16 @@ class _Failure(Exception):
 
 
 class SignerHealth:
-    """`unhealthy_after` failures in a row make it unhealthy; the next success makes it healthy."""
+    """`unhealthy_after` failures in a row make it unhealthy; the next success makes it healthy.
+
+    Recorded from the event loop and from worker threads (key reads), hence the lock; `on_change` is
+    called in whichever thread recorded the change."""
 
     def __init__(self, unhealthy_after: int, on_change: Callable[[bool], None] | None = None) -> None:
         self._unhealthy_after = unhealthy_after
         self._on_change = on_change
         self._failures = 0
+        self._lock = threading.Lock()
 
     @property
     def healthy(self) -> bool:
@@ -146,10 +160,12 @@ class SignerHealth:
         return self._failures
 
     def record(self, ok: bool) -> None:
-        was = self.healthy
-        self._failures = 0 if ok else self._failures + 1
-        if self.healthy != was and self._on_change is not None:
-            self._on_change(self.healthy)
+        with self._lock:
+            was = self.healthy
+            self._failures = 0 if ok else self._failures + 1
+            changed = self.healthy != was
+        if changed and self._on_change is not None:
+            self._on_change(not was)
 
 
 @dataclasses.dataclass
@@ -162,9 +178,12 @@ class _Entry(Generic[Item, R]):
 class _Batcher(Generic[Item, R]):
     """Coalesces items into batches: one worker per caller, each sending one batch at a time.
 
-    A batch goes out when it is full, when its oldest item has waited `max_wait`, or at once when no
-    other batch is in flight: then nothing would come back sooner to make waiting pay, and the items that
-    arrive meanwhile make the next batch. Items whose caller stopped waiting are left out."""
+    A batch goes out when it is full, when its oldest item has waited `max_wait`, or once no item has
+    arrived for ARRIVAL_GAP_SECONDS. Handlers submit while they run, so that gap passes only
+    when the event loop has nothing more for the batch: a lone call waits that long, a burst is one
+    batch, and under steady load, when the loop never idles, batches fill for up to `max_wait`, which
+    costs no latency then (the calls queue anyway) and saves Vault and the service a request per item.
+    Items whose caller stopped waiting are left out."""
 
     def __init__(self, callers: Sequence[VaultCaller],
                  send: Callable[[VaultCaller, list[Item]], Awaitable[list[R | SignerUnavailableError]]],
@@ -176,13 +195,13 @@ class _Batcher(Generic[Item, R]):
         self._pending: deque[_Entry[Item, R]] = deque()
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
-        self._in_flight = 0
+        self._last_arrival = 0.0
 
     def submit(self, items: Sequence[Item]) -> list[asyncio.Future[R]]:
         """Queue `items`; a future per item. Cancel a future to withdraw its item."""
         self._start()
         loop = asyncio.get_running_loop()
-        now = loop.time()
+        now = self._last_arrival = loop.time()
         futures = [loop.create_future() for _ in items]
         self._pending.extend(_Entry(item, future, now) for item, future in zip(items, futures))
         if len(self._pending) == len(items) or len(self._pending) >= self._max_batch:
@@ -205,14 +224,11 @@ class _Batcher(Generic[Item, R]):
     async def _work(self, caller: VaultCaller) -> None:
         while True:
             batch = await self._next_batch()
-            self._in_flight += 1
             try:
                 outcomes = await self._send(caller, [entry.item for entry in batch])
             except asyncio.CancelledError:
                 self._pending.extendleft(reversed(batch))
                 raise
-            finally:
-                self._in_flight -= 1
             for entry, outcome in zip(batch, outcomes, strict=True):
                 if entry.future.done():
                     continue
@@ -226,16 +242,18 @@ class _Batcher(Generic[Item, R]):
         while True:
             while self._pending and self._pending[0].future.done():
                 self._pending.popleft()
-            wait: float | None = None
+            timer = None
             if self._pending:
-                wait = self._pending[0].enqueued_at + self._max_wait - loop.time()
-                if wait <= 0 or len(self._pending) >= self._max_batch or not self._in_flight:
+                due = min(self._pending[0].enqueued_at + self._max_wait, self._last_arrival + ARRIVAL_GAP_SECONDS)
+                if due <= loop.time() or len(self._pending) >= self._max_batch:
                     return self._take()
+                timer = loop.call_at(due, self._wakeup.set)
             self._wakeup.clear()
             try:
-                await asyncio.wait_for(self._wakeup.wait(), wait)
-            except TimeoutError:
-                pass
+                await self._wakeup.wait()
+            finally:
+                if timer is not None:
+                    timer.cancel()
 
     def _take(self) -> list[_Entry[Item, R]]:
         batch: list[_Entry[Item, R]] = []
@@ -244,6 +262,15 @@ class _Batcher(Generic[Item, R]):
             if not entry.future.done():
                 batch.append(entry)
         return batch
+
+
+@dataclasses.dataclass
+class _Link:
+    """How batch requests reach Vault through one caller: its current token, and a connection per
+    operation (None where requests would use a proxy: hvac then sends them)."""
+
+    token: str
+    connections: dict[str, VaultHttp] | None
 
 
 def _fail(entries: Sequence[_Entry[Item, R]], error: Callable[[], SignerUnavailableError]) -> None:
@@ -257,7 +284,8 @@ class TransitSigner:
 
     `callers` are VaultSessions (or anything with their `call`); one batch is in flight per caller. One
     suffices against a nearby Vault (batches grow with the load); more overlap the round trips to a distant
-    one. Call `close()` at shutdown."""
+    one. `on_health_change` gets the new health, in the thread that saw the change (the event loop's, or
+    that of a `read_key_info`). Call `close()` at shutdown."""
 
     def __init__(self, callers: Sequence[VaultCaller], *, org: str, key: str, mount: str = "transit",
                  settings: TransitSettings = TransitSettings(), metrics: TransitMetrics | None = None,
@@ -282,6 +310,7 @@ class TransitSigner:
         self._verify_url = f"/v1/{mount}/verify/{quoted}/{HASH_ALGORITHM}"
         self._key_url = f"/v1/{mount}/keys/{quoted}"
         self._key_caller = callers[0]
+        self._links: dict[VaultCaller, _Link] = {}
         self._signing = _Batcher(callers, self._send_hmac, max_batch=settings.max_batch_size,
                                  max_wait=settings.max_wait_seconds)
         self._verifying = _Batcher(callers, self._send_verify, max_batch=settings.max_batch_size,
@@ -331,9 +360,26 @@ class TransitSigner:
         or the key is not an HMAC key."""
         timeout = self._timeout(timeout)
         try:
-            info = await asyncio.wait_for(self._read_key_info(timeout), timeout)
+            return await asyncio.wait_for(asyncio.to_thread(self.read_key_info, timeout=timeout), timeout)
         except TimeoutError:
             raise self._deadline_error(timeout) from None
+
+    def read_key_info(self, *, timeout: float | None = None) -> KeyInfo:
+        """As `refresh_key_info`, blocking the calling thread: for a worker thread (a background refresher's
+        read), never the event loop."""
+        timeout = self._timeout(timeout)
+        started = time.perf_counter()
+        try:
+            answer = self._call(self._key_caller, functools.partial(self._get_key_info, timeout=timeout))
+            info = self._key_info(answer)
+        except _Failure as failure:
+            self._record_failure("key_info", failure)
+            raise SignerUnavailableError(failure.message) from None
+        self._observe("key_info", started, 1)
+        self._record_success("key_info")
+        if info.exportable or info.allow_plaintext_backup:
+            logger.warning("Transit key can leave Vault (exportable or plaintext backup allowed); import it again "
+                           "without either", extra={"fields": self._log_fields("key_info")})
         self._adopt_version(info.latest_version)
         return info
 
@@ -344,6 +390,9 @@ class TransitSigner:
                                           "replica")
         await self._signing.close(closed)
         await self._verifying.close(closed)
+        for link in list(self._links.values()):
+            for connection in (link.connections or {}).values():
+                await connection.close()
 
     def _timeout(self, timeout: float | None) -> float:
         return self._settings.timeout_seconds if timeout is None else min(timeout, self._settings.timeout_seconds)
@@ -392,12 +441,11 @@ class TransitSigner:
     async def _request(self, caller: VaultCaller, operation: str, url: str, items: list[Item],
                        encode: Callable[[Item], dict[str, str]], decode: Callable[[object], R],
                        ) -> list[R | SignerUnavailableError]:
-        """Send one batch request; an outcome per item. Never raises: a failed request fails every item.
-
-        Encoding, the request and decoding all run in the worker thread, off the event loop."""
+        """Send one batch request; an outcome per item. Never raises: a failed request fails every item."""
         started = time.perf_counter()
         try:
-            outcomes = await asyncio.to_thread(self._exchange, caller, url, items, encode, decode)
+            answer = await self._post(caller, operation, url, {"batch_input": [encode(item) for item in items]})
+            outcomes = self._decoded(answer, len(items), decode)
         except _Failure as failure:
             self._record_failure(operation, failure)
             return [SignerUnavailableError(failure.message) for _ in items]
@@ -410,17 +458,48 @@ class TransitSigner:
         self._record_success(operation)
         return outcomes
 
-    def _exchange(self, caller: VaultCaller, url: str, items: list[Item], encode: Callable[[Item], dict[str, str]],
-                  decode: Callable[[object], R]) -> list[R | SignerUnavailableError]:
-        body = {"batch_input": [encode(item) for item in items]}
-        answer = self._call(caller, lambda client: client.adapter.post(
-            url, json=body, timeout=self._settings.timeout_seconds))
+    async def _post(self, caller: VaultCaller, operation: str, url: str, body: dict[str, object]) -> object:
+        """Vault's answer, through the caller's connection on the loop; through hvac in a worker thread
+        the first time, where requests would use a proxy, after Vault refused the token (hvac's session
+        logs in again) and after a redirect (hvac follows it)."""
+        link = self._links.get(caller)
+        if link is not None and link.connections is not None:
+            try:
+                return await link.connections[operation].post(url, body, link.token, self._settings.timeout_seconds)
+            except (hvac.exceptions.Forbidden, RedirectedError):
+                pass
+            except (hvac.exceptions.VaultError, requests.RequestException, ValueError) as error:
+                raise self._failure(error) from None
+        return await asyncio.to_thread(self._call, caller, functools.partial(self._post_with_hvac, caller, url, body))
+
+    def _post_with_hvac(self, caller: VaultCaller, url: str, body: dict[str, object], client: hvac.Client) -> object:
+        answer = client.adapter.post(url, json=body, timeout=self._settings.timeout_seconds)
+        self._remember(caller, client)
+        return answer
+
+    def _get_key_info(self, client: hvac.Client, *, timeout: float) -> object:
+        answer = client.adapter.get(self._key_url, timeout=timeout)
+        self._remember(self._key_caller, client)
+        return answer
+
+    def _remember(self, caller: VaultCaller, client: hvac.Client) -> None:
+        """Keep the token the caller's session holds now (renewed or new after a login) for the loop's requests."""
+        link = self._links.get(caller)
+        if link is None:
+            # Connections open on first use, so a link that loses this race to another thread never opened one.
+            signing, verifying = VaultHttp.like(client), VaultHttp.like(client)
+            connections = (None if signing is None or verifying is None
+                           else {"hmac": signing, "verify": verifying})
+            link = self._links.setdefault(caller, _Link(client.token, connections))
+        link.token = client.token
+
+    def _decoded(self, answer: object, size: int, decode: Callable[[object], R]) -> list[R | SignerUnavailableError]:
         outcomes: list[R | SignerUnavailableError] = []
-        for result in self._batch_results(answer, len(items)):
+        for result in self._batch_results(answer, size):
             try:
                 outcomes.append(decode(result))
             except _Failure as failure:
-                self._count_error(failure.kind)  # prometheus_client's metrics may be updated from any thread
+                self._count_error(failure.kind)
                 outcomes.append(SignerUnavailableError(failure.message))
         return outcomes
 
@@ -430,22 +509,6 @@ class TransitSigner:
             return caller.call(operation)
         except (hvac.exceptions.VaultError, requests.RequestException, SecretSourceError) as error:
             raise self._failure(error) from None
-
-    async def _read_key_info(self, timeout: float) -> KeyInfo:
-        started = time.perf_counter()
-        try:
-            answer = await asyncio.to_thread(
-                self._call, self._key_caller, lambda client: client.adapter.get(self._key_url, timeout=timeout))
-            info = self._key_info(answer)
-        except _Failure as failure:
-            self._record_failure("key_info", failure)
-            raise SignerUnavailableError(failure.message) from None
-        self._observe("key_info", started, 1)
-        self._record_success("key_info")
-        if info.exportable or info.allow_plaintext_backup:
-            logger.warning("Transit key can leave Vault (exportable or plaintext backup allowed); import it again "
-                           "without either", extra={"fields": self._log_fields("key_info")})
-        return info
 
     def _key_info(self, answer: object) -> KeyInfo:
         data = answer.get("data") if isinstance(answer, dict) else None
@@ -493,7 +556,7 @@ class TransitSigner:
         """What a failed request means and how to fix it: the caller's message and the metric's kind."""
         if isinstance(error, SecretSourceError):
             return _Failure("login", self._message(f"could not be used: logging in to Vault failed ({error})"))
-        if isinstance(error, ValueError):  # requests' JSONDecodeError: an answer, but not Vault's JSON
+        if isinstance(error, ValueError):  # JSONDecodeError: an answer, but not Vault's JSON
             return _Failure("malformed", self._message(
                 "answered with what is not JSON; check that vault.addr is a Vault or OpenBao server"))
         if isinstance(error, requests.Timeout):

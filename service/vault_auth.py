@@ -193,7 +193,8 @@ class VaultSession:
         # hvac hands the timeout to requests, which takes seconds as a float; hvac's stubs say int.
         # With tracing on, every request of this client (login, renewal, reads) is a client span.
         client = hvac.Client(  # type: ignore[arg-type]
-            url=self._vault.addr, timeout=self._vault.timeout_seconds, session=vault_http_session())
+            url=self._vault.addr, timeout=self._vault.timeout_seconds, session=vault_http_session()
+        )
         ttl, renewable = _lease(client, self._auth.login(client))
         self._client = client
         self._schedule_renewal(ttl)

@@ -49,6 +49,8 @@ EXPRESS_DIR = HERE / "reference-express"
 GO_DIR = HERE / "reference-go"
 GO_BINARY = GO_DIR / "reference-go"
 SECRET_PATH = "kustomer/bench"
+# The same secret, imported into Transit, for the service in transit mode.
+TRANSIT_KEY = "kustomer-bench"
 EXPECTED_HEADER = b'{"alg":"HS256","typ":"JWT"}'
 ALLOWED_CLAIMS = {"externalId", "email", "iat"}
 
@@ -63,10 +65,17 @@ GRPC_HEADERS = ["content-type: application/grpc", "te: trailers"]
 
 # Row keys, in table order.
 UNARY, SECURED, BATCH, EXPRESS, GO, HALF = "unary", "secured", "batch", "express", "go", "half"
+UNARY_16, TRANSIT_16, TRANSIT, TRANSIT_BATCH = "unary-16", "transit-16", "transit", "transit-batch"
+ROW_ORDER = (UNARY, SECURED, BATCH, UNARY_16, TRANSIT_16, TRANSIT, TRANSIT_BATCH, EXPRESS, GO, HALF)
+BATCH_KEYS = (BATCH, TRANSIT_BATCH)
 LABELS = {
     UNARY: "tokenservice MintToken",
     SECURED: "tokenservice MintToken, TLS + API key",
     BATCH: "tokenservice MintTokens x{batch}",
+    UNARY_16: "tokenservice MintToken, {in_flight} in flight",
+    TRANSIT_16: "tokenservice transit MintToken, {in_flight} in flight",
+    TRANSIT: "tokenservice transit MintToken",
+    TRANSIT_BATCH: "tokenservice transit MintTokens x{batch}",
     EXPRESS: "reference Express+jsonwebtoken",
     GO: "reference Go grpc-go+golang-jwt",
     HALF: "tokenservice MintToken @~50% peak",
@@ -285,6 +294,30 @@ def metric_sum(samples: dict, name: str, where: Callable[[dict], bool] = lambda 
     return sum(value for (sample, labels), value in samples.items() if sample == name and where(dict(labels)))
 
 
+CUT_OFF_CODES = ("CANCELLED", "UNKNOWN")
+
+
+def failed_call(labels: dict) -> bool:
+    """A call that failed on the server's side: neither OK nor cut off by the client (run_h2load
+    bounds those by the calls h2load left unfinished)."""
+    return labels.get("grpc_code") not in ("OK", *CUT_OFF_CODES)
+
+
+def cut_off_call(labels: dict) -> bool:
+    return labels.get("grpc_code") in CUT_OFF_CODES
+
+
+def transit_hmac_requests(transit: Service) -> tuple[float, float]:
+    """The transit service's Vault HMAC requests so far, and the inputs they carried."""
+    samples = transit.metrics()
+    return (metric_sum(samples, "tokenservice_transit_batch_size_count", _is_hmac),
+            metric_sum(samples, "tokenservice_transit_batch_size_sum", _is_hmac))
+
+
+def _is_hmac(labels: dict) -> bool:
+    return labels.get("operation") == "hmac"
+
+
 def service_env(bao: OpenBaoDevServer, grpc_port: int, metrics_port: int, workers: int | None,
                 audit_file: Path) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
@@ -309,10 +342,11 @@ def log_records(output: Path) -> list[dict]:
 
 
 def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag: str, workers: int | None,
-                  timeout: float = 60.0, secured: SecuredSetup | None = None) -> Service:
+                  timeout: float = 60.0, secured: SecuredSetup | None = None, transit: Path | None = None) -> Service:
     """Start `tokenservice serve` and time it to a listening port and to health SERVING.
 
-    With `secured`, it runs with its config: callers, TLS, and health on a plaintext port."""
+    With `secured`, it runs with its config: callers, TLS, and health on a plaintext port. With
+    `transit`, with that config, whose org signs through Vault Transit."""
     grpc_port, metrics_port = free_loopback_port(), free_loopback_port()
     output = workdir / f"tokenservice-{tag}.log"
     started = time.monotonic()
@@ -322,6 +356,9 @@ def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag:
     if secured is not None:
         env["TOKENSERVICE_INSECURE_NO_CALLER_AUTH"] = ""
         argv += ["--config", str(secured.config_file)]
+    if transit is not None:
+        del env["TOKENSERVICE_SECRET_PATH"]  # the transit org reads no KV path
+        argv += ["--config", str(transit)]
     process = children.start(argv, env=env, output=output)
     deadline = started + timeout
 
@@ -356,18 +393,34 @@ def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag:
             time.sleep(0.002)
     serving = time.monotonic()
     # With several worker processes, the health check reached one of them:
-    # wait until every worker has logged that it serves.
-    while True:
+    # wait until every worker has logged that its secrets are loaded (a transit org has none).
+    while transit is None:
         records = log_records(output)
-        count = next((record.get("workers", 1) for record in records if record.get("message") == "listening"), 1)
         ready = sum(1 for record in records if record.get("message") == "readiness changed" and record.get("serving"))
-        if ready >= count:
+        if ready >= worker_count(records):
             break
         check_alive()
         time.sleep(0.005)
     all_serving = time.monotonic()
+    count = worker_count(log_records(output))
     return Service(process, target, f"http://127.0.0.1:{metrics_port}/metrics", listening - started,
                    serving - started, all_serving - started, count)
+
+
+def worker_count(records: list[dict]) -> int:
+    return next((record.get("workers", 1) for record in records if record.get("message") == "listening"), 1)
+
+
+def transit_config(bao: OpenBaoDevServer, workdir: Path, secret: str) -> Path:
+    """Transit on the dev server, the benchmark's secret imported as TRANSIT_KEY, and a config whose
+    default org signs with that key."""
+    from service.transit_import import import_secret
+
+    bao.client().sys.enable_secrets_engine("transit", path="transit")
+    import_secret(bao.client(), "transit", TRANSIT_KEY, secret.encode(), org="default", dry_run=False)
+    config_file = workdir / "transit.toml"
+    config_file.write_text(f'[orgs.default]\nsigning = "transit"\ntransit_key = "{TRANSIT_KEY}"\n')
+    return config_file
 
 
 @dataclasses.dataclass
@@ -484,7 +537,7 @@ def sample_tokens(key: str, target: str | int, batch: int,
     with (grpc.secure_channel(str(target), credentials, options=[("grpc.ssl_target_name_override", "localhost")])
           if credentials else grpc.insecure_channel(str(target))) as channel:
         stub = pb_grpc.TokenServiceStub(channel)
-        if key == BATCH:
+        if key in BATCH_KEYS:
             entries = batch_entries(batch)
             results = stub.MintTokens(pb.MintTokensRequest(requests=entries), timeout=30).results
             if len(results) != batch or any(not result.HasField("token") for result in results):
@@ -511,7 +564,9 @@ class Target:
     tokens_per_request: int
     pid: int
     address: str | int  # what sample_tokens needs
-    server_counts: Callable[[], tuple[float, float]] | None = None  # (ok, not ok) so far, server side
+    # (ok, not ok, cut off) so far, server side; cut off: the calls that ended CANCELLED or UNKNOWN, as those
+    # h2load resets when its time is up do (the server sees no status for them).
+    server_counts: Callable[[], tuple[float, float, float]] | None = None
     credentials: grpc.ChannelCredentials | None = None  # what sample_tokens needs for a TLS target
 
 
@@ -561,11 +616,11 @@ def run_h2load(children: Children, target: Target, workdir: Path, tag: str, *, d
         limit = duration + warmup + 60
     argv.append(target.url)
 
-    before = target.server_counts() if target.server_counts else (0.0, 0.0)
+    before = target.server_counts() if target.server_counts else (0.0, 0.0, 0.0)
     cpu_before, wall_before = cpu_seconds(target.pid), time.monotonic()
     output = children.run(argv, timeout=limit)
     cpu_percent = 100 * (cpu_seconds(target.pid) - cpu_before) / (time.monotonic() - wall_before)
-    after = target.server_counts() if target.server_counts else (0.0, 0.0)
+    after = target.server_counts() if target.server_counts else (0.0, 0.0, 0.0)
     (workdir / f"h2load-{tag}.out").write_text(output)
 
     finished = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output)
@@ -582,7 +637,9 @@ def run_h2load(children: Children, target: Target, workdir: Path, tag: str, *, d
     durations = sorted(int(fields[2]) for fields in logged if int(fields[0]) >= first_start + skip_before_us)
     if not durations or succeeded == 0:
         raise BenchError(f"h2load completed no request against {target.label}:\n{output}")
-    server_ok, server_failed = after[0] - before[0], after[1] - before[1]
+    server_ok, server_failed, cut_off = (end - start for end, start in zip(after, before))
+    # h2load resets the calls still open when its time is up, as many as it keeps in flight: only more fail.
+    server_failed += max(0.0, cut_off - target.clients * target.streams)
     if target.server_counts and server_ok < succeeded:
         raise BenchError(f"{target.label}: h2load counted {succeeded} successes but the server only "
                          f"{server_ok:g} OK calls; the gRPC status is not what h2load thinks")
@@ -697,23 +754,25 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     service = start_service(children, bao, workdir, "main", args.service_workers)
     secured_setup = SecuredSetup.create(bao, workdir)
     secured = start_service(children, bao, workdir, "secured", args.service_workers, secured=secured_setup)
+    transit = start_service(children, bao, workdir, "transit", args.service_workers,
+                            transit=transit_config(bao, workdir, secret))
     express = start_express(children, secret, workdir)
     go = start_go(children, secret, workdir)
     log(f"servers: tokenservice {service.grpc_target}, express 127.0.0.1:{express.port}, go 127.0.0.1:{go.port}")
 
-    def service_counts(method: str, server: Service = service) -> Callable[[], tuple[float, float]]:
-        def counts() -> tuple[float, float]:
+    def service_counts(method: str, server: Service = service) -> Callable[[], tuple[float, float, float]]:
+        def counts() -> tuple[float, float, float]:
             samples = server.metrics()
             ok = metric_sum(samples, "grpc_server_handled_total",
                             lambda labels: labels.get("grpc_method") == method and labels.get("grpc_code") == "OK")
-            failed = metric_sum(samples, "grpc_server_handled_total", lambda labels: labels.get("grpc_code") != "OK")
+            failed = metric_sum(samples, "grpc_server_handled_total", failed_call)
             failed += metric_sum(samples, "tokenservice_mint_errors_total")  # per-entry errors of a batch
-            return ok, failed
+            return ok, failed, metric_sum(samples, "grpc_server_handled_total", cut_off_call)
         return counts
 
-    def go_counts() -> tuple[float, float]:
+    def go_counts() -> tuple[float, float, float]:
         stats = go.stats()
-        return float(stats["ok"]), float(stats["errors"])
+        return float(stats["ok"]), float(stats["errors"]), 0.0
 
     unary_request = pb.MintTokenRequest(external_id=EXTERNAL_ID, email=EMAIL).SerializeToString()
     (workdir / "unary.bin").write_bytes(grpc_frame(unary_request))
@@ -721,7 +780,8 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     (workdir / "batch.bin").write_bytes(grpc_frame(batch_request))
     (workdir / "express.json").write_bytes(json.dumps({"externalId": EXTERNAL_ID, "email": EMAIL}).encode())
 
-    service_url = f"http://{service.grpc_target}"
+    service_url, transit_url = f"http://{service.grpc_target}", f"http://{transit.grpc_target}"
+    in_flight = args.clients * args.streams
     targets = [
         Target(UNARY, LABELS[UNARY], service_url + MINT_PATH, workdir / "unary.bin", GRPC_HEADERS, False,
                args.clients, args.streams, 1, service.process.pid, service.grpc_target, service_counts("MintToken")),
@@ -732,6 +792,19 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         Target(BATCH, LABELS[BATCH].format(batch=args.batch), service_url + MINT_BATCH_PATH, workdir / "batch.bin",
                GRPC_HEADERS, False, args.clients, args.streams, args.batch, service.process.pid, service.grpc_target,
                service_counts("MintTokens")),
+        # At a quarter of the calls in flight: the comparison the transit targets are set at.
+        Target(UNARY_16, LABELS[UNARY_16].format(in_flight=args.clients), service_url + MINT_PATH,
+               workdir / "unary.bin", GRPC_HEADERS, False, args.clients, 1, 1, service.process.pid,
+               service.grpc_target, service_counts("MintToken")),
+        Target(TRANSIT_16, LABELS[TRANSIT_16].format(in_flight=args.clients), transit_url + MINT_PATH,
+               workdir / "unary.bin", GRPC_HEADERS, False, args.clients, 1, 1, transit.process.pid,
+               transit.grpc_target, service_counts("MintToken", transit)),
+        Target(TRANSIT, LABELS[TRANSIT], transit_url + MINT_PATH, workdir / "unary.bin", GRPC_HEADERS, False,
+               args.clients, args.streams, 1, transit.process.pid, transit.grpc_target,
+               service_counts("MintToken", transit)),
+        Target(TRANSIT_BATCH, LABELS[TRANSIT_BATCH].format(batch=args.batch), transit_url + MINT_BATCH_PATH,
+               workdir / "batch.bin", GRPC_HEADERS, False, args.clients, args.streams, args.batch,
+               transit.process.pid, transit.grpc_target, service_counts("MintTokens", transit)),
         Target(EXPRESS, LABELS[EXPRESS], f"http://127.0.0.1:{express.port}/login", workdir / "express.json",
                ["content-type: application/json"], True, args.clients * args.streams, 1, 1, express.process.pid,
                express.port),
@@ -754,12 +827,19 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
 
         verify_all("before")
         runs: dict[str, list[Run]] = {target.key: [] for target in targets}
+        hmac_requests: dict[str, list[float]] = {TRANSIT_16: [], TRANSIT: []}
         for repeat in range(args.repeats):
             for target in targets:
                 log(f"run {repeat + 1}/{args.repeats}: {target.label} for {args.duration:g} s")
+                requests_before = transit_hmac_requests(transit)
                 run = run_h2load(children, target, workdir, f"{target.key}-{repeat}", duration=args.duration,
                                  warmup=args.warmup)
                 runs[target.key].append(run)
+                if target.key in hmac_requests:
+                    # Warm-up calls included on both sides: the service's own count of its Vault requests.
+                    requests, inputs = (after - before for after, before in zip(
+                        transit_hmac_requests(transit), requests_before, strict=True))
+                    hmac_requests[target.key].append(requests / inputs if inputs else math.inf)
                 log(f"  {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
                     f"{run.failures} failed, {run.server_failures:g} server-side non-OK, server CPU {run.cpu_percent:.0f}%")
 
@@ -778,11 +858,11 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
 
     rss = {target.key: rss_kib(target.pid) for target in targets}
     rss[HALF] = rss[UNARY]
-    total_failed = metric_sum(service.metrics(), "grpc_server_handled_total",
-                              lambda labels: labels.get("grpc_code") != "OK")
-    if total_failed:
-        problems.append(f"tokenservice counted {total_failed:g} non-OK gRPC calls (grpc_server_handled_total)")
-    for stopped in (express.process, go.process, service.process, secured.process):
+    for server in (service, transit):
+        total_failed = metric_sum(server.metrics(), "grpc_server_handled_total", failed_call)
+        if total_failed:
+            problems.append(f"tokenservice counted {total_failed:g} non-OK gRPC calls (grpc_server_handled_total)")
+    for stopped in (express.process, go.process, service.process, secured.process, transit.process):
         children.stop(stopped)
 
     # Memory: RSS of a fresh process after --mints MintToken calls.
@@ -806,16 +886,18 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     children.stop(fresh.process)
 
     # The table.
+    def label(key: str) -> str:
+        return LABELS[key].format(batch=args.batch, in_flight=args.clients)
+
     rows = []
-    for key in (UNARY, SECURED, BATCH, EXPRESS, GO, HALF):
+    for key in ROW_ORDER:
         key_runs = runs[key]
-        label = LABELS[key].format(batch=args.batch)
         tokens = next((target.tokens_per_request for target in targets if target.key == key), 1)
         failures = sum(run.failures for run in key_runs) + sum(run.server_failures for run in key_runs)
         if failures:
-            problems.append(f"{label}: {failures:g} failed requests")
+            problems.append(f"{label(key)}: {failures:g} failed requests")
         rows.append({
-            "server": label,
+            "server": label(key),
             "req/s": spread([run.rps for run in key_runs], 0),
             "tokens/s": f"{statistics.median(run.rps for run in key_runs) * tokens:,.0f}",
             "p50 ms": spread([run.p50_ms for run in key_runs], 2),
@@ -827,9 +909,10 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         })
     load_after = os.getloadavg()[0]
     # Runs are interleaved, so run i of one server and run i of another shared the same stretch of time.
-    ratios = {f"{LABELS[numerator]} / {LABELS[denominator]}": [
+    ratios = {f"{label(numerator)} / {label(denominator)}": [
         top.rps / bottom.rps for top, bottom in zip(runs[numerator], runs[denominator])]
-        for numerator, denominator in ((UNARY, EXPRESS), (UNARY, GO), (SECURED, EXPRESS))}
+        for numerator, denominator in ((UNARY, EXPRESS), (UNARY, GO), (SECURED, EXPRESS), (TRANSIT_16, UNARY_16),
+                                       (TRANSIT, UNARY))}
     startup_serving = [s.seconds_to_serving * 1000 for s in startups]
     startup_all = [s.seconds_to_all_serving * 1000 for s in startups]
     startup_listening = [s.seconds_to_listening * 1000 for s in startups]
@@ -844,6 +927,10 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         "median [min-max] over runs; p50/p99 from h2load --log-file per-request times",
         "req/s ratios, run by run: " + "; ".join(
             f"{name}: {spread(values, 3)}" for name, values in ratios.items()),
+        f"transit: Vault HMAC requests per token (the service's tokenservice_transit_batch_size, warm-up "
+        f"included): {spread(hmac_requests[TRANSIT], 3)} at {in_flight} in flight, "
+        f"{spread(hmac_requests[TRANSIT_16], 3)} at {args.clients}; the transit service's OpenBao is the dev "
+        "server, without an audit device",
         f"@~50% peak: h2load --rps {per_client}/client = {per_client * args.clients} req/s offered, "
         f"the {args.clients} clients started 1 ms apart (--rate 1 --rate-period 1ms) so that they do not all "
         f"send in the same microsecond (peak median {peak:,.0f})",
@@ -866,7 +953,8 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
             "runs": {key: [dataclasses.asdict(run) for run in value] for key, value in runs.items()},
             "startup_ms": {"listening": startup_listening, "serving": startup_serving, "all_serving": startup_all},
             "service_workers": service.workers,
-            "memory_kib": memory, "largest_process_kib": largest_process_kib, "ratios": ratios, "notes": notes, "problems": problems,
+            "memory_kib": memory, "largest_process_kib": largest_process_kib, "ratios": ratios,
+            "transit_hmac_requests_per_token": hmac_requests, "notes": notes, "problems": problems,
             "settings": {key: str(value) for key, value in vars(args).items()},
         }, indent=2))
     if problems:

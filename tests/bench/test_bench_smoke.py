@@ -19,6 +19,10 @@ ROWS = [
     "tokenservice MintToken",
     "tokenservice MintToken, TLS + API key",
     "tokenservice MintTokens x100",
+    "tokenservice MintToken, 16 in flight",
+    "tokenservice transit MintToken, 16 in flight",
+    "tokenservice transit MintToken",
+    "tokenservice transit MintTokens x100",
     "reference Express+jsonwebtoken",
     "reference Go grpc-go+golang-jwt",
     "tokenservice MintToken @~50% peak",
@@ -55,13 +59,15 @@ def test_benchmark_prints_every_row_with_verified_tokens(tmp_path: Path) -> None
         assert number(row["p99 ms"]) > 0, f"{name}: no latency\n{result.stdout}"
         assert row["failed"] == "0", f"{name}: failures\n{result.stdout}"
         assert row["token verified"] == "yes", f"{name}: token not verified\n{result.stdout}"
-    assert number(rows["tokenservice MintTokens x100"]["tokens/s"]) == pytest.approx(
-        100 * number(rows["tokenservice MintTokens x100"]["req/s"]), abs=51)  # req/s is printed rounded
+    for batch in ("tokenservice MintTokens x100", "tokenservice transit MintTokens x100"):
+        assert number(rows[batch]["tokens/s"]) == pytest.approx(100 * number(rows[batch]["req/s"]), abs=51)
     assert "to health SERVING" in result.stdout and "after 2,000 mints" in result.stdout
 
     figures = json.loads(report.read_text())
     assert figures["problems"] == []
     assert [count for count, _ in figures["memory_kib"]] == [0, 200, 2000]
     assert 0 < figures["largest_process_kib"] <= figures["memory_kib"][-1][1]
-    assert len(figures["ratios"]) == 3 and all(len(values) == 1 and values[0] > 0 for values in figures["ratios"].values())
+    assert len(figures["ratios"]) == 5
+    assert all(len(values) == 1 and values[0] > 0 for values in figures["ratios"].values())
     assert "req/s ratios, run by run: tokenservice MintToken / reference Express+jsonwebtoken: " in result.stdout
+    assert all(0 < value[0] < 1 for value in figures["transit_hmac_requests_per_token"].values())

@@ -1,9 +1,13 @@
-"""The service in-process on port 0, against a real OpenBao dev server."""
+"""The service in-process on port 0, against a real OpenBao dev server; its
+shutdown under load as a real `tokenservice serve` process."""
 
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
+import signal
+import threading
 import time
 
 import grpc
@@ -14,11 +18,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client import generate_latest
 from tokenservice.v1 import token_service_pb2 as pb
+from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import OpenBaoDevServer, free_loopback_port
 from service.server import max_receive_message_bytes
 from tests.conftest import new_secret, start_server, stop_server, vault_config
-from tests.support import hs256_open, hs256_sign, metric_value
+from tests.support import ServiceProcess, hs256_open, hs256_sign, metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -302,3 +307,51 @@ async def test_vault_down_at_start_refuses_to_mint_then_serves_once_it_is_up():
             hs256_open((await running.stub.MintToken(pb.MintTokenRequest(email="late@example.com"))).token, secret)
     finally:
         await stop_server(running)
+
+
+# --- shutdown under steady traffic, against a real `tokenservice serve` ----------------------------------------
+
+
+def _keep_minting(target: str, stop: threading.Event, outcomes: list[tuple[str, str]]) -> None:
+    """Call MintToken back to back, retrying at once whatever happens, as a busy client does, until `stop`."""
+    with grpc.insecure_channel(target) as channel:
+        stub = pb_grpc.TokenServiceStub(channel)
+        while not stop.is_set():
+            try:
+                stub.MintToken(pb.MintTokenRequest(email="steady@example.com"), timeout=5)
+                outcomes.append(("OK", ""))
+            except grpc.RpcError as error:
+                status = rpc_status.from_call(error)
+                info = error_details_pb2.ErrorInfo()
+                reason = info.reason if status and status.details and status.details[0].Unpack(info) else ""
+                outcomes.append((error.code().name, reason))
+
+
+def test_sigterm_under_steady_traffic_stops_once_the_accepted_calls_are_done(openbao, secret_path):
+    # shutdown_grace_seconds is its default, 10 s.
+    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
+                                    "TOKENSERVICE_SECRET_PATH": secret_path, "TOKENSERVICE_WORKERS": "1"})
+    stop = threading.Event()
+    outcomes: list[tuple[str, str]] = []
+    clients = [threading.Thread(target=_keep_minting, args=(service.grpc_target, stop, outcomes)) for _ in range(4)]
+    try:
+        for client in clients:
+            client.start()
+        while outcomes.count(("OK", "")) < 200:
+            time.sleep(0.01)
+        signalled = time.monotonic()
+        service.process.send_signal(signal.SIGTERM)
+        exit_code = service.process.wait(timeout=15)
+        took = time.monotonic() - signalled
+    finally:
+        stop.set()
+        for client in clients:
+            client.join(timeout=10)
+        service.stop()
+    assert exit_code == 0
+    assert took < 3, f"shutdown took {took:.1f} s of its 10 s grace under steady traffic"
+    failures = collections.Counter(outcome for outcome in outcomes if outcome != ("OK", ""))
+    # Refused before it started (SHUTTING_DOWN), or never reached a running server (the port closed): both
+    # safe to retry. Never CANCELLED, DEADLINE_EXCEEDED or another reason: no accepted call was cut off.
+    assert failures[("UNAVAILABLE", "SHUTTING_DOWN")] >= 1, failures
+    assert set(failures) <= {("UNAVAILABLE", "SHUTTING_DOWN"), ("UNAVAILABLE", "")}, failures

@@ -33,12 +33,20 @@ def receiver() -> Iterator[OtlpReceiver]:
 def traced(openbao: OpenBaoDevServer, receiver: OtlpReceiver) -> Iterator[ServiceProcess]:
     path = f"kustomer/traced-{uuid.uuid4().hex[:12]}"
     openbao.write_secret(path, new_secret())
-    service = ServiceProcess.start({
-        "VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "TOKENSERVICE_SECRET_PATH": path,
-        "TOKENSERVICE_WORKERS": "2", "TOKENSERVICE_REFRESH_INTERVAL": "1", "TOKENSERVICE_TRACING": "1",
-        "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
-        "OTEL_SERVICE_NAME": "tokenservice-traced", "OTEL_BSP_SCHEDULE_DELAY": "100",
-    })
+    service = ServiceProcess.start(
+        {
+            "VAULT_ADDR": openbao.addr,
+            "VAULT_TOKEN": openbao.root_token,
+            "TOKENSERVICE_SECRET_PATH": path,
+            "TOKENSERVICE_WORKERS": "2",
+            "TOKENSERVICE_REFRESH_INTERVAL": "1",
+            "TOKENSERVICE_TRACING": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_SERVICE_NAME": "tokenservice-traced",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        }
+    )
     service.secret = openbao.read_secret(path)
     try:
         yield service
@@ -52,17 +60,20 @@ def _traceparent() -> tuple[str, str, str]:
 
 
 def _server_spans(receiver: OtlpReceiver, trace_id: str) -> list[ReceivedSpan]:
-    return wait_until(lambda: [span for span in receiver.spans()
-                               if span.trace_id == trace_id and span.kind == "SERVER"],
-                      message=f"no server span of trace {trace_id} was exported")
+    return wait_until(
+        lambda: [span for span in receiver.spans() if span.trace_id == trace_id and span.kind == "SERVER"],
+        message=f"no server span of trace {trace_id} was exported",
+    )
 
 
 def test_the_server_span_continues_the_callers_trace_with_the_services_attributes(traced, receiver):
     trace_id, parent_id, traceparent = _traceparent()
     with grpc.insecure_channel(traced.grpc_target) as channel:
         response = pb_grpc.TokenServiceStub(channel).MintToken(
-            pb.MintTokenRequest(email=EMAIL, external_id=EXTERNAL_ID), timeout=5,
-            metadata=(("traceparent", traceparent), ("tracestate", "vendor=value")))
+            pb.MintTokenRequest(email=EMAIL, external_id=EXTERNAL_ID),
+            timeout=5,
+            metadata=(("traceparent", traceparent), ("tracestate", "vendor=value")),
+        )
 
     [span] = _server_spans(receiver, trace_id)
     assert span.name == f"{SERVICE}/MintToken"
@@ -71,7 +82,9 @@ def test_the_server_span_continues_the_callers_trace_with_the_services_attribute
     attributes = span.attributes
     assert attributes["rpc.system"] == "grpc" and attributes["rpc.service"] == SERVICE
     assert attributes["rpc.method"] == "MintToken" and attributes["rpc.grpc.status_code"] == 0
-    assert attributes["server.address"] == "127.0.0.1" and attributes["server.port"] == int(traced.grpc_target.split(":")[1])
+    assert attributes["server.address"] == "127.0.0.1" and attributes["server.port"] == int(
+        traced.grpc_target.split(":")[1]
+    )
     assert attributes["tokenservice.org"] == "default" and attributes["tokenservice.caller"] == "unknown"
     assert attributes["tokenservice.identity_kind"] == "email"
     assert attributes["tokenservice.secret_version"] == response.secret_version == 1
@@ -90,7 +103,8 @@ def test_a_refused_call_names_its_reason_and_never_the_identity(traced, receiver
     trace_id, _, traceparent = _traceparent()
     with grpc.insecure_channel(traced.grpc_target) as channel, pytest.raises(grpc.RpcError) as refused:
         pb_grpc.TokenServiceStub(channel).MintToken(
-            pb.MintTokenRequest(email=f"not an address {EMAIL}"), timeout=5, metadata=(("traceparent", traceparent),))
+            pb.MintTokenRequest(email=f"not an address {EMAIL}"), timeout=5, metadata=(("traceparent", traceparent),)
+        )
     assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
     [span] = _server_spans(receiver, trace_id)
@@ -108,8 +122,11 @@ def test_background_refreshes_are_root_traces_with_their_vault_requests_as_child
     traced_ids = {root.trace_id for root in roots}
 
     def vault_children() -> list[ReceivedSpan]:
-        return [span for span in receiver.spans()
-                if span.kind == "CLIENT" and span.trace_id in traced_ids and span.attributes.get("http.request.method")]
+        return [
+            span
+            for span in receiver.spans()
+            if span.kind == "CLIENT" and span.trace_id in traced_ids and span.attributes.get("http.request.method")
+        ]
 
     children = wait_until(vault_children, message="no Vault request span under a refresh")
     assert any(child.attributes.get("http.response.status_code") == 200 for child in children)

@@ -1,0 +1,197 @@
+"""Peers without credentials cannot grow a real `tokenservice serve` without bound,
+nor crowd out the callers: held streams, half-sent requests, huge headers and
+names, against the production set-up (mTLS, an API-key port, a plaintext health
+port)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import pytest
+from tokenservice.v1 import token_service_pb2 as pb
+from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
+
+from service.dev import OpenBaoDevServer
+from tests.bench.hostile import HEADERS_ONLY, flood, half_sent, watch_with_name
+from tests.secured import SecuredFiles, write_secured_config
+from tests.support import ServiceProcess, refusal_of, rss_kib
+
+pytestmark = pytest.mark.integration
+
+MIB = 1024
+
+
+def start(openbao: OpenBaoDevServer, directory: Path, limits: str = "") -> tuple[ServiceProcess, SecuredFiles]:
+    files = write_secured_config(openbao, directory)
+    if limits:
+        files.config_file.write_text(files.config_file.read_text() + f"\n[limits]\n{limits}\n")
+    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
+                                    "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""}, ["--config", str(files.config_file)])
+    return service, files
+
+
+@pytest.fixture(scope="module")
+def secured(openbao, tmp_path_factory) -> Iterator[tuple[ServiceProcess, SecuredFiles]]:
+    service, files = start(openbao, tmp_path_factory.mktemp("limits"))
+    try:
+        yield service, files
+    finally:
+        service.terminate()
+
+
+def api_key_channel(service: ServiceProcess, files: SecuredFiles, key: str | None) -> grpc.Channel:
+    credentials = grpc.ssl_channel_credentials(files.ca.cert_pem)
+    if key:
+        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(key))
+    return grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", credentials)
+
+
+def mint_latencies(service: ServiceProcess, files: SecuredFiles, count: int = 20) -> list[float]:
+    """Seconds each of `count` MintToken calls of the API-key caller took; every one must succeed."""
+    took = []
+    with api_key_channel(service, files, files.api_key) as channel:
+        stub = pb_grpc.TokenServiceStub(channel)
+        stub.MintToken(pb.MintTokenRequest(external_id="warm-up"), timeout=10)
+        for index in range(count):
+            started = time.monotonic()
+            assert stub.MintToken(pb.MintTokenRequest(external_id=f"legit-{index}"), timeout=10).token
+            took.append(time.monotonic() - started)
+    return took
+
+
+async def _hold_floods(service: ServiceProcess, files: SecuredFiles) -> tuple[int, list, list[float]]:
+    api_key_port, health_port = service.listening["api_key_port"], service.listening["health_port"]
+    async with (flood(api_key_port, half_sent(500_000), connections=10, streams_per_connection=100, tls=True)
+                as batches,
+                flood(api_key_port, HEADERS_ONLY, connections=10, streams_per_connection=100, tls=True) as silent,
+                flood(api_key_port, watch_with_name(100_000), connections=5, streams_per_connection=100, tls=True)
+                as api_watches,
+                flood(health_port, watch_with_name(100_000), connections=10, streams_per_connection=100)
+                as probe_watches):
+        await asyncio.sleep(3)
+        peak = rss_kib(service.process.pid)
+        latencies = await asyncio.to_thread(mint_latencies, service, files)
+        peak = max(peak, rss_kib(service.process.pid))
+        return peak, [batches, silent, api_watches, probe_watches], latencies
+
+
+def test_thousands_of_held_streams_without_credentials_stay_bounded_and_callers_are_served(secured):
+    service, files = secured
+    mint_latencies(service, files)  # what the process holds once it has served
+    baseline = rss_kib(service.process.pid)
+    peak, (batches, silent, api_watches, probe_watches), latencies = asyncio.run(_hold_floods(service, files))
+    opened = sum(stats.opened for stats in (batches, silent, api_watches, probe_watches))
+    assert opened >= 3500, [stats.summary() for stats in (batches, silent, api_watches, probe_watches)]
+    assert peak - baseline < 50 * MIB, f"RSS grew from {baseline // MIB} to {peak // MIB} MiB under the flood"
+    assert max(latencies) < 1.0 and sorted(latencies)[len(latencies) // 2] < 0.1, latencies
+    # Unknown health names are refused at once (the health port refuses the 100 KB message itself), and
+    # the half-sent requests beyond the slots for calls without credentials are refused without a read.
+    assert api_watches.open_now == 0 and probe_watches.open_now == 0
+    assert api_watches.statuses["NOT_FOUND"] + api_watches.statuses["RESOURCE_EXHAUSTED"] == api_watches.opened
+    assert probe_watches.statuses["RESOURCE_EXHAUSTED"] == probe_watches.opened
+    assert batches.open_now + silent.open_now <= 16
+    assert batches.statuses["RESOURCE_EXHAUSTED"] + silent.statuses["RESOURCE_EXHAUSTED"] >= 1400
+
+
+def test_a_huge_authorization_header_is_refused_and_the_service_carries_on(secured):
+    service, files = secured
+    baseline = rss_kib(service.process.pid)
+    with api_key_channel(service, files, None) as channel:
+        stub = pb_grpc.TokenServiceStub(channel)
+        for _ in range(5):
+            with pytest.raises(grpc.RpcError) as raised:
+                stub.MintToken(pb.MintTokenRequest(external_id="c-1"), timeout=5,
+                               metadata=(("authorization", "Bearer " + "k" * 100_000),))
+            assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # grpc-core: over the metadata limit
+    assert rss_kib(service.process.pid) - baseline < 10 * MIB
+    assert mint_latencies(service, files, count=3)
+
+
+def test_a_request_that_never_arrives_is_refused_after_the_read_timeout(openbao, tmp_path):
+    service, files = start(openbao, tmp_path, "unauthenticated_read_timeout_seconds = 0.5\nmax_unauthenticated_calls = 4")
+
+    async def hold() -> tuple:
+        async with flood(service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=6,
+                         tls=True) as silent:
+            await asyncio.sleep(0.2)
+            refused_at_once = silent.statuses["RESOURCE_EXHAUSTED"]
+            await asyncio.sleep(1.0)
+            return refused_at_once, silent
+
+    try:
+        refused_at_once, silent = asyncio.run(hold())
+        metrics = urllib.request.urlopen(service.metrics_url, timeout=5).read().decode()
+    finally:
+        service.terminate()
+    assert refused_at_once == 2  # six streams, four slots
+    assert silent.statuses["RESOURCE_EXHAUSTED"] == 6 and silent.open_now == 0
+    assert 'tokenservice_unauthenticated_limited_total{why="busy"} 2.0' in metrics
+    assert 'tokenservice_unauthenticated_limited_total{why="slow"} 4.0' in metrics
+
+
+def test_a_refused_call_without_credentials_says_why_and_what_to_do(openbao, tmp_path):
+    service, files = start(openbao, tmp_path, "max_unauthenticated_calls = 1")
+
+    async def hold_the_slot_and_call() -> grpc.RpcError:
+        async with flood(service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=1,
+                         tls=True):
+            await asyncio.sleep(0.2)
+            return await asyncio.to_thread(call_without_key)
+
+    def call_without_key() -> grpc.RpcError:
+        with api_key_channel(service, files, None) as channel:
+            with pytest.raises(grpc.RpcError) as raised:
+                pb_grpc.TokenServiceStub(channel).MintToken(pb.MintTokenRequest(external_id="c-1"), timeout=5)
+        return raised.value
+
+    try:
+        refused = asyncio.run(hold_the_slot_and_call())
+        assert mint_latencies(service, files, count=3)  # a caller with credentials is not held up
+    finally:
+        service.terminate()
+    code, reason, retry_delay = refusal_of(refused)
+    assert (code, reason, retry_delay) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "PEER_RATE_LIMITED", 1.0)
+    assert "limits.max_unauthenticated_calls" in refused.details() and "credentials" in refused.details()
+
+
+def test_connections_are_closed_at_their_maximum_age_and_callers_reconnect(openbao, tmp_path):
+    service, files = start(openbao, tmp_path, "max_connection_age_seconds = 1\nmax_connection_age_grace_seconds = 1")
+
+    async def watch_one_connection() -> tuple:
+        async with flood(service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=0,
+                         tls=True) as idle:
+            started = time.monotonic()
+            while not idle.goaways and time.monotonic() - started < 5:
+                await asyncio.sleep(0.05)
+            return idle.goaways, time.monotonic() - started
+
+    try:
+        goaways, after = asyncio.run(watch_one_connection())
+        # A caller's channel goes on across the GOAWAYs: it reconnects (a new TLS handshake) in between.
+        with api_key_channel(service, files, files.api_key) as channel:
+            stub = pb_grpc.TokenServiceStub(channel)
+            deadline = time.monotonic() + 3.5
+            calls = 0
+            while time.monotonic() < deadline:
+                stub.MintToken(pb.MintTokenRequest(external_id="aged"), timeout=5)
+                calls += 1
+                time.sleep(0.02)
+    finally:
+        service.terminate()
+    assert goaways >= 1 and after < 2.5, (goaways, after)
+    assert calls > 50
+
+
+def test_limits_are_settings_with_checked_values(openbao, tmp_path):
+    files = write_secured_config(openbao, tmp_path)
+    files.config_file.write_text(files.config_file.read_text() + "\n[limits]\nmax_concurrent_rpcs = \"many\"\n")
+    with pytest.raises(AssertionError) as raised:
+        ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
+                              "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""}, ["--config", str(files.config_file)])
+    assert "limits.max_concurrent_rpcs" in str(raised.value) and "whole number" in str(raised.value)
+
