@@ -13,7 +13,7 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from service.addresses import AddressError, parse_address
 from service.errors import ConfigError
@@ -552,8 +552,8 @@ def _build_tracing(settings: _Settings, environ: Mapping[str, str]) -> TracingCo
 
 def _build_limits(settings: _Settings) -> LimitsConfig:
     limits = LimitsConfig(**{
-        field.name: settings.number(f"limits.{field.name}", field.default, minimum=1 if field.type == "int" else 0.001,
-                                    integer=field.type == "int")
+        field.name: settings.number(f"limits.{field.name}", cast(float, field.default),
+                                    minimum=1 if field.type == "int" else 0.001, integer=field.type == "int")
         for field in dataclasses.fields(LimitsConfig)})
     if limits.max_metadata_bytes < 1024:
         raise settings.refuse("limits.max_metadata_bytes", "must be at least 1024 (gRPC's own headers need room)")

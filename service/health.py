@@ -16,6 +16,7 @@ from collections.abc import Iterable
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from service.grpc_types import ServicerContext
 
 
 class ServedHealth(health_pb2_grpc.HealthServicer):
@@ -25,15 +26,18 @@ class ServedHealth(health_pb2_grpc.HealthServicer):
         self._services = frozenset(services)
         self._statuses = health.aio.HealthServicer()
         self._closing = asyncio.Event()
-        self._unknown = ("service: not one this server reports on (the name is not repeated here); ask for one "
-                         "of " + ", ".join(repr(name) for name in sorted(self._services)))
+        self._unknown = (
+            "service: not one this server reports on (the name is not repeated here); ask for one "
+            "of " + ", ".join(repr(name) for name in sorted(self._services))
+        )
 
-    async def Check(self, request: health_pb2.HealthCheckRequest,
-                    context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+    async def Check(
+        self, request: health_pb2.HealthCheckRequest, context: ServicerContext
+    ) -> health_pb2.HealthCheckResponse:
         await self._refuse_unknown(request, context)
         return await self._statuses.Check(request, context)
 
-    async def Watch(self, request: health_pb2.HealthCheckRequest, context: grpc.aio.ServicerContext) -> None:
+    async def Watch(self, request: health_pb2.HealthCheckRequest, context: ServicerContext) -> None:
         await self._refuse_unknown(request, context)
         watching = asyncio.ensure_future(self._statuses.Watch(request, context))
         closing = asyncio.ensure_future(self._closing.wait())
@@ -45,7 +49,7 @@ class ServedHealth(health_pb2_grpc.HealthServicer):
         if watching.done() and not watching.cancelled():
             watching.result()
 
-    async def set(self, service: str, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+    async def set(self, service: str, status: int) -> None:
         """Set the status of one of the served names."""
         if service not in self._services:
             raise ValueError(f"health service {service!r} is not one of the names given to ServedHealth")
@@ -60,7 +64,6 @@ class ServedHealth(health_pb2_grpc.HealthServicer):
         its grace period for streams that never end by themselves."""
         self._closing.set()
 
-    async def _refuse_unknown(self, request: health_pb2.HealthCheckRequest,
-                              context: grpc.aio.ServicerContext) -> None:
+    async def _refuse_unknown(self, request: health_pb2.HealthCheckRequest, context: ServicerContext) -> None:
         if request.service not in self._services:
             await context.abort(grpc.StatusCode.NOT_FOUND, self._unknown)

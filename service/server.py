@@ -9,6 +9,7 @@ import multiprocessing
 import signal
 import time
 from collections.abc import Callable
+from typing import cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -25,10 +26,11 @@ from service.interceptors import (
     AuthenticationInterceptor,
     DrainInterceptor,
     InterceptingRegistrar,
+    Interceptor,
+    KnownCredentials,
     MetricsInterceptor,
     TracingInterceptor,
     UnauthenticatedLimit,
-    credentials_check,
 )
 from service.metrics import Metrics
 from service.minting import EMAIL_MAX_BYTES, EXTERNAL_ID_MAX_BYTES, TOKEN_MAX_BYTES, TokenMinter, TokenVerifier
@@ -170,12 +172,12 @@ class TokenServer:
             transit=self.transit.signers,
         )
         self._drain = DrainInterceptor({SERVICE_NAME})
-        interceptors = [MetricsInterceptor(self.metrics), self._drain]
+        interceptors: list[Interceptor] = [MetricsInterceptor(self.metrics), self._drain]
         self.unauthenticated = None
         if config.auth.enabled:
             # With caller authentication off every peer is the same unknown caller: nothing to tell apart.
             self.unauthenticated = UnauthenticatedLimit(
-                credentials_check(self.api_keys), self.metrics, max_calls=config.limits.max_unauthenticated_calls,
+                KnownCredentials(self.api_keys), self.metrics, max_calls=config.limits.max_unauthenticated_calls,
                 read_timeout=config.limits.unauthenticated_read_timeout_seconds)
             interceptors.insert(0, self.unauthenticated)
         if config.auth.enabled and not config.auth.public_health:
@@ -191,11 +193,13 @@ class TokenServer:
         )
         registrar = InterceptingRegistrar(self._server, interceptors)
         registrar.add_generic_rpc_handlers((rpc_handlers(servicer),))
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, registrar)
+        # The generated add_*_to_server functions call only the two methods the registrar has.
+        as_server = cast(grpc.aio.Server, registrar)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, as_server)
         # Not enable_server_reflection: it picks the aio servicer only for a grpc.aio.Server itself.
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
             (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)),
-            registrar)
+            as_server)
         self._health_server = None
         if config.health_addr:
             # Kubelet gRPC probes speak neither TLS nor API keys: a plaintext port with health alone.
@@ -213,7 +217,7 @@ class TokenServer:
         """Listen, start refreshing secrets, and turn SERVING once every org has one."""
         self.grpc_port, self.api_key_port = self._add_ports()
         self._spans.listening(self.grpc_port)
-        if self._health_server is not None:
+        if self._health_server is not None and self.config.health_addr:
             self.health_port = _listen(self._health_server, "health_addr", self.config.health_addr, None)
         if self._serve_metrics:
             host, port = parse_address(self.config.metrics_addr)

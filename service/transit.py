@@ -4,7 +4,7 @@ the service, which asks Transit for the HMAC-SHA256 of each signing input.
 
 A Vault round trip per token would cap the mint rate at the round-trip rate,
 so concurrent requests are coalesced: batches of up to `max_batch_size` inputs
-go to Vault as one `batch_input` call, one at a time per VaultCaller given; an
+go to Vault as one `batch_input` call, BATCHES_IN_FLIGHT at once per VaultCaller; an
 input waits for others to join it a millisecond after the last arrival, and
 `max_wait_seconds` at most (see _Batcher). The batch requests go over a
 connection on the event loop that never blocks it (service/vault_http.py);
@@ -56,6 +56,9 @@ HMAC_SHA256_BYTES = 32
 HASH_ALGORITHM = "sha2-256"
 # How long the batcher waits for one more input before it sends what it has (at most max_wait).
 ARRIVAL_GAP_SECONDS = 0.001
+# Batches in flight at once, per org, process and Vault session: one queue of full batches (a MintTokens
+# flood) would otherwise wait for Vault one request at a time.
+BATCHES_IN_FLIGHT = 4
 # Vault refuses a request of more than 1,000 JSON strings (max_request_json_strings); a verify input is 4.
 MAX_BATCH_SIZE = 200
 
@@ -176,7 +179,7 @@ class _Entry(Generic[Item, R]):
 
 
 class _Batcher(Generic[Item, R]):
-    """Coalesces items into batches: one worker per caller, each sending one batch at a time.
+    """Coalesces items into batches: `per_caller` workers per caller, each sending one batch at a time.
 
     A batch goes out when it is full, when its oldest item has waited `max_wait`, or once no item has
     arrived for ARRIVAL_GAP_SECONDS. Handlers submit while they run, so that gap passes only
@@ -187,8 +190,8 @@ class _Batcher(Generic[Item, R]):
 
     def __init__(self, callers: Sequence[VaultCaller],
                  send: Callable[[VaultCaller, list[Item]], Awaitable[list[R | SignerUnavailableError]]],
-                 *, max_batch: int, max_wait: float) -> None:
-        self._callers = list(callers)
+                 *, max_batch: int, max_wait: float, per_caller: int = 1) -> None:
+        self._callers = [caller for caller in callers for _ in range(per_caller)]
         self._send = send
         self._max_batch = max_batch
         self._max_wait = max_wait
@@ -282,9 +285,9 @@ def _fail(entries: Sequence[_Entry[Item, R]], error: Callable[[], SignerUnavaila
 class TransitSigner:
     """HMAC-SHA256 signing and verification for one org with its Transit key.
 
-    `callers` are VaultSessions (or anything with their `call`); one batch is in flight per caller. One
-    suffices against a nearby Vault (batches grow with the load); more overlap the round trips to a distant
-    one. `on_health_change` gets the new health, in the thread that saw the change (the event loop's, or
+    `callers` are VaultSessions (or anything with their `call`); up to BATCHES_IN_FLIGHT batches are in
+    flight per caller (one at a time where a request goes through hvac, which holds the session's lock).
+    One caller suffices against a nearby Vault. `on_health_change` gets the new health, in the thread that saw the change (the event loop's, or
     that of a `read_key_info`). Call `close()` at shutdown."""
 
     def __init__(self, callers: Sequence[VaultCaller], *, org: str, key: str, mount: str = "transit",
@@ -312,9 +315,9 @@ class TransitSigner:
         self._key_caller = callers[0]
         self._links: dict[VaultCaller, _Link] = {}
         self._signing = _Batcher(callers, self._send_hmac, max_batch=settings.max_batch_size,
-                                 max_wait=settings.max_wait_seconds)
+                                 max_wait=settings.max_wait_seconds, per_caller=BATCHES_IN_FLIGHT)
         self._verifying = _Batcher(callers, self._send_verify, max_batch=settings.max_batch_size,
-                                   max_wait=settings.max_wait_seconds)
+                                   max_wait=settings.max_wait_seconds, per_caller=BATCHES_IN_FLIGHT)
         if metrics is not None:
             metrics.healthy.labels(org).set(1)
 
@@ -487,7 +490,8 @@ class TransitSigner:
         link = self._links.get(caller)
         if link is None:
             # Connections open on first use, so a link that loses this race to another thread never opened one.
-            signing, verifying = VaultHttp.like(client), VaultHttp.like(client)
+            signing = VaultHttp.like(client, connections=BATCHES_IN_FLIGHT)
+            verifying = VaultHttp.like(client, connections=BATCHES_IN_FLIGHT)
             connections = (None if signing is None or verifying is None
                            else {"hmac": signing, "verify": verifying})
             link = self._links.setdefault(caller, _Link(client.token, connections))

@@ -37,30 +37,33 @@ class RedirectedError(Exception):
     follows redirects, has to send that request."""
 
 
-class VaultHttp:
-    """One connection to Vault, one request at a time, reopened after any failure."""
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
-    def __init__(self, url: str, context: ssl.SSLContext | None) -> None:
+
+class VaultHttp:
+    """Up to `connections` kept-alive connections to Vault, a request at a time on each; a connection
+    is closed after any failure, and another opened when needed."""
+
+    def __init__(self, url: str, context: ssl.SSLContext | None, *, connections: int = 1) -> None:
         parts = urllib.parse.urlsplit(url)
         self._host = parts.hostname or ""
         self._port = parts.port or (443 if parts.scheme == "https" else 80)
         self._authority = parts.netloc.rpartition("@")[2]
         self._context = context
-        self._streams: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
-        self._lock = asyncio.Lock()
+        self._idle: list[Streams] = []
+        self._slots = asyncio.Semaphore(connections)
 
     @classmethod
-    def like(cls, client: hvac.Client) -> VaultHttp | None:
-        """A connection to `client`'s Vault with its TLS settings; None when requests would use a proxy."""
+    def like(cls, client: hvac.Client, *, connections: int = 1) -> VaultHttp | None:
+        """Connections to `client`'s Vault with its TLS settings; None when requests would use a proxy."""
         session = client.adapter.session
         # As hvac's adapter sends them: its session's verify and cert, which the environment overrides only
         # where verify is True (REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE), and the environment's proxies.
         settings = session.merge_environment_settings(client.url, {}, None, session.verify, session.cert)
         if requests.utils.select_proxy(client.url, settings["proxies"]):
             return None
-        if not client.url.startswith("https://"):
-            return cls(client.url, None)
-        return cls(client.url, _tls_context(settings["verify"], settings["cert"]))
+        context = _tls_context(settings["verify"], settings["cert"]) if client.url.startswith("https://") else None
+        return cls(client.url, context, connections=connections)
 
     async def post(self, path: str, body: object, token: str, timeout: float) -> object:
         """POST `body` as JSON to `path` with `token`; the JSON answer. Vault's refusals raise hvac's
@@ -68,18 +71,24 @@ class VaultHttp:
         requests.Timeout, a broken or refused connection requests.ConnectionError, an answer that is not
         JSON a ValueError."""
         data = json.dumps(body, separators=(",", ":")).encode()
-        async with self._lock:
+        async with self._slots:
+            # The connection of this request, once it has one (an idle one, or one opened for it).
+            used: list[Streams] = [self._idle.pop()] if self._idle else []
             try:
-                status, answer = await asyncio.wait_for(self._exchange(path, data, token), timeout)
+                status, answer, reusable = await asyncio.wait_for(self._exchange(used, path, data, token), timeout)
             except TimeoutError:
-                self._close()
+                _close(used)
                 raise requests.Timeout(f"no answer from Vault within {timeout:g} s") from None
             except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as error:
-                self._close()
+                _close(used)
                 raise requests.ConnectionError(f"the connection to Vault failed ({type(error).__name__})") from None
             except BaseException:
-                self._close()  # cancelled mid-exchange: what is left on the connection is unknown
+                _close(used)  # cancelled mid-exchange: what is left on the connection is unknown
                 raise
+            if reusable:
+                self._idle.extend(used)
+            else:
+                _close(used)
         if 300 <= status < 400:
             raise RedirectedError(f"Vault answered HTTP {status}, a redirect")
         parsed = json.loads(answer) if answer else {}
@@ -90,12 +99,15 @@ class VaultHttp:
         return parsed
 
     async def close(self) -> None:
-        """Close the connection, if open."""
-        async with self._lock:
-            self._close()
+        """Close the idle connections (those in use close when their request ends or fails)."""
+        _close(self._idle)
+        self._idle = []
 
-    async def _exchange(self, path: str, data: bytes, token: str) -> tuple[int, bytes]:
-        reader, writer = await self._connected()
+    async def _exchange(self, used: list[Streams], path: str, data: bytes, token: str) -> tuple[int, bytes, bool]:
+        if not used:
+            used.append(await asyncio.open_connection(
+                self._host, self._port, ssl=self._context, server_hostname=self._host if self._context else None))
+        reader, writer = used[0]
         writer.write(f"POST {path} HTTP/1.1\r\nHost: {self._authority}\r\nX-Vault-Token: {token}\r\n"
                      f"X-Vault-Request: true\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
                      "\r\n".encode() + data)
@@ -108,20 +120,12 @@ class VaultHttp:
             if not 0 <= length <= MAX_RESPONSE_BYTES:
                 raise ValueError("answer too large")
             answer = await reader.readexactly(length)
-        if headers.get("connection", "").lower() == "close":
-            self._close()
-        return status, answer
+        return status, answer, headers.get("connection", "").lower() != "close"
 
-    async def _connected(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
-        if self._streams is None:
-            self._streams = await asyncio.open_connection(
-                self._host, self._port, ssl=self._context, server_hostname=self._host if self._context else None)
-        return self._streams
 
-    def _close(self) -> None:
-        if self._streams is not None:
-            self._streams[1].close()
-            self._streams = None
+def _close(connections: list[Streams]) -> None:
+    for _, writer in connections:
+        writer.close()
 
 
 def _tls_context(verify: bool | str | None, cert: str | tuple[str, str] | None) -> ssl.SSLContext:

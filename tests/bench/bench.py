@@ -31,6 +31,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable
+from concurrent import futures
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -66,10 +67,16 @@ GRPC_HEADERS = ["content-type: application/grpc", "te: trailers"]
 # Row keys, in table order.
 UNARY, SECURED, BATCH, EXPRESS, GO, HALF = "unary", "secured", "batch", "express", "go", "half"
 UNARY_16, TRANSIT_16, TRANSIT, TRANSIT_BATCH = "unary-16", "transit-16", "transit", "transit-batch"
-ROW_ORDER = (UNARY, SECURED, BATCH, UNARY_16, TRANSIT_16, TRANSIT, TRANSIT_BATCH, EXPRESS, GO, HALF)
+TRACED_ALL, TRACED_SOME = "traced-all", "traced-some"
+ROW_ORDER = (UNARY, TRACED_ALL, TRACED_SOME, SECURED, BATCH, UNARY_16, TRANSIT_16, TRANSIT, TRANSIT_BATCH, EXPRESS,
+             GO, HALF)
+# The sampling ratio of the second traced row.
+SOME_SAMPLED = 0.01
 BATCH_KEYS = (BATCH, TRANSIT_BATCH)
 LABELS = {
     UNARY: "tokenservice MintToken",
+    TRACED_ALL: "tokenservice MintToken, tracing 100 %",
+    TRACED_SOME: "tokenservice MintToken, tracing 1 %",
     SECURED: "tokenservice MintToken, TLS + API key",
     BATCH: "tokenservice MintTokens x{batch}",
     UNARY_16: "tokenservice MintToken, {in_flight} in flight",
@@ -342,7 +349,8 @@ def log_records(output: Path) -> list[dict]:
 
 
 def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag: str, workers: int | None,
-                  timeout: float = 60.0, secured: SecuredSetup | None = None, transit: Path | None = None) -> Service:
+                  timeout: float = 60.0, secured: SecuredSetup | None = None, transit: Path | None = None,
+                  extra_env: dict[str, str] | None = None) -> Service:
     """Start `tokenservice serve` and time it to a listening port and to health SERVING.
 
     With `secured`, it runs with its config: callers, TLS, and health on a plaintext port. With
@@ -351,7 +359,7 @@ def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag:
     output = workdir / f"tokenservice-{tag}.log"
     started = time.monotonic()
     audit_file = workdir / f"tokenservice-{tag}.audit"
-    env = service_env(bao, grpc_port, metrics_port, workers, audit_file)
+    env = {**service_env(bao, grpc_port, metrics_port, workers, audit_file), **(extra_env or {})}
     argv = [str(TOKENSERVICE), "serve"]
     if secured is not None:
         env["TOKENSERVICE_INSECURE_NO_CALLER_AUTH"] = ""
@@ -405,6 +413,36 @@ def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag:
     count = worker_count(log_records(output))
     return Service(process, target, f"http://127.0.0.1:{metrics_port}/metrics", listening - started,
                    serving - started, all_serving - started, count)
+
+
+class SpanSink:
+    """An OTLP/gRPC endpoint on loopback that takes span exports and only counts them: the collector
+    of the traced rows, as cheap as an endpoint can be, since it shares the CPUs with the servers."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        self.bytes = 0
+        self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+        handler = grpc.unary_unary_rpc_method_handler(self._export)  # bytes in, bytes out
+        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
+            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),))
+        self.port = self._server.add_insecure_port("127.0.0.1:0")
+        self._server.start()
+
+    def _export(self, request: bytes, _context: grpc.ServicerContext) -> bytes:
+        self.requests += 1
+        self.bytes += len(request)
+        return b""  # an empty ExportTraceServiceResponse: everything accepted
+
+    def environment(self, *, sampler: str, ratio: float | None = None) -> dict[str, str]:
+        env = {"TOKENSERVICE_TRACING": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}",
+               "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_SAMPLER": sampler}
+        if ratio is not None:
+            env["OTEL_TRACES_SAMPLER_ARG"] = str(ratio)
+        return env
+
+    def stop(self) -> None:
+        self._server.stop(grace=None)
 
 
 def worker_count(records: list[dict]) -> int:
@@ -756,6 +794,11 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     secured = start_service(children, bao, workdir, "secured", args.service_workers, secured=secured_setup)
     transit = start_service(children, bao, workdir, "transit", args.service_workers,
                             transit=transit_config(bao, workdir, secret))
+    sink = SpanSink()
+    traced_all = start_service(children, bao, workdir, "traced-all", args.service_workers,
+                               extra_env=sink.environment(sampler="parentbased_always_on"))
+    traced_some = start_service(children, bao, workdir, "traced-some", args.service_workers,
+                                extra_env=sink.environment(sampler="parentbased_traceidratio", ratio=SOME_SAMPLED))
     express = start_express(children, secret, workdir)
     go = start_go(children, secret, workdir)
     log(f"servers: tokenservice {service.grpc_target}, express 127.0.0.1:{express.port}, go 127.0.0.1:{go.port}")
@@ -785,6 +828,12 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     targets = [
         Target(UNARY, LABELS[UNARY], service_url + MINT_PATH, workdir / "unary.bin", GRPC_HEADERS, False,
                args.clients, args.streams, 1, service.process.pid, service.grpc_target, service_counts("MintToken")),
+        Target(TRACED_ALL, LABELS[TRACED_ALL], f"http://{traced_all.grpc_target}{MINT_PATH}", workdir / "unary.bin",
+               GRPC_HEADERS, False, args.clients, args.streams, 1, traced_all.process.pid, traced_all.grpc_target,
+               service_counts("MintToken", traced_all)),
+        Target(TRACED_SOME, LABELS[TRACED_SOME], f"http://{traced_some.grpc_target}{MINT_PATH}",
+               workdir / "unary.bin", GRPC_HEADERS, False, args.clients, args.streams, 1, traced_some.process.pid,
+               traced_some.grpc_target, service_counts("MintToken", traced_some)),
         Target(SECURED, LABELS[SECURED], f"https://{secured.grpc_target}{MINT_PATH}", workdir / "unary.bin",
                [*GRPC_HEADERS, f"authorization: Bearer {secured_setup.api_key}"], False, args.clients, args.streams,
                1, secured.process.pid, secured.grpc_target, service_counts("MintToken", secured),
@@ -862,8 +911,13 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         total_failed = metric_sum(server.metrics(), "grpc_server_handled_total", failed_call)
         if total_failed:
             problems.append(f"tokenservice counted {total_failed:g} non-OK gRPC calls (grpc_server_handled_total)")
-    for stopped in (express.process, go.process, service.process, secured.process, transit.process):
+    for stopped in (express.process, go.process, service.process, secured.process, transit.process,
+                    traced_all.process, traced_some.process):
         children.stop(stopped)
+    log(f"span sink: {sink.requests} OTLP export requests, {sink.bytes / 1e6:.1f} MB")
+    if not sink.requests:
+        problems.append("the traced rows exported no span to the sink")
+    sink.stop()
 
     # Memory: RSS of a fresh process after --mints MintToken calls.
     log(f"memory check: {args.mints} MintToken calls on a fresh process")

@@ -79,8 +79,9 @@ def watch_with_name(name_bytes: int) -> StreamKind:
 def half_sent(announced_bytes: int) -> StreamKind:
     """A MintTokens call announcing an `announced_bytes` request and sending all of it but the last byte."""
     body = b"\x00" + struct.pack(">I", announced_bytes) + b"\x0a" * (announced_bytes - 1)
-    return StreamKind(f"MintTokens, {announced_bytes:,} B announced, 1 B short, never ends", MINT_TOKENS, body,
-                      ends=False)
+    return StreamKind(
+        f"MintTokens, {announced_bytes:,} B announced, 1 B short, never ends", MINT_TOKENS, body, ends=False
+    )
 
 
 HEADERS_ONLY = StreamKind("MintToken, headers only, never ends", MINT_TOKEN, b"", ends=False)
@@ -105,9 +106,21 @@ class FloodStats:
         return self.opened - self.answered - self.reset
 
     def summary(self) -> dict:
-        return {**{name: getattr(self, name) for name in (
-            "opened", "answered", "reset", "refused_locally", "connections_closed", "goaways", "open_now")},
-            "grpc_status": dict(self.statuses)}
+        return {
+            **{
+                name: getattr(self, name)
+                for name in (
+                    "opened",
+                    "answered",
+                    "reset",
+                    "refused_locally",
+                    "connections_closed",
+                    "goaways",
+                    "open_now",
+                )
+            },
+            "grpc_status": dict(self.statuses),
+        }
 
 
 def _tls_context() -> ssl.SSLContext:
@@ -135,7 +148,8 @@ class HostileConnection:
 
     async def connect(self) -> None:
         reader, self._writer = await asyncio.open_connection(
-            "127.0.0.1", self._port, ssl=_tls_context() if self._tls else None)
+            "127.0.0.1", self._port, ssl=_tls_context() if self._tls else None
+        )
         self._h2.initiate_connection()
         self._flush()
         self._reading = asyncio.create_task(self._read(reader))
@@ -143,14 +157,25 @@ class HostileConnection:
 
     def open_streams(self, count: int) -> None:
         for _ in range(count):
-            if self.closed.is_set() or self._h2.open_outbound_streams >= self._h2.remote_settings.max_concurrent_streams:
+            if (
+                self.closed.is_set()
+                or self._h2.open_outbound_streams >= self._h2.remote_settings.max_concurrent_streams
+            ):
                 self._stats.refused_locally += 1
                 continue
             stream_id = self._h2.get_next_available_stream_id()
-            self._h2.send_headers(stream_id, [
-                (":method", "POST"), (":scheme", "https" if self._tls else "http"), (":path", self._kind.path),
-                (":authority", f"127.0.0.1:{self._port}"), ("content-type", "application/grpc"), ("te", "trailers"),
-            ], end_stream=self._kind.ends and not self._kind.body)
+            self._h2.send_headers(
+                stream_id,
+                [
+                    (":method", "POST"),
+                    (":scheme", "https" if self._tls else "http"),
+                    (":path", self._kind.path),
+                    (":authority", f"127.0.0.1:{self._port}"),
+                    ("content-type", "application/grpc"),
+                    ("te", "trailers"),
+                ],
+                end_stream=self._kind.ends and not self._kind.body,
+            )
             self._stats.opened += 1
             if self._kind.body:
                 self._unsent[stream_id] = self._kind.body
@@ -176,7 +201,9 @@ class HostileConnection:
             data = self._unsent[stream_id]
             try:
                 while data:
-                    room = min(len(data), self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size)
+                    room = min(
+                        len(data), self._h2.local_flow_control_window(stream_id), self._h2.max_outbound_frame_size
+                    )
                     if room <= 0:
                         break
                     self._h2.send_data(stream_id, data[:room])
@@ -239,8 +266,9 @@ _CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 @contextlib.asynccontextmanager
-async def flood(port: int, kind: StreamKind, *, connections: int, streams_per_connection: int,
-                tls: bool = False) -> Iterator[FloodStats]:
+async def flood(
+    port: int, kind: StreamKind, *, connections: int, streams_per_connection: int, tls: bool = False
+) -> Iterator[FloodStats]:
     """Open `connections` connections with `streams_per_connection` streams of `kind` each, and hold them
     until the block ends."""
     stats = FloodStats()
@@ -256,8 +284,17 @@ async def flood(port: int, kind: StreamKind, *, connections: int, streams_per_co
             peer.close()
 
 
-async def keep_flooding(port: int, kind: StreamKind, *, connections: int, streams_per_connection: int,
-                        tls: bool, until: float, stats: FloodStats, refill_every: float) -> None:
+async def keep_flooding(
+    port: int,
+    kind: StreamKind,
+    *,
+    connections: int,
+    streams_per_connection: int,
+    tls: bool,
+    until: float,
+    stats: FloodStats,
+    refill_every: float,
+) -> None:
     """As `flood`, for as long as `until` (a monotonic time): every `refill_every` seconds, the streams the
     server ended are opened again, and the connections it closed made again, as a determined peer does."""
     peers: list[HostileConnection] = []
@@ -281,11 +318,11 @@ async def keep_flooding(port: int, kind: StreamKind, *, connections: int, stream
 # ------------------------------------------------------------------ the hostile peers, as a child process
 
 
-def _refused_batches(target: str, ca_file: Path, until: float, concurrency: int,
-                     outcomes: collections.Counter) -> None:
+def _refused_batches(target: str, ca_file: Path, until: float, concurrency: int, outcomes: collections.Counter) -> None:
     """MintTokens of 1,000 entries without credentials, back to back from `concurrency` threads."""
-    batch = pb.MintTokensRequest(requests=[pb.MintTokenRequest(external_id=f"hostile-{index}")
-                                           for index in range(1000)])
+    batch = pb.MintTokensRequest(
+        requests=[pb.MintTokenRequest(external_id=f"hostile-{index}") for index in range(1000)]
+    )
     credentials = grpc.ssl_channel_credentials(ca_file.read_bytes())
 
     def send() -> None:
@@ -310,27 +347,40 @@ async def _hold_streams(args: argparse.Namespace, until: float) -> dict[str, Flo
         "half-sent MintTokens (TLS port)": (args.port, half_sent(500_000), True),
         "headers-only MintToken (TLS port)": (args.port, HEADERS_ONLY, True),
         "Watch of a 100 KB name (TLS port)": (args.port, watch_with_name(100_000), True),
-        "Watch of \"\" (health port)": (args.health_port, watch_with_name(0), False),
+        'Watch of "" (health port)': (args.health_port, watch_with_name(0), False),
     }
     stats = {name: FloodStats() for name in kinds}
     per_kind = max(1, args.connections // len(kinds))
-    await asyncio.gather(*(
-        keep_flooding(port, kind, connections=per_kind, streams_per_connection=args.streams // args.connections,
-                      tls=tls, until=until, stats=stats[name], refill_every=args.refill_every)
-        for name, (port, kind, tls) in kinds.items()))
+    await asyncio.gather(
+        *(
+            keep_flooding(
+                port,
+                kind,
+                connections=per_kind,
+                streams_per_connection=args.streams // args.connections,
+                tls=tls,
+                until=until,
+                stats=stats[name],
+                refill_every=args.refill_every,
+            )
+            for name, (port, kind, tls) in kinds.items()
+        )
+    )
     return stats
 
 
 def _peers_main(args: argparse.Namespace) -> None:
     until = time.monotonic() + args.seconds
     outcomes: collections.Counter = collections.Counter()
-    batches = threading.Thread(target=_refused_batches, args=(
-        f"127.0.0.1:{args.port}", args.ca_file, until, args.batch_senders, outcomes))
+    batches = threading.Thread(
+        target=_refused_batches, args=(f"127.0.0.1:{args.port}", args.ca_file, until, args.batch_senders, outcomes)
+    )
     batches.start()
     stats = asyncio.run(_hold_streams(args, until))
     batches.join()
-    args.report.write_text(json.dumps({"streams": {name: s.summary() for name, s in stats.items()},
-                                       "refused_batches": dict(outcomes)}))
+    args.report.write_text(
+        json.dumps({"streams": {name: s.summary() for name, s in stats.items()}, "refused_batches": dict(outcomes)})
+    )
 
 
 # ------------------------------------------------------------------ the benchmark
@@ -367,14 +417,27 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
     pid = service.process.pid
 
     def served() -> float:
-        return bench.metric_sum(service.metrics(), "grpc_server_handled_total", lambda labels: labels.get(
-            "grpc_method") == "MintToken" and labels.get("grpc_code") == "OK")
+        return bench.metric_sum(
+            service.metrics(),
+            "grpc_server_handled_total",
+            lambda labels: labels.get("grpc_method") == "MintToken" and labels.get("grpc_code") == "OK",
+        )
 
     request = pb.MintTokenRequest(external_id=bench.EXTERNAL_ID, email=bench.EMAIL).SerializeToString()
     (workdir / "unary.bin").write_bytes(grpc_frame(request))
-    caller = bench.Target("legit", "legitimate caller", f"https://{service.grpc_target}{MINT_TOKEN}",
-                          workdir / "unary.bin", [*bench.GRPC_HEADERS, f"authorization: Bearer {setup.api_key}"],
-                          False, args.clients, 1, 1, pid, service.grpc_target)
+    caller = bench.Target(
+        "legit",
+        "legitimate caller",
+        f"https://{service.grpc_target}{MINT_TOKEN}",
+        workdir / "unary.bin",
+        [*bench.GRPC_HEADERS, f"authorization: Bearer {setup.api_key}"],
+        False,
+        args.clients,
+        1,
+        1,
+        pid,
+        service.grpc_target,
+    )
 
     def measure(tag: str) -> tuple[object, int, float]:
         """The caller's run, the peak RSS during it, and its calls that did not succeed: h2load counts an
@@ -391,8 +454,9 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
         sampler = threading.Thread(target=sample)
         sampler.start()
         try:
-            run = bench.run_h2load(children, caller, workdir, tag, duration=args.duration, warmup=1,
-                                   rps_per_client=args.rate)
+            run = bench.run_h2load(
+                children, caller, workdir, tag, duration=args.duration, warmup=1, rps_per_client=args.rate
+            )
         finally:
             sampling = False
             sampler.join()
@@ -405,16 +469,37 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
     idle_run, idle_peak, idle_failed = measure("idle")
 
     report = workdir / "peers.json"
-    peers = children.start([sys.executable, str(Path(__file__).resolve()), "--peers", "--port", str(port),
-                            "--health-port", str(setup.health_port), "--ca-file", str(workdir / "ca.pem"),
-                            "--seconds", str(args.duration + 1 + args.build_up + 2),
-                            "--streams", str(args.streams), "--connections", str(args.connections),
-                            "--batch-senders", str(args.batch_senders), "--refill-every", str(args.refill_every),
-                            "--report", str(report)],
-                           output=workdir / "peers.log")
+    peers = children.start(
+        [
+            sys.executable,
+            str(Path(__file__).resolve()),
+            "--peers",
+            "--port",
+            str(port),
+            "--health-port",
+            str(setup.health_port),
+            "--ca-file",
+            str(workdir / "ca.pem"),
+            "--seconds",
+            str(args.duration + 1 + args.build_up + 2),
+            "--streams",
+            str(args.streams),
+            "--connections",
+            str(args.connections),
+            "--batch-senders",
+            str(args.batch_senders),
+            "--refill-every",
+            str(args.refill_every),
+            "--report",
+            str(report),
+        ],
+        output=workdir / "peers.log",
+    )
     time.sleep(args.build_up)
-    bench.log(f"flood: {args.streams} streams over {args.connections} connections, re-opened every "
-              f"{args.refill_every:g} s, and {args.batch_senders} senders of refused batches; the caller again")
+    bench.log(
+        f"flood: {args.streams} streams over {args.connections} connections, re-opened every "
+        f"{args.refill_every:g} s, and {args.batch_senders} senders of refused batches; the caller again"
+    )
     flood_run, flood_peak, flood_failed = measure("flood")
     try:
         peers.wait(timeout=args.duration + 60)
@@ -429,21 +514,41 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
     print("| phase | caller req/s | p50 ms | p99 ms | caller calls failed | peak RSS MiB | peak - idle MiB |")
     print("|---|---|---|---|---|---|---|")
     for phase, run, failed, peak in rows:
-        print(f"| {phase} | {run.rps:,.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {failed:g} | {peak / 1024:.0f} "
-              f"| {(peak - idle_rss) / 1024:+.1f} |")
-    print(f"\nidle RSS {idle_rss / 1024:.0f} MiB; after the flood {after_rss / 1024:.0f} MiB; load average "
-          f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs")
+        print(
+            f"| {phase} | {run.rps:,.0f} | {run.p50_ms:.2f} | {run.p99_ms:.2f} | {failed:g} | {peak / 1024:.0f} "
+            f"| {(peak - idle_rss) / 1024:+.1f} |"
+        )
+    print(
+        f"\nidle RSS {idle_rss / 1024:.0f} MiB; after the flood {after_rss / 1024:.0f} MiB; load average "
+        f"{' '.join(f'{x:.1f}' for x in os.getloadavg())} on {os.cpu_count()} CPUs"
+    )
     print("hostile streams (opened, and how the server ended them):")
     for name, stats in hostile["streams"].items():
-        print(f"  {name}: opened {stats['opened']:,}, ended {stats['grpc_status']}, reset {stats['reset']}, "
-              f"open at the end {stats['open_now']}, not opened (stream limit) {stats['refused_locally']:,}, "
-              f"GOAWAYs {stats['goaways']}")
+        print(
+            f"  {name}: opened {stats['opened']:,}, ended {stats['grpc_status']}, reset {stats['reset']}, "
+            f"open at the end {stats['open_now']}, not opened (stream limit) {stats['refused_locally']:,}, "
+            f"GOAWAYs {stats['goaways']}"
+        )
     print(f"refused batches (1,000 entries, no credentials): {hostile['refused_batches']}")
-    figures = {"idle": {"rps": idle_run.rps, "p50_ms": idle_run.p50_ms, "p99_ms": idle_run.p99_ms,
-                        "rss_kib": idle_rss, "peak_rss_kib": idle_peak, "failed": idle_failed},
-               "flood": {"rps": flood_run.rps, "p50_ms": flood_run.p50_ms, "p99_ms": flood_run.p99_ms,
-                         "peak_rss_kib": flood_peak, "failed": flood_failed},
-               "after_rss_kib": after_rss, "hostile": hostile}
+    figures = {
+        "idle": {
+            "rps": idle_run.rps,
+            "p50_ms": idle_run.p50_ms,
+            "p99_ms": idle_run.p99_ms,
+            "rss_kib": idle_rss,
+            "peak_rss_kib": idle_peak,
+            "failed": idle_failed,
+        },
+        "flood": {
+            "rps": flood_run.rps,
+            "p50_ms": flood_run.p50_ms,
+            "p99_ms": flood_run.p99_ms,
+            "peak_rss_kib": flood_peak,
+            "failed": flood_failed,
+        },
+        "after_rss_kib": after_rss,
+        "hostile": hostile,
+    }
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2))
     problems = []
@@ -466,15 +571,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=4000, help="hostile streams held at once (default 4000)")
     parser.add_argument("--connections", type=int, default=40, help="hostile connections (default 40)")
     parser.add_argument("--batch-senders", type=int, default=4, help="threads sending refused batches (default 4)")
-    parser.add_argument("--refill-every", type=float, default=5.0,
-                        help="seconds between the peers' re-opening of the streams the server ended (default 5; "
-                             "0.05 makes it a flood of refused streams, limited by the peers' CPU)")
+    parser.add_argument(
+        "--refill-every",
+        type=float,
+        default=5.0,
+        help="seconds between the peers' re-opening of the streams the server ended (default 5; "
+        "0.05 makes it a flood of refused streams, limited by the peers' CPU)",
+    )
     parser.add_argument("--build-up", type=float, default=3.0, help="seconds the flood runs before measuring")
     parser.add_argument("--service-workers", type=int, default=1, help="the service's workers (default 1)")
     parser.add_argument("--max-growth-mib", type=float, default=50.0, help="RSS growth target (default 50)")
     parser.add_argument("--max-p99-ms", type=float, default=20.0, help="the caller's p99 target (default 20)")
-    parser.add_argument("--limits", action="append", default=[], metavar="SETTING=VALUE",
-                        help="a [limits] setting for the service, e.g. max_concurrent_rpcs=2000 (repeatable)")
+    parser.add_argument(
+        "--limits",
+        action="append",
+        default=[],
+        metavar="SETTING=VALUE",
+        help="a [limits] setting for the service, e.g. max_concurrent_rpcs=2000 (repeatable)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     # The hostile peers, run as a child process by the benchmark.
     parser.add_argument("--peers", action="store_true", help=argparse.SUPPRESS)

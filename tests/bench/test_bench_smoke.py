@@ -17,6 +17,8 @@ import pytest
 RUN = Path(__file__).resolve().parent / "run"
 ROWS = [
     "tokenservice MintToken",
+    "tokenservice MintToken, tracing 100 %",
+    "tokenservice MintToken, tracing 1 %",
     "tokenservice MintToken, TLS + API key",
     "tokenservice MintTokens x100",
     "tokenservice MintToken, 16 in flight",

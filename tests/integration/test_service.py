@@ -223,7 +223,8 @@ async def test_an_invalid_new_version_is_not_adopted(running, openbao, secret_pa
 
 
 def _first_secret(openbao: OpenBaoDevServer, path: str) -> str:
-    response = openbao.client().secrets.kv.v2.read_secret_version(path=path, version=1, mount_point="secret", raise_on_deleted_version=True)
+    response = openbao.client().secrets.kv.v2.read_secret_version(
+        path=path, version=1, mount_point="secret", raise_on_deleted_version=True)
     return response["data"]["data"]["secret"]
 
 

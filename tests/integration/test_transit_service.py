@@ -36,9 +36,16 @@ from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 from service.dev import find_bao, free_loopback_port, stop_process
 from service.transit_import import import_secret
 from service.vault_http import VaultHttp
-from tests.conftest import new_secret
 from tests.integration.test_secret_sync import API_KEY, FakeKustomer
-from tests.support import TOKENSERVICE, DevProcess, ServiceProcess, hs256_open, refusal_of, wait_for_health
+from tests.support import (
+    TOKENSERVICE,
+    DevProcess,
+    ServiceProcess,
+    hs256_open,
+    new_secret,
+    refusal_of,
+    wait_for_health,
+)
 from tests.support_transit import OPERATOR_POLICY, TRANSIT_POLICY, AuditedOpenBao, new_key_name
 
 pytestmark = pytest.mark.integration

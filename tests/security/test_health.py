@@ -39,8 +39,9 @@ def channel_to(secured: tuple[ServiceProcess, SecuredFiles], port: str) -> grpc.
     service, files = secured
     if port == "health port":
         return grpc.insecure_channel(f"127.0.0.1:{service.listening['health_port']}")
-    return grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}",
-                               grpc.ssl_channel_credentials(files.ca.cert_pem))
+    return grpc.secure_channel(
+        f"127.0.0.1:{service.listening['api_key_port']}", grpc.ssl_channel_credentials(files.ca.cert_pem)
+    )
 
 
 @pytest.mark.parametrize("port", ["grpc port", "health port"])
@@ -72,13 +73,11 @@ def test_an_unknown_name_is_not_found_at_once_by_check_and_watch(secured, port, 
 
 def test_the_health_port_reads_no_more_than_a_health_request_needs(secured):
     big = health_pb2.HealthCheckRequest(service="x" * 2048)
-    with channel_to(secured, "health port") as channel:
-        with pytest.raises(grpc.RpcError) as raised:
-            health_pb2_grpc.HealthStub(channel).Check(big, timeout=5)
+    with channel_to(secured, "health port") as channel, pytest.raises(grpc.RpcError) as raised:
+        health_pb2_grpc.HealthStub(channel).Check(big, timeout=5)
     assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-    with channel_to(secured, "grpc port") as channel:
-        with pytest.raises(grpc.RpcError) as raised:
-            health_pb2_grpc.HealthStub(channel).Check(big, timeout=5)
+    with channel_to(secured, "grpc port") as channel, pytest.raises(grpc.RpcError) as raised:
+        health_pb2_grpc.HealthStub(channel).Check(big, timeout=5)
     assert raised.value.code() == grpc.StatusCode.NOT_FOUND
 
 
@@ -91,15 +90,18 @@ def test_two_thousand_watches_of_huge_names_leave_the_process_as_it_was(secured)
     baseline = rss_kib(service.process.pid)
 
     async def hold(port: int, tls: bool) -> tuple:
-        async with flood(port, watch_with_name(100_000), connections=10, streams_per_connection=200,
-                         tls=tls) as watches:
+        async with flood(
+            port, watch_with_name(100_000), connections=10, streams_per_connection=200, tls=tls
+        ) as watches:
             deadline = time.monotonic() + 10
             while watches.answered < watches.opened and time.monotonic() < deadline:
                 await asyncio.sleep(0.1)
             return watches, rss_kib(service.process.pid)
 
-    results = [asyncio.run(hold(service.listening["api_key_port"], tls=True)),
-               asyncio.run(hold(service.listening["health_port"], tls=False))]
+    results = [
+        asyncio.run(hold(service.listening["api_key_port"], tls=True)),
+        asyncio.run(hold(service.listening["health_port"], tls=False)),
+    ]
     peak = max(rss for _, rss in results)
     for watches, _ in results:
         # Both servers allow 100 streams a connection: the peer could open 1,000 of its 2,000.

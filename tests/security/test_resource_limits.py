@@ -30,8 +30,10 @@ def start(openbao: OpenBaoDevServer, directory: Path, limits: str = "") -> tuple
     files = write_secured_config(openbao, directory)
     if limits:
         files.config_file.write_text(files.config_file.read_text() + f"\n[limits]\n{limits}\n")
-    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                                    "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""}, ["--config", str(files.config_file)])
+    service = ServiceProcess.start(
+        {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""},
+        ["--config", str(files.config_file)],
+    )
     return service, files
 
 
@@ -66,13 +68,14 @@ def mint_latencies(service: ServiceProcess, files: SecuredFiles, count: int = 20
 
 async def _hold_floods(service: ServiceProcess, files: SecuredFiles) -> tuple[int, list, list[float]]:
     api_key_port, health_port = service.listening["api_key_port"], service.listening["health_port"]
-    async with (flood(api_key_port, half_sent(500_000), connections=10, streams_per_connection=100, tls=True)
-                as batches,
-                flood(api_key_port, HEADERS_ONLY, connections=10, streams_per_connection=100, tls=True) as silent,
-                flood(api_key_port, watch_with_name(100_000), connections=5, streams_per_connection=100, tls=True)
-                as api_watches,
-                flood(health_port, watch_with_name(100_000), connections=10, streams_per_connection=100)
-                as probe_watches):
+    async with (
+        flood(api_key_port, half_sent(500_000), connections=10, streams_per_connection=100, tls=True) as batches,
+        flood(api_key_port, HEADERS_ONLY, connections=10, streams_per_connection=100, tls=True) as silent,
+        flood(
+            api_key_port, watch_with_name(100_000), connections=5, streams_per_connection=100, tls=True
+        ) as api_watches,
+        flood(health_port, watch_with_name(100_000), connections=10, streams_per_connection=100) as probe_watches,
+    ):
         await asyncio.sleep(3)
         peak = rss_kib(service.process.pid)
         latencies = await asyncio.to_thread(mint_latencies, service, files)
@@ -105,19 +108,25 @@ def test_a_huge_authorization_header_is_refused_and_the_service_carries_on(secur
         stub = pb_grpc.TokenServiceStub(channel)
         for _ in range(5):
             with pytest.raises(grpc.RpcError) as raised:
-                stub.MintToken(pb.MintTokenRequest(external_id="c-1"), timeout=5,
-                               metadata=(("authorization", "Bearer " + "k" * 100_000),))
+                stub.MintToken(
+                    pb.MintTokenRequest(external_id="c-1"),
+                    timeout=5,
+                    metadata=(("authorization", "Bearer " + "k" * 100_000),),
+                )
             assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # grpc-core: over the metadata limit
     assert rss_kib(service.process.pid) - baseline < 10 * MIB
     assert mint_latencies(service, files, count=3)
 
 
 def test_a_request_that_never_arrives_is_refused_after_the_read_timeout(openbao, tmp_path):
-    service, files = start(openbao, tmp_path, "unauthenticated_read_timeout_seconds = 0.5\nmax_unauthenticated_calls = 4")
+    service, _files = start(
+        openbao, tmp_path, "unauthenticated_read_timeout_seconds = 0.5\nmax_unauthenticated_calls = 4"
+    )
 
     async def hold() -> tuple:
-        async with flood(service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=6,
-                         tls=True) as silent:
+        async with flood(
+            service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=6, tls=True
+        ) as silent:
             await asyncio.sleep(0.2)
             refused_at_once = silent.statuses["RESOURCE_EXHAUSTED"]
             await asyncio.sleep(1.0)
@@ -138,20 +147,32 @@ def test_a_refused_call_without_credentials_says_why_and_what_to_do(openbao, tmp
     service, files = start(openbao, tmp_path, "max_unauthenticated_calls = 1")
 
     async def hold_the_slot_and_call() -> grpc.RpcError:
-        async with flood(service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=1,
-                         tls=True):
+        async with flood(
+            service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=1, tls=True
+        ):
             await asyncio.sleep(0.2)
-            return await asyncio.to_thread(call_without_key)
+            refused = await asyncio.to_thread(call_without_key)
+            await asyncio.to_thread(call_with_credentials)
+            return refused
+
+    def call_with_credentials() -> None:
+        """Not held up by the slot's holder: an API key, or a client certificate on the mTLS port."""
+        assert mint_latencies(service, files, count=3)
+        with grpc.secure_channel(
+            service.grpc_target,
+            grpc.ssl_channel_credentials(files.ca.cert_pem, files.client.key_pem, files.client.cert_pem),
+        ) as channel:
+            assert (
+                pb_grpc.TokenServiceStub(channel).MintToken(pb.MintTokenRequest(email="a@example.com"), timeout=5).token
+            )
 
     def call_without_key() -> grpc.RpcError:
-        with api_key_channel(service, files, None) as channel:
-            with pytest.raises(grpc.RpcError) as raised:
-                pb_grpc.TokenServiceStub(channel).MintToken(pb.MintTokenRequest(external_id="c-1"), timeout=5)
+        with api_key_channel(service, files, None) as channel, pytest.raises(grpc.RpcError) as raised:
+            pb_grpc.TokenServiceStub(channel).MintToken(pb.MintTokenRequest(external_id="c-1"), timeout=5)
         return raised.value
 
     try:
         refused = asyncio.run(hold_the_slot_and_call())
-        assert mint_latencies(service, files, count=3)  # a caller with credentials is not held up
     finally:
         service.terminate()
     code, reason, retry_delay = refusal_of(refused)
@@ -163,8 +184,9 @@ def test_connections_are_closed_at_their_maximum_age_and_callers_reconnect(openb
     service, files = start(openbao, tmp_path, "max_connection_age_seconds = 1\nmax_connection_age_grace_seconds = 1")
 
     async def watch_one_connection() -> tuple:
-        async with flood(service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=0,
-                         tls=True) as idle:
+        async with flood(
+            service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=0, tls=True
+        ) as idle:
             started = time.monotonic()
             while not idle.goaways and time.monotonic() - started < 5:
                 await asyncio.sleep(0.05)
@@ -189,9 +211,10 @@ def test_connections_are_closed_at_their_maximum_age_and_callers_reconnect(openb
 
 def test_limits_are_settings_with_checked_values(openbao, tmp_path):
     files = write_secured_config(openbao, tmp_path)
-    files.config_file.write_text(files.config_file.read_text() + "\n[limits]\nmax_concurrent_rpcs = \"many\"\n")
+    files.config_file.write_text(files.config_file.read_text() + '\n[limits]\nmax_concurrent_rpcs = "many"\n')
     with pytest.raises(AssertionError) as raised:
-        ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                              "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""}, ["--config", str(files.config_file)])
+        ServiceProcess.start(
+            {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""},
+            ["--config", str(files.config_file)],
+        )
     assert "limits.max_concurrent_rpcs" in str(raised.value) and "whole number" in str(raised.value)
-
