@@ -157,7 +157,8 @@ def require_caller_auth_decision(config: Config) -> None:
         raise ConfigError(
             "caller authentication: no [callers.<name>] are configured, so anyone who can reach the port could "
             "mint tokens for any customer; configure callers (docs/callers.md), or pass "
-            "--insecure-no-caller-auth (TOKENSERVICE_INSECURE_NO_CALLER_AUTH=1) to run without it")
+            "--insecure-no-caller-auth (TOKENSERVICE_INSECURE_NO_CALLER_AUTH=1) to run without it"
+        )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -215,7 +216,7 @@ class Config:
     transit: TransitSettings = dataclasses.field(default_factory=TransitSettings)
     # Where `serve` writes the bound ports as JSON once it listens, for programs (tests, scripts/dev).
     ports_file: str | None = None
-    tracing: TracingConfig = TracingConfig()
+    tracing: TracingConfig = dataclasses.field(default_factory=TracingConfig)
 
 
 def load_config(
@@ -316,7 +317,7 @@ class _Settings:
         found = {key: self._settings[key] for key in self._settings if key.startswith(prefix)}
         self.used.update(found)
         sources = sorted({source for _, source in found.values()})
-        return {key[len(prefix):]: value for key, (value, _) in found.items()}, " and ".join(sources)
+        return {key[len(prefix) :]: value for key, (value, _) in found.items()}, " and ".join(sources)
 
     def unknown(self) -> list[str]:
         return sorted(name for name in self._settings if name not in self.used)
@@ -344,9 +345,7 @@ def _build(layered: dict[str, tuple[Any, str]], environ: Mapping[str, str]) -> C
             "iat_backdate_seconds", defaults.iat_backdate_seconds, minimum=0, integer=True
         ),
         batch_limit=settings.number("batch_limit", defaults.batch_limit, minimum=1, integer=True),
-        shutdown_grace_seconds=settings.number(
-            "shutdown_grace_seconds", defaults.shutdown_grace_seconds, minimum=0
-        ),
+        shutdown_grace_seconds=settings.number("shutdown_grace_seconds", defaults.shutdown_grace_seconds, minimum=0),
         workers=settings.number("workers", defaults.workers, minimum=1, integer=True),
         health_addr=_address(settings, "health_addr", None),
         tls=_build_tls(settings),
@@ -405,13 +404,14 @@ def _build_vault(settings: _Settings) -> VaultConfig:
     if vault.auth == "token" and not (vault.token or vault.token_file):
         raise ConfigError(
             "setting vault.token: token auth needs a Vault token; set VAULT_TOKEN or vault.token_file "
-            "(or use vault.auth = \"approle\")"
+            '(or use vault.auth = "approle")'
         )
     if vault.auth == "approle" and not (vault.role_id_file and vault.secret_id_file):
         raise ConfigError("settings vault.role_id_file and vault.secret_id_file: AppRole auth needs both files")
     if vault.auth == "kubernetes" and not vault.kubernetes_role:
-        raise ConfigError("setting vault.kubernetes_role: Kubernetes auth needs the Vault role bound to the "
-                          "service account")
+        raise ConfigError(
+            "setting vault.kubernetes_role: Kubernetes auth needs the Vault role bound to the service account"
+        )
     return vault
 
 
@@ -439,15 +439,15 @@ def _build_orgs(settings: _Settings) -> tuple[dict[str, OrgConfig], str]:
         current = orgs[default_org]
         if current.transit:
             name = "secret_path" if secret_path else "secret_field"
-            raise settings.refuse(name, f"org {default_org} signs through Vault Transit and reads no KV secret; "
-                                        "unset it")
+            raise settings.refuse(
+                name, f"org {default_org} signs through Vault Transit and reads no KV secret; unset it"
+            )
         orgs[default_org] = OrgConfig(default_org, secret_path or current.path, secret_field or current.field)
     return orgs, default_org
 
 
 # The keys of an [orgs.<name>] table, by signing mode.
-_ORG_KEYS = {KV_SIGNING: ("path", "field", "signing"),
-             TRANSIT_SIGNING: ("signing", "transit_key", "transit_mount")}
+_ORG_KEYS = {KV_SIGNING: ("path", "field", "signing"), TRANSIT_SIGNING: ("signing", "transit_key", "transit_mount")}
 
 
 def _build_org(name: str, entry: Any, source: str) -> OrgConfig:
@@ -458,13 +458,15 @@ def _build_org(name: str, entry: Any, source: str) -> OrgConfig:
         raise ConfigError(f"{where}: must be a table")
     signing = entry.get("signing", KV_SIGNING)
     if signing not in _ORG_KEYS:
-        raise ConfigError(f"{where}: signing must be \"kv\" (the secret read from Vault KV) or \"transit\" "
-                          f"(Vault Transit signs, the secret stays there); got {signing!r}")
+        raise ConfigError(
+            f'{where}: signing must be "kv" (the secret read from Vault KV) or "transit" '
+            f"(Vault Transit signs, the secret stays there); got {signing!r}"
+        )
     _check_org_keys(where, entry, signing)
     if signing == TRANSIT_SIGNING:
         return _build_transit_org(name, entry, where)
     if not isinstance(entry.get("path"), str) or not entry["path"].strip("/"):
-        raise ConfigError(f"{where}: needs path = \"<KV v2 path of the org's secret>\"")
+        raise ConfigError(f'{where}: needs path = "<KV v2 path of the org\'s secret>"')
     field = entry.get("field", DEFAULT_SECRET_FIELD)
     if not isinstance(field, str) or not field:
         raise ConfigError(f"{where}: field must be a non-empty string")
@@ -475,25 +477,32 @@ def _check_org_keys(where: str, entry: dict, signing: str) -> None:
     unknown = set(entry) - set(_ORG_KEYS[signing])
     kv_keys, transit_keys = unknown & {"path", "field"}, unknown & {"transit_key", "transit_mount"}
     if signing == TRANSIT_SIGNING and kv_keys:
-        raise ConfigError(f"{where}: {', '.join(sorted(kv_keys))}: an org with signing = \"transit\" reads no KV "
-                          "secret; remove them")
+        raise ConfigError(
+            f'{where}: {", ".join(sorted(kv_keys))}: an org with signing = "transit" reads no KV secret; remove them'
+        )
     if signing == KV_SIGNING and transit_keys:
-        raise ConfigError(f"{where}: {', '.join(sorted(transit_keys))}: only with signing = \"transit\"; add that "
-                          "or remove them")
+        raise ConfigError(
+            f'{where}: {", ".join(sorted(transit_keys))}: only with signing = "transit"; add that or remove them'
+        )
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed with signing = "
-                          f"{signing!r}: {', '.join(_ORG_KEYS[signing])}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed with signing = "
+            f"{signing!r}: {', '.join(_ORG_KEYS[signing])}"
+        )
 
 
 def _build_transit_org(name: str, entry: dict, where: str) -> OrgConfig:
     key = entry.get("transit_key", f"{TRANSIT_KEY_PREFIX}{name}")
     if not isinstance(key, str) or not KEY_NAME_PATTERN.fullmatch(key):
-        raise ConfigError(f"{where}: transit_key must be 1-128 letters, digits, '_', '.' or '-', starting with a "
-                          f"letter or digit (the shipped policy grants {TRANSIT_KEY_PREFIX}*)")
+        raise ConfigError(
+            f"{where}: transit_key must be 1-128 letters, digits, '_', '.' or '-', starting with a "
+            f"letter or digit (the shipped policy grants {TRANSIT_KEY_PREFIX}*)"
+        )
     mount = entry.get("transit_mount", DEFAULT_TRANSIT_MOUNT)
     if not isinstance(mount, str) or not MOUNT_PATTERN.fullmatch(mount.strip("/")):
-        raise ConfigError(f"{where}: transit_mount must be the path of a Vault Transit mount, such as "
-                          f"{DEFAULT_TRANSIT_MOUNT!r}")
+        raise ConfigError(
+            f"{where}: transit_mount must be the path of a Vault Transit mount, such as {DEFAULT_TRANSIT_MOUNT!r}"
+        )
     return OrgConfig(name, signing=TRANSIT_SIGNING, transit_key=key, transit_mount=mount.strip("/"))
 
 
@@ -528,8 +537,10 @@ def _build_tls(settings: _Settings) -> TlsConfig | None:
     if not (cert_file and key_file):
         raise ConfigError("settings tls.cert_file and tls.key_file: give both, the server certificate and its key")
     if api_key_addr and not client_ca_file:
-        raise settings.refuse("tls.api_key_addr", "is only needed with tls.client_ca_file (grpc_addr already "
-                              "accepts API keys without it); remove it")
+        raise settings.refuse(
+            "tls.api_key_addr",
+            "is only needed with tls.client_ca_file (grpc_addr already accepts API keys without it); remove it",
+        )
     return TlsConfig(cert_file, key_file, client_ca_file, api_key_addr)
 
 
@@ -537,11 +548,13 @@ def _build_audit(settings: _Settings) -> AuditConfig:
     return AuditConfig(
         output=settings.string("audit.output", AUDIT_STDOUT),
         fingerprint_key_file=_readable_file(settings, "audit.fingerprint_key_file"),
-        max_queued_bytes=settings.number("audit.max_queued_bytes", AuditConfig.max_queued_bytes, minimum=65536,
-                                         integer=True),
+        max_queued_bytes=settings.number(
+            "audit.max_queued_bytes", AuditConfig.max_queued_bytes, minimum=65536, integer=True
+        ),
         max_wait_seconds=settings.number("audit.max_wait_seconds", AuditConfig.max_wait_seconds, minimum=0.01),
-        summary_interval_seconds=settings.number("audit.summary_interval_seconds",
-                                                 AuditConfig.summary_interval_seconds, minimum=0.1),
+        summary_interval_seconds=settings.number(
+            "audit.summary_interval_seconds", AuditConfig.summary_interval_seconds, minimum=0.1
+        ),
     )
 
 
@@ -551,19 +564,29 @@ def _build_tracing(settings: _Settings, environ: Mapping[str, str]) -> TracingCo
 
 
 def _build_limits(settings: _Settings) -> LimitsConfig:
-    limits = LimitsConfig(**{
-        field.name: settings.number(f"limits.{field.name}", cast(float, field.default),
-                                    minimum=1 if field.type == "int" else 0.001, integer=field.type == "int")
-        for field in dataclasses.fields(LimitsConfig)})
+    limits = LimitsConfig(
+        **{
+            field.name: settings.number(
+                f"limits.{field.name}",
+                cast(float, field.default),
+                minimum=1 if field.type == "int" else 0.001,
+                integer=field.type == "int",
+            )
+            for field in dataclasses.fields(LimitsConfig)
+        }
+    )
     if limits.max_metadata_bytes < 1024:
         raise settings.refuse("limits.max_metadata_bytes", "must be at least 1024 (gRPC's own headers need room)")
     return limits
 
 
 def _build_transit(settings: _Settings) -> TransitSettings:
-    values = {field.name: settings.number(f"transit.{field.name}", field.default, minimum=1 if field.type == "int"
-                                          else 0, integer=field.type == "int")
-              for field in dataclasses.fields(TransitSettings)}
+    values = {
+        field.name: settings.number(
+            f"transit.{field.name}", field.default, minimum=1 if field.type == "int" else 0, integer=field.type == "int"
+        )
+        for field in dataclasses.fields(TransitSettings)
+    }
     return TransitSettings(**values)
 
 
@@ -581,14 +604,18 @@ def _build_auth(settings: _Settings, orgs: Mapping[str, OrgConfig]) -> AuthConfi
         insecure_no_caller_auth=insecure,
         api_keys_path=(settings.string("auth.api_keys_path", None) or "").strip("/") or None,
         api_keys_max_staleness_seconds=settings.number(
-            "auth.api_keys_max_staleness_seconds", AuthConfig.api_keys_max_staleness_seconds, minimum=0) or None,
+            "auth.api_keys_max_staleness_seconds", AuthConfig.api_keys_max_staleness_seconds, minimum=0
+        )
+        or None,
         public_health=settings.flag("auth.public_health", True),
         insecure_api_keys_over_plaintext=settings.flag("auth.insecure_api_keys_over_plaintext", False),
         **_unauthenticated_limits(settings),
     )
     if insecure and callers:
-        raise ConfigError("setting auth.insecure_no_caller_auth: callers are configured, so caller authentication "
-                          "cannot be off; remove --insecure-no-caller-auth (or TOKENSERVICE_INSECURE_NO_CALLER_AUTH)")
+        raise ConfigError(
+            "setting auth.insecure_no_caller_auth: callers are configured, so caller authentication "
+            "cannot be off; remove --insecure-no-caller-auth (or TOKENSERVICE_INSECURE_NO_CALLER_AUTH)"
+        )
     _check_identities(settings, callers)
     return auth
 
@@ -600,11 +627,15 @@ def _check_callers_can_connect(config: Config) -> None:
     by_key = sorted(c.name for c in callers if not (c.spiffe_id or c.dns_name))
     client_ca = config.tls is not None and config.tls.client_ca_file
     if by_certificate and not client_ca:
-        raise ConfigError(f"callers {', '.join(by_certificate)}: are recognised by their client certificate, but "
-                          "no port asks for one; set tls.cert_file, tls.key_file and tls.client_ca_file")
+        raise ConfigError(
+            f"callers {', '.join(by_certificate)}: are recognised by their client certificate, but "
+            "no port asks for one; set tls.cert_file, tls.key_file and tls.client_ca_file"
+        )
     if by_key and client_ca and not config.tls.api_key_addr:
-        raise ConfigError(f"callers {', '.join(by_key)}: authenticate with API keys, but grpc_addr requires a "
-                          "client certificate (tls.client_ca_file); set tls.api_key_addr for them")
+        raise ConfigError(
+            f"callers {', '.join(by_key)}: authenticate with API keys, but grpc_addr requires a "
+            "client certificate (tls.client_ca_file); set tls.api_key_addr for them"
+        )
 
 
 def _unauthenticated_limits(settings: _Settings) -> dict[str, Any]:
@@ -619,18 +650,22 @@ def _unauthenticated_limits(settings: _Settings) -> dict[str, Any]:
 def _check_api_key_transport(config: Config) -> None:
     """Refuse API keys on a port without TLS, where anyone on the path could read them, unless asked for."""
     if config.auth.api_keys_path and config.tls is None and not config.auth.insecure_api_keys_over_plaintext:
-        raise ConfigError("setting auth.api_keys_path: API keys would cross the network in clear text, since "
-                          "grpc_addr has no TLS; set tls.cert_file and tls.key_file, or for development only "
-                          "auth.insecure_api_keys_over_plaintext = true")
+        raise ConfigError(
+            "setting auth.api_keys_path: API keys would cross the network in clear text, since "
+            "grpc_addr has no TLS; set tls.cert_file and tls.key_file, or for development only "
+            "auth.insecure_api_keys_over_plaintext = true"
+        )
 
 
 def _check_api_key_staleness(config: Config) -> None:
     """Refuse a staleness bound that ordinary refreshing cannot keep, which would refuse every key."""
     staleness = config.auth.api_keys_max_staleness_seconds
     if config.auth.api_keys_path and staleness is not None and staleness < 2 * config.refresh_interval_seconds:
-        raise ConfigError(f"setting auth.api_keys_max_staleness_seconds: {staleness:g} s is less than two refresh "
-                          f"intervals (refresh_interval_seconds = {config.refresh_interval_seconds:g}); raise it, "
-                          "or set 0 to never refuse keys for staleness")
+        raise ConfigError(
+            f"setting auth.api_keys_max_staleness_seconds: {staleness:g} s is less than two refresh "
+            f"intervals (refresh_interval_seconds = {config.refresh_interval_seconds:g}); raise it, "
+            "or set 0 to never refuse keys for staleness"
+        )
 
 
 def _check_identities(settings: _Settings, callers: Mapping[str, CallerConfig]) -> None:
@@ -638,14 +673,19 @@ def _check_identities(settings: _Settings, callers: Mapping[str, CallerConfig]) 
     for caller in callers.values():
         for identity in filter(None, (caller.spiffe_id, caller.dns_name)):
             if identity in seen:
-                raise ConfigError(f"settings callers.{seen[identity]} and callers.{caller.name}: both claim the "
-                                  f"certificate identity {identity!r}; each identity names one caller")
+                raise ConfigError(
+                    f"settings callers.{seen[identity]} and callers.{caller.name}: both claim the "
+                    f"certificate identity {identity!r}; each identity names one caller"
+                )
             seen[identity] = caller.name
     if not settings.raw("auth.api_keys_path") and any(
-            not (caller.spiffe_id or caller.dns_name) for caller in callers.values()):
+        not (caller.spiffe_id or caller.dns_name) for caller in callers.values()
+    ):
         names = sorted(caller.name for caller in callers.values() if not (caller.spiffe_id or caller.dns_name))
-        raise ConfigError(f"callers {', '.join(names)}: have no spiffe_id or dns_name, so they need API keys; "
-                          "set auth.api_keys_path to the Vault KV path of the key hashes")
+        raise ConfigError(
+            f"callers {', '.join(names)}: have no spiffe_id or dns_name, so they need API keys; "
+            "set auth.api_keys_path to the Vault KV path of the key hashes"
+        )
 
 
 _CALLER_KEYS = {"orgs", "identities", "rpcs", "rate_per_second", "burst", "spiffe_id", "dns_name"}
@@ -659,8 +699,9 @@ def _build_caller(name: str, entry: Any, source: str, orgs: Mapping[str, OrgConf
         raise ConfigError(f"{where}: must be a table")
     unknown = set(entry) - _CALLER_KEYS
     if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: "
-                          f"{', '.join(sorted(_CALLER_KEYS))}")
+        raise ConfigError(
+            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_CALLER_KEYS))}"
+        )
     caller_orgs = _string_set(where, entry, "orgs", None, set(orgs) | {ALL_ORGS})
     defaults = CallerConfig(name=name, orgs=frozenset())
     rate = entry.get("rate_per_second", defaults.rate_per_second)
@@ -687,8 +728,9 @@ def _build_caller(name: str, entry: Any, source: str, orgs: Mapping[str, OrgConf
     )
 
 
-def _string_set(where: str, entry: dict, key: str, default: tuple[str, ...] | None,
-                allowed: set[str]) -> frozenset[str]:
+def _string_set(
+    where: str, entry: dict, key: str, default: tuple[str, ...] | None, allowed: set[str]
+) -> frozenset[str]:
     value = entry.get(key, default)
     if value is None:
         raise ConfigError(f"{where}: needs {key} = [...], one or more of {', '.join(sorted(allowed))}")

@@ -19,6 +19,7 @@ import unicodedata
 from collections.abc import Callable
 from enum import Enum
 from json.encoder import encode_basestring_ascii
+from typing import TypeGuard
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
 
@@ -52,7 +53,8 @@ _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 # they skip its full RFC and IDNA analysis, which is most of a mint's cost.
 _ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
 _PLAIN_EMAIL = re.compile(
-    rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+[A-Za-z]{{2,63}})")
+    rf"(?P<local>{_ATOM}(?:\.{_ATOM})*)@(?P<domain>(?:[A-Za-z0-9](?:[A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+[A-Za-z]{{2,63}})"
+)
 _SPECIAL_USE_DOMAINS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 
@@ -79,8 +81,11 @@ def _text_problem(value: str, max_bytes: int) -> str | None:
         return f"must be at most {max_bytes} bytes in UTF-8"
     if value != value.strip():
         return "must not have leading or trailing whitespace"
-    if _ASCII_CONTROL.search(value) if value.isascii() else any(
-            unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value):
+    if (
+        _ASCII_CONTROL.search(value)
+        if value.isascii()
+        else any(unicodedata.category(char) in _FORBIDDEN_CATEGORIES for char in value)
+    ):
         return "must not contain control, format or line-separator characters (such as CR, LF, NUL, U+2028)"
     return None
 
@@ -103,7 +108,8 @@ def check_identity(external_id: str, email: str) -> Identity:
     if not external_id and not email:
         raise IdentityMissingError(
             "email or external_id: at least one is required; set the customer's email, external id, or both",
-            field="email")
+            field="email",
+        )
     if external_id:
         problem = _text_problem(external_id, EXTERNAL_ID_MAX_BYTES)
         if problem:
@@ -117,7 +123,8 @@ def check_identity(external_id: str, email: str) -> Identity:
                 validate_email(email, check_deliverability=False)
         except EmailNotValidError as error:
             raise EmailInvalidError(
-                f"email: must be a valid address such as name@example.com ({error})", field="email") from None
+                f"email: must be a valid address such as name@example.com ({error})", field="email"
+            ) from None
         return Identity.EMAIL
     return Identity.EXTERNAL_ID
 
@@ -171,8 +178,9 @@ class UnsignedToken:
     def signed(self, mac: bytes, secret_version: int) -> MintedToken:
         """The token with `mac`, the HMAC-SHA256 of `signing_input` with version `secret_version` of the key."""
         token = (self.signing_input + b"." + _b64url(mac)).decode()
-        return MintedToken(token, self.issued_at, self.issued_at + TOKEN_LIFETIME_SECONDS, secret_version,
-                           self.identity_used)
+        return MintedToken(
+            token, self.issued_at, self.issued_at + TOKEN_LIFETIME_SECONDS, secret_version, self.identity_used
+        )
 
 
 def _signing_input(external_id: str, email: str, issued_at: int) -> bytes:
@@ -226,7 +234,8 @@ _CLAIMS = frozenset({"externalId", "email", "iat"})
 _HEADER_SEGMENT_TEXT = _HEADER_SEGMENT.decode()
 _B64URL_SEGMENT = re.compile(r"[A-Za-z0-9_-]*")
 _NOT_COMPACT = Verification(
-    TOKEN_MALFORMED, "not a compact JWS: three segments of unpadded base64url (A-Z a-z 0-9 - _) joined by '.'")
+    TOKEN_MALFORMED, "not a compact JWS: three segments of unpadded base64url (A-Z a-z 0-9 - _) joined by '.'"
+)
 
 
 class TokenVerifier:
@@ -287,11 +296,14 @@ class TokenVerifier:
             return Verification(TOKEN_SIGNATURE_INVALID, "signature does not match the org's current secret")
         claims = _json_object(signed.payload)
         if claims is None or not claims.keys() <= _CLAIMS:
-            return Verification(TOKEN_MALFORMED, "payload must be a UTF-8 JSON object with unique keys holding "
-                                "only the claims externalId, email and iat")
+            return Verification(
+                TOKEN_MALFORMED,
+                "payload must be a UTF-8 JSON object with unique keys holding "
+                "only the claims externalId, email and iat",
+            )
         return self._check_claims(claims)
 
-    def _check_claims(self, claims: dict) -> Verification:
+    def _check_claims(self, claims: dict[str, object]) -> Verification:
         if "iat" not in claims:
             return Verification(TOKEN_IAT_MISSING, "the iat claim is required")
         issued_at, external_id, email = claims["iat"], claims.get("externalId", ""), claims.get("email", "")
@@ -326,11 +338,12 @@ def _header_problem(segment: str) -> Verification:
         return Verification(TOKEN_MALFORMED, "header must be base64url of a JSON object with unique keys")
     if header.get("alg") != "HS256":
         return Verification(TOKEN_ALGORITHM_INVALID, "alg must be HS256")
-    return Verification(TOKEN_HEADER_INVALID,
-                        f'header must be exactly {{"alg":"HS256","typ":"JWT"}}, encoded as {_HEADER_SEGMENT_TEXT}')
+    return Verification(
+        TOKEN_HEADER_INVALID, f'header must be exactly {{"alg":"HS256","typ":"JWT"}}, encoded as {_HEADER_SEGMENT_TEXT}'
+    )
 
 
-def _json_object(data: bytes) -> dict | None:
+def _json_object(data: bytes) -> dict[str, object] | None:
     """`data` as a JSON object with unique keys, or None for anything else."""
     try:
         value = json.loads(data.decode(), object_pairs_hook=_unique_keys, parse_constant=_refuse_constant)
@@ -339,7 +352,7 @@ def _json_object(data: bytes) -> dict | None:
     return value if isinstance(value, dict) else None
 
 
-def _unique_keys(pairs: list[tuple[str, object]]) -> dict:
+def _unique_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     value = dict(pairs)
     if len(value) != len(pairs):
         raise ValueError("duplicate key")  # two readers of the token could see different claims
@@ -350,7 +363,7 @@ def _refuse_constant(name: str) -> None:
     raise ValueError(f"{name} is not JSON")
 
 
-def _is_unicode_text(value: object) -> bool:
+def _is_unicode_text(value: object) -> TypeGuard[str]:
     """A str that UTF-8 can encode: JSON escapes can spell lone surrogates,
     which protobuf strings (and Kustomer) cannot carry."""
     if not isinstance(value, str):

@@ -95,7 +95,9 @@ class VaultSecretSource:
     def read(self, org: OrgConfig) -> SecretVersion:
         entry = self.read_entry(org.path)
         if org.field not in entry.data:
-            raise SecretSourceError(f"{self._where(org.path)} has no field {org.field!r}; write the secret under that key")
+            raise SecretSourceError(
+                f"{self._where(org.path)} has no field {org.field!r}; write the secret under that key"
+            )
         return SecretVersion(value=entry.data[org.field], version=entry.version)
 
     def read_entry(self, path: str) -> KvEntry:
@@ -104,7 +106,8 @@ class VaultSecretSource:
         except hvac.exceptions.Forbidden:
             raise SecretSourceError(
                 f"Vault denied reading {self._where(path)}; grant the {self._session.auth_name} "
-                "identity read access to that path") from None
+                "identity read access to that path"
+            ) from None
         except hvac.exceptions.VaultDown:
             raise SecretSourceError(f"Vault at {self._vault.addr} is sealed or down") from None
         except hvac.exceptions.VaultError as error:
@@ -114,8 +117,9 @@ class VaultSecretSource:
 
     def _read(self, client: hvac.Client, path: str) -> KvEntry:
         try:
-            response = client.secrets.kv.v2.read_secret_version(path=path, mount_point=self._vault.kv_mount,
-                                                                 raise_on_deleted_version=True)
+            response = client.secrets.kv.v2.read_secret_version(
+                path=path, mount_point=self._vault.kv_mount, raise_on_deleted_version=True
+            )
         except hvac.exceptions.InvalidPath as missing:
             raise self._missing(path, missing) from None
         data = response["data"]
@@ -128,10 +132,14 @@ class VaultSecretSource:
         if not metadata:
             return SecretSourceError(f"no entry at {self._where(path)}; write one")
         if metadata.get("destroyed"):
-            return SecretDeletedError(f"the latest version ({metadata.get('version')}) of {self._where(path)} "
-                                      "is destroyed; write a new version")
-        return SecretDeletedError(f"the latest version ({metadata.get('version')}) of {self._where(path)} "
-                                  "is deleted; undelete it or write a new version")
+            return SecretDeletedError(
+                f"the latest version ({metadata.get('version')}) of {self._where(path)} "
+                "is destroyed; write a new version"
+            )
+        return SecretDeletedError(
+            f"the latest version ({metadata.get('version')}) of {self._where(path)} "
+            "is deleted; undelete it or write a new version"
+        )
 
     def _where(self, path: str) -> str:
         return f"{self._vault.kv_mount}/{path}"
@@ -140,8 +148,9 @@ class VaultSecretSource:
 class InMemorySecretSource:
     """Serves secrets and entries from dictionaries; for tests and local experiments."""
 
-    def __init__(self, secrets: Mapping[str, SecretVersion] | None = None,
-                 entries: Mapping[str, KvEntry] | None = None) -> None:
+    def __init__(
+        self, secrets: Mapping[str, SecretVersion] | None = None, entries: Mapping[str, KvEntry] | None = None
+    ) -> None:
         self.secrets: dict[str, SecretVersion] = dict(secrets or {})
         self.entries: dict[str, KvEntry] = dict(entries or {})
 
@@ -172,9 +181,7 @@ def validate_secret(candidate: SecretVersion, min_bytes: int) -> bytes:
             f"version {candidate.version} is {len(key)} bytes, below min_secret_bytes={min_bytes}"
         )
     if value.startswith(_KEY_FILE_MARKERS) or _is_json_object(value):
-        raise SecretRejectedError(
-            f"version {candidate.version} looks like a PEM, SSH or JSON key, not an HMAC secret"
-        )
+        raise SecretRejectedError(f"version {candidate.version} looks like a PEM, SSH or JSON key, not an HMAC secret")
     return key
 
 
@@ -220,10 +227,16 @@ class SecretStore:
         self._ready = False
         self._refreshers = {
             org: Refresher(
-                "secret", functools.partial(source.read, config), functools.partial(self._adopt, org),
-                functools.partial(self._refreshed, org), RetrySchedule(refresh_interval, jitter_ratio),
-                log_fields={"org": org}, clock=clock)
-            for org, config in self._orgs.items()}
+                "secret",
+                functools.partial(source.read, config),
+                functools.partial(self._adopt, org),
+                functools.partial(self._refreshed, org),
+                RetrySchedule(refresh_interval, jitter_ratio),
+                log_fields={"org": org},
+                clock=clock,
+            )
+            for org, config in self._orgs.items()
+        }
 
     def current(self, org: str) -> SigningSecret:
         """The secret to sign with for `org`; never calls Vault."""
@@ -232,14 +245,16 @@ class SecretStore:
             if org not in self._known:
                 raise OrgUnknownError(
                     f"org: not a configured org; use one of {', '.join(sorted(self._known))} or leave it empty",
-                    field="org")
+                    field="org",
+                )
             raise SecretUnavailableError(
                 f"no valid signing secret is loaded for org {org!r} yet; retry with backoff", field="org"
             )
         if self._max_staleness is not None and self._refreshers[org].older_than(self._max_staleness):
             raise SecretUnavailableError(
                 f"the signing secret of org {org!r} could not be refreshed for over "
-                f"{self._max_staleness:g} s; retry with backoff", field="org"
+                f"{self._max_staleness:g} s; retry with backoff",
+                field="org",
             )
         return secret
 
@@ -273,8 +288,16 @@ class SecretStore:
         previous = self._secrets.get(org)
         self._secrets[org] = SigningSecret(key=key, version=candidate.version, loaded_at=self._clock())
         self._metrics.secret_version.labels(org=org).set(candidate.version)
-        logger.info("signing secret adopted", extra={"fields": {
-            "org": org, "version": candidate.version, "previous_version": previous.version if previous else None}})
+        logger.info(
+            "signing secret adopted",
+            extra={
+                "fields": {
+                    "org": org,
+                    "version": candidate.version,
+                    "previous_version": previous.version if previous else None,
+                }
+            },
+        )
 
     async def _refreshed(self, org: str, outcome: Outcome) -> None:
         self._metrics.vault_refresh_total.labels(org=org, result=outcome.metric_result).inc()

@@ -81,8 +81,9 @@ def _milliseconds(seconds: float) -> int:
     return max(1, round(seconds * 1000))
 
 
-def server_options(limits: LimitsConfig, *, max_receive: int, max_send: int,
-                   share_ports: bool = False) -> list[tuple[str, int]]:
+def server_options(
+    limits: LimitsConfig, *, max_receive: int, max_send: int, share_ports: bool = False
+) -> list[tuple[str, int]]:
     """The grpc-core limits of one server: what any peer, credentials or not, may hold on it."""
     return [
         # Only workers share their ports (with each other, under their supervisor's claim; see
@@ -136,7 +137,9 @@ class TokenServer:
         self.metrics = metrics or Metrics()
         self.health = ServedHealth(HEALTH_SERVICES)
         self.store = SecretStore(
-            config.orgs, source, self.metrics,
+            config.orgs,
+            source,
+            self.metrics,
             min_secret_bytes=config.min_secret_bytes,
             refresh_interval=config.refresh_interval_seconds,
             jitter_ratio=config.refresh_jitter_ratio,
@@ -147,17 +150,28 @@ class TokenServer:
         # Orgs with signing = "transit" have no secret in the store: Vault Transit signs for them.
         has_transit = any(org.transit for org in config.orgs.values())
         self.transit = TransitOrgs(
-            config.orgs, config.transit, functools.partial(session_from_config, config.vault),
+            config.orgs,
+            config.transit,
+            functools.partial(session_from_config, config.vault),
             metrics=TransitMetrics(self.metrics.registry) if has_transit else None,
-            refresh_interval=config.refresh_interval_seconds, jitter_ratio=config.refresh_jitter_ratio,
-            on_readiness_change=self._update_serving, clock=clock)
+            refresh_interval=config.refresh_interval_seconds,
+            jitter_ratio=config.refresh_jitter_ratio,
+            on_readiness_change=self._update_serving,
+            clock=clock,
+        )
         self.api_keys = None
         if config.auth.enabled and config.auth.api_keys_path:
             self.api_keys = ApiKeyStore(
-                config.auth.api_keys_path, source, self.metrics, config.auth.callers,
-                refresh_interval=config.refresh_interval_seconds, jitter_ratio=config.refresh_jitter_ratio,
-                max_staleness=config.auth.api_keys_max_staleness_seconds, on_readiness_change=self._update_serving,
-                clock=clock)
+                config.auth.api_keys_path,
+                source,
+                self.metrics,
+                config.auth.callers,
+                refresh_interval=config.refresh_interval_seconds,
+                jitter_ratio=config.refresh_jitter_ratio,
+                max_staleness=config.auth.api_keys_max_staleness_seconds,
+                on_readiness_change=self._update_serving,
+                clock=clock,
+            )
         self.audit = audit or AuditLog.from_config(config.audit, caller_auth=config.auth.enabled, metrics=self.metrics)
         authenticator = CallerAuthenticator(config.auth, self.api_keys, self.metrics)
         servicer = TokenServicer(
@@ -177,8 +191,11 @@ class TokenServer:
         if config.auth.enabled:
             # With caller authentication off every peer is the same unknown caller: nothing to tell apart.
             self.unauthenticated = UnauthenticatedLimit(
-                KnownCredentials(self.api_keys), self.metrics, max_calls=config.limits.max_unauthenticated_calls,
-                read_timeout=config.limits.unauthenticated_read_timeout_seconds)
+                KnownCredentials(self.api_keys),
+                self.metrics,
+                max_calls=config.limits.max_unauthenticated_calls,
+                read_timeout=config.limits.unauthenticated_read_timeout_seconds,
+            )
             interceptors.insert(0, self.unauthenticated)
         if config.auth.enabled and not config.auth.public_health:
             interceptors.append(AuthenticationInterceptor(authenticator, exempt={SERVICE_NAME}))
@@ -187,8 +204,12 @@ class TokenServer:
             # Inside the limit on callers without credentials, so that what it refuses costs no span.
             interceptors.insert(1 if self.unauthenticated else 0, TracingInterceptor(self._spans))
         self._server = grpc.aio.server(
-            options=server_options(config.limits, max_receive=max_receive_message_bytes(config.batch_limit),
-                                   max_send=max_send_message_bytes(config.batch_limit), share_ports=not serve_metrics),
+            options=server_options(
+                config.limits,
+                max_receive=max_receive_message_bytes(config.batch_limit),
+                max_send=max_send_message_bytes(config.batch_limit),
+                share_ports=not serve_metrics,
+            ),
             maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         )
         registrar = InterceptingRegistrar(self._server, interceptors)
@@ -197,16 +218,24 @@ class TokenServer:
         as_server = cast(grpc.aio.Server, registrar)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, as_server)
         # Not enable_server_reflection: it picks the aio servicer only for a grpc.aio.Server itself.
-        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflection.aio.ReflectionServicer(
-            (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)),
-            as_server)
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME)
+            ),
+            as_server,
+        )
         self._health_server = None
         if config.health_addr:
             # Kubelet gRPC probes speak neither TLS nor API keys: a plaintext port with health alone.
             self._health_server = grpc.aio.server(
-                options=server_options(config.limits, max_receive=HEALTH_MAX_MESSAGE_BYTES,
-                                       max_send=HEALTH_MAX_MESSAGE_BYTES, share_ports=not serve_metrics),
-                maximum_concurrent_rpcs=HEALTH_MAX_CONCURRENT_RPCS)
+                options=server_options(
+                    config.limits,
+                    max_receive=HEALTH_MAX_MESSAGE_BYTES,
+                    max_send=HEALTH_MAX_MESSAGE_BYTES,
+                    share_ports=not serve_metrics,
+                ),
+                maximum_concurrent_rpcs=HEALTH_MAX_CONCURRENT_RPCS,
+            )
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
         self.grpc_port = 0
         self.api_key_port = 0
@@ -224,8 +253,9 @@ class TokenServer:
             try:
                 self.metrics_port = self.metrics.serve_http(host, port)
             except OSError as error:
-                raise ConfigError(f"setting metrics_addr: cannot listen on {self.config.metrics_addr}: "
-                                  f"{error.strerror}") from None
+                raise ConfigError(
+                    f"setting metrics_addr: cannot listen on {self.config.metrics_addr}: {error.strerror}"
+                ) from None
         await self._set_serving(False)
         await self.health.set(LIVENESS_SERVICE, health_pb2.HealthCheckResponse.SERVING)
         await self._server.start()
@@ -240,13 +270,15 @@ class TokenServer:
         tls = self.config.tls
         if tls is None:
             return _listen(self._server, "grpc_addr", self.config.grpc_addr, None), 0
-        files = CertificateFiles(tls, self.metrics, require_client_certificate=tls.client_ca_file is not None,
-                                 port_name="grpc_addr")
+        files = CertificateFiles(
+            tls, self.metrics, require_client_certificate=tls.client_ca_file is not None, port_name="grpc_addr"
+        )
         grpc_port = _listen(self._server, "grpc_addr", self.config.grpc_addr, files.credentials())
         if not tls.api_key_addr:
             return grpc_port, 0
-        api_key_files = CertificateFiles(tls, self.metrics, require_client_certificate=False,
-                                         port_name="tls.api_key_addr")
+        api_key_files = CertificateFiles(
+            tls, self.metrics, require_client_certificate=False, port_name="tls.api_key_addr"
+        )
         return grpc_port, _listen(self._server, "tls.api_key_addr", tls.api_key_addr, api_key_files.credentials())
 
     async def stop(self, grace: float | None = None) -> None:
@@ -256,8 +288,10 @@ class TokenServer:
         deadline = time.monotonic() + grace
         await self.health.enter_graceful_shutdown()
         if not await self._drain.drain(timeout=grace):
-            logger.warning("calls still in flight at the end of the grace period are cut off",
-                           extra={"fields": {"in_flight": self._drain.in_flight}})
+            logger.warning(
+                "calls still in flight at the end of the grace period are cut off",
+                extra={"fields": {"in_flight": self._drain.in_flight}},
+            )
         await self.store.stop()
         await self.transit.stop()
         if self.api_keys is not None:
@@ -309,9 +343,17 @@ async def serve(config: Config, source: SecretSource, *, serve_metrics: bool = T
     tracing = Tracing.from_config(config.tracing, worker) if config.tracing.enabled else None
     server = TokenServer(config, source, serve_metrics=serve_metrics, tracing=tracing)
     await server.start()
-    announce("listening" if serve_metrics else "worker listening", listening_fields(
-        config, grpc_port=server.grpc_port, metrics_port=server.metrics_port, api_key_port=server.api_key_port,
-        health_port=server.health_port), config.ports_file)
+    announce(
+        "listening" if serve_metrics else "worker listening",
+        listening_fields(
+            config,
+            grpc_port=server.grpc_port,
+            metrics_port=server.metrics_port,
+            api_key_port=server.api_key_port,
+            health_port=server.health_port,
+        ),
+        config.ports_file,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):
@@ -325,11 +367,15 @@ async def serve(config: Config, source: SecretSource, *, serve_metrics: bool = T
 def warn_if_insecure(config: Config) -> None:
     """Say loudly at start what is unprotected."""
     if not config.auth.enabled:
-        logger.warning("caller authentication is OFF: anyone who can reach the gRPC port can mint tokens for any "
-                       "customer (--insecure-no-caller-auth)")
+        logger.warning(
+            "caller authentication is OFF: anyone who can reach the gRPC port can mint tokens for any "
+            "customer (--insecure-no-caller-auth)"
+        )
     elif config.tls is None and config.auth.api_keys_path:
-        logger.warning("API keys are accepted without TLS (auth.insecure_api_keys_over_plaintext, for development "
-                       "only): keys cross the network in clear text; configure tls.cert_file and tls.key_file")
+        logger.warning(
+            "API keys are accepted without TLS (auth.insecure_api_keys_over_plaintext, for development "
+            "only): keys cross the network in clear text; configure tls.cert_file and tls.key_file"
+        )
 
 
 def run(config: Config, *, serve_metrics: bool = True) -> None:

@@ -9,8 +9,8 @@ other exception into INTERNAL without leaking its text.
 from __future__ import annotations
 
 import asyncio
-import logging
 import itertools
+import logging
 import re
 import secrets
 import time
@@ -122,8 +122,11 @@ class TokenServicer:
         except Exception:
             await self._audit.write(call, serves_tokens=False)
             raise
-        annotate(org=request.org or self._default_org, identity_kind=_IDENTITY_KIND[response.identity_used],
-                 secret_version=response.secret_version)
+        annotate(
+            org=request.org or self._default_org,
+            identity_kind=_IDENTITY_KIND[response.identity_used],
+            secret_version=response.secret_version,
+        )
         # No token leaves without its audit record: this raises AUDIT_UNAVAILABLE when it is not written.
         await self._audit.write(call, serves_tokens=True)
         return response
@@ -155,14 +158,19 @@ class TokenServicer:
             raise TokenMissingError("token: required; pass the token to check", field="token")
         if len(request.token) > TOKEN_MAX_BYTES:
             raise TokenTooLargeError(
-                f"token: longer than {TOKEN_MAX_BYTES} bytes, which no token of this service is", field="token")
+                f"token: longer than {TOKEN_MAX_BYTES} bytes, which no token of this service is", field="token"
+            )
         if self._transit and org in self._transit:
             outcome = await self._verify_through_transit(request.token, self._transit[org], context)
         else:
             outcome = self._verifier.verify(request.token, self._store.current(org).key)
         response = pb.VerifyTokenResponse(
-            valid=outcome.valid, reason=outcome.reason, detail=outcome.detail,
-            external_id=outcome.external_id, email=outcome.email)
+            valid=outcome.valid,
+            reason=outcome.reason,
+            detail=outcome.detail,
+            external_id=outcome.external_id,
+            email=outcome.email,
+        )
         if outcome.issued_at is not None:
             response.issued_at.CopyFrom(_timestamp(outcome.issued_at))
             response.valid_until.CopyFrom(_timestamp(outcome.valid_until))
@@ -170,8 +178,7 @@ class TokenServicer:
             response.identity_used = _IDENTITY_TO_PROTO[outcome.identity_used]
         return response
 
-    def _admit(self, context: grpc.aio.ServicerContext, rpc: str, cost: int,
-               call: AuditedCall | None = None) -> Caller:
+    def _admit(self, context: grpc.aio.ServicerContext, rpc: str, cost: int, call: AuditedCall | None = None) -> Caller:
         """The caller, once it is known, may call `rpc` and is within its rate for `cost` tokens.
 
         Every call costs at least one token (an empty batch too), and so does a refusal of a known
@@ -189,8 +196,9 @@ class TokenServicer:
         caller.check_rate(max(1, cost))
         return caller
 
-    def _admit_mint(self, context: grpc.aio.ServicerContext, call: AuditedCall,
-                    entries: Sequence[pb.MintTokenRequest]) -> Caller:
+    def _admit_mint(
+        self, context: grpc.aio.ServicerContext, call: AuditedCall, entries: Sequence[pb.MintTokenRequest]
+    ) -> Caller:
         """As `_admit`; a call refused as a whole is audited once, with its entry count, so that a
         cheap request cannot write many records. One refused over the rate of refusals before
         authentication is only counted (metric and summary record)."""
@@ -207,11 +215,14 @@ class TokenServicer:
         if size > self._batch_limit:
             raise BatchTooLargeError(
                 f"requests: {size} entries exceed the batch limit of {self._batch_limit}; split the batch",
-                field="requests")
+                field="requests",
+            )
         if caller.policy is not None and size > caller.policy.burst:
             raise BatchTooLargeError(
                 f"requests: {size} entries exceed caller {caller.name!r}'s burst of {caller.policy.burst} tokens, "
-                "so the batch could never pass its rate limit; split the batch", field="requests")
+                "so the batch could never pass its rate limit; split the batch",
+                field="requests",
+            )
 
     def _mint_result(self, request: pb.MintTokenRequest, caller: Caller, call: AuditedCall) -> pb.MintTokenResult:
         try:
@@ -238,35 +249,56 @@ class TokenServicer:
             caller.check_identities(request.email, request.external_id)
         check_identity(request.external_id, request.email)
 
-    def _refused(self, request: pb.MintTokenRequest, org: str, caller: Caller, call: AuditedCall,
-                 error: TokenServiceError) -> TokenServiceError:
+    def _refused(
+        self, request: pb.MintTokenRequest, org: str, caller: Caller, call: AuditedCall, error: TokenServiceError
+    ) -> TokenServiceError:
         """`error`, counted and audited as the entry's outcome."""
         self._metrics.mint_errors_total.labels(org=self._org_label(org), reason=error.reason, caller=caller.name).inc()
         self._record(call, request, error=error)
         return error
 
-    def _issued(self, request: pb.MintTokenRequest, org: str, caller: Caller, call: AuditedCall,
-                minted: MintedToken, started: float) -> pb.MintTokenResponse:
+    def _issued(
+        self,
+        request: pb.MintTokenRequest,
+        org: str,
+        caller: Caller,
+        call: AuditedCall,
+        minted: MintedToken,
+        started: float,
+    ) -> pb.MintTokenResponse:
         """The response for `minted`, counted and audited."""
         self._metrics.mint_duration.observe(time.perf_counter() - started)
         self._issued_counter(org, minted.identity_used.value, caller.name).inc()
         self._record(call, request, secret_version=minted.secret_version)
         return _mint_response(minted)
 
-    async def _mint_results_with_transit(self, entries: Sequence[pb.MintTokenRequest], caller: Caller,
-                                         call: AuditedCall, context: grpc.aio.ServicerContext,
-                                         ) -> list[pb.MintTokenResult]:
+    async def _mint_results_with_transit(
+        self,
+        entries: Sequence[pb.MintTokenRequest],
+        caller: Caller,
+        call: AuditedCall,
+        context: grpc.aio.ServicerContext,
+    ) -> list[pb.MintTokenResult]:
         """A batch naming transit orgs: its other entries minted at once, the transit ones awaited together."""
         in_transit = [(entry.org or self._default_org) in self._transit for entry in entries]
-        results = [None if transit else self._mint_result(entry, caller, call)
-                   for entry, transit in zip(entries, in_transit, strict=True)]
-        outcomes = iter(await self._mint_through_transit(
-            [entry for entry, transit in zip(entries, in_transit, strict=True) if transit], caller, call, context))
+        results = [
+            None if transit else self._mint_result(entry, caller, call)
+            for entry, transit in zip(entries, in_transit, strict=True)
+        ]
+        outcomes = iter(
+            await self._mint_through_transit(
+                [entry for entry, transit in zip(entries, in_transit, strict=True) if transit], caller, call, context
+            )
+        )
         return [result if result is not None else _result_of(next(outcomes)) for result in results]
 
-    async def _mint_through_transit(self, entries: Sequence[pb.MintTokenRequest], caller: Caller, call: AuditedCall,
-                                    context: grpc.aio.ServicerContext,
-                                    ) -> list[pb.MintTokenResponse | TokenServiceError]:
+    async def _mint_through_transit(
+        self,
+        entries: Sequence[pb.MintTokenRequest],
+        caller: Caller,
+        call: AuditedCall,
+        context: grpc.aio.ServicerContext,
+    ) -> list[pb.MintTokenResponse | TokenServiceError]:
         """Mint entries of transit orgs: the checks as for any mint, then each org's signatures in one
         `sign_many`, the orgs concurrently, within the call's deadline. An outcome per entry, in order."""
         started = time.perf_counter()
@@ -282,27 +314,35 @@ class TokenServicer:
             token = self._minter.unsigned(external_id=entry.external_id, email=entry.email)
             unsigned.setdefault(org, []).append((index, token))
         timeout = vault_timeout(context.time_remaining())
-        signed = await asyncio.gather(*(
-            self._transit[org].sign_many([token.signing_input for _, token in tokens], timeout=timeout)
-            for org, tokens in unsigned.items()))
+        signed = await asyncio.gather(
+            *(
+                self._transit[org].sign_many([token.signing_input for _, token in tokens], timeout=timeout)
+                for org, tokens in unsigned.items()
+            )
+        )
         for (org, tokens), signatures in zip(unsigned.items(), signed, strict=True):
             for (index, token), signature in zip(tokens, signatures, strict=True):
                 entry = entries[index]
                 outcomes[index] = (
-                    self._refused(entry, org, caller, call, signature) if isinstance(signature, TokenServiceError)
-                    else self._issued(entry, org, caller, call, token.signed(signature.mac, signature.key_version),
-                                      started))
+                    self._refused(entry, org, caller, call, signature)
+                    if isinstance(signature, TokenServiceError)
+                    else self._issued(
+                        entry, org, caller, call, token.signed(signature.mac, signature.key_version), started
+                    )
+                )
         return outcomes
 
-    async def _verify_through_transit(self, token: str, signer: TransitSigner,
-                                      context: grpc.aio.ServicerContext) -> Verification:
+    async def _verify_through_transit(
+        self, token: str, signer: TransitSigner, context: grpc.aio.ServicerContext
+    ) -> Verification:
         """As TokenVerifier.verify, with Transit checking the signature against the key's latest version;
         a token of the wrong form is refused before Vault is asked."""
         signed = self._verifier.parse(token)
         if isinstance(signed, Verification):
             return signed
-        matches = await signer.verify_signature(signed.signing_input, signed.signature,
-                                                timeout=vault_timeout(context.time_remaining()))
+        matches = await signer.verify_signature(
+            signed.signing_input, signed.signature, timeout=vault_timeout(context.time_remaining())
+        )
         return self._verifier.conclude(signed, signature_matches=matches)
 
     def _issued_counter(self, org: str, identity: str, caller: str) -> Any:
@@ -312,27 +352,43 @@ class TokenServicer:
         counter = self._issued_counters.get(key)
         if counter is None:
             counter = self._issued_counters[key] = self._metrics.tokens_issued_total.labels(
-                org=org, identity=identity, caller=caller)
+                org=org, identity=identity, caller=caller
+            )
         return counter
 
     def _org_label(self, org: str) -> str:
         return org if self._store.knows(org) else UNKNOWN_ORG_LABEL
 
-    def _record(self, call: AuditedCall, request: pb.MintTokenRequest, *,
-                error: TokenServiceError | None = None, secret_version: int | None = None) -> None:
+    def _record(
+        self,
+        call: AuditedCall,
+        request: pb.MintTokenRequest,
+        *,
+        error: TokenServiceError | None = None,
+        secret_version: int | None = None,
+    ) -> None:
         if self._audit.enabled:
-            call.attempts.append(MintAttempt(
-                self._org_label(request.org or self._default_org), request.email, request.external_id,
-                status_code_for(error).name if error else "OK", error.reason if error else None, secret_version))
+            call.attempts.append(
+                MintAttempt(
+                    self._org_label(request.org or self._default_org),
+                    request.email,
+                    request.external_id,
+                    status_code_for(error).name if error else "OK",
+                    error.reason if error else None,
+                    secret_version,
+                )
+            )
 
-    def _record_refusal(self, call: AuditedCall, entries: Sequence[pb.MintTokenRequest],
-                        error: TokenServiceError) -> None:
+    def _record_refusal(
+        self, call: AuditedCall, entries: Sequence[pb.MintTokenRequest], error: TokenServiceError
+    ) -> None:
         """One record for a call refused as a whole; it describes its entry only when it had exactly one."""
         if len(entries) == 1:
             self._record(call, entries[0], error=error)
         elif self._audit.enabled:
-            call.attempts.append(MintAttempt(None, "", "", status_code_for(error).name, error.reason,
-                                             entries=len(entries)))
+            call.attempts.append(
+                MintAttempt(None, "", "", status_code_for(error).name, error.reason, entries=len(entries))
+            )
 
 
 def _result_of(outcome: pb.MintTokenResponse | TokenServiceError) -> pb.MintTokenResult:
@@ -342,8 +398,9 @@ def _result_of(outcome: pb.MintTokenResponse | TokenServiceError) -> pb.MintToke
 
 
 def _mint_response(minted: MintedToken) -> pb.MintTokenResponse:
-    response = pb.MintTokenResponse(token=minted.token, secret_version=minted.secret_version,
-                                    identity_used=_IDENTITY_TO_PROTO[minted.identity_used])
+    response = pb.MintTokenResponse(
+        token=minted.token, secret_version=minted.secret_version, identity_used=_IDENTITY_TO_PROTO[minted.identity_used]
+    )
     # Set in place: a Timestamp built apart is copied into the response.
     response.issued_at.seconds = minted.issued_at
     response.valid_until.seconds = minted.valid_until
@@ -370,7 +427,8 @@ def _guarded(method: Callable[..., Awaitable[Any]], request_name: str) -> Callab
             if isinstance(request, _Undecodable):
                 raise RequestMalformedError(
                     f"request: the bytes do not parse as a {request_name}; regenerate your stubs from "
-                    "protos/tokenservice/v1/token_service.proto")
+                    "protos/tokenservice/v1/token_service.proto"
+                )
             return await method(request, context)
         except TokenServiceError as error:
             annotate(error_reason=error.reason)

@@ -66,21 +66,46 @@ class TransitOrgs:
     the event loop, whenever a key read ends or a signer's health changes. Call `start()` on the
     loop, and `stop()` at shutdown."""
 
-    def __init__(self, orgs: Mapping[str, OrgConfig], settings: TransitSettings, session: Callable[[], VaultCaller],
-                 *, metrics: TransitMetrics | None, refresh_interval: float, jitter_ratio: float,
-                 on_readiness_change: Callable[[], Awaitable[None]], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        orgs: Mapping[str, OrgConfig],
+        settings: TransitSettings,
+        session: Callable[[], VaultCaller],
+        *,
+        metrics: TransitMetrics | None,
+        refresh_interval: float,
+        jitter_ratio: float,
+        on_readiness_change: Callable[[], Awaitable[None]],
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self._on_readiness_change = on_readiness_change
         self._loop: asyncio.AbstractEventLoop | None = None
         self._updates: set[asyncio.Future[None]] = set()
         self.signers: dict[str, TransitSigner] = {
-            name: TransitSigner([session()], org=name, key=org.transit_key, mount=org.transit_mount,
-                                settings=settings, metrics=metrics, on_health_change=self._health_changed)
-            for name, org in orgs.items() if org.transit}
+            name: TransitSigner(
+                [session()],
+                org=name,
+                key=org.transit_key,
+                mount=org.transit_mount,
+                settings=settings,
+                metrics=metrics,
+                on_health_change=self._health_changed,
+            )
+            for name, org in orgs.items()
+            if org.transit
+        }
         self._refreshers = {
-            name: Refresher("Transit key", functools.partial(_read_key, signer), functools.partial(_adopted, name),
-                            self._refreshed, RetrySchedule(refresh_interval, jitter_ratio),
-                            log_fields={"org": name, "key": signer.where}, clock=clock)
-            for name, signer in self.signers.items()}
+            name: Refresher(
+                "Transit key",
+                functools.partial(_read_key, signer),
+                functools.partial(_adopted, name),
+                self._refreshed,
+                RetrySchedule(refresh_interval, jitter_ratio),
+                log_fields={"org": name, "key": signer.where},
+                clock=clock,
+            )
+            for name, signer in self.signers.items()
+        }
 
     def is_ready(self) -> bool:
         """True when every transit org's key has been read and its signer is healthy."""

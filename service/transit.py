@@ -89,8 +89,10 @@ class TransitSettings:
         if not 0 <= self.max_wait_seconds <= 0.1:
             raise ConfigError("setting transit.max_wait_seconds: must be between 0 and 0.1 (seconds)")
         if not 1 <= self.max_batch_size <= MAX_BATCH_SIZE:
-            raise ConfigError(f"setting transit.max_batch_size: must be between 1 and {MAX_BATCH_SIZE} (Vault refuses "
-                              "requests of more than 1,000 JSON strings)")
+            raise ConfigError(
+                f"setting transit.max_batch_size: must be between 1 and {MAX_BATCH_SIZE} (Vault refuses "
+                "requests of more than 1,000 JSON strings)"
+            )
         if not 0 < self.timeout_seconds <= 60:
             raise ConfigError("setting transit.timeout_seconds: must be above 0 and at most 60")
         if self.unhealthy_after_failures < 1:
@@ -120,20 +122,34 @@ class TransitMetrics:
         self.request_duration = Histogram(
             "tokenservice_transit_request_duration_seconds",
             "Time of one request to Vault Transit, by org and operation (hmac, verify, key_info).",
-            ["org", "operation"], buckets=TRANSIT_LATENCY_BUCKETS, registry=registry)
+            ["org", "operation"],
+            buckets=TRANSIT_LATENCY_BUCKETS,
+            registry=registry,
+        )
         self.batch_size = Histogram(
-            "tokenservice_transit_batch_size", "Inputs per Vault Transit request, by org and operation.",
-            ["org", "operation"], buckets=BATCH_SIZE_BUCKETS, registry=registry)
+            "tokenservice_transit_batch_size",
+            "Inputs per Vault Transit request, by org and operation.",
+            ["org", "operation"],
+            buckets=BATCH_SIZE_BUCKETS,
+            registry=registry,
+        )
         self.errors_total = Counter(
-            "tokenservice_transit_errors", "Failed Vault Transit requests and calls, by org and kind (unreachable, "
+            "tokenservice_transit_errors",
+            "Failed Vault Transit requests and calls, by org and kind (unreachable, "
             "timeout, denied, key_missing, vault_error, malformed, item_error, login, deadline).",
-            ["org", "kind"], registry=registry)
+            ["org", "kind"],
+            registry=registry,
+        )
         self.healthy = Gauge(
-            "tokenservice_transit_healthy", "1 when the org's last Vault Transit requests succeeded (in every "
-            "worker), else 0.", ["org"], multiprocess_mode="livemin", registry=registry)
+            "tokenservice_transit_healthy",
+            "1 when the org's last Vault Transit requests succeeded (in every worker), else 0.",
+            ["org"],
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
 
 
-class _Failure(Exception):
+class _TransitFailedError(Exception):
     """A failed Transit request: `kind` is the metric label, `message` the caller's error."""
 
     def __init__(self, kind: str, message: str) -> None:
@@ -188,9 +204,15 @@ class _Batcher(Generic[Item, R]):
     costs no latency then (the calls queue anyway) and saves Vault and the service a request per item.
     Items whose caller stopped waiting are left out."""
 
-    def __init__(self, callers: Sequence[VaultCaller],
-                 send: Callable[[VaultCaller, list[Item]], Awaitable[list[R | SignerUnavailableError]]],
-                 *, max_batch: int, max_wait: float, per_caller: int = 1) -> None:
+    def __init__(
+        self,
+        callers: Sequence[VaultCaller],
+        send: Callable[[VaultCaller, list[Item]], Awaitable[list[R | SignerUnavailableError]]],
+        *,
+        max_batch: int,
+        max_wait: float,
+        per_caller: int = 1,
+    ) -> None:
         self._callers = [caller for caller in callers for _ in range(per_caller)]
         self._send = send
         self._max_batch = max_batch
@@ -206,7 +228,7 @@ class _Batcher(Generic[Item, R]):
         loop = asyncio.get_running_loop()
         now = self._last_arrival = loop.time()
         futures = [loop.create_future() for _ in items]
-        self._pending.extend(_Entry(item, future, now) for item, future in zip(items, futures))
+        self._pending.extend(_Entry(item, future, now) for item, future in zip(items, futures, strict=True))
         if len(self._pending) == len(items) or len(self._pending) >= self._max_batch:
             self._wakeup.set()
         return futures
@@ -287,17 +309,28 @@ class TransitSigner:
 
     `callers` are VaultSessions (or anything with their `call`); up to BATCHES_IN_FLIGHT batches are in
     flight per caller (one at a time where a request goes through hvac, which holds the session's lock).
-    One caller suffices against a nearby Vault. `on_health_change` gets the new health, in the thread that saw the change (the event loop's, or
+    One caller suffices against a nearby Vault. `on_health_change` gets the new health, in the thread
+    that saw the change (the event loop's, or
     that of a `read_key_info`). Call `close()` at shutdown."""
 
-    def __init__(self, callers: Sequence[VaultCaller], *, org: str, key: str, mount: str = "transit",
-                 settings: TransitSettings = TransitSettings(), metrics: TransitMetrics | None = None,
-                 on_health_change: Callable[[bool], None] | None = None) -> None:
+    def __init__(
+        self,
+        callers: Sequence[VaultCaller],
+        *,
+        org: str,
+        key: str,
+        mount: str = "transit",
+        settings: TransitSettings = TransitSettings(),
+        metrics: TransitMetrics | None = None,
+        on_health_change: Callable[[bool], None] | None = None,
+    ) -> None:
         if not callers:
             raise ConfigError(f"org {org}: the Transit signer needs at least one Vault session")
         if not KEY_NAME_PATTERN.fullmatch(key):
-            raise ConfigError(f"org {org}: transit_key must be 1-128 letters, digits, '_', '.' or '-', "
-                              "starting with a letter or digit")
+            raise ConfigError(
+                f"org {org}: transit_key must be 1-128 letters, digits, '_', '.' or '-', "
+                "starting with a letter or digit"
+            )
         if not MOUNT_PATTERN.fullmatch(mount):
             raise ConfigError(f"org {org}: transit_mount must be a Vault mount path such as 'transit'")
         self.org = org
@@ -314,10 +347,20 @@ class TransitSigner:
         self._key_url = f"/v1/{mount}/keys/{quoted}"
         self._key_caller = callers[0]
         self._links: dict[VaultCaller, _Link] = {}
-        self._signing = _Batcher(callers, self._send_hmac, max_batch=settings.max_batch_size,
-                                 max_wait=settings.max_wait_seconds, per_caller=BATCHES_IN_FLIGHT)
-        self._verifying = _Batcher(callers, self._send_verify, max_batch=settings.max_batch_size,
-                                   max_wait=settings.max_wait_seconds, per_caller=BATCHES_IN_FLIGHT)
+        self._signing = _Batcher(
+            callers,
+            self._send_hmac,
+            max_batch=settings.max_batch_size,
+            max_wait=settings.max_wait_seconds,
+            per_caller=BATCHES_IN_FLIGHT,
+        )
+        self._verifying = _Batcher(
+            callers,
+            self._send_verify,
+            max_batch=settings.max_batch_size,
+            max_wait=settings.max_wait_seconds,
+            per_caller=BATCHES_IN_FLIGHT,
+        )
         if metrics is not None:
             metrics.healthy.labels(org).set(1)
 
@@ -337,14 +380,14 @@ class TransitSigner:
         (future,) = self._signing.submit([signing_input])
         return await self._awaited(future, self._timeout(timeout))
 
-    async def sign_many(self, inputs: Sequence[bytes], *,
-                        timeout: float | None = None) -> list[TransitSignature | SignerUnavailableError]:
+    async def sign_many(
+        self, inputs: Sequence[bytes], *, timeout: float | None = None
+    ) -> list[TransitSignature | SignerUnavailableError]:
         """A signature or the error per input, in order, sent in as few requests as max_batch_size allows."""
         futures = self._signing.submit(list(inputs))
         return await self._gathered(futures, self._timeout(timeout))
 
-    async def verify_signature(self, signing_input: bytes, signature: bytes, *,
-                               timeout: float | None = None) -> bool:
+    async def verify_signature(self, signing_input: bytes, signature: bytes, *, timeout: float | None = None) -> bool:
         """Whether `signature` is the HMAC of `signing_input` with the key's latest version (older versions
         are refused, as Kustomer accepts only its current secret); raise SignerUnavailableError when
         Transit cannot tell."""
@@ -375,22 +418,27 @@ class TransitSigner:
         try:
             answer = self._call(self._key_caller, functools.partial(self._get_key_info, timeout=timeout))
             info = self._key_info(answer)
-        except _Failure as failure:
+        except _TransitFailedError as failure:
             self._record_failure("key_info", failure)
             raise SignerUnavailableError(failure.message) from None
         self._observe("key_info", started, 1)
         self._record_success("key_info")
         if info.exportable or info.allow_plaintext_backup:
-            logger.warning("Transit key can leave Vault (exportable or plaintext backup allowed); import it again "
-                           "without either", extra={"fields": self._log_fields("key_info")})
+            logger.warning(
+                "Transit key can leave Vault (exportable or plaintext backup allowed); import it again without either",
+                extra={"fields": self._log_fields("key_info")},
+            )
         self._adopt_version(info.latest_version)
         return info
 
     async def close(self) -> None:
         """Stop the batch workers; calls still waiting fail with SignerUnavailableError."""
+
         def closed() -> SignerUnavailableError:
-            return SignerUnavailableError(f"the Transit signer of org {self.org} is shut down; retry on another "
-                                          "replica")
+            return SignerUnavailableError(
+                f"the Transit signer of org {self.org} is shut down; retry on another replica"
+            )
+
         await self._signing.close(closed)
         await self._verifying.close(closed)
         for link in list(self._links.values()):
@@ -406,8 +454,7 @@ class TransitSigner:
         except TimeoutError:
             raise self._deadline_error(timeout) from None
 
-    async def _gathered(self, futures: list[asyncio.Future[T]],
-                        timeout: float) -> list[T | SignerUnavailableError]:
+    async def _gathered(self, futures: list[asyncio.Future[T]], timeout: float) -> list[T | SignerUnavailableError]:
         if futures:
             await asyncio.wait(futures, timeout=timeout)
         outcomes: list[T | SignerUnavailableError] = []
@@ -427,34 +474,43 @@ class TransitSigner:
         self._count_error("deadline")
         return SignerUnavailableError(
             f"Vault Transit did not answer for org {self.org} within {timeout:g} s: check that Vault is up, "
-            "unsealed and reachable at vault.addr; retry with backoff")
+            "unsealed and reachable at vault.addr; retry with backoff"
+        )
 
-    async def _send_hmac(self, caller: VaultCaller,
-                         inputs: list[bytes]) -> list[TransitSignature | SignerUnavailableError]:
+    async def _send_hmac(
+        self, caller: VaultCaller, inputs: list[bytes]
+    ) -> list[TransitSignature | SignerUnavailableError]:
         outcomes = await self._request(caller, "hmac", self._hmac_url, inputs, _hmac_input, self._signature)
         versions = [outcome.key_version for outcome in outcomes if isinstance(outcome, TransitSignature)]
         if versions:
             self._adopt_version(max(versions))
         return outcomes
 
-    async def _send_verify(self, caller: VaultCaller,
-                           items: list[tuple[bytes, bytes, int]]) -> list[bool | SignerUnavailableError]:
+    async def _send_verify(
+        self, caller: VaultCaller, items: list[tuple[bytes, bytes, int]]
+    ) -> list[bool | SignerUnavailableError]:
         return await self._request(caller, "verify", self._verify_url, items, _verify_input, self._validity)
 
-    async def _request(self, caller: VaultCaller, operation: str, url: str, items: list[Item],
-                       encode: Callable[[Item], dict[str, str]], decode: Callable[[object], R],
-                       ) -> list[R | SignerUnavailableError]:
+    async def _request(
+        self,
+        caller: VaultCaller,
+        operation: str,
+        url: str,
+        items: list[Item],
+        encode: Callable[[Item], dict[str, str]],
+        decode: Callable[[object], R],
+    ) -> list[R | SignerUnavailableError]:
         """Send one batch request; an outcome per item. Never raises: a failed request fails every item."""
         started = time.perf_counter()
         try:
             answer = await self._post(caller, operation, url, {"batch_input": [encode(item) for item in items]})
             outcomes = self._decoded(answer, len(items), decode)
-        except _Failure as failure:
+        except _TransitFailedError as failure:
             self._record_failure(operation, failure)
             return [SignerUnavailableError(failure.message) for _ in items]
-        except Exception:  # noqa: BLE001 - a worker must outlive a bug, or every later call would hang
+        except Exception:
             logger.exception("Transit request failed unexpectedly", extra={"fields": self._log_fields(operation)})
-            failure = _Failure("malformed", self._message("answered in a way the service cannot read"))
+            failure = _TransitFailedError("malformed", self._message("answered in a way the service cannot read"))
             self._record_failure(operation, failure)
             return [SignerUnavailableError(failure.message) for _ in items]
         self._observe(operation, started, len(items))
@@ -492,8 +548,7 @@ class TransitSigner:
             # Connections open on first use, so a link that loses this race to another thread never opened one.
             signing = VaultHttp.like(client, connections=BATCHES_IN_FLIGHT)
             verifying = VaultHttp.like(client, connections=BATCHES_IN_FLIGHT)
-            connections = (None if signing is None or verifying is None
-                           else {"hmac": signing, "verify": verifying})
+            connections = None if signing is None or verifying is None else {"hmac": signing, "verify": verifying}
             link = self._links.setdefault(caller, _Link(client.token, connections))
         link.token = client.token
 
@@ -502,13 +557,13 @@ class TransitSigner:
         for result in self._batch_results(answer, size):
             try:
                 outcomes.append(decode(result))
-            except _Failure as failure:
+            except _TransitFailedError as failure:
                 self._count_error(failure.kind)
                 outcomes.append(SignerUnavailableError(failure.message))
         return outcomes
 
     def _call(self, caller: VaultCaller, operation: Callable[[hvac.Client], T]) -> T:
-        """Run `operation` through `caller` (in a worker thread); a failure, login included, as _Failure."""
+        """Run `operation` through `caller` (in a worker thread); a failure, login included, as _TransitFailedError."""
         try:
             return caller.call(operation)
         except (hvac.exceptions.VaultError, requests.RequestException, SecretSourceError) as error:
@@ -518,20 +573,28 @@ class TransitSigner:
         data = answer.get("data") if isinstance(answer, dict) else None
         latest = data.get("latest_version") if isinstance(data, dict) else None
         if not isinstance(latest, int) or isinstance(latest, bool) or latest < 1:
-            raise _Failure("malformed", self._message("answered without a latest_version"))
+            raise _TransitFailedError("malformed", self._message("answered without a latest_version"))
         key_type = data.get("type")
         if key_type != "hmac":
-            raise _Failure("key_missing", self._message(
-                f"is of type {key_type!r}, not 'hmac'; import the org's Kustomer secret into a new key with "
-                f"`tokenservice secret sync --org {self.org}`"))
+            raise _TransitFailedError(
+                "key_missing",
+                self._message(
+                    f"is of type {key_type!r}, not 'hmac'; import the org's Kustomer secret into a new key with "
+                    f"`tokenservice secret sync --org {self.org}`"
+                ),
+            )
         return KeyInfo(latest, data.get("exportable") is True, data.get("allow_plaintext_backup") is True)
 
     def _batch_results(self, answer: object, size: int) -> list[object]:
         data = answer.get("data") if isinstance(answer, dict) else None
         items = data.get("batch_results") if isinstance(data, dict) else None
         if not isinstance(items, list) or len(items) != size:
-            raise _Failure("malformed", self._message(
-                "answered without one batch result per input; check that vault.addr is a Vault or OpenBao server"))
+            raise _TransitFailedError(
+                "malformed",
+                self._message(
+                    "answered without one batch result per input; check that vault.addr is a Vault or OpenBao server"
+                ),
+            )
         return items
 
     def _signature(self, item: object) -> TransitSignature:
@@ -542,7 +605,7 @@ class TransitSigner:
         try:
             mac = base64.b64decode(match.group(2), validate=True)
         except binascii.Error:
-            raise _Failure("malformed", self._message("answered with an HMAC that is not base64")) from None
+            raise _TransitFailedError("malformed", self._message("answered with an HMAC that is not base64")) from None
         return TransitSignature(mac, int(match.group(1)))
 
     def _validity(self, item: object) -> bool:
@@ -550,36 +613,53 @@ class TransitSigner:
             raise self._item_failure(item)
         return item.get("valid") is True
 
-    def _item_failure(self, item: object) -> _Failure:
+    def _item_failure(self, item: object) -> _TransitFailedError:
         if isinstance(item, dict) and isinstance(item.get("error"), str) and item["error"]:
             # Vault's per-input error names a problem of the key or version, never the input's bytes.
-            return _Failure("item_error", self._message(f"refused one input ({item['error']})"))
-        return _Failure("malformed", self._message("answered without a result for one input"))
+            return _TransitFailedError("item_error", self._message(f"refused one input ({item['error']})"))
+        return _TransitFailedError("malformed", self._message("answered without a result for one input"))
 
-    def _failure(self, error: Exception) -> _Failure:
+    def _failure(self, error: Exception) -> _TransitFailedError:
         """What a failed request means and how to fix it: the caller's message and the metric's kind."""
         if isinstance(error, SecretSourceError):
-            return _Failure("login", self._message(f"could not be used: logging in to Vault failed ({error})"))
+            return _TransitFailedError(
+                "login", self._message(f"could not be used: logging in to Vault failed ({error})")
+            )
         if isinstance(error, ValueError):  # JSONDecodeError: an answer, but not Vault's JSON
-            return _Failure("malformed", self._message(
-                "answered with what is not JSON; check that vault.addr is a Vault or OpenBao server"))
+            return _TransitFailedError(
+                "malformed",
+                self._message("answered with what is not JSON; check that vault.addr is a Vault or OpenBao server"),
+            )
         if isinstance(error, requests.Timeout):
-            return _Failure("timeout", self._message(
-                f"did not answer within {self._settings.timeout_seconds:g} s; check Vault's load and the network"))
+            return _TransitFailedError(
+                "timeout",
+                self._message(
+                    f"did not answer within {self._settings.timeout_seconds:g} s; check Vault's load and the network"
+                ),
+            )
         if isinstance(error, requests.RequestException):
-            return _Failure("unreachable", self._message(
-                "is unreachable; check vault.addr and that Vault is running"))
+            return _TransitFailedError(
+                "unreachable", self._message("is unreachable; check vault.addr and that Vault is running")
+            )
         if isinstance(error, hvac.exceptions.Forbidden):
-            return _Failure("denied", self._message(
-                "refused the service's token; it needs the tokenservice-transit policy "
-                "(deploy/vault/tokenservice-transit-policy.hcl) for this key"))
+            return _TransitFailedError(
+                "denied",
+                self._message(
+                    "refused the service's token; it needs the tokenservice-transit policy "
+                    "(deploy/vault/tokenservice-transit-policy.hcl) for this key"
+                ),
+            )
         if isinstance(error, hvac.exceptions.InvalidRequest | hvac.exceptions.InvalidPath):
-            return _Failure("key_missing", self._message(
-                "has no such key or mount; import the org's Kustomer secret with "
-                f"`tokenservice secret sync --org {self.org}` and check transit_mount"))
+            return _TransitFailedError(
+                "key_missing",
+                self._message(
+                    "has no such key or mount; import the org's Kustomer secret with "
+                    f"`tokenservice secret sync --org {self.org}` and check transit_mount"
+                ),
+            )
         if isinstance(error, hvac.exceptions.VaultDown):
-            return _Failure("vault_error", self._message("is sealed or in maintenance; unseal it"))
-        return _Failure("vault_error", self._message(f"failed ({type(error).__name__}); check Vault's logs"))
+            return _TransitFailedError("vault_error", self._message("is sealed or in maintenance; unseal it"))
+        return _TransitFailedError("vault_error", self._message(f"failed ({type(error).__name__}); check Vault's logs"))
 
     def _message(self, problem: str) -> str:
         return f"Vault Transit key {self.where} for org {self.org} {problem}"
@@ -602,23 +682,28 @@ class TransitSigner:
             logger.info("Vault Transit answers again", extra={"fields": self._log_fields(operation)})
         self._health.record(True)
 
-    def _record_failure(self, operation: str, failure: _Failure) -> None:
+    def _record_failure(self, operation: str, failure: _TransitFailedError) -> None:
         self._count_error(failure.kind)
         if self._health.consecutive_failures == 0:
             # Once per run of failures: a Vault outage must not flood the log at the request rate.
-            logger.warning("Vault Transit request failed", extra={"fields": {
-                **self._log_fields(operation), "kind": failure.kind, "error": failure.message}})
+            logger.warning(
+                "Vault Transit request failed",
+                extra={"fields": {**self._log_fields(operation), "kind": failure.kind, "error": failure.message}},
+            )
         self._health.record(False)
 
     def _health_changed(self, callback: Callable[[bool], None] | None) -> Callable[[bool], None]:
         def changed(healthy: bool) -> None:
-            logger.log(logging.INFO if healthy else logging.ERROR,
-                       "Transit signer healthy" if healthy else "Transit signer unhealthy",
-                       extra={"fields": {"org": self.org, "key": self.where}})
+            logger.log(
+                logging.INFO if healthy else logging.ERROR,
+                "Transit signer healthy" if healthy else "Transit signer unhealthy",
+                extra={"fields": {"org": self.org, "key": self.where}},
+            )
             if self._metrics is not None:
                 self._metrics.healthy.labels(self.org).set(1 if healthy else 0)
             if callback is not None:
                 callback(healthy)
+
         return changed
 
     def _log_fields(self, operation: str) -> dict[str, object]:
@@ -631,5 +716,7 @@ def _hmac_input(data: bytes) -> dict[str, str]:
 
 def _verify_input(item: tuple[bytes, bytes, int]) -> dict[str, str]:
     data, signature, version = item
-    return {"input": base64.b64encode(data).decode("ascii"),
-            "hmac": f"vault:v{version}:{base64.b64encode(signature).decode('ascii')}"}
+    return {
+        "input": base64.b64encode(data).decode("ascii"),
+        "hmac": f"vault:v{version}:{base64.b64encode(signature).decode('ascii')}",
+    }

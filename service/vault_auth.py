@@ -192,8 +192,10 @@ class VaultSession:
     def _login(self) -> hvac.Client:
         # hvac hands the timeout to requests, which takes seconds as a float; hvac's stubs say int.
         # With tracing on, every request of this client (login, renewal, reads) is a client span.
-        client = hvac.Client(  # type: ignore[arg-type]
-            url=self._vault.addr, timeout=self._vault.timeout_seconds, session=vault_http_session()
+        client = hvac.Client(
+            url=self._vault.addr,
+            timeout=self._vault.timeout_seconds,  # type: ignore[arg-type]
+            session=vault_http_session(),
         )
         ttl, renewable = _lease(client, self._auth.login(client))
         self._client = client

@@ -94,8 +94,9 @@ class VaultHttp:
         parsed = json.loads(answer) if answer else {}
         if status >= 400:
             errors = parsed.get("errors") if isinstance(parsed, dict) else None
-            hvac.utils.raise_for_error("post", path, status, errors=errors, text=answer.decode(errors="replace"),
-                                       json=parsed)
+            hvac.utils.raise_for_error(
+                "post", path, status, errors=errors, text=answer.decode(errors="replace"), json=parsed
+            )
         return parsed
 
     async def close(self) -> None:
@@ -105,12 +106,18 @@ class VaultHttp:
 
     async def _exchange(self, used: list[Streams], path: str, data: bytes, token: str) -> tuple[int, bytes, bool]:
         if not used:
-            used.append(await asyncio.open_connection(
-                self._host, self._port, ssl=self._context, server_hostname=self._host if self._context else None))
+            used.append(
+                await asyncio.open_connection(
+                    self._host, self._port, ssl=self._context, server_hostname=self._host if self._context else None
+                )
+            )
         reader, writer = used[0]
-        writer.write(f"POST {path} HTTP/1.1\r\nHost: {self._authority}\r\nX-Vault-Token: {token}\r\n"
-                     f"X-Vault-Request: true\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-                     "\r\n".encode() + data)
+        writer.write(
+            f"POST {path} HTTP/1.1\r\nHost: {self._authority}\r\nX-Vault-Token: {token}\r\n"
+            f"X-Vault-Request: true\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
+            "\r\n".encode()
+            + data
+        )
         await writer.drain()
         status, headers = await _read_head(reader)
         if headers.get("transfer-encoding", "").lower() == "chunked":

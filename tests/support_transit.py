@@ -74,8 +74,12 @@ class AuditedOpenBao:
         self._process.send_signal(signal.SIGSTOP)
         # The stop is asynchronous: on a busy machine a thread may still answer a request meanwhile.
         stat = Path(f"/proc/{self._process.pid}/stat")
-        wait_until(lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T", timeout=5, interval=0.01,
-                   message="OpenBao stopped by SIGSTOP")
+        wait_until(
+            lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T",
+            timeout=5,
+            interval=0.01,
+            message="OpenBao stopped by SIGSTOP",
+        )
 
     def resume(self) -> None:
         self._process.send_signal(signal.SIGCONT)

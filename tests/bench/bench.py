@@ -68,8 +68,20 @@ GRPC_HEADERS = ["content-type: application/grpc", "te: trailers"]
 UNARY, SECURED, BATCH, EXPRESS, GO, HALF = "unary", "secured", "batch", "express", "go", "half"
 UNARY_16, TRANSIT_16, TRANSIT, TRANSIT_BATCH = "unary-16", "transit-16", "transit", "transit-batch"
 TRACED_ALL, TRACED_SOME = "traced-all", "traced-some"
-ROW_ORDER = (UNARY, TRACED_ALL, TRACED_SOME, SECURED, BATCH, UNARY_16, TRANSIT_16, TRANSIT, TRANSIT_BATCH, EXPRESS,
-             GO, HALF)
+ROW_ORDER = (
+    UNARY,
+    TRACED_ALL,
+    TRACED_SOME,
+    SECURED,
+    BATCH,
+    UNARY_16,
+    TRANSIT_16,
+    TRANSIT,
+    TRANSIT_BATCH,
+    EXPRESS,
+    GO,
+    HALF,
+)
 # The sampling ratio of the second traced row.
 SOME_SAMPLED = 0.01
 BATCH_KEYS = (BATCH, TRANSIT_BATCH)
@@ -106,12 +118,20 @@ class Children:
     def __init__(self) -> None:
         self._processes: list[subprocess.Popen] = []
 
-    def start(self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None,
-              output: Path | None = None) -> subprocess.Popen:
+    def start(
+        self, argv: list[str], *, env: dict[str, str] | None = None, cwd: Path | None = None, output: Path | None = None
+    ) -> subprocess.Popen:
         sink = open(output, "wb") if output else subprocess.DEVNULL  # noqa: SIM115 (closed by the child's exit)
         try:
-            process = subprocess.Popen(argv, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=sink,
-                                       stderr=subprocess.STDOUT, start_new_session=True)
+            process = subprocess.Popen(
+                argv,
+                env=env,
+                cwd=cwd,
+                stdin=subprocess.DEVNULL,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
         finally:
             if output:
                 sink.close()
@@ -121,8 +141,9 @@ class Children:
     def run(self, argv: list[str], *, timeout: float) -> str:
         """Run a command to its end (killed after `timeout` s); its stdout+stderr.
         A non-zero exit is a BenchError."""
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, start_new_session=True)
+        process = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True
+        )
         self._processes.append(process)
         try:
             output, _ = process.communicate(timeout=timeout)
@@ -141,10 +162,8 @@ class Children:
         if process.poll() is None:
             if grace > 0:
                 process.terminate()
-                try:
+                with contextlib.suppress(subprocess.TimeoutExpired):
                     process.wait(timeout=grace)
-                except subprocess.TimeoutExpired:
-                    pass
             if process.poll() is None:
                 process.kill()
                 process.wait()
@@ -219,8 +238,7 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def wait_for_json_line(process: subprocess.Popen, output: Path, key: str, what: str,
-                       timeout: float = 30.0) -> dict:
+def wait_for_json_line(process: subprocess.Popen, output: Path, key: str, what: str, timeout: float = 30.0) -> dict:
     """The first JSON object containing `key` that a child printed to `output`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -261,7 +279,9 @@ def ensure_tools(children: Children) -> str:
     if shutil.which("go") is None:
         raise BenchError("go is required for the Go reference (Go >= 1.26)")
     if not (REPO / "clients" / "go" / "tokenservice" / "v1" / "token_service_grpc.pb.go").exists():
-        raise BenchError("clients/go/tokenservice/v1 is missing: run clients/generate (the Go reference uses its stubs)")
+        raise BenchError(
+            "clients/go/tokenservice/v1 is missing: run clients/generate (the Go reference uses its stubs)"
+        )
     log("reference-go: go build")
     children.run(["go", "-C", str(GO_DIR), "build", "-o", str(GO_BINARY), "."], timeout=900)
     return version
@@ -317,25 +337,34 @@ def cut_off_call(labels: dict) -> bool:
 def transit_hmac_requests(transit: Service) -> tuple[float, float]:
     """The transit service's Vault HMAC requests so far, and the inputs they carried."""
     samples = transit.metrics()
-    return (metric_sum(samples, "tokenservice_transit_batch_size_count", _is_hmac),
-            metric_sum(samples, "tokenservice_transit_batch_size_sum", _is_hmac))
+    return (
+        metric_sum(samples, "tokenservice_transit_batch_size_count", _is_hmac),
+        metric_sum(samples, "tokenservice_transit_batch_size_sum", _is_hmac),
+    )
 
 
 def _is_hmac(labels: dict) -> bool:
     return labels.get("operation") == "hmac"
 
 
-def service_env(bao: OpenBaoDevServer, grpc_port: int, metrics_port: int, workers: int | None,
-                audit_file: Path) -> dict[str, str]:
+def service_env(
+    bao: OpenBaoDevServer, grpc_port: int, metrics_port: int, workers: int | None, audit_file: Path
+) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
     if workers:
         env["TOKENSERVICE_WORKERS"] = str(workers)
-    env.update({
-        "VAULT_ADDR": bao.addr, "VAULT_TOKEN": bao.root_token, "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
-        "TOKENSERVICE_GRPC_ADDR": f"127.0.0.1:{grpc_port}", "TOKENSERVICE_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
-        # Like the references, no caller authentication; the audit trail stays on, into a file.
-        "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1", "TOKENSERVICE_AUDIT_OUTPUT": str(audit_file),
-    })
+    env.update(
+        {
+            "VAULT_ADDR": bao.addr,
+            "VAULT_TOKEN": bao.root_token,
+            "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
+            "TOKENSERVICE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+            "TOKENSERVICE_METRICS_ADDR": f"127.0.0.1:{metrics_port}",
+            # Like the references, no caller authentication; the audit trail stays on, into a file.
+            "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1",
+            "TOKENSERVICE_AUDIT_OUTPUT": str(audit_file),
+        }
+    )
     return env
 
 
@@ -348,9 +377,17 @@ def log_records(output: Path) -> list[dict]:
     return records
 
 
-def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag: str, workers: int | None,
-                  timeout: float = 60.0, secured: SecuredSetup | None = None, transit: Path | None = None,
-                  extra_env: dict[str, str] | None = None) -> Service:
+def start_service(
+    children: Children,
+    bao: OpenBaoDevServer,
+    workdir: Path,
+    tag: str,
+    workers: int | None,
+    timeout: float = 60.0,
+    secured: SecuredSetup | None = None,
+    transit: Path | None = None,
+    extra_env: dict[str, str] | None = None,
+) -> Service:
     """Start `tokenservice serve` and time it to a listening port and to health SERVING.
 
     With `secured`, it runs with its config: callers, TLS, and health on a plaintext port. With
@@ -386,8 +423,11 @@ def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag:
     listening = time.monotonic()
     target = f"127.0.0.1:{grpc_port}"
     health_target = f"127.0.0.1:{secured.health_port}" if secured else target
-    options = [("grpc.initial_reconnect_backoff_ms", 10), ("grpc.min_reconnect_backoff_ms", 10),
-               ("grpc.max_reconnect_backoff_ms", 20)]
+    options = [
+        ("grpc.initial_reconnect_backoff_ms", 10),
+        ("grpc.min_reconnect_backoff_ms", 10),
+        ("grpc.max_reconnect_backoff_ms", 20),
+    ]
     with grpc.insecure_channel(health_target, options=options) as channel:
         health = health_pb2_grpc.HealthStub(channel)
         while True:
@@ -411,8 +451,15 @@ def start_service(children: Children, bao: OpenBaoDevServer, workdir: Path, tag:
         time.sleep(0.005)
     all_serving = time.monotonic()
     count = worker_count(log_records(output))
-    return Service(process, target, f"http://127.0.0.1:{metrics_port}/metrics", listening - started,
-                   serving - started, all_serving - started, count)
+    return Service(
+        process,
+        target,
+        f"http://127.0.0.1:{metrics_port}/metrics",
+        listening - started,
+        serving - started,
+        all_serving - started,
+        count,
+    )
 
 
 class SpanSink:
@@ -424,8 +471,13 @@ class SpanSink:
         self.bytes = 0
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
         handler = grpc.unary_unary_rpc_method_handler(self._export)  # bytes in, bytes out
-        self._server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(
-            "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}),))
+        self._server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    "opentelemetry.proto.collector.trace.v1.TraceService", {"Export": handler}
+                ),
+            )
+        )
         self.port = self._server.add_insecure_port("127.0.0.1:0")
         self._server.start()
 
@@ -435,8 +487,12 @@ class SpanSink:
         return b""  # an empty ExportTraceServiceResponse: everything accepted
 
     def environment(self, *, sampler: str, ratio: float | None = None) -> dict[str, str]:
-        env = {"TOKENSERVICE_TRACING": "1", "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}",
-               "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc", "OTEL_TRACES_SAMPLER": sampler}
+        env = {
+            "TOKENSERVICE_TRACING": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{self.port}",
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_TRACES_SAMPLER": sampler,
+        }
         if ratio is not None:
             env["OTEL_TRACES_SAMPLER_ARG"] = str(ratio)
         return env
@@ -480,8 +536,9 @@ class SecuredSetup:
         ca = CertificateAuthority(workdir, name="bench-ca")
         server = ca.issue_server("bench-server")
         api_key = new_api_key()
-        bao.client().secrets.kv.v2.create_or_update_secret(path="tokenservice/bench-api-keys",
-                                                           secret={"bench": hash_api_key(api_key)})
+        bao.client().secrets.kv.v2.create_or_update_secret(
+            path="tokenservice/bench-api-keys", secret={"bench": hash_api_key(api_key)}
+        )
         (workdir / "fingerprint.key").write_text(secrets.token_urlsafe(32))
         health_port = free_loopback_port()
         config_file = workdir / "secured.toml"
@@ -493,7 +550,7 @@ key_file = "{server.key_file}"
 [auth]
 api_keys_path = "tokenservice/bench-api-keys"
 [audit]
-fingerprint_key_file = "{workdir / 'fingerprint.key'}"
+fingerprint_key_file = "{workdir / "fingerprint.key"}"
 [callers.bench]
 orgs = ["*"]
 rate_per_second = 1e9
@@ -502,8 +559,9 @@ burst = 1000000
         return cls(config_file, ca.cert_pem, api_key, health_port)
 
     def credentials(self) -> grpc.ChannelCredentials:
-        return grpc.composite_channel_credentials(grpc.ssl_channel_credentials(self.ca_pem),
-                                                  grpc.access_token_call_credentials(self.api_key))
+        return grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(self.ca_pem), grpc.access_token_call_credentials(self.api_key)
+        )
 
 
 @dataclasses.dataclass
@@ -554,34 +612,45 @@ def check_token(verifier: pb_grpc.TokenServiceStub, token: str, who: str, email:
     if not verdict.valid:
         raise BenchError(f"{who}: the service's VerifyToken rejects its token: {verdict.reason} ({verdict.detail})")
     if verdict.email != email or verdict.external_id != external_id:
-        raise BenchError(f"{who}: token carries email={verdict.email!r} externalId={verdict.external_id!r}, "
-                         f"asked for {email!r} / {external_id!r}")
+        raise BenchError(
+            f"{who}: token carries email={verdict.email!r} externalId={verdict.external_id!r}, "
+            f"asked for {email!r} / {external_id!r}"
+        )
 
 
 def batch_entries(size: int) -> list[pb.MintTokenRequest]:
-    return [pb.MintTokenRequest(external_id=f"bench-user-{index:06d}", email=f"bench.user+{index}@example.com")
-            for index in range(size)]
+    return [
+        pb.MintTokenRequest(external_id=f"bench-user-{index:06d}", email=f"bench.user+{index}@example.com")
+        for index in range(size)
+    ]
 
 
-def sample_tokens(key: str, target: str | int, batch: int,
-                  credentials: grpc.ChannelCredentials | None = None) -> list[tuple[str, str, str]]:
+def sample_tokens(
+    key: str, target: str | int, batch: int, credentials: grpc.ChannelCredentials | None = None
+) -> list[tuple[str, str, str]]:
     """One token (several for a batch) from a server: (token, email, external_id)."""
     if key == EXPRESS:
         body = json.dumps({"externalId": EXTERNAL_ID, "email": EMAIL}).encode()
-        request = urllib.request.Request(f"http://127.0.0.1:{target}/login", data=body, method="POST",
-                                         headers={"content-type": "application/json"})
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{target}/login", data=body, method="POST", headers={"content-type": "application/json"}
+        )
         with urllib.request.urlopen(request, timeout=10) as response:
             return [(json.loads(response.read())["token"], EMAIL, EXTERNAL_ID)]
-    with (grpc.secure_channel(str(target), credentials, options=[("grpc.ssl_target_name_override", "localhost")])
-          if credentials else grpc.insecure_channel(str(target))) as channel:
+    with (
+        grpc.secure_channel(str(target), credentials, options=[("grpc.ssl_target_name_override", "localhost")])
+        if credentials
+        else grpc.insecure_channel(str(target))
+    ) as channel:
         stub = pb_grpc.TokenServiceStub(channel)
         if key in BATCH_KEYS:
             entries = batch_entries(batch)
             results = stub.MintTokens(pb.MintTokensRequest(requests=entries), timeout=30).results
             if len(results) != batch or any(not result.HasField("token") for result in results):
                 raise BenchError(f"MintTokens x{batch}: not every entry was minted")
-            return [(results[index].token.token, entries[index].email, entries[index].external_id)
-                    for index in (0, batch // 2, batch - 1)]
+            return [
+                (results[index].token.token, entries[index].email, entries[index].external_id)
+                for index in (0, batch // 2, batch - 1)
+            ]
         response = stub.MintToken(pb.MintTokenRequest(external_id=EXTERNAL_ID, email=EMAIL), timeout=10)
         return [(response.token, EMAIL, EXTERNAL_ID)]
 
@@ -626,11 +695,31 @@ def percentile(sorted_values: list[int], p: float) -> float:
     return float(sorted_values[rank - 1])
 
 
-def run_h2load(children: Children, target: Target, workdir: Path, tag: str, *, duration: float | None = None,
-               warmup: float = 0.0, rps_per_client: int | None = None, requests: int | None = None) -> Run:
+def run_h2load(
+    children: Children,
+    target: Target,
+    workdir: Path,
+    tag: str,
+    *,
+    duration: float | None = None,
+    warmup: float = 0.0,
+    rps_per_client: int | None = None,
+    requests: int | None = None,
+) -> Run:
     log_file = workdir / f"h2load-{tag}.tsv"
-    argv = ["h2load", "-t", "1", "-c", str(target.clients), "-m", str(target.streams),
-            "-d", str(target.data_file), "--log-file", str(log_file)]
+    argv = [
+        "h2load",
+        "-t",
+        "1",
+        "-c",
+        str(target.clients),
+        "-m",
+        str(target.streams),
+        "-d",
+        str(target.data_file),
+        "--log-file",
+        str(log_file),
+    ]
     for header in target.headers:
         argv += ["-H", header]
     if target.h1:
@@ -662,27 +751,41 @@ def run_h2load(children: Children, target: Target, workdir: Path, tag: str, *, d
     (workdir / f"h2load-{tag}.out").write_text(output)
 
     finished = re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", output)
-    counts = re.search(r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
-                       r"(\d+) errored, (\d+) timeout", output)
+    counts = re.search(
+        r"requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed, "
+        r"(\d+) errored, (\d+) timeout",
+        output,
+    )
     codes = re.search(r"status codes: (\d+) 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", output)
     if not (finished and counts and codes):
         raise BenchError(f"cannot read h2load's output for {target.label}:\n{output}")
     succeeded = int(counts.group(4))
-    failures = int(counts.group(5)) + int(counts.group(6)) + int(counts.group(7)) + sum(
-        int(codes.group(i)) for i in (2, 3, 4))
+    failures = (
+        int(counts.group(5)) + int(counts.group(6)) + int(counts.group(7)) + sum(int(codes.group(i)) for i in (2, 3, 4))
+    )
     logged = [line.split("\t") for line in log_file.read_text().splitlines() if line.strip()]
     first_start = min((int(fields[0]) for fields in logged), default=0)
     durations = sorted(int(fields[2]) for fields in logged if int(fields[0]) >= first_start + skip_before_us)
     if not durations or succeeded == 0:
         raise BenchError(f"h2load completed no request against {target.label}:\n{output}")
-    server_ok, server_failed, cut_off = (end - start for end, start in zip(after, before))
+    server_ok, server_failed, cut_off = (end - start for end, start in zip(after, before, strict=True))
     # h2load resets the calls still open when its time is up, as many as it keeps in flight: only more fail.
     server_failed += max(0.0, cut_off - target.clients * target.streams)
     if target.server_counts and server_ok < succeeded:
-        raise BenchError(f"{target.label}: h2load counted {succeeded} successes but the server only "
-                         f"{server_ok:g} OK calls; the gRPC status is not what h2load thinks")
-    return Run(float(finished.group(1)), succeeded, failures, server_failed, percentile(durations, 50) / 1000,
-               percentile(durations, 99) / 1000, len(durations), cpu_percent)
+        raise BenchError(
+            f"{target.label}: h2load counted {succeeded} successes but the server only "
+            f"{server_ok:g} OK calls; the gRPC status is not what h2load thinks"
+        )
+    return Run(
+        float(finished.group(1)),
+        succeeded,
+        failures,
+        server_failed,
+        percentile(durations, 50) / 1000,
+        percentile(durations, 99) / 1000,
+        len(durations),
+        cpu_percent,
+    )
 
 
 def grpc_frame(message: bytes) -> bytes:
@@ -705,10 +808,17 @@ def render_table(rows: list[dict]) -> str:
     columns = ["server", "req/s", "tokens/s", "p50 ms", "p99 ms", "failed", "CPU %", "RSS MiB", "token verified"]
     cells = [[row[column] for column in columns] for row in rows]
     widths = [max(len(column), *(len(line[index]) for line in cells)) for index, column in enumerate(columns)]
+
     def line(values: list[str]) -> str:
-        return "| " + " | ".join(
-            value.ljust(width) if index in (0, len(columns) - 1) else value.rjust(width)
-            for index, (value, width) in enumerate(zip(values, widths))) + " |"
+        return (
+            "| "
+            + " | ".join(
+                value.ljust(width) if index in (0, len(columns) - 1) else value.rjust(width)
+                for index, (value, width) in enumerate(zip(values, widths, strict=True))
+            )
+            + " |"
+        )
+
     separator = "|" + "|".join("-" * (width + 2) for width in widths) + "|"
     return "\n".join([line(columns), separator, *(line(cell) for cell in cells)])
 
@@ -722,15 +832,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=float, default=1.0, help="warm-up seconds before each run (default 1)")
     parser.add_argument("--repeats", type=int, default=3, help="runs per server, interleaved (default 3)")
     parser.add_argument("--clients", type=int, default=16, help="h2load connections for gRPC (default 16)")
-    parser.add_argument("--streams", type=int, default=4,
-                        help="concurrent streams per gRPC connection (default 4); Express gets "
-                             "clients*streams HTTP/1.1 connections with one request each, the same load in flight")
+    parser.add_argument(
+        "--streams",
+        type=int,
+        default=4,
+        help="concurrent streams per gRPC connection (default 4); Express gets "
+        "clients*streams HTTP/1.1 connections with one request each, the same load in flight",
+    )
     parser.add_argument("--batch", type=int, default=100, help="MintTokens batch size (default 100)")
-    parser.add_argument("--mints", type=int, default=100_000,
-                        help="MintToken calls for the memory check on a fresh process (default 100000)")
+    parser.add_argument(
+        "--mints",
+        type=int,
+        default=100_000,
+        help="MintToken calls for the memory check on a fresh process (default 100000)",
+    )
     parser.add_argument("--startup-runs", type=int, default=3, help="starts timed to SERVING (default 3)")
-    parser.add_argument("--service-workers", type=int,
-                        help="TOKENSERVICE_WORKERS for the service (default: unset, the service's own default)")
+    parser.add_argument(
+        "--service-workers",
+        type=int,
+        help="TOKENSERVICE_WORKERS for the service (default: unset, the service's own default)",
+    )
     parser.add_argument("--json", type=Path, help="also write every figure to this JSON file")
     parser.add_argument("--keep", type=Path, help="keep h2load logs and server logs in this directory")
     args = parser.parse_args(argv)
@@ -792,13 +913,26 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     service = start_service(children, bao, workdir, "main", args.service_workers)
     secured_setup = SecuredSetup.create(bao, workdir)
     secured = start_service(children, bao, workdir, "secured", args.service_workers, secured=secured_setup)
-    transit = start_service(children, bao, workdir, "transit", args.service_workers,
-                            transit=transit_config(bao, workdir, secret))
+    transit = start_service(
+        children, bao, workdir, "transit", args.service_workers, transit=transit_config(bao, workdir, secret)
+    )
     sink = SpanSink()
-    traced_all = start_service(children, bao, workdir, "traced-all", args.service_workers,
-                               extra_env=sink.environment(sampler="parentbased_always_on"))
-    traced_some = start_service(children, bao, workdir, "traced-some", args.service_workers,
-                                extra_env=sink.environment(sampler="parentbased_traceidratio", ratio=SOME_SAMPLED))
+    traced_all = start_service(
+        children,
+        bao,
+        workdir,
+        "traced-all",
+        args.service_workers,
+        extra_env=sink.environment(sampler="parentbased_always_on"),
+    )
+    traced_some = start_service(
+        children,
+        bao,
+        workdir,
+        "traced-some",
+        args.service_workers,
+        extra_env=sink.environment(sampler="parentbased_traceidratio", ratio=SOME_SAMPLED),
+    )
     express = start_express(children, secret, workdir)
     go = start_go(children, secret, workdir)
     log(f"servers: tokenservice {service.grpc_target}, express 127.0.0.1:{express.port}, go 127.0.0.1:{go.port}")
@@ -806,11 +940,15 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     def service_counts(method: str, server: Service = service) -> Callable[[], tuple[float, float, float]]:
         def counts() -> tuple[float, float, float]:
             samples = server.metrics()
-            ok = metric_sum(samples, "grpc_server_handled_total",
-                            lambda labels: labels.get("grpc_method") == method and labels.get("grpc_code") == "OK")
+            ok = metric_sum(
+                samples,
+                "grpc_server_handled_total",
+                lambda labels: labels.get("grpc_method") == method and labels.get("grpc_code") == "OK",
+            )
             failed = metric_sum(samples, "grpc_server_handled_total", failed_call)
             failed += metric_sum(samples, "tokenservice_mint_errors_total")  # per-entry errors of a batch
             return ok, failed, metric_sum(samples, "grpc_server_handled_total", cut_off_call)
+
         return counts
 
     def go_counts() -> tuple[float, float, float]:
@@ -826,39 +964,161 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     service_url, transit_url = f"http://{service.grpc_target}", f"http://{transit.grpc_target}"
     in_flight = args.clients * args.streams
     targets = [
-        Target(UNARY, LABELS[UNARY], service_url + MINT_PATH, workdir / "unary.bin", GRPC_HEADERS, False,
-               args.clients, args.streams, 1, service.process.pid, service.grpc_target, service_counts("MintToken")),
-        Target(TRACED_ALL, LABELS[TRACED_ALL], f"http://{traced_all.grpc_target}{MINT_PATH}", workdir / "unary.bin",
-               GRPC_HEADERS, False, args.clients, args.streams, 1, traced_all.process.pid, traced_all.grpc_target,
-               service_counts("MintToken", traced_all)),
-        Target(TRACED_SOME, LABELS[TRACED_SOME], f"http://{traced_some.grpc_target}{MINT_PATH}",
-               workdir / "unary.bin", GRPC_HEADERS, False, args.clients, args.streams, 1, traced_some.process.pid,
-               traced_some.grpc_target, service_counts("MintToken", traced_some)),
-        Target(SECURED, LABELS[SECURED], f"https://{secured.grpc_target}{MINT_PATH}", workdir / "unary.bin",
-               [*GRPC_HEADERS, f"authorization: Bearer {secured_setup.api_key}"], False, args.clients, args.streams,
-               1, secured.process.pid, secured.grpc_target, service_counts("MintToken", secured),
-               secured_setup.credentials()),
-        Target(BATCH, LABELS[BATCH].format(batch=args.batch), service_url + MINT_BATCH_PATH, workdir / "batch.bin",
-               GRPC_HEADERS, False, args.clients, args.streams, args.batch, service.process.pid, service.grpc_target,
-               service_counts("MintTokens")),
+        Target(
+            UNARY,
+            LABELS[UNARY],
+            service_url + MINT_PATH,
+            workdir / "unary.bin",
+            GRPC_HEADERS,
+            False,
+            args.clients,
+            args.streams,
+            1,
+            service.process.pid,
+            service.grpc_target,
+            service_counts("MintToken"),
+        ),
+        Target(
+            TRACED_ALL,
+            LABELS[TRACED_ALL],
+            f"http://{traced_all.grpc_target}{MINT_PATH}",
+            workdir / "unary.bin",
+            GRPC_HEADERS,
+            False,
+            args.clients,
+            args.streams,
+            1,
+            traced_all.process.pid,
+            traced_all.grpc_target,
+            service_counts("MintToken", traced_all),
+        ),
+        Target(
+            TRACED_SOME,
+            LABELS[TRACED_SOME],
+            f"http://{traced_some.grpc_target}{MINT_PATH}",
+            workdir / "unary.bin",
+            GRPC_HEADERS,
+            False,
+            args.clients,
+            args.streams,
+            1,
+            traced_some.process.pid,
+            traced_some.grpc_target,
+            service_counts("MintToken", traced_some),
+        ),
+        Target(
+            SECURED,
+            LABELS[SECURED],
+            f"https://{secured.grpc_target}{MINT_PATH}",
+            workdir / "unary.bin",
+            [*GRPC_HEADERS, f"authorization: Bearer {secured_setup.api_key}"],
+            False,
+            args.clients,
+            args.streams,
+            1,
+            secured.process.pid,
+            secured.grpc_target,
+            service_counts("MintToken", secured),
+            secured_setup.credentials(),
+        ),
+        Target(
+            BATCH,
+            LABELS[BATCH].format(batch=args.batch),
+            service_url + MINT_BATCH_PATH,
+            workdir / "batch.bin",
+            GRPC_HEADERS,
+            False,
+            args.clients,
+            args.streams,
+            args.batch,
+            service.process.pid,
+            service.grpc_target,
+            service_counts("MintTokens"),
+        ),
         # At a quarter of the calls in flight: the comparison the transit targets are set at.
-        Target(UNARY_16, LABELS[UNARY_16].format(in_flight=args.clients), service_url + MINT_PATH,
-               workdir / "unary.bin", GRPC_HEADERS, False, args.clients, 1, 1, service.process.pid,
-               service.grpc_target, service_counts("MintToken")),
-        Target(TRANSIT_16, LABELS[TRANSIT_16].format(in_flight=args.clients), transit_url + MINT_PATH,
-               workdir / "unary.bin", GRPC_HEADERS, False, args.clients, 1, 1, transit.process.pid,
-               transit.grpc_target, service_counts("MintToken", transit)),
-        Target(TRANSIT, LABELS[TRANSIT], transit_url + MINT_PATH, workdir / "unary.bin", GRPC_HEADERS, False,
-               args.clients, args.streams, 1, transit.process.pid, transit.grpc_target,
-               service_counts("MintToken", transit)),
-        Target(TRANSIT_BATCH, LABELS[TRANSIT_BATCH].format(batch=args.batch), transit_url + MINT_BATCH_PATH,
-               workdir / "batch.bin", GRPC_HEADERS, False, args.clients, args.streams, args.batch,
-               transit.process.pid, transit.grpc_target, service_counts("MintTokens", transit)),
-        Target(EXPRESS, LABELS[EXPRESS], f"http://127.0.0.1:{express.port}/login", workdir / "express.json",
-               ["content-type: application/json"], True, args.clients * args.streams, 1, 1, express.process.pid,
-               express.port),
-        Target(GO, LABELS[GO], f"http://127.0.0.1:{go.port}{MINT_PATH}", workdir / "unary.bin", GRPC_HEADERS, False,
-               args.clients, args.streams, 1, go.process.pid, f"127.0.0.1:{go.port}", go_counts),
+        Target(
+            UNARY_16,
+            LABELS[UNARY_16].format(in_flight=args.clients),
+            service_url + MINT_PATH,
+            workdir / "unary.bin",
+            GRPC_HEADERS,
+            False,
+            args.clients,
+            1,
+            1,
+            service.process.pid,
+            service.grpc_target,
+            service_counts("MintToken"),
+        ),
+        Target(
+            TRANSIT_16,
+            LABELS[TRANSIT_16].format(in_flight=args.clients),
+            transit_url + MINT_PATH,
+            workdir / "unary.bin",
+            GRPC_HEADERS,
+            False,
+            args.clients,
+            1,
+            1,
+            transit.process.pid,
+            transit.grpc_target,
+            service_counts("MintToken", transit),
+        ),
+        Target(
+            TRANSIT,
+            LABELS[TRANSIT],
+            transit_url + MINT_PATH,
+            workdir / "unary.bin",
+            GRPC_HEADERS,
+            False,
+            args.clients,
+            args.streams,
+            1,
+            transit.process.pid,
+            transit.grpc_target,
+            service_counts("MintToken", transit),
+        ),
+        Target(
+            TRANSIT_BATCH,
+            LABELS[TRANSIT_BATCH].format(batch=args.batch),
+            transit_url + MINT_BATCH_PATH,
+            workdir / "batch.bin",
+            GRPC_HEADERS,
+            False,
+            args.clients,
+            args.streams,
+            args.batch,
+            transit.process.pid,
+            transit.grpc_target,
+            service_counts("MintTokens", transit),
+        ),
+        Target(
+            EXPRESS,
+            LABELS[EXPRESS],
+            f"http://127.0.0.1:{express.port}/login",
+            workdir / "express.json",
+            ["content-type: application/json"],
+            True,
+            args.clients * args.streams,
+            1,
+            1,
+            express.process.pid,
+            express.port,
+        ),
+        Target(
+            GO,
+            LABELS[GO],
+            f"http://127.0.0.1:{go.port}{MINT_PATH}",
+            workdir / "unary.bin",
+            GRPC_HEADERS,
+            False,
+            args.clients,
+            args.streams,
+            1,
+            go.process.pid,
+            f"127.0.0.1:{go.port}",
+            go_counts,
+        ),
     ]
 
     # Every server's tokens must pass the project's own verifier, before and after the load.
@@ -868,8 +1128,9 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
 
         def verify_all(when: str) -> None:
             for target in targets:
-                for token, email, external_id in sample_tokens(target.key, target.address, args.batch,
-                                                               target.credentials):
+                for token, email, external_id in sample_tokens(
+                    target.key, target.address, args.batch, target.credentials
+                ):
                     check_token(verifier, token, f"{target.label} ({when} the load)", email, external_id)
                 verified[target.key] = True
             log(f"{when} the load: every server's token passed the service's VerifyToken")
@@ -881,16 +1142,22 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
             for target in targets:
                 log(f"run {repeat + 1}/{args.repeats}: {target.label} for {args.duration:g} s")
                 requests_before = transit_hmac_requests(transit)
-                run = run_h2load(children, target, workdir, f"{target.key}-{repeat}", duration=args.duration,
-                                 warmup=args.warmup)
+                run = run_h2load(
+                    children, target, workdir, f"{target.key}-{repeat}", duration=args.duration, warmup=args.warmup
+                )
                 runs[target.key].append(run)
                 if target.key in hmac_requests:
                     # Warm-up calls included on both sides: the service's own count of its Vault requests.
-                    requests, inputs = (after - before for after, before in zip(
-                        transit_hmac_requests(transit), requests_before, strict=True))
+                    requests, inputs = (
+                        after - before
+                        for after, before in zip(transit_hmac_requests(transit), requests_before, strict=True)
+                    )
                     hmac_requests[target.key].append(requests / inputs if inputs else math.inf)
-                log(f"  {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
-                    f"{run.failures} failed, {run.server_failures:g} server-side non-OK, server CPU {run.cpu_percent:.0f}%")
+                log(
+                    f"  {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms, "
+                    f"{run.failures} failed, {run.server_failures:g} server-side non-OK, "
+                    f"server CPU {run.cpu_percent:.0f}%"
+                )
 
         # p99 of this service at about half its peak unary rate.
         peak = statistics.median(run.rps for run in runs[UNARY])
@@ -899,8 +1166,15 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         runs[HALF] = []
         for repeat in range(args.repeats):
             log(f"half-rate run {repeat + 1}/{args.repeats}: {per_client * args.clients} req/s offered")
-            run = run_h2load(children, half_target, workdir, f"half-{repeat}", duration=args.duration,
-                             warmup=args.warmup, rps_per_client=per_client)
+            run = run_h2load(
+                children,
+                half_target,
+                workdir,
+                f"half-{repeat}",
+                duration=args.duration,
+                warmup=args.warmup,
+                rps_per_client=per_client,
+            )
             runs[HALF].append(run)
             log(f"  {run.rps:,.0f} req/s, p50 {run.p50_ms:.2f} ms, p99 {run.p99_ms:.2f} ms")
         verify_all("after")
@@ -911,8 +1185,15 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         total_failed = metric_sum(server.metrics(), "grpc_server_handled_total", failed_call)
         if total_failed:
             problems.append(f"tokenservice counted {total_failed:g} non-OK gRPC calls (grpc_server_handled_total)")
-    for stopped in (express.process, go.process, service.process, secured.process, transit.process,
-                    traced_all.process, traced_some.process):
+    for stopped in (
+        express.process,
+        go.process,
+        service.process,
+        secured.process,
+        transit.process,
+        traced_all.process,
+        traced_some.process,
+    ):
         children.stop(stopped)
     log(f"span sink: {sink.requests} OTLP export requests, {sink.bytes / 1e6:.1f} MB")
     if not sink.requests:
@@ -924,8 +1205,9 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     fresh = start_service(children, bao, workdir, "memory", args.service_workers)
     memory = [(0, rss_kib(fresh.process.pid))]
     memory_processes = len(process_tree(fresh.process.pid))
-    mint_target = dataclasses.replace(targets[0], url=f"http://{fresh.grpc_target}{MINT_PATH}", pid=fresh.process.pid,
-                                      server_counts=None)
+    mint_target = dataclasses.replace(
+        targets[0], url=f"http://{fresh.grpc_target}{MINT_PATH}", pid=fresh.process.pid, server_counts=None
+    )
     done = 0
     for step in (args.mints // 10, args.mints - args.mints // 10):
         run = run_h2load(children, mint_target, workdir, f"memory-{done}", requests=step)
@@ -950,23 +1232,33 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         failures = sum(run.failures for run in key_runs) + sum(run.server_failures for run in key_runs)
         if failures:
             problems.append(f"{label(key)}: {failures:g} failed requests")
-        rows.append({
-            "server": label(key),
-            "req/s": spread([run.rps for run in key_runs], 0),
-            "tokens/s": f"{statistics.median(run.rps for run in key_runs) * tokens:,.0f}",
-            "p50 ms": spread([run.p50_ms for run in key_runs], 2),
-            "p99 ms": spread([run.p99_ms for run in key_runs], 2),
-            "failed": f"{failures:g}",
-            "CPU %": f"{statistics.median(run.cpu_percent for run in key_runs):.0f}",
-            "RSS MiB": f"{rss[key] / 1024:.0f}",
-            "token verified": "yes" if verified.get(key, key == HALF) else "NO",
-        })
+        rows.append(
+            {
+                "server": label(key),
+                "req/s": spread([run.rps for run in key_runs], 0),
+                "tokens/s": f"{statistics.median(run.rps for run in key_runs) * tokens:,.0f}",
+                "p50 ms": spread([run.p50_ms for run in key_runs], 2),
+                "p99 ms": spread([run.p99_ms for run in key_runs], 2),
+                "failed": f"{failures:g}",
+                "CPU %": f"{statistics.median(run.cpu_percent for run in key_runs):.0f}",
+                "RSS MiB": f"{rss[key] / 1024:.0f}",
+                "token verified": "yes" if verified.get(key, key == HALF) else "NO",
+            }
+        )
     load_after = os.getloadavg()[0]
     # Runs are interleaved, so run i of one server and run i of another shared the same stretch of time.
-    ratios = {f"{label(numerator)} / {label(denominator)}": [
-        top.rps / bottom.rps for top, bottom in zip(runs[numerator], runs[denominator])]
-        for numerator, denominator in ((UNARY, EXPRESS), (UNARY, GO), (SECURED, EXPRESS), (TRANSIT_16, UNARY_16),
-                                       (TRANSIT, UNARY))}
+    ratios = {
+        f"{label(numerator)} / {label(denominator)}": [
+            top.rps / bottom.rps for top, bottom in zip(runs[numerator], runs[denominator], strict=True)
+        ]
+        for numerator, denominator in (
+            (UNARY, EXPRESS),
+            (UNARY, GO),
+            (SECURED, EXPRESS),
+            (TRANSIT_16, UNARY_16),
+            (TRANSIT, UNARY),
+        )
+    }
     startup_serving = [s.seconds_to_serving * 1000 for s in startups]
     startup_all = [s.seconds_to_all_serving * 1000 for s in startups]
     startup_listening = [s.seconds_to_listening * 1000 for s in startups]
@@ -975,12 +1267,14 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         f"gRPC: h2c -c {args.clients} -m {args.streams}; Express: --h1 -c {args.clients * args.streams} -m 1 "
         f"(same {args.clients * args.streams} requests in flight)",
         f"1-min load average {load_before:.1f} before, {load_after:.1f} after (after counts the benchmark's own load)"
-        + (" (above the CPU count before: other work competed for the CPUs, the figures are noisy)"
-           if load_before > (os.cpu_count() or 1) else ""),
+        + (
+            " (above the CPU count before: other work competed for the CPUs, the figures are noisy)"
+            if load_before > (os.cpu_count() or 1)
+            else ""
+        ),
         f"{args.repeats} interleaved run(s) of {args.duration:g} s after {args.warmup:g} s warm-up; "
         "median [min-max] over runs; p50/p99 from h2load --log-file per-request times",
-        "req/s ratios, run by run: " + "; ".join(
-            f"{name}: {spread(values, 3)}" for name, values in ratios.items()),
+        "req/s ratios, run by run: " + "; ".join(f"{name}: {spread(values, 3)}" for name, values in ratios.items()),
         f"transit: Vault HMAC requests per token (the service's tokenservice_transit_batch_size, warm-up "
         f"included): {spread(hmac_requests[TRANSIT], 3)} at {in_flight} in flight, "
         f"{spread(hmac_requests[TRANSIT_16], 3)} at {args.clients}; the transit service's OpenBao is the dev "
@@ -992,8 +1286,8 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         f"to health SERVING (local OpenBao): {spread(startup_serving, 0)} ms; to every worker SERVING: "
         f"{spread(startup_all, 0)} ms ({args.startup_runs} starts)",
         f"tokenservice RSS (VmRSS summed over its {memory_processes} "
-        "processes), fresh start: " + ", ".join(
-            f"{kib / 1024:.1f} MiB after {count:,} mints" for count, kib in memory)
+        "processes), fresh start: "
+        + ", ".join(f"{kib / 1024:.1f} MiB after {count:,} mints" for count, kib in memory)
         + f" ({(memory[-1][1] - memory[1][1]) / 1024:+.1f} MiB over the last {args.mints - args.mints // 10:,}); "
         f"largest process then: {largest_process_kib / 1024:.1f} MiB",
     ]
@@ -1002,15 +1296,28 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         print(f"- {note}")
     sys.stdout.flush()
     if args.json:
-        args.json.write_text(json.dumps({
-            "rows": rows,
-            "runs": {key: [dataclasses.asdict(run) for run in value] for key, value in runs.items()},
-            "startup_ms": {"listening": startup_listening, "serving": startup_serving, "all_serving": startup_all},
-            "service_workers": service.workers,
-            "memory_kib": memory, "largest_process_kib": largest_process_kib, "ratios": ratios,
-            "transit_hmac_requests_per_token": hmac_requests, "notes": notes, "problems": problems,
-            "settings": {key: str(value) for key, value in vars(args).items()},
-        }, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {
+                    "rows": rows,
+                    "runs": {key: [dataclasses.asdict(run) for run in value] for key, value in runs.items()},
+                    "startup_ms": {
+                        "listening": startup_listening,
+                        "serving": startup_serving,
+                        "all_serving": startup_all,
+                    },
+                    "service_workers": service.workers,
+                    "memory_kib": memory,
+                    "largest_process_kib": largest_process_kib,
+                    "ratios": ratios,
+                    "transit_hmac_requests_per_token": hmac_requests,
+                    "notes": notes,
+                    "problems": problems,
+                    "settings": {key: str(value) for key, value in vars(args).items()},
+                },
+                indent=2,
+            )
+        )
     if problems:
         print("\nBENCHMARK FAILED (correctness):\n" + "\n".join(f"- {p}" for p in problems), file=sys.stderr)
         return 1

@@ -34,8 +34,10 @@ ROWS = [
 def table_rows(stdout: str) -> dict[str, dict[str, str]]:
     lines = [line for line in stdout.splitlines() if line.startswith("| ")]
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    return {cells[0]: dict(zip(header, cells)) for cells in (
-        [cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:])}
+    return {
+        cells[0]: dict(zip(header, cells, strict=True))
+        for cells in ([cell.strip() for cell in line.strip("|").split("|")] for line in lines[1:])
+    }
 
 
 def number(cell: str) -> float:
@@ -48,9 +50,26 @@ def number(cell: str) -> float:
 def test_benchmark_prints_every_row_with_verified_tokens(tmp_path: Path) -> None:
     report = tmp_path / "bench.json"
     result = subprocess.run(
-        [str(RUN), "--duration", "1", "--warmup", "0", "--repeats", "1", "--mints", "2000",
-         "--startup-runs", "1", "--json", str(report)],
-        capture_output=True, text=True, timeout=840, stdin=subprocess.DEVNULL)
+        [
+            str(RUN),
+            "--duration",
+            "1",
+            "--warmup",
+            "0",
+            "--repeats",
+            "1",
+            "--mints",
+            "2000",
+            "--startup-runs",
+            "1",
+            "--json",
+            str(report),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=840,
+        stdin=subprocess.DEVNULL,
+    )
     assert result.returncode == 0, f"benchmark failed:\n{result.stdout}\n{result.stderr[-4000:]}"
 
     rows = table_rows(result.stdout)

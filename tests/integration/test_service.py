@@ -55,12 +55,18 @@ def metrics_of(running) -> str:
     return generate_latest(running.server.metrics.registry).decode()
 
 
-@pytest.mark.parametrize("request_fields, claims, identity", [
-    ({"email": "someone@example.com"}, {"email": "someone@example.com"}, pb.IDENTITY_EMAIL),
-    ({"external_id": "cust-1234"}, {"externalId": "cust-1234"}, pb.IDENTITY_EXTERNAL_ID),
-    ({"email": "someone@example.com", "external_id": "cust-1234"},
-     {"email": "someone@example.com", "externalId": "cust-1234"}, pb.IDENTITY_EMAIL),
-])
+@pytest.mark.parametrize(
+    "request_fields, claims, identity",
+    [
+        ({"email": "someone@example.com"}, {"email": "someone@example.com"}, pb.IDENTITY_EMAIL),
+        ({"external_id": "cust-1234"}, {"externalId": "cust-1234"}, pb.IDENTITY_EXTERNAL_ID),
+        (
+            {"email": "someone@example.com", "external_id": "cust-1234"},
+            {"email": "someone@example.com", "externalId": "cust-1234"},
+            pb.IDENTITY_EMAIL,
+        ),
+    ],
+)
 async def test_mint_signs_with_the_vault_secret(running, openbao, secret_path, request_fields, claims, identity):
     before = int(time.time())
     response = await running.stub.MintToken(pb.MintTokenRequest(**request_fields), timeout=5)
@@ -100,13 +106,19 @@ async def test_bad_input_gets_a_named_error_and_the_service_carries_on(running, 
 INVALID_UTF8_STRING_FIELD = b"\x12\x02\xc3\x28"
 
 
-@pytest.mark.parametrize("method, garbage", [
-    *((method, garbage) for method in ("MintToken", "MintTokens", "VerifyToken")
-      for garbage in (b"\xff\xff\xff", b"\x0a\x05ab")),
-    ("MintToken", INVALID_UTF8_STRING_FIELD),
-    ("VerifyToken", INVALID_UTF8_STRING_FIELD),
-    ("MintTokens", b"\x0a\x04" + INVALID_UTF8_STRING_FIELD),
-])
+@pytest.mark.parametrize(
+    "method, garbage",
+    [
+        *(
+            (method, garbage)
+            for method in ("MintToken", "MintTokens", "VerifyToken")
+            for garbage in (b"\xff\xff\xff", b"\x0a\x05ab")
+        ),
+        ("MintToken", INVALID_UTF8_STRING_FIELD),
+        ("VerifyToken", INVALID_UTF8_STRING_FIELD),
+        ("MintTokens", b"\x0a\x04" + INVALID_UTF8_STRING_FIELD),
+    ],
+)
 async def test_undecodable_request_bytes_are_invalid_argument_not_unknown(running, method, garbage):
     call = running.channel.unary_unary(f"/tokenservice.v1.TokenService/{method}")
     with pytest.raises(grpc.aio.AioRpcError) as raised:
@@ -124,17 +136,22 @@ async def test_oversized_message_is_refused_before_parsing(running):
 
 
 async def test_the_largest_valid_batch_fits_the_message_limit(running):
-    entry = pb.MintTokenRequest(email="a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com",
-                                external_id="e" * 256, org="default")
+    entry = pb.MintTokenRequest(
+        email="a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com", external_id="e" * 256, org="default"
+    )
     response = await running.stub.MintTokens(pb.MintTokensRequest(requests=[entry] * 1000), timeout=30)
     assert len(response.results) == 1000 and all(result.HasField("token") for result in response.results)
     assert max_receive_message_bytes(1000) < 1024 * 1024
 
 
 async def test_batch_results_keep_order_and_fail_only_bad_entries(running, openbao, secret_path):
-    requests = [pb.MintTokenRequest(email="one@example.com"), pb.MintTokenRequest(email="broken"),
-                pb.MintTokenRequest(external_id="three"), pb.MintTokenRequest(),
-                pb.MintTokenRequest(external_id="five", org="nope")]
+    requests = [
+        pb.MintTokenRequest(email="one@example.com"),
+        pb.MintTokenRequest(email="broken"),
+        pb.MintTokenRequest(external_id="three"),
+        pb.MintTokenRequest(),
+        pb.MintTokenRequest(external_id="five", org="nope"),
+    ]
     response = await running.stub.MintTokens(pb.MintTokensRequest(requests=requests), timeout=5)
     outcomes = [result.WhichOneof("outcome") for result in response.results]
     assert outcomes == ["token", "error", "token", "error", "error"]
@@ -159,8 +176,16 @@ async def test_batch_over_the_limit_fails_as_a_whole(openbao, secret_path):
             await running.stub.MintTokens(pb.MintTokensRequest(requests=[pb.MintTokenRequest(email="a@b.io")] * 4))
         assert raised.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert error_info(raised.value).reason == "BATCH_TOO_LARGE"
-        assert len((await running.stub.MintTokens(
-            pb.MintTokensRequest(requests=[pb.MintTokenRequest(email="a@b.io")] * 3))).results) == 3
+        assert (
+            len(
+                (
+                    await running.stub.MintTokens(
+                        pb.MintTokensRequest(requests=[pb.MintTokenRequest(email="a@b.io")] * 3)
+                    )
+                ).results
+            )
+            == 3
+        )
     finally:
         await stop_server(running)
 
@@ -212,8 +237,9 @@ async def test_an_invalid_new_version_is_not_adopted(running, openbao, secret_pa
     openbao.write_secret(secret_path, "too-short")
 
     async def rejected():
-        return metric_value(metrics_of(running), "tokenservice_vault_refresh_total",
-                            org="default", result="rejected") >= 1
+        return (
+            metric_value(metrics_of(running), "tokenservice_vault_refresh_total", org="default", result="rejected") >= 1
+        )
 
     await eventually(rejected)
     response = await running.stub.MintToken(pb.MintTokenRequest(email="keep@example.com"))
@@ -224,7 +250,8 @@ async def test_an_invalid_new_version_is_not_adopted(running, openbao, secret_pa
 
 def _first_secret(openbao: OpenBaoDevServer, path: str) -> str:
     response = openbao.client().secrets.kv.v2.read_secret_version(
-        path=path, version=1, mount_point="secret", raise_on_deleted_version=True)
+        path=path, version=1, mount_point="secret", raise_on_deleted_version=True
+    )
     return response["data"]["data"]["secret"]
 
 
@@ -272,8 +299,10 @@ async def test_vault_down_after_start_keeps_minting_with_the_last_good_secret():
             vault.stop()
 
             async def failures_counted():
-                return metric_value(metrics_of(running), "tokenservice_vault_refresh_total",
-                                    org="default", result="error") >= 2
+                return (
+                    metric_value(metrics_of(running), "tokenservice_vault_refresh_total", org="default", result="error")
+                    >= 2
+                )
 
             await eventually(failures_counted)
             response = await running.stub.MintToken(pb.MintTokenRequest(email="still@example.com"))
@@ -330,8 +359,14 @@ def _keep_minting(target: str, stop: threading.Event, outcomes: list[tuple[str, 
 
 def test_sigterm_under_steady_traffic_stops_once_the_accepted_calls_are_done(openbao, secret_path):
     # shutdown_grace_seconds is its default, 10 s.
-    service = ServiceProcess.start({"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token,
-                                    "TOKENSERVICE_SECRET_PATH": secret_path, "TOKENSERVICE_WORKERS": "1"})
+    service = ServiceProcess.start(
+        {
+            "VAULT_ADDR": openbao.addr,
+            "VAULT_TOKEN": openbao.root_token,
+            "TOKENSERVICE_SECRET_PATH": secret_path,
+            "TOKENSERVICE_WORKERS": "1",
+        }
+    )
     stop = threading.Event()
     outcomes: list[tuple[str, str]] = []
     clients = [threading.Thread(target=_keep_minting, args=(service.grpc_target, stop, outcomes)) for _ in range(4)]

@@ -81,11 +81,22 @@ def expected_mac(secret: bytes, data: bytes) -> bytes:
     return hmac.new(secret, data, hashlib.sha256).digest()
 
 
-def signer(bao: AuditedOpenBao, token: str, key: str, *, sessions: int = 1, registry: CollectorRegistry | None = None,
-           **settings: object) -> TransitSigner:
-    return TransitSigner([bao.session(token) for _ in range(sessions)], org="acme", key=key,
-                         settings=TransitSettings(**settings),
-                         metrics=TransitMetrics(registry) if registry is not None else None)
+def signer(
+    bao: AuditedOpenBao,
+    token: str,
+    key: str,
+    *,
+    sessions: int = 1,
+    registry: CollectorRegistry | None = None,
+    **settings: object,
+) -> TransitSigner:
+    return TransitSigner(
+        [bao.session(token) for _ in range(sessions)],
+        org="acme",
+        key=key,
+        settings=TransitSettings(**settings),
+        metrics=TransitMetrics(registry) if registry is not None else None,
+    )
 
 
 @pytest.fixture
@@ -98,7 +109,8 @@ def imported_key(operator: hvac.Client) -> tuple[str, bytes]:
 
 
 async def test_a_token_signed_by_transit_verifies_with_an_independent_hmac_of_the_imported_secret(
-        bao, service_token, imported_key):
+    bao, service_token, imported_key
+):
     key, secret = imported_key
     transit = signer(bao, service_token, key)
     try:
@@ -117,7 +129,8 @@ async def test_a_token_signed_by_transit_verifies_with_an_independent_hmac_of_th
 
 
 async def test_the_service_token_signs_verifies_and_reads_key_info_but_cannot_read_kv_or_the_key(
-        bao, service_token, imported_key):
+    bao, service_token, imported_key
+):
     key, secret = imported_key
     bao.client().secrets.kv.v2.create_or_update_secret(path=f"kustomer/{key}", secret={"secret": "kv-secret"})
     transit = signer(bao, service_token, key)
@@ -130,11 +143,17 @@ async def test_the_service_token_signs_verifies_and_reads_key_info_but_cannot_re
         await transit.close()
     client = bao.client(service_token)
     with pytest.raises(hvac.exceptions.Forbidden):
-        client.secrets.kv.v2.read_secret_version(path=f"kustomer/{key}", mount_point="secret",
-                                                raise_on_deleted_version=True)
-    for method, path in [("GET", f"transit/export/hmac-key/{key}"), ("GET", f"transit/backup/{key}"),
-                         ("POST", f"transit/keys/{key}/config"), ("POST", f"transit/keys/{key}/import_version"),
-                         ("GET", "transit/wrapping_key"), ("POST", "transit/hmac/not-kustomer")]:
+        client.secrets.kv.v2.read_secret_version(
+            path=f"kustomer/{key}", mount_point="secret", raise_on_deleted_version=True
+        )
+    for method, path in [
+        ("GET", f"transit/export/hmac-key/{key}"),
+        ("GET", f"transit/backup/{key}"),
+        ("POST", f"transit/keys/{key}/config"),
+        ("POST", f"transit/keys/{key}/import_version"),
+        ("GET", "transit/wrapping_key"),
+        ("POST", "transit/hmac/not-kustomer"),
+    ]:
         with pytest.raises(hvac.exceptions.Forbidden):
             client.adapter.request(method, f"/v1/{path}", json={})
     # What the key read does return holds no key material.
@@ -143,7 +162,8 @@ async def test_the_service_token_signs_verifies_and_reads_key_info_but_cannot_re
 
 
 async def test_rotation_by_import_version_signs_with_the_new_version_and_verifies_only_the_latest(
-        bao, service_token, operator, imported_key):
+    bao, service_token, operator, imported_key
+):
     key, old_secret = imported_key
     transit = signer(bao, service_token, key)
     try:
@@ -176,7 +196,8 @@ async def test_rotation_by_import_version_signs_with_the_new_version_and_verifie
 
 @pytest.mark.parametrize("sessions", [1, 2])
 async def test_64_callers_in_flight_cause_at_most_one_hmac_request_per_five_tokens(
-        bao, service_token, imported_key, sessions):
+    bao, service_token, imported_key, sessions
+):
     key, secret = imported_key
     registry = CollectorRegistry()
     transit = signer(bao, service_token, key, sessions=sessions, registry=registry, max_batch_size=128)
@@ -200,12 +221,15 @@ async def test_64_callers_in_flight_cause_at_most_one_hmac_request_per_five_toke
     tokens = 64 * per_caller
     requests = bao.audited_requests(hmac_path) - before
     assert 0 < requests <= 0.2 * tokens, f"{requests} HMAC requests for {tokens} tokens"
-    assert registry.get_sample_value("tokenservice_transit_batch_size_sum", {"org": "acme", "operation": "hmac"}) \
+    assert (
+        registry.get_sample_value("tokenservice_transit_batch_size_sum", {"org": "acme", "operation": "hmac"})
         == tokens + 1
+    )
 
 
 async def test_sign_many_sends_its_entries_in_as_few_requests_as_the_batch_limit_allows(
-        bao, service_token, imported_key):
+    bao, service_token, imported_key
+):
     key, secret = imported_key
     transit = signer(bao, service_token, key, max_batch_size=64)
     hmac_path = f"transit/hmac/{key}"
@@ -230,8 +254,9 @@ async def test_concurrent_verifications_are_batched_too(bao, service_token, impo
         await transit.refresh_key_info()
         before = bao.audited_requests(verify_path)
         valid = await asyncio.gather(*(transit.verify_signature(data, expected_mac(secret, data)) for data in inputs))
-        forged = await asyncio.gather(*(transit.verify_signature(data, expected_mac(b"x" * 32, data))
-                                        for data in inputs))
+        forged = await asyncio.gather(
+            *(transit.verify_signature(data, expected_mac(b"x" * 32, data)) for data in inputs)
+        )
     finally:
         await transit.close()
     assert all(valid) and not any(forged)
@@ -240,10 +265,12 @@ async def test_concurrent_verifications_are_batched_too(bao, service_token, impo
 
 async def test_errors_name_what_to_fix_never_the_input_and_are_counted_by_kind(bao, service_token, imported_key):
     registry = CollectorRegistry()
-    missing = TransitSigner([bao.session(bao.root_token)], org="acme", key=new_key_name(),
-                            metrics=TransitMetrics(registry))
-    outside = TransitSigner([bao.session(service_token)], org="beta", key="outside-the-policy",
-                            metrics=TransitMetrics(CollectorRegistry()))
+    missing = TransitSigner(
+        [bao.session(bao.root_token)], org="acme", key=new_key_name(), metrics=TransitMetrics(registry)
+    )
+    outside = TransitSigner(
+        [bao.session(service_token)], org="beta", key="outside-the-policy", metrics=TransitMetrics(CollectorRegistry())
+    )
     try:
         with pytest.raises(SignerUnavailableError) as no_key:
             await missing.sign(signing_input())
@@ -263,7 +290,7 @@ async def test_errors_name_what_to_fix_never_the_input_and_are_counted_by_kind(b
 
 async def test_the_service_token_cannot_import_and_the_operator_policy_suffices(bao, service_token, operator):
     key = new_key_name()
-    with pytest.raises(SyncError, match="tokenservice-transit-operator-policy.hcl"):
+    with pytest.raises(SyncError, match=r"tokenservice-transit-operator-policy\.hcl"):
         import_secret(bao.client(service_token), "transit", key, new_secret(), org="acme", dry_run=False)
     first, second = new_secret(), new_secret()
     assert import_secret(operator, "transit", key, first, org="acme", dry_run=False).new_version == 1
@@ -272,9 +299,13 @@ async def test_the_service_token_cannot_import_and_the_operator_policy_suffices(
     assert data["type"] == "hmac" and data["imported_key"] and not data["imported_key_allow_rotation"]
     assert not data["exportable"] and not data["allow_plaintext_backup"]
     # The operator cannot take the secret out again, nor change how the key may be used.
-    for method, path in [("GET", f"transit/export/hmac-key/{key}"), ("GET", f"transit/backup/{key}"),
-                         ("POST", f"transit/keys/{key}/config"), ("POST", f"transit/keys/{key}/rotate"),
-                         ("DELETE", f"transit/keys/{key}")]:
+    for method, path in [
+        ("GET", f"transit/export/hmac-key/{key}"),
+        ("GET", f"transit/backup/{key}"),
+        ("POST", f"transit/keys/{key}/config"),
+        ("POST", f"transit/keys/{key}/rotate"),
+        ("DELETE", f"transit/keys/{key}"),
+    ]:
         with pytest.raises(hvac.exceptions.Forbidden):
             operator.adapter.request(method, f"/v1/{path}", json={})
 
@@ -285,11 +316,16 @@ async def test_vault_stopped_fails_fast_and_signing_resumes_when_it_is_back(tmp_
     changes: list[bool] = []
     try:
         key, secret = new_key_name(), new_secret()
-        import_secret(server.client(server.token_with(OPERATOR_POLICY)), "transit", key, secret, org="acme",
-                      dry_run=False)
-        transit = TransitSigner([server.session(server.token_with(TRANSIT_POLICY))], org="acme", key=key,
-                                settings=TransitSettings(timeout_seconds=1.0, unhealthy_after_failures=2),
-                                on_health_change=changes.append)
+        import_secret(
+            server.client(server.token_with(OPERATOR_POLICY)), "transit", key, secret, org="acme", dry_run=False
+        )
+        transit = TransitSigner(
+            [server.session(server.token_with(TRANSIT_POLICY))],
+            org="acme",
+            key=key,
+            settings=TransitSettings(timeout_seconds=1.0, unhealthy_after_failures=2),
+            on_health_change=changes.append,
+        )
         data = signing_input()
         assert (await transit.sign(data)).mac == expected_mac(secret, data)
 
@@ -301,7 +337,7 @@ async def test_vault_stopped_fails_fast_and_signing_resumes_when_it_is_back(tmp_
 
         server.pause()  # hangs: only the timeout ends the call
         started = time.monotonic()
-        with pytest.raises(SignerUnavailableError, match="within 0.3 s"):
+        with pytest.raises(SignerUnavailableError, match=r"within 0\.3 s"):
             await transit.sign(data, timeout=0.3)  # the call's own deadline, shorter than the setting
         assert time.monotonic() - started < 0.6
         started = time.monotonic()
@@ -351,17 +387,23 @@ async def eventually_signed(transit: TransitSigner, data: bytes, timeout: float 
 def test_the_import_wraps_the_secret_as_transit_byok_requires():
     """The wrapped form unwraps, with the wrapping key's private half, to exactly the secret."""
     private = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = private.public_key().public_bytes(serialization.Encoding.PEM,
-                                            serialization.PublicFormat.SubjectPublicKeyInfo).decode()
+    pem = (
+        private.public_key()
+        .public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+        .decode()
+    )
     secret = new_secret()
     wrapped = base64.b64decode(wrap_for_import(secret, pem))
-    ephemeral = private.decrypt(wrapped[:256], padding.OAEP(mgf=padding.MGF1(hashes.SHA256()),
-                                                            algorithm=hashes.SHA256(), label=None))
+    ephemeral = private.decrypt(
+        wrapped[:256], padding.OAEP(mgf=padding.MGF1(hashes.SHA256()), algorithm=hashes.SHA256(), label=None)
+    )
     assert len(ephemeral) == 32 and aes_key_unwrap_with_padding(ephemeral, wrapped[256:]) == secret
     small = rsa.generate_private_key(public_exponent=65537, key_size=1024).public_key()
     with pytest.raises(SyncError, match="at least 2048"):
-        wrap_for_import(secret, small.public_bytes(serialization.Encoding.PEM,
-                                                   serialization.PublicFormat.SubjectPublicKeyInfo).decode())
+        wrap_for_import(
+            secret,
+            small.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo).decode(),
+        )
 
 
 class NotVault:
@@ -397,11 +439,14 @@ class NotVault:
         self._server.server_close()
 
 
-@pytest.mark.parametrize("body", [
-    b"not json",
-    b'{"data": {"batch_results": []}}',
-    b'{"data": {"batch_results": [{"hmac": "vault:v1:not-base64"}, {"hmac": "vault:v1:AAAA"}]}}',
-])
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"not json",
+        b'{"data": {"batch_results": []}}',
+        b'{"data": {"batch_results": [{"hmac": "vault:v1:not-base64"}, {"hmac": "vault:v1:AAAA"}]}}',
+    ],
+)
 async def test_an_answer_that_is_not_transit_fails_every_input_as_signer_unavailable(body):
     fake = NotVault(body)
     registry = CollectorRegistry()

@@ -78,12 +78,15 @@ def requests_by(bao: AuditedOpenBao, policy: str) -> list[str]:
     return paths
 
 
-def write_config(path: Path, bao: AuditedOpenBao, orgs: str, *, default_org: str, token_file: Path | None = None,
-                 extra: str = "") -> Path:
+def write_config(
+    path: Path, bao: AuditedOpenBao, orgs: str, *, default_org: str, token_file: Path | None = None, extra: str = ""
+) -> Path:
     """A service config; `orgs` and `extra` are TOML tables."""
     token = f'token_file = "{token_file}"\n' if token_file else ""
-    path.write_text(f'workers = 1\nrefresh_interval_seconds = {REFRESH_SECONDS}\ndefault_org = "{default_org}"\n'
-                    f'[vault]\naddr = "{bao.addr}"\n{token}{extra}{orgs}')
+    path.write_text(
+        f'workers = 1\nrefresh_interval_seconds = {REFRESH_SECONDS}\ndefault_org = "{default_org}"\n'
+        f'[vault]\naddr = "{bao.addr}"\n{token}{extra}{orgs}'
+    )
     return path
 
 
@@ -91,20 +94,32 @@ def transit_org(name: str, key: str) -> str:
     return f'[orgs.{name}]\nsigning = "transit"\ntransit_key = "{key}"\n'
 
 
-def secret_sync(bao: AuditedOpenBao, kustomer: FakeKustomer, config: Path, token: str, org: str,
-                *args: str) -> subprocess.CompletedProcess:
-    env = {"PATH": "/usr/bin:/bin", "VAULT_ADDR": bao.addr, "VAULT_TOKEN": token, "KUSTOMER_API_URL": kustomer.url,
-           "KUSTOMER_API_KEY": API_KEY}
-    return subprocess.run([TOKENSERVICE, "secret", "sync", "--org", org, "--config", str(config), *args], env=env,
-                          capture_output=True, text=True, timeout=30)
+def secret_sync(
+    bao: AuditedOpenBao, kustomer: FakeKustomer, config: Path, token: str, org: str, *args: str
+) -> subprocess.CompletedProcess:
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "VAULT_ADDR": bao.addr,
+        "VAULT_TOKEN": token,
+        "KUSTOMER_API_URL": kustomer.url,
+        "KUSTOMER_API_KEY": API_KEY,
+    }
+    return subprocess.run(
+        [TOKENSERVICE, "secret", "sync", "--org", org, "--config", str(config), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
 
 
 def start(config: Path, **kwargs: object) -> ServiceProcess:
     return ServiceProcess.start({}, ["--config", str(config)], **kwargs)
 
 
-def mint(service: ServiceProcess, org: str, email: str = "someone@example.com",
-         timeout: float = 5.0) -> pb.MintTokenResponse:
+def mint(
+    service: ServiceProcess, org: str, email: str = "someone@example.com", timeout: float = 5.0
+) -> pb.MintTokenResponse:
     with grpc.insecure_channel(service.grpc_target) as channel:
         return pb_grpc.TokenServiceStub(channel).MintToken(pb.MintTokenRequest(email=email, org=org), timeout=timeout)
 
@@ -200,16 +215,19 @@ def test_verify_parses_strictly_before_asking_vault(deployed, bao):
     good = mint(deployed.service, "acme").token
     before = requests_by(bao, deployed.policy).count(f"transit/verify/{deployed.keys['acme']}/sha2-256")
     header, payload, signature = good.split(".")
-    for token, reason in [(f"{header}.{payload}", "TOKEN_MALFORMED"),
-                          (f"{header}.{payload}.{signature}=", "TOKEN_MALFORMED"),
-                          (f"eyJhbGciOiJub25lIn0.{payload}.{signature}", "TOKEN_ALGORITHM_INVALID")]:
+    for token, reason in [
+        (f"{header}.{payload}", "TOKEN_MALFORMED"),
+        (f"{header}.{payload}.{signature}=", "TOKEN_MALFORMED"),
+        (f"eyJhbGciOiJub25lIn0.{payload}.{signature}", "TOKEN_ALGORITHM_INVALID"),
+    ]:
         assert verify(deployed.service, "acme", token).reason == reason
     after = requests_by(bao, deployed.policy).count(f"transit/verify/{deployed.keys['acme']}/sha2-256")
     assert after == before
 
 
 def test_rotation_by_secret_sync_is_used_within_one_refresh_and_only_the_latest_version_verifies(
-        deployed, bao, kustomer, operator_token):
+    deployed, bao, kustomer, operator_token
+):
     old = mint(deployed.service, "beta")
     assert old.secret_version == 1 and verify(deployed.service, "beta", old.token).valid
     rotated = new_secret()
@@ -240,8 +258,14 @@ def mint_over_http2(target: str, org: str, *, in_flight: int, total: int) -> lis
     Python gRPC client, sets the pace, as it does with many callers."""
     message = pb.MintTokenRequest(external_id="concurrent-caller", org=org).SerializeToString()
     body = b"\x00" + struct.pack(">I", len(message)) + message
-    headers = [(":method", "POST"), (":scheme", "http"), (":path", "/tokenservice.v1.TokenService/MintToken"),
-               (":authority", target), ("content-type", "application/grpc"), ("te", "trailers")]
+    headers = [
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", "/tokenservice.v1.TokenService/MintToken"),
+        (":authority", target),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
     connection = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
     tokens: list[str] = []
     answers: dict[int, bytes] = {}
@@ -307,26 +331,38 @@ def test_mixed_orgs_kv_and_transit_are_served_side_by_side(bao, kustomer, operat
     assert secret_sync(bao, kustomer, config, operator_token, "vault").returncode == 0
     token, _ = token_for(bao, KV_POLICY, TRANSIT_POLICY)
     (tmp_path / "token").write_text(token)
-    service = start(write_config(tmp_path / "service.toml", bao, orgs, default_org="shop",
-                                 token_file=tmp_path / "token"))
+    service = start(
+        write_config(tmp_path / "service.toml", bao, orgs, default_org="shop", token_file=tmp_path / "token")
+    )
     try:
-        entries = [pb.MintTokenRequest(email="a@example.com", org="shop"),
-                   pb.MintTokenRequest(email="b@example.com", org="vault"),
-                   pb.MintTokenRequest(email="not an email", org="vault"),
-                   pb.MintTokenRequest(email="c@example.com", org="nope"),
-                   pb.MintTokenRequest(external_id="d", org="vault"),
-                   pb.MintTokenRequest(external_id="e")]
+        entries = [
+            pb.MintTokenRequest(email="a@example.com", org="shop"),
+            pb.MintTokenRequest(email="b@example.com", org="vault"),
+            pb.MintTokenRequest(email="not an email", org="vault"),
+            pb.MintTokenRequest(email="c@example.com", org="nope"),
+            pb.MintTokenRequest(external_id="d", org="vault"),
+            pb.MintTokenRequest(external_id="e"),
+        ]
         with grpc.insecure_channel(service.grpc_target) as channel:
-            results = pb_grpc.TokenServiceStub(channel).MintTokens(pb.MintTokensRequest(requests=entries),
-                                                                    timeout=10).results
-        assert [result.WhichOneof("outcome") for result in results] == ["token", "token", "error", "error", "token",
-                                                                        "token"]
+            results = (
+                pb_grpc.TokenServiceStub(channel).MintTokens(pb.MintTokensRequest(requests=entries), timeout=10).results
+            )
+        assert [result.WhichOneof("outcome") for result in results] == [
+            "token",
+            "token",
+            "error",
+            "error",
+            "token",
+            "token",
+        ]
         assert hs256_open(results[0].token.token, kv_secret)[1]["email"] == "a@example.com"
         assert hs256_open(results[1].token.token, transit_secret)[1]["email"] == "b@example.com"
         assert hs256_open(results[4].token.token, transit_secret)[1]["externalId"] == "d"
         assert hs256_open(results[5].token.token, kv_secret)[1]["externalId"] == "e"
-        assert (results[2].error.code, results[3].error.code) == (grpc.StatusCode.INVALID_ARGUMENT.value[0],
-                                                                  grpc.StatusCode.NOT_FOUND.value[0])
+        assert (results[2].error.code, results[3].error.code) == (
+            grpc.StatusCode.INVALID_ARGUMENT.value[0],
+            grpc.StatusCode.NOT_FOUND.value[0],
+        )
         unary_kv, unary_transit = mint(service, "shop"), mint(service, "vault")
         hs256_open(unary_kv.token, kv_secret)
         hs256_open(unary_transit.token, transit_secret)
@@ -347,9 +383,14 @@ def test_vault_unavailable_fails_fast_with_signer_unavailable_and_heals_without_
         key, secret = new_key_name(), new_secret()
         token, _ = token_for(bao, TRANSIT_POLICY)
         (tmp_path / "token").write_text(token)
-        config = write_config(tmp_path / "service.toml", bao, transit_org("acme", key), default_org="acme",
-                              token_file=tmp_path / "token",
-                              extra="[transit]\ntimeout_seconds = 3\nunhealthy_after_failures = 2\n")
+        config = write_config(
+            tmp_path / "service.toml",
+            bao,
+            transit_org("acme", key),
+            default_org="acme",
+            token_file=tmp_path / "token",
+            extra="[transit]\ntimeout_seconds = 3\nunhealthy_after_failures = 2\n",
+        )
         service = start(config, wait_serving=False)
         pid = service.process.pid
 
@@ -360,8 +401,9 @@ def test_vault_unavailable_fails_fast_with_signer_unavailable_and_heals_without_
             mint(service, "acme")
         assert refusal_of(missing.value)[:2] == (grpc.StatusCode.UNAVAILABLE, "SIGNER_UNAVAILABLE")
         assert "tokenservice secret sync --org acme" in missing.value.details()
-        import_secret(bao.client(bao.token_with(OPERATOR_POLICY)), "transit", key, secret.encode(), org="acme",
-                      dry_run=False)
+        import_secret(
+            bao.client(bao.token_with(OPERATOR_POLICY)), "transit", key, secret.encode(), org="acme", dry_run=False
+        )
         wait_for_health(service.health_target, SERVING)
         hs256_open(mint(service, "acme").token, secret)
 
@@ -401,10 +443,21 @@ def test_vault_unavailable_fails_fast_with_signer_unavailable_and_heals_without_
 def tls_bao(tmp_path) -> Iterator[tuple[str, Path, str]]:
     """`bao server -dev -dev-tls`: a real OpenBao behind TLS with its own CA; (address, CA file, root token)."""
     port, root = free_loopback_port(), uuid.uuid4().hex
-    process = subprocess.Popen([find_bao(), "server", "-dev", "-dev-tls", f"-dev-tls-cert-dir={tmp_path}",
-                                f"-dev-listen-address=127.0.0.1:{port}", "-dev-no-store-token"],
-                               env={"PATH": "/usr/bin:/bin", "BAO_DEV_ROOT_TOKEN_ID": root},
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL)
+    process = subprocess.Popen(
+        [
+            find_bao(),
+            "server",
+            "-dev",
+            "-dev-tls",
+            f"-dev-tls-cert-dir={tmp_path}",
+            f"-dev-listen-address=127.0.0.1:{port}",
+            "-dev-no-store-token",
+        ],
+        env={"PATH": "/usr/bin:/bin", "BAO_DEV_ROOT_TOKEN_ID": root},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+    )
     ca, addr = tmp_path / "vault-ca.pem", f"https://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 15
