@@ -445,12 +445,13 @@ def start_service(
     while transit is None:
         records = log_records(output)
         ready = sum(1 for record in records if record.get("message") == "readiness changed" and record.get("serving"))
-        if ready >= worker_count(records):
+        workers = worker_count(records)
+        if workers is not None and ready >= workers:
             break
         check_alive()
         time.sleep(0.005)
     all_serving = time.monotonic()
-    count = worker_count(log_records(output))
+    count = worker_count(log_records(output)) or 1
     return Service(
         process,
         target,
@@ -501,8 +502,10 @@ class SpanSink:
         self._server.stop(grace=None)
 
 
-def worker_count(records: list[dict]) -> int:
-    return next((record.get("workers", 1) for record in records if record.get("message") == "listening"), 1)
+def worker_count(records: list[dict]) -> int | None:
+    """The workers the service announced, or None before its announcement: a supervisor announces
+    only once every worker listens, so until then one ready worker may not be all of them."""
+    return next((record.get("workers", 1) for record in records if record.get("message") == "listening"), None)
 
 
 def transit_config(bao: OpenBaoDevServer, workdir: Path, secret: str) -> Path:
