@@ -4,9 +4,9 @@ the service, which asks Transit for the HMAC-SHA256 of each signing input.
 
 A Vault round trip per token would cap the mint rate at the round-trip rate,
 so concurrent requests are coalesced: batches of up to `max_batch_size` inputs
-go to Vault as one `batch_input` call, BATCHES_IN_FLIGHT at once per VaultCaller; an
-input waits for others to join it a millisecond after the last arrival, and
-`max_wait_seconds` at most (see _Batcher). The batch requests go over a
+go to Vault as one `batch_input` call, one at a time per VaultCaller (more only
+when full); an input waits for others to join it a millisecond after the last
+arrival, and `max_wait_seconds` at most (see _Batcher). The batch requests go over a
 connection on the event loop that never blocks it (service/vault_http.py);
 logging in, key reads, and any request hvac must make (a proxy, a token Vault
 refused) run in worker threads through the caller's hvac client.
@@ -56,8 +56,8 @@ HMAC_SHA256_BYTES = 32
 HASH_ALGORITHM = "sha2-256"
 # How long the batcher waits for one more input before it sends what it has (at most max_wait).
 ARRIVAL_GAP_SECONDS = 0.001
-# Batches in flight at once, per org, process and Vault session: one queue of full batches (a MintTokens
-# flood) would otherwise wait for Vault one request at a time.
+# Batches in flight at once, per org, process and Vault session, all but one of them full: a queue of
+# full batches (a MintTokens flood) would otherwise wait for Vault one request at a time.
 BATCHES_IN_FLIGHT = 4
 # Vault refuses a request of more than 1,000 JSON strings (max_request_json_strings); a verify input is 4.
 MAX_BATCH_SIZE = 200
@@ -197,12 +197,14 @@ class _Entry(Generic[Item, R]):
 class _Batcher(Generic[Item, R]):
     """Coalesces items into batches: `per_caller` workers per caller, each sending one batch at a time.
 
-    A batch goes out when it is full, when its oldest item has waited `max_wait`, or once no item has
-    arrived for ARRIVAL_GAP_SECONDS. Handlers submit while they run, so that gap passes only
-    when the event loop has nothing more for the batch: a lone call waits that long, a burst is one
-    batch, and under steady load, when the loop never idles, batches fill for up to `max_wait`, which
-    costs no latency then (the calls queue anyway) and saves Vault and the service a request per item.
-    Items whose caller stopped waiting are left out."""
+    A caller's first worker sends a batch when it is full, when its oldest item has waited `max_wait`,
+    or once no item has arrived for ARRIVAL_GAP_SECONDS. Handlers submit while they run, so that gap
+    passes only when the event loop has nothing more for the batch: a lone call waits that long, a burst
+    is one batch, and under steady load, when the loop never idles, batches fill for up to `max_wait`
+    (and while a batch is in flight), which costs no latency then (the calls queue anyway) and saves
+    Vault and the service a request per item. The other workers send full batches only, so that a flood
+    of them (large MintTokens) does not wait for Vault one request at a time. Items whose caller
+    stopped waiting are left out."""
 
     def __init__(
         self,
@@ -213,7 +215,8 @@ class _Batcher(Generic[Item, R]):
         max_wait: float,
         per_caller: int = 1,
     ) -> None:
-        self._callers = [caller for caller in callers for _ in range(per_caller)]
+        self._callers = list(callers)
+        self._per_caller = per_caller
         self._send = send
         self._max_batch = max_batch
         self._max_wait = max_wait
@@ -244,11 +247,15 @@ class _Batcher(Generic[Item, R]):
 
     def _start(self) -> None:
         if not self._workers:
-            self._workers = [asyncio.create_task(self._work(caller)) for caller in self._callers]
+            self._workers = [
+                asyncio.create_task(self._work(caller, full_only=index > 0))
+                for caller in self._callers
+                for index in range(self._per_caller)
+            ]
 
-    async def _work(self, caller: VaultCaller) -> None:
+    async def _work(self, caller: VaultCaller, *, full_only: bool) -> None:
         while True:
-            batch = await self._next_batch()
+            batch = await self._next_batch(full_only)
             try:
                 outcomes = await self._send(caller, [entry.item for entry in batch])
             except asyncio.CancelledError:
@@ -262,15 +269,17 @@ class _Batcher(Generic[Item, R]):
                 else:
                     entry.future.set_result(outcome)
 
-    async def _next_batch(self) -> list[_Entry[Item, R]]:
+    async def _next_batch(self, full_only: bool) -> list[_Entry[Item, R]]:
         loop = asyncio.get_running_loop()
         while True:
             while self._pending and self._pending[0].future.done():
                 self._pending.popleft()
             timer = None
-            if self._pending:
+            if len(self._pending) >= self._max_batch:
+                return self._take()
+            if self._pending and not full_only:
                 due = min(self._pending[0].enqueued_at + self._max_wait, self._last_arrival + ARRIVAL_GAP_SECONDS)
-                if due <= loop.time() or len(self._pending) >= self._max_batch:
+                if due <= loop.time():
                     return self._take()
                 timer = loop.call_at(due, self._wakeup.set)
             self._wakeup.clear()
@@ -307,11 +316,11 @@ def _fail(entries: Sequence[_Entry[Item, R]], error: Callable[[], SignerUnavaila
 class TransitSigner:
     """HMAC-SHA256 signing and verification for one org with its Transit key.
 
-    `callers` are VaultSessions (or anything with their `call`); up to BATCHES_IN_FLIGHT batches are in
-    flight per caller (one at a time where a request goes through hvac, which holds the session's lock).
-    One caller suffices against a nearby Vault. `on_health_change` gets the new health, in the thread
-    that saw the change (the event loop's, or
-    that of a `read_key_info`). Call `close()` at shutdown."""
+    `callers` are VaultSessions (or anything with their `call`); one batch is in flight per caller, and
+    up to BATCHES_IN_FLIGHT when they are full (one at a time where a request goes through hvac, which
+    holds the session's lock). One caller suffices against a nearby Vault. `on_health_change` gets the
+    new health, in the thread that saw the change (the event loop's, or that of a `read_key_info`).
+    Call `close()` at shutdown."""
 
     def __init__(
         self,
