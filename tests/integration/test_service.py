@@ -23,7 +23,7 @@ from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 from service.dev import OpenBaoDevServer, free_loopback_port
 from service.server import max_receive_message_bytes
 from tests.conftest import new_secret, start_server, stop_server, vault_config
-from tests.support import ServiceProcess, hs256_open, hs256_sign, metric_value
+from tests.support import ServiceProcess, hs256_open, hs256_sign, metric_value, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -265,7 +265,14 @@ async def test_health_reflection_and_metrics_after_known_traffic(running):
         await running.stub.MintToken(pb.MintTokenRequest(email="bad"))
     with pytest.raises(grpc.aio.AioRpcError):
         await running.stub.MintToken(pb.MintTokenRequest(email="m@example.com", org="ghost"))
-    text = metrics_of(running)
+    handled = {"grpc_service": "tokenservice.v1.TokenService", "grpc_method": "MintToken", "grpc_type": "unary"}
+
+    def every_call_counted() -> str | None:
+        # The handled counter moves after the status is sent, so the last call may not be counted yet.
+        text = metrics_of(running)
+        return text if metric_value(text, "grpc_server_handling_seconds_count", **handled) == 6 else None
+
+    text = wait_until(every_call_counted, timeout=5, message="every MintToken call in grpc_server_handling_seconds")
     assert metric_value(text, "tokenservice_tokens_issued_total", org="default", identity="email") == 3
     assert metric_value(text, "tokenservice_tokens_issued_total", org="default", identity="external_id") == 1
     assert metric_value(text, "tokenservice_mint_errors_total", org="default", reason="EMAIL_INVALID") == 1
@@ -274,7 +281,6 @@ async def test_health_reflection_and_metrics_after_known_traffic(running):
     assert metric_value(text, "tokenservice_secret_version", org="default") == 1
     assert metric_value(text, "tokenservice_secret_loaded", org="default") == 1
     assert metric_value(text, "tokenservice_secret_last_refresh_timestamp_seconds", org="default") > time.time() - 60
-    handled = {"grpc_service": "tokenservice.v1.TokenService", "grpc_method": "MintToken", "grpc_type": "unary"}
     assert metric_value(text, "grpc_server_started_total", **handled) == 6
     assert metric_value(text, "grpc_server_handled_total", grpc_code="OK", **handled) == 4
     assert metric_value(text, "grpc_server_handled_total", grpc_code="INVALID_ARGUMENT", **handled) == 1
