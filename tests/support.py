@@ -277,7 +277,8 @@ class OpenBaoFileServer:
     storage (raft) is its on-disk storage.
     """
 
-    def __init__(self, directory: Path) -> None:
+    def __init__(self, directory: Path, extra_config: str = "") -> None:
+        """`extra_config` is more of the server's HCL, for what the API refuses (an audit device)."""
         self.port = free_loopback_port()
         self.addr = f"http://127.0.0.1:{self.port}"
         self._bao = find_bao()
@@ -286,7 +287,7 @@ class OpenBaoFileServer:
         self._config.write_text(
             f'storage "raft" {{\n path = "{directory / "data"}"\n node_id = "node1"\n performance_multiplier = 1\n}}\n'
             f'listener "tcp" {{\n address = "127.0.0.1:{self.port}"\n tls_disable = 1\n}}\n'
-            f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{free_loopback_port()}"\n'
+            f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{free_loopback_port()}"\n{extra_config}'
         )
         self._log = directory / "openbao.log"
         self._process: subprocess.Popen | None = None
@@ -323,11 +324,15 @@ class OpenBaoFileServer:
             self.root_token, self._unseal_key = keys["root_token"], keys["keys"][0]
             self.unseal()
             self._wait_active()
-            self.client().sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
-            self._wait_kv_upgraded()
+            self._mount_engines()
         else:
             self.unseal()
             self._wait_active()
+
+    def _mount_engines(self) -> None:
+        """What a new server mounts: KV v2 at secret/."""
+        self.client().sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
+        self._wait_kv_upgraded()
 
     def _wait_kv_upgraded(self) -> None:
         def upgraded() -> bool:

@@ -11,63 +11,32 @@ from __future__ import annotations
 
 import json
 import signal
-import subprocess
-import urllib.request
 import uuid
 from pathlib import Path
 
-import hvac
-import hvac.exceptions
-import requests
-
 from service.config import VaultConfig
-from service.dev import find_bao, free_loopback_port, stop_process
 from service.vault_auth import TokenAuth, VaultSession
-from tests.support import wait_until
+from tests.support import OpenBaoFileServer, wait_until
 
 REPO = Path(__file__).resolve().parents[1]
 TRANSIT_POLICY = REPO / "deploy" / "vault" / "tokenservice-transit-policy.hcl"
 OPERATOR_POLICY = REPO / "deploy" / "vault" / "tokenservice-transit-operator-policy.hcl"
 
 
-class AuditedOpenBao:
+class AuditedOpenBao(OpenBaoFileServer):
     """A real OpenBao with raft storage, a file audit device and a Transit mount at `transit/`."""
 
     def __init__(self, directory: Path) -> None:
-        self.port = free_loopback_port()
-        self.addr = f"http://127.0.0.1:{self.port}"
         self.audit_log = directory / "audit.log"
-        self._config = directory / "openbao.hcl"
-        self._log = directory / "openbao.log"
-        (directory / "data").mkdir()
-        self._config.write_text(
-            f'storage "raft" {{\n path = "{directory / "data"}"\n node_id = "node1"\n performance_multiplier = 1\n}}\n'
-            f'listener "tcp" {{\n address = "127.0.0.1:{self.port}"\n tls_disable = 1\n}}\n'
-            f'api_addr = "{self.addr}"\ncluster_addr = "http://127.0.0.1:{free_loopback_port()}"\n'
-            f'audit "file" "file" {{\n options {{\n  file_path = "{self.audit_log}"\n }}\n}}\n'
-        )
-        self._process: subprocess.Popen | None = None
-        self.root_token = ""
-        self._unseal_key = ""
+        super().__init__(directory, f'audit "file" "file" {{\n options {{\n  file_path = "{self.audit_log}"\n }}\n}}\n')
 
-    def client(self, token: str | None = None) -> hvac.Client:
-        return hvac.Client(url=self.addr, token=token if token is not None else self.root_token, timeout=30)
+    def _mount_engines(self) -> None:
+        super()._mount_engines()
+        self.client().sys.enable_secrets_engine("transit", path="transit")
 
-    def start(self) -> None:
-        """Start (initialising and mounting Transit the first time) and unseal; no process is left on failure."""
-        with self._log.open("a") as log:
-            self._process = subprocess.Popen(
-                [find_bao(), "server", f"-config={self._config}"], stdout=log, stderr=log, stdin=subprocess.DEVNULL
-            )
-        try:
-            self._bring_up()
-        except BaseException:
-            self.stop()
-            raise
-
-    def stop(self) -> None:
-        stop_process(self._process)
-        self._process = None
+    def unseal(self) -> None:
+        super().unseal()
+        self._wait_active()
 
     def pause(self) -> None:
         """Freeze the process: connections are accepted by the kernel but never answered."""
@@ -83,41 +52,6 @@ class AuditedOpenBao:
 
     def resume(self) -> None:
         self._process.send_signal(signal.SIGCONT)
-
-    def _bring_up(self) -> None:
-        def answered() -> tuple[bool] | None:
-            """(whether it is initialised,) once the server answers; a tuple, since False is an answer too."""
-            try:
-                return (self.client().sys.is_initialized(),)
-            except (requests.RequestException, hvac.exceptions.VaultError):
-                assert self._process.poll() is None, f"OpenBao exited:\n{self._log.read_text()}"
-                return None
-
-        [initialized] = wait_until(answered, timeout=15, message=lambda: f"OpenBao answering:\n{self._log.read_text()}")
-        if not initialized:
-            keys = self.client().sys.initialize(secret_shares=1, secret_threshold=1)
-            self.root_token, self._unseal_key = keys["root_token"], keys["keys"][0]
-        self.unseal()
-        if not initialized:
-            self.client().sys.enable_secrets_engine("transit", path="transit")
-            self.client().sys.enable_secrets_engine("kv", path="secret", options={"version": "2"})
-
-    def seal(self) -> None:
-        self.client().sys.seal()
-
-    def unseal(self) -> None:
-        self.client().sys.submit_unseal_key(self._unseal_key)
-        self._wait_active()
-
-    def _wait_active(self) -> None:
-        def active() -> bool:
-            try:
-                with urllib.request.urlopen(f"{self.addr}/v1/sys/health", timeout=2) as response:
-                    return response.status == 200
-            except OSError:
-                return False
-
-        wait_until(active, timeout=15, message=lambda: f"OpenBao becoming active:\n{self._log.read_text()}")
 
     def token_with(self, policy_file: Path) -> str:
         """A token holding only the policy in `policy_file` (not even "default")."""
