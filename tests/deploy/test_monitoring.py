@@ -1,6 +1,7 @@
 """Monitoring as code: the alert rules and the Grafana dashboard use only metrics the service exports.
 
-The exported metrics are read from service/metrics.py (a fresh `Metrics()`),
+The exported metrics are read from service/metrics.py (a fresh `Metrics()`)
+and service/transit.py (`TransitMetrics`, registered with a Transit org),
 so renaming a metric or a label there without updating deploy/monitoring
 fails here. kube-state-metrics' kube_deployment_* series are the only others
 allowed. promtool's own checks and unit tests of the rules run here too.
@@ -15,9 +16,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from prometheus_client import CollectorRegistry
 from prometheus_client.metrics import MetricWrapperBase
 
 from service.metrics import Metrics
+from service.transit import TransitMetrics
 
 REPO = Path(__file__).resolve().parents[2]
 MONITORING = REPO / "deploy" / "monitoring"
@@ -78,9 +81,9 @@ MATCHER = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)\s*(=~|!~|!=|=)\s*"')
 
 def exported_series() -> dict[str, set[str]]:
     """Every series name the service can expose, with its label names."""
-    metrics = Metrics()
+    families = [*vars(Metrics()).values(), *vars(TransitMetrics(CollectorRegistry())).values()]
     series: dict[str, set[str]] = {}
-    for value in vars(metrics).values():
+    for value in families:
         if not isinstance(value, MetricWrapperBase):
             continue
         name, kind, labels = value._name, value._type, set(value._labelnames)
