@@ -37,9 +37,12 @@ from service.errors import (
 )
 from service.grpc_types import ServicerContext
 from service.metrics import UNKNOWN_CALLER, Metrics
+from service.minting import Identity
 
 _BEARER_PREFIX = "bearer "
 _MAX_SHOWN_IDENTITY = 200
+# The identity kinds a request may assert, looked up once: an enum member's value is slow to read per call.
+_EMAIL, _EXTERNAL_ID = Identity.EMAIL.value, Identity.EXTERNAL_ID.value
 # Peer addresses whose refusals are counted apart; the least recently refused are forgotten beyond
 # this (an address that comes back starts with a full bucket, and the total bucket still holds).
 MAX_TRACKED_PEERS = 10_000
@@ -111,7 +114,7 @@ class Caller:
         """Raise PERMISSION_DENIED if the request asserts an identity kind the policy does not list."""
         if self.policy is None:
             return
-        for kind, value in (("email", email), ("external_id", external_id)):
+        for kind, value in ((_EMAIL, email), (_EXTERNAL_ID, external_id)):
             if value and kind not in self.policy.identities:
                 raise self._denied(
                     IdentityNotAllowedError(

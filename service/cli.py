@@ -14,7 +14,9 @@ import subprocess
 import sys
 import tempfile
 import threading
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar
 
 import grpc
 from tokenservice.client import TLSFileError, create_channel, error_reason
@@ -29,7 +31,6 @@ from service.config import (
     DEFAULT_ORG_NAME,
     DEFAULT_SECRET_PATH,
     DEFAULT_TRANSIT_MOUNT,
-    IDENTITY_KINDS,
     TRANSIT_KEY_PREFIX,
     Config,
     OrgConfig,
@@ -39,6 +40,7 @@ from service.config import (
 from service.dev import OpenBaoDevServer, find_bao, stop_process
 from service.errors import ConfigError, SecretRejectedError
 from service.logs import configure_logging
+from service.minting import Identity
 from service.secret_sync import (
     SyncError,
     SyncResult,
@@ -192,7 +194,7 @@ def _parser() -> argparse.ArgumentParser:
 def _add_identity_flags(command: argparse.ArgumentParser, *, exactly_one: bool) -> None:
     """--email / --external-id, '-' reading stdin, and their -file twins: identities need not be in argv."""
     shared = command.add_mutually_exclusive_group(required=True) if exactly_one else None
-    for kind in IDENTITY_KINDS:
+    for kind in (identity.value for identity in Identity):
         group = shared or command.add_mutually_exclusive_group()
         flag = kind.replace("_", "-")
         group.add_argument(
@@ -319,7 +321,7 @@ def _dev_config(vault: OpenBaoDevServer, files: _DevFiles, *, transit: bool) -> 
     )
 
 
-def _start_dev_service(args: argparse.Namespace, files: _DevFiles) -> subprocess.Popen:
+def _start_dev_service(args: argparse.Namespace, files: _DevFiles) -> subprocess.Popen[bytes]:
     """`tokenservice serve` as production runs it, on this dev config; it dies with dev, even by SIGKILL."""
     environment = {
         name: value for name, value in os.environ.items() if not name.startswith(("VAULT_", "BAO_", "TOKENSERVICE_"))
@@ -357,7 +359,9 @@ def _tokenservice_command() -> str:
     return str(beside_python) if beside_python.exists() and not shutil.which("tokenservice") else "tokenservice"
 
 
-def _wait_for_announcement(ports_file: Path, service: subprocess.Popen, stop: threading.Event) -> dict | None:
+def _wait_for_announcement(
+    ports_file: Path, service: subprocess.Popen[bytes], stop: threading.Event
+) -> dict[str, Any] | None:
     """The service's announcement of its ports; None if it exits (it says why) or Ctrl-C comes first."""
     while service.poll() is None and not stop.is_set():
         ports = read_ports_file(ports_file, service.pid)
@@ -367,7 +371,9 @@ def _wait_for_announcement(ports_file: Path, service: subprocess.Popen, stop: th
     return None
 
 
-def _dev_banner(args: argparse.Namespace, ports: dict, vault: OpenBaoDevServer, files: _DevFiles, version: int) -> str:
+def _dev_banner(
+    args: argparse.Namespace, ports: dict[str, Any], vault: OpenBaoDevServer, files: _DevFiles, version: int
+) -> str:
     grpc_addr = parse_address(args.grpc_addr).with_port(ports["grpc_port"])
     metrics_addr = parse_address(args.metrics_addr).with_port(ports["metrics_port"])
     held = (
@@ -479,14 +485,14 @@ def _fingerprint(args: argparse.Namespace) -> int:
 
 def _identities(args: argparse.Namespace) -> dict[str, str]:
     """The email and external id of the flags, from argv, stdin ('-') or a file ('' when not given)."""
-    if [getattr(args, kind) for kind in IDENTITY_KINDS].count("-") > 1:
+    if [getattr(args, identity.value) for identity in Identity].count("-") > 1:
         raise ConfigError(
             "--email and --external-id: only one of them can read stdin ('-'); give the other "
             "with --email-file or --external-id-file"
         )
     return {
         kind: _flag_value(f"--{kind.replace('_', '-')}", getattr(args, kind), getattr(args, f"{kind}_file"))
-        for kind in IDENTITY_KINDS
+        for kind in (identity.value for identity in Identity)
     }
 
 
@@ -530,7 +536,7 @@ def _verify(args: argparse.Namespace) -> int:
     if response is None:
         return 1
     if response.valid:
-        identity = "email" if response.identity_used == pb.IDENTITY_EMAIL else "externalId"
+        identity = "email" if response.identity_used == Identity.EMAIL.proto else "externalId"
         print(
             f"valid: Kustomer will use the {identity}; issued {response.issued_at.ToJsonString()}, "
             f"valid until {response.valid_until.ToJsonString()}"
@@ -540,7 +546,10 @@ def _verify(args: argparse.Namespace) -> int:
     return 1
 
 
-def _call(args: argparse.Namespace, rpc):
+_Response = TypeVar("_Response")
+
+
+def _call(args: argparse.Namespace, rpc: Callable[[pb_grpc.TokenServiceStub], _Response]) -> _Response | None:
     with _channel(args) as channel:
         try:
             return rpc(pb_grpc.TokenServiceStub(channel))

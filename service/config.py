@@ -13,10 +13,11 @@ import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, cast
+from typing import Any, cast, overload
 
 from service.addresses import AddressError, parse_address
 from service.errors import ConfigError
+from service.minting import Identity
 from service.tracing import TracingConfig, parse_tracing_settings
 from service.transit import KEY_NAME_PATTERN, MOUNT_PATTERN, TransitSettings
 
@@ -52,8 +53,9 @@ DEFAULT_TRANSIT_MOUNT = "transit"
 # The shipped Transit policy grants the keys named so (deploy/vault/tokenservice-transit-policy.hcl).
 TRANSIT_KEY_PREFIX = "kustomer-"
 AUTH_METHODS = ("token", "approle", "kubernetes")
-# What a caller may assert and call; MintToken is what every caller is for.
-IDENTITY_KINDS = ("email", "external_id")
+# What a caller may assert (every identity unless its policy says otherwise) and call; MintToken is
+# what every caller is for.
+_IDENTITIES = tuple(identity.value for identity in Identity)
 CALLER_RPCS = ("MintToken", "MintTokens", "VerifyToken")
 DEFAULT_CALLER_RPCS = ("MintToken",)
 ALL_ORGS = "*"
@@ -115,7 +117,7 @@ class CallerConfig:
 
     name: str
     orgs: frozenset[str]
-    identities: frozenset[str] = frozenset(IDENTITY_KINDS)
+    identities: frozenset[str] = frozenset(_IDENTITIES)
     rpcs: frozenset[str] = frozenset(DEFAULT_CALLER_RPCS)
     rate_per_second: float = 100.0
     burst: int = 200
@@ -279,6 +281,12 @@ class _Settings:
         value, source = self._settings[name]
         return ConfigError(f"setting {name} (from {source}): {expected}; got {value!r}")
 
+    @overload
+    def string(self, name: str, default: str) -> str: ...
+
+    @overload
+    def string(self, name: str, default: None) -> str | None: ...
+
     def string(self, name: str, default: str | None) -> str | None:
         found = self.raw(name)
         if found is None:
@@ -367,6 +375,14 @@ def _build(layered: dict[str, tuple[Any, str]], environ: Mapping[str, str]) -> C
     if unknown:
         raise ConfigError(f"unknown setting(s) {', '.join(unknown)}; see docs/configuration.md")
     return config
+
+
+@overload
+def _address(settings: _Settings, name: str, default: str) -> str: ...
+
+
+@overload
+def _address(settings: _Settings, name: str, default: None) -> str | None: ...
 
 
 def _address(settings: _Settings, name: str, default: str | None) -> str | None:
@@ -473,7 +489,7 @@ def _build_org(name: str, entry: Any, source: str) -> OrgConfig:
     return OrgConfig(name, entry["path"].strip("/"), field)
 
 
-def _check_org_keys(where: str, entry: dict, signing: str) -> None:
+def _check_org_keys(where: str, entry: dict[str, Any], signing: str) -> None:
     unknown = set(entry) - set(_ORG_KEYS[signing])
     kv_keys, transit_keys = unknown & {"path", "field"}, unknown & {"transit_key", "transit_mount"}
     if signing == TRANSIT_SIGNING and kv_keys:
@@ -491,7 +507,7 @@ def _check_org_keys(where: str, entry: dict, signing: str) -> None:
         )
 
 
-def _build_transit_org(name: str, entry: dict, where: str) -> OrgConfig:
+def _build_transit_org(name: str, entry: dict[str, Any], where: str) -> OrgConfig:
     key = entry.get("transit_key", f"{TRANSIT_KEY_PREFIX}{name}")
     if not isinstance(key, str) or not KEY_NAME_PATTERN.fullmatch(key):
         raise ConfigError(
@@ -583,7 +599,10 @@ def _build_limits(settings: _Settings) -> LimitsConfig:
 def _build_transit(settings: _Settings) -> TransitSettings:
     values = {
         field.name: settings.number(
-            f"transit.{field.name}", field.default, minimum=1 if field.type == "int" else 0, integer=field.type == "int"
+            f"transit.{field.name}",
+            cast(float, field.default),
+            minimum=1 if field.type == "int" else 0,
+            integer=field.type == "int",
         )
         for field in dataclasses.fields(TransitSettings)
     }
@@ -625,13 +644,14 @@ def _check_callers_can_connect(config: Config) -> None:
     callers = config.auth.callers.values()
     by_certificate = sorted(c.name for c in callers if c.spiffe_id or c.dns_name)
     by_key = sorted(c.name for c in callers if not (c.spiffe_id or c.dns_name))
-    client_ca = config.tls is not None and config.tls.client_ca_file
+    client_ca = config.tls.client_ca_file if config.tls else None
+    api_key_addr = config.tls.api_key_addr if config.tls else None
     if by_certificate and not client_ca:
         raise ConfigError(
             f"callers {', '.join(by_certificate)}: are recognised by their client certificate, but "
             "no port asks for one; set tls.cert_file, tls.key_file and tls.client_ca_file"
         )
-    if by_key and client_ca and not config.tls.api_key_addr:
+    if by_key and client_ca and not api_key_addr:
         raise ConfigError(
             f"callers {', '.join(by_key)}: authenticate with API keys, but grpc_addr requires a "
             "client certificate (tls.client_ca_file); set tls.api_key_addr for them"
@@ -719,7 +739,7 @@ def _build_caller(name: str, entry: Any, source: str, orgs: Mapping[str, OrgConf
     return CallerConfig(
         name=name,
         orgs=caller_orgs,
-        identities=_string_set(where, entry, "identities", IDENTITY_KINDS, set(IDENTITY_KINDS)),
+        identities=_string_set(where, entry, "identities", _IDENTITIES, set(_IDENTITIES)),
         rpcs=_string_set(where, entry, "rpcs", DEFAULT_CALLER_RPCS, set(CALLER_RPCS)),
         rate_per_second=float(rate),
         burst=burst,
@@ -729,7 +749,7 @@ def _build_caller(name: str, entry: Any, source: str, orgs: Mapping[str, OrgConf
 
 
 def _string_set(
-    where: str, entry: dict, key: str, default: tuple[str, ...] | None, allowed: set[str]
+    where: str, entry: dict[str, Any], key: str, default: tuple[str, ...] | None, allowed: set[str]
 ) -> frozenset[str]:
     value = entry.get(key, default)
     if value is None:

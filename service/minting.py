@@ -19,13 +19,17 @@ import unicodedata
 from collections.abc import Callable
 from enum import Enum
 from json.encoder import encode_basestring_ascii
-from typing import TypeGuard
+from typing import TYPE_CHECKING, TypeGuard
 
 from email_validator import SPECIAL_USE_DOMAIN_NAMES, EmailNotValidError, validate_email
+from tokenservice.v1 import token_service_pb2 as pb
 
 from service.errors import EmailInvalidError, ExternalIdInvalidError, IdentityMissingError
 from service.reasons import ErrorReason, reason_name
-from service.secrets import SigningSecret
+
+if TYPE_CHECKING:
+    # Only a type here: config and tracing import this module for Identity, and secrets imports config.
+    from service.secrets import SigningSecret
 
 TOKEN_LIFETIME_SECONDS = 15 * 60
 EMAIL_MAX_BYTES = 254
@@ -59,10 +63,37 @@ _SPECIAL_USE_DOMAINS = frozenset(SPECIAL_USE_DOMAIN_NAMES)
 
 
 class Identity(Enum):
-    """The identity Kustomer uses from a token; values are metric labels."""
+    """An identity a token can assert, in the order Kustomer prefers them (it uses the email when both
+    are given). The value is its one spelling outside the token: the request field, the configured
+    caller policy, the metric label, the audit record and the span attribute; `proto` is its
+    tokenservice.v1.Identity."""
 
-    EXTERNAL_ID = "external_id"
     EMAIL = "email"
+    EXTERNAL_ID = "external_id"
+
+    @property
+    def proto(self) -> pb.Identity:
+        return _PROTO_OF[self]
+
+
+_PROTO_OF = {Identity.EMAIL: pb.IDENTITY_EMAIL, Identity.EXTERNAL_ID: pb.IDENTITY_EXTERNAL_ID}
+
+
+def identity_kind(*, email: bool, external_id: bool) -> str:
+    """How audit records and span attributes name the identities a request gives: the values of the
+    given ones joined by '+' in Identity's order (email, external_id, email+external_id), or none."""
+    given = [
+        identity.value
+        for identity, present in ((Identity.EMAIL, email), (Identity.EXTERNAL_ID, external_id))
+        if present
+    ]
+    return "+".join(given) or "none"
+
+
+# Every identity_kind, for the checks that accept no other value.
+IDENTITY_KINDS = frozenset(
+    identity_kind(email=email, external_id=external_id) for email in (True, False) for external_id in (True, False)
+)
 
 
 @dataclasses.dataclass(frozen=True)

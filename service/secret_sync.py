@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import urllib.parse
+from collections.abc import Mapping
 from pathlib import Path
 
 import hvac
@@ -112,7 +113,7 @@ class _Bearer(requests.auth.AuthBase):
         return request
 
 
-def read_api_key(api_key_file: str | None, environ: dict[str, str]) -> str:
+def read_api_key(api_key_file: str | None, environ: Mapping[str, str]) -> str:
     """The Kustomer API key, from a file or KUSTOMER_API_KEY (never from a flag)."""
     if api_key_file:
         try:

@@ -39,9 +39,10 @@ logger = logging.getLogger(__name__)
 
 @dataclasses.dataclass(frozen=True)
 class SecretVersion:
-    """A secret value as read from the store, with its KV v2 version."""
+    """A secret value as read from the store, with its KV v2 version. Any JSON value a KV field
+    can hold, until validate_secret accepts it (a string) or refuses it."""
 
-    value: str = dataclasses.field(repr=False)
+    value: object = dataclasses.field(repr=False)
     version: int
 
     @property
@@ -128,8 +129,8 @@ class VaultSecretSource:
     def _missing(self, path: str, error: hvac.exceptions.InvalidPath) -> SecretSourceError:
         # KV v2 answers a read of a deleted or destroyed latest version with 404 and that version's
         # metadata in the body: no metadata read is needed, which the shipped policy does not grant.
-        metadata = ((error.json or {}).get("data") or {}).get("metadata")
-        if not metadata:
+        metadata = _member(_member(error.json, "data"), "metadata")
+        if not isinstance(metadata, dict) or not metadata:
             return SecretSourceError(f"no entry at {self._where(path)}; write one")
         if metadata.get("destroyed"):
             return SecretDeletedError(
@@ -143,6 +144,11 @@ class VaultSecretSource:
 
     def _where(self, path: str) -> str:
         return f"{self._vault.kv_mount}/{path}"
+
+
+def _member(value: object, name: str) -> object:
+    """`value[name]` of a JSON object, else None: an error body is whatever the server sent."""
+    return value.get(name) if isinstance(value, dict) else None
 
 
 class InMemorySecretSource:
@@ -301,8 +307,9 @@ class SecretStore:
 
     async def _refreshed(self, org: str, outcome: Outcome) -> None:
         self._metrics.vault_refresh_total.labels(org=org, result=outcome.metric_result).inc()
-        if outcome.current:
-            self._metrics.secret_last_refresh_timestamp.labels(org=org).set(self._refreshers[org].confirmed_at)
+        confirmed_at = self._refreshers[org].confirmed_at
+        if outcome.current and confirmed_at is not None:  # a current outcome has just set it
+            self._metrics.secret_last_refresh_timestamp.labels(org=org).set(confirmed_at)
         await self._update_readiness()
 
     async def _update_readiness(self) -> None:

@@ -35,6 +35,7 @@ from service.errors import (
     status_code_for,
     to_rpc_status,
 )
+from service.grpc_types import Behavior, ServicerContext
 from service.metrics import UNKNOWN_ORG_LABEL, Metrics
 from service.minting import (
     TOKEN_MAX_BYTES,
@@ -56,8 +57,7 @@ logger = logging.getLogger(__name__)
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["TokenService"].full_name
 
 # The span attribute of the identity a minted token asserts: its kind, never its value.
-_IDENTITY_KIND = {pb.IDENTITY_EMAIL: "email", pb.IDENTITY_EXTERNAL_ID: "external_id"}
-_IDENTITY_TO_PROTO = {Identity.EMAIL: pb.IDENTITY_EMAIL, Identity.EXTERNAL_ID: pb.IDENTITY_EXTERNAL_ID}
+_IDENTITY_KIND = {identity.proto: identity.value for identity in Identity}
 
 
 def _timestamp(seconds: int) -> Timestamp:
@@ -70,7 +70,7 @@ _REQUEST_ID_PREFIX = secrets.token_hex(8)
 _request_numbers = itertools.count()
 
 
-def _audited_call(context: grpc.aio.ServicerContext, rpc: str) -> AuditedCall:
+def _audited_call(context: ServicerContext, rpc: str) -> AuditedCall:
     request_id = next((value for name, value in context.invocation_metadata() or () if name == "x-request-id"), "")
     if not isinstance(request_id, str) or not _REQUEST_ID_PATTERN.fullmatch(request_id):
         request_id = f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}"
@@ -109,7 +109,7 @@ class TokenServicer:
         self._batch_limit = batch_limit
         self._issued_counters: dict[tuple[str, str, str], Any] = {}
 
-    async def MintToken(self, request: pb.MintTokenRequest, context: grpc.aio.ServicerContext) -> pb.MintTokenResponse:
+    async def MintToken(self, request: pb.MintTokenRequest, context: ServicerContext) -> pb.MintTokenResponse:
         call = _audited_call(context, "MintToken")
         try:
             caller = self._admit_mint(context, call, [request])
@@ -131,9 +131,7 @@ class TokenServicer:
         await self._audit.write(call, serves_tokens=True)
         return response
 
-    async def MintTokens(
-        self, request: pb.MintTokensRequest, context: grpc.aio.ServicerContext
-    ) -> pb.MintTokensResponse:
+    async def MintTokens(self, request: pb.MintTokensRequest, context: ServicerContext) -> pb.MintTokensResponse:
         call = _audited_call(context, "MintTokens")
         annotate(batch_size=len(request.requests))
         try:
@@ -148,9 +146,7 @@ class TokenServicer:
         await self._audit.write(call, serves_tokens=any(attempt.status == "OK" for attempt in call.attempts))
         return pb.MintTokensResponse(results=results)
 
-    async def VerifyToken(
-        self, request: pb.VerifyTokenRequest, context: grpc.aio.ServicerContext
-    ) -> pb.VerifyTokenResponse:
+    async def VerifyToken(self, request: pb.VerifyTokenRequest, context: ServicerContext) -> pb.VerifyTokenResponse:
         org = request.org or self._default_org
         annotate(org=org)
         self._admit(context, "VerifyToken", cost=1).check_org(org)
@@ -173,12 +169,13 @@ class TokenServicer:
         )
         if outcome.issued_at is not None:
             response.issued_at.CopyFrom(_timestamp(outcome.issued_at))
+        if outcome.valid_until is not None:
             response.valid_until.CopyFrom(_timestamp(outcome.valid_until))
         if outcome.identity_used is not None:
-            response.identity_used = _IDENTITY_TO_PROTO[outcome.identity_used]
+            response.identity_used = outcome.identity_used.proto
         return response
 
-    def _admit(self, context: grpc.aio.ServicerContext, rpc: str, cost: int, call: AuditedCall | None = None) -> Caller:
+    def _admit(self, context: ServicerContext, rpc: str, cost: int, call: AuditedCall | None = None) -> Caller:
         """The caller, once it is known, may call `rpc` and is within its rate for `cost` tokens.
 
         Every call costs at least one token (an empty batch too), and so does a refusal of a known
@@ -197,7 +194,7 @@ class TokenServicer:
         return caller
 
     def _admit_mint(
-        self, context: grpc.aio.ServicerContext, call: AuditedCall, entries: Sequence[pb.MintTokenRequest]
+        self, context: ServicerContext, call: AuditedCall, entries: Sequence[pb.MintTokenRequest]
     ) -> Caller:
         """As `_admit`; a call refused as a whole is audited once, with its entry count, so that a
         cheap request cannot write many records. One refused over the rate of refusals before
@@ -277,7 +274,7 @@ class TokenServicer:
         entries: Sequence[pb.MintTokenRequest],
         caller: Caller,
         call: AuditedCall,
-        context: grpc.aio.ServicerContext,
+        context: ServicerContext,
     ) -> list[pb.MintTokenResult]:
         """A batch naming transit orgs: its other entries minted at once, the transit ones awaited together."""
         in_transit = [(entry.org or self._default_org) in self._transit for entry in entries]
@@ -297,12 +294,12 @@ class TokenServicer:
         entries: Sequence[pb.MintTokenRequest],
         caller: Caller,
         call: AuditedCall,
-        context: grpc.aio.ServicerContext,
+        context: ServicerContext,
     ) -> list[pb.MintTokenResponse | TokenServiceError]:
         """Mint entries of transit orgs: the checks as for any mint, then each org's signatures in one
         `sign_many`, the orgs concurrently, within the call's deadline. An outcome per entry, in order."""
         started = time.perf_counter()
-        outcomes: list[pb.MintTokenResponse | TokenServiceError | None] = [None] * len(entries)
+        outcomes: dict[int, pb.MintTokenResponse | TokenServiceError] = {}
         unsigned: dict[str, list[tuple[int, UnsignedToken]]] = {}
         for index, entry in enumerate(entries):
             org = entry.org or self._default_org
@@ -330,10 +327,10 @@ class TokenServicer:
                         entry, org, caller, call, token.signed(signature.mac, signature.key_version), started
                     )
                 )
-        return outcomes
+        return [outcomes[index] for index in range(len(entries))]
 
     async def _verify_through_transit(
-        self, token: str, signer: TransitSigner, context: grpc.aio.ServicerContext
+        self, token: str, signer: TransitSigner, context: ServicerContext
     ) -> Verification:
         """As TokenVerifier.verify, with Transit checking the signature against the key's latest version;
         a token of the wrong form is refused before Vault is asked."""
@@ -399,7 +396,7 @@ def _result_of(outcome: pb.MintTokenResponse | TokenServiceError) -> pb.MintToke
 
 def _mint_response(minted: MintedToken) -> pb.MintTokenResponse:
     response = pb.MintTokenResponse(
-        token=minted.token, secret_version=minted.secret_version, identity_used=_IDENTITY_TO_PROTO[minted.identity_used]
+        token=minted.token, secret_version=minted.secret_version, identity_used=minted.identity_used.proto
     )
     # Set in place: a Timestamp built apart is copied into the response.
     response.issued_at.seconds = minted.issued_at
@@ -422,7 +419,7 @@ def _tolerant(parse: Callable[[bytes], Any]) -> Callable[[bytes], Any]:
 
 
 def _guarded(method: Callable[..., Awaitable[Any]], request_name: str) -> Callable[..., Awaitable[Any]]:
-    async def handle(request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def handle(request: Any, context: ServicerContext) -> Any:
         try:
             if isinstance(request, _Undecodable):
                 raise RequestMalformedError(
@@ -442,12 +439,12 @@ def _guarded(method: Callable[..., Awaitable[Any]], request_name: str) -> Callab
 
 def rpc_handlers(servicer: TokenServicer) -> grpc.GenericRpcHandler:
     """The TokenService method handlers for `servicer`."""
-    methods = {
+    methods: dict[str, tuple[type[protobuf_message.Message], Behavior]] = {
         "MintToken": (pb.MintTokenRequest, servicer.MintToken),
         "MintTokens": (pb.MintTokensRequest, servicer.MintTokens),
         "VerifyToken": (pb.VerifyTokenRequest, servicer.VerifyToken),
     }
-    handlers = {
+    handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {
         name: grpc.unary_unary_rpc_method_handler(
             _guarded(method, request_type.DESCRIPTOR.name),
             request_deserializer=_tolerant(request_type.FromString),

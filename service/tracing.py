@@ -36,6 +36,7 @@ import requests
 
 from service.errors import ConfigError
 from service.grpc_types import Behavior, ServicerContext, status_code
+from service.minting import IDENTITY_KINDS
 
 if TYPE_CHECKING:
     from opentelemetry.sdk.trace import TracerProvider
@@ -87,7 +88,6 @@ _SERVER_ERROR_CODES = frozenset(
 _NAME = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\Z")
 _REASON = re.compile(r"[A-Z][A-Z0-9_]{0,63}\Z")
 _OUTCOME = re.compile(r"[a-z][a-z_]{0,31}\Z")
-_IDENTITY_KINDS = frozenset({"email", "external_id", "email+external_id", "none"})
 
 
 def _is_count(value: object) -> TypeGuard[int]:
@@ -95,7 +95,7 @@ def _is_count(value: object) -> TypeGuard[int]:
 
 
 def _is_identity_kind(value: object) -> TypeGuard[str]:
-    return value in _IDENTITY_KINDS
+    return value in IDENTITY_KINDS
 
 
 def _matches(pattern: re.Pattern[str]) -> Callable[[object], TypeGuard[str]]:

@@ -147,6 +147,10 @@ def test_callers_are_read_with_their_policies_and_defaults(tmp_path):
         ('[callers.Web]\norgs = ["*"]\n', "callers.Web.*lower-case"),
         ('[callers.web]\norgs = ["*"]\nrpcs = ["DeleteEverything"]\n', "rpcs must be a non-empty list"),
         ('[callers.web]\norgs = ["*"]\nidentities = []\n', "identities must be a non-empty list"),
+        (
+            '[callers.web]\norgs = ["*"]\nidentities = ["phone"]\n',
+            r"identities must be a non-empty list of email, external_id; got \['phone'\]",
+        ),
         ('[callers.web]\norgs = ["*"]\nrate_per_second = 0\n', "rate_per_second must be a number above 0"),
         ('[callers.web]\norgs = ["*"]\nburst = 1.5\n', "burst must be a whole number"),
         ('[callers.web]\norgs = ["*"]\nspiffe_id = "https://x"\n', "spiffe_id must be a spiffe:// URI"),

@@ -8,9 +8,18 @@ import random
 import jwt
 import pytest
 from email_validator import validate_email
+from tokenservice.v1 import token_service_pb2 as pb
 
 from service.errors import EmailInvalidError, ExternalIdInvalidError, IdentityMissingError
-from service.minting import Identity, TokenMinter, TokenVerifier, check_identity, is_plain_email
+from service.minting import (
+    IDENTITY_KINDS,
+    Identity,
+    TokenMinter,
+    TokenVerifier,
+    check_identity,
+    identity_kind,
+    is_plain_email,
+)
 from service.secrets import SigningSecret
 from tests.support import b64url_encode, hs256_open, hs256_sign
 
@@ -106,6 +115,29 @@ def test_bad_identities_are_refused_naming_the_field(external_id, email, error):
 def test_identity_limits_are_inclusive():
     assert check_identity("x" * 256, "") is Identity.EXTERNAL_ID
     assert check_identity("", "a" * 64 + "@" + "b" * 63 + "." + "c" * 63 + "." + "d" * 57 + ".com") is Identity.EMAIL
+
+
+def test_each_identity_has_its_spelling_and_its_own_proto_value():
+    """The spelling is what configs, metric labels, audit records and spans carry; the proto has no
+    identity that Identity lacks, nor one that two identities share."""
+    assert [(identity.value, identity.proto) for identity in Identity] == [
+        ("email", pb.IDENTITY_EMAIL),
+        ("external_id", pb.IDENTITY_EXTERNAL_ID),
+    ]
+    assert set(pb.Identity.values()) - {pb.IDENTITY_UNSPECIFIED} == {identity.proto for identity in Identity}
+
+
+@pytest.mark.parametrize(
+    "email, external_id, kind",
+    [(True, True, "email+external_id"), (True, False, "email"), (False, True, "external_id"), (False, False, "none")],
+)
+def test_identity_kinds_name_the_identities_given(email, external_id, kind):
+    assert identity_kind(email=email, external_id=external_id) == kind
+    assert kind in IDENTITY_KINDS
+
+
+def test_no_other_identity_kind_exists():
+    assert sorted(IDENTITY_KINDS) == ["email", "email+external_id", "external_id", "none"]
 
 
 def verifier(now: float = NOW) -> TokenVerifier:

@@ -39,6 +39,11 @@ GOOD = "s" * 40
         ssl.DER_cert_to_PEM_cert(os.urandom(48)).strip(),  # PEM armour, made here rather than committed
         "ssh-ed25519 " + "A" * 68,
         '{"kty":"oct","k":"' + "A" * 43 + '"}',
+        # A KV field holds any JSON value.
+        None,
+        12345678901234567890123456789012345678901234567890,
+        ["s" * 40],
+        {"secret": "s" * 40},
     ],
 )
 def test_unfit_secrets_are_rejected(value):
@@ -66,6 +71,21 @@ async def test_an_invalid_new_version_is_not_adopted():
     text = metrics_text(metrics)
     assert metric_value(text, "tokenservice_vault_refresh_total", org="acme", result="rejected") == 1
     assert metric_value(text, "tokenservice_secret_version", org="acme") == 1
+
+
+async def test_the_last_refresh_time_is_that_of_the_last_good_read():
+    now = [1000.0]
+    source = InMemorySecretSource({"kustomer/acme": SecretVersion(GOOD, 1)})
+    store, metrics = store_with(source, clock=lambda: now[0])
+    assert await store.refresh("acme")
+    now[0] += 5
+    del source.secrets["kustomer/acme"]
+    assert not await store.refresh("acme")
+    assert metric_value(metrics_text(metrics), "tokenservice_secret_last_refresh_timestamp_seconds", org="acme") == 1000
+    now[0] += 5
+    source.secrets["kustomer/acme"] = SecretVersion(GOOD, 1)
+    assert await store.refresh("acme")
+    assert metric_value(metrics_text(metrics), "tokenservice_secret_last_refresh_timestamp_seconds", org="acme") == 1010
 
 
 async def test_unknown_org_and_missing_secret_are_told_apart():
