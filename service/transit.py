@@ -473,10 +473,10 @@ class TransitSigner:
                 outcomes.append(self._deadline_error(timeout))
             elif future.cancelled():
                 outcomes.append(self._deadline_error(timeout))
-            elif future.exception() is not None:
-                outcomes.append(future.exception())
+            elif isinstance(error := future.exception(), SignerUnavailableError):
+                outcomes.append(error)
             else:
-                outcomes.append(future.result())
+                outcomes.append(future.result())  # re-raises any other exception: a defect, not an outcome
         return outcomes
 
     def _deadline_error(self, timeout: float) -> SignerUnavailableError:
@@ -519,9 +519,9 @@ class TransitSigner:
             return [SignerUnavailableError(failure.message) for _ in items]
         except Exception:
             logger.exception("Transit request failed unexpectedly", extra={"fields": self._log_fields(operation)})
-            failure = _TransitFailedError("malformed", self._message("answered in a way the service cannot read"))
-            self._record_failure(operation, failure)
-            return [SignerUnavailableError(failure.message) for _ in items]
+            unreadable = _TransitFailedError("malformed", self._message("answered in a way the service cannot read"))
+            self._record_failure(operation, unreadable)
+            return [SignerUnavailableError(unreadable.message) for _ in items]
         self._observe(operation, started, len(items))
         self._record_success(operation)
         return outcomes
@@ -580,7 +580,9 @@ class TransitSigner:
 
     def _key_info(self, answer: object) -> KeyInfo:
         data = answer.get("data") if isinstance(answer, dict) else None
-        latest = data.get("latest_version") if isinstance(data, dict) else None
+        if not isinstance(data, dict):
+            raise _TransitFailedError("malformed", self._message("answered without the key's data"))
+        latest = data.get("latest_version")
         if not isinstance(latest, int) or isinstance(latest, bool) or latest < 1:
             raise _TransitFailedError("malformed", self._message("answered without a latest_version"))
         key_type = data.get("type")
