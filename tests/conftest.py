@@ -17,9 +17,6 @@ from tests.secured import SecuredFiles, start_secured_service
 from tests.servers import RunningServer, start_server, stop_server, vault_config
 from tests.support import ServiceProcess, new_secret
 
-# Re-exported for tests/integration/test_service.py and test_transit_service.py, which still import them from here.
-__all__ = ["new_secret", "start_server", "stop_server", "vault_config"]
-
 
 @pytest.fixture(scope="session")
 def openbao() -> Iterator[OpenBaoDevServer]:

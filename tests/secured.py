@@ -108,7 +108,8 @@ def write_secured_config(
     openbao: OpenBao,
     directory: Path,
     *,
-    workers: int = 1,
+    tls: str = "mtls",
+    workers: int | None = 1,
     rate_per_second: float = 100,
     orgs: Mapping[str, str] | None = None,
     callers: Mapping[str, Caller] | None = None,
@@ -123,7 +124,11 @@ def write_secured_config(
     given a fresh secret. `callers` replaces `default_callers(rate_per_second)`, `extra_callers` adds to
     them. `api_keys` maps API-key callers to their keys (default: one new key for reports), whose hashes
     go to `keys_path` (default: a fresh path). `settings` is merged into the config as TOML would read
-    it: {"refresh_interval_seconds": 0.5, "auth": {"public_health": False}}."""
+    it: {"refresh_interval_seconds": 0.5, "auth": {"public_health": False}}.
+
+    `tls` is what grpc_addr serves, as the ports file names it: "mtls" (client certificates; API keys on
+    tls.api_key_addr), "tls" (the server's certificate only; API keys on grpc_addr) or "off"; without
+    "mtls", `callers` must have no certificate caller. `workers` None leaves the service's default."""
     ca = CertificateAuthority(directory)
     server = ca.issue_server()
     client = ca.issue("checkout", uris=(CERTIFICATE_CALLER_SPIFFE_ID,))
@@ -141,18 +146,13 @@ def write_secured_config(
     # With the newline an editor or `kubectl create secret --from-file` leaves, which the service strips.
     (directory / "fingerprint.key").write_bytes(fingerprint_key + b"\n")
     document: dict[str, object] = {
-        "workers": workers,
+        **({"workers": workers} if workers is not None else {}),
         "health_addr": "127.0.0.1:0",
         "grpc_addr": "127.0.0.1:0",
         "metrics_addr": "127.0.0.1:0",
         "default_org": next(iter(secret_paths)),
         "orgs": {org: {"path": path} for org, path in secret_paths.items()},
-        "tls": {
-            "cert_file": str(server.cert_file),
-            "key_file": str(server.key_file),
-            "client_ca_file": str(ca.cert_file),
-            "api_key_addr": "127.0.0.1:0",
-        },
+        **({"tls": _tls_table(tls, ca, server)} if tls != "off" else {}),
         "auth": {"api_keys_path": keys_path},
         "audit": {"fingerprint_key_file": str(directory / "fingerprint.key")},
         "callers": {
@@ -163,6 +163,15 @@ def write_secured_config(
     config_file = directory / "config.toml"
     config_file.write_text(toml_text(merged(document, settings or {})))
     return SecuredFiles(config_file, ca, server, client, fingerprint_key, org_secrets, secret_paths, keys, keys_path)
+
+
+def _tls_table(tls: str, ca: CertificateAuthority, server: Issued) -> dict[str, str]:
+    """The [tls] section of `tls` "mtls" or "tls" (see write_secured_config)."""
+    assert tls in ("mtls", "tls"), f"tls must be mtls, tls or off, not {tls!r}"
+    table = {"cert_file": str(server.cert_file), "key_file": str(server.key_file)}
+    if tls == "mtls":
+        table |= {"client_ca_file": str(ca.cert_file), "api_key_addr": "127.0.0.1:0"}
+    return table
 
 
 def start_secured_service(

@@ -27,10 +27,11 @@ import grpc
 import hvac
 import hvac.exceptions
 import requests
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.samples import Sample
 from tokenservice.client import ERROR_DOMAIN, status_error_info
 
 from service.addresses import read_ports_file
@@ -137,9 +138,41 @@ def wait_for_health(target: str, status: int, service: str = "", timeout: float 
         )
 
 
+# What a worker logs when a part of its readiness turns on, and off (service/secrets.py, service/api_keys.py);
+# it answers SERVING once every part it has is on. A worker's changes of a part alternate, the first to on,
+# so the ons less the offs are the workers on.
+_READINESS_LOGS = (
+    (
+        lambda record: record.get("message") == "readiness changed" and record.get("serving") is True,
+        lambda record: record.get("message") == "readiness changed" and record.get("serving") is False,
+    ),
+    (
+        lambda record: record.get("message") == "API key set in use",
+        lambda record: str(record.get("message")).startswith("API key set is stale"),
+    ),
+)
+
+
+def announced_workers(announcement: dict) -> int:
+    """The worker processes a service's ports file announces: a supervisor's `workers`, else the one process."""
+    return int(announcement.get("workers", 1))
+
+
+def workers_ready(records: list[dict], workers: int) -> bool:
+    """True when the log `records` show `workers` workers ready in each part of readiness any has logged.
+
+    Only meaningful once one worker answered SERVING: its log then names every part the service has."""
+    for turned_on, turned_off in _READINESS_LOGS:
+        ons, offs = sum(map(turned_on, records)), sum(map(turned_off, records))
+        if ons and ons - offs < workers:
+            return False
+    return True
+
+
 @dataclasses.dataclass
 class ServiceProcess:
-    """A `tokenservice serve` child process on loopback ports it chose itself."""
+    """A `tokenservice serve` child process on loopback ports it chose itself; `start` returns once
+    every worker is SERVING, unless told not to wait."""
 
     process: subprocess.Popen
     log_path: Path
@@ -179,8 +212,23 @@ class ServiceProcess:
         service.grpc_target = f"127.0.0.1:{service.listening['grpc_port']}"
         service.metrics_url = f"http://127.0.0.1:{service.listening['metrics_port']}/metrics"
         if wait_serving:
-            wait_for_health(service.health_target, health_pb2.HealthCheckResponse.SERVING)
+            try:
+                service._wait_all_serving()
+            except AssertionError:
+                service.stop()
+                raise
         return service
+
+    def _wait_all_serving(self, timeout: float = 15.0) -> None:
+        """Wait until every worker is SERVING: a health check reaches one of them only, so after it
+        answers SERVING, wait until the log shows each announced worker ready (`workers_ready`)."""
+        wait_for_health(self.health_target, health_pb2.HealthCheckResponse.SERVING, timeout=timeout)
+        workers = announced_workers(self.listening)
+        wait_until(
+            lambda: workers_ready(self.log_records(), workers),
+            timeout=timeout,
+            message=lambda: f"all {workers} workers of tokenservice ready:\n{self.logs()}",
+        )
 
     @property
     def health_target(self) -> str:
@@ -213,7 +261,9 @@ class ServiceProcess:
         return [json.loads(line) for line in self.audit_path.read_text().splitlines()]
 
     def log_records(self) -> list[dict]:
-        return [json.loads(line) for line in self.logs().splitlines() if line.startswith("{")]
+        """The JSON log records of every complete line (a running worker may be writing the last one)."""
+        text = self.logs()
+        return [json.loads(line) for line in text[: text.rfind("\n") + 1].splitlines() if line.startswith("{")]
 
     def terminate(self, timeout: float = 20.0) -> int:
         """SIGTERM, then wait for the exit code."""
@@ -240,6 +290,17 @@ def refusal_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, float | None
     return error.code(), reason_in(status), retry_delay
 
 
+def refusal_in(status: status_pb2.Status) -> tuple[grpc.StatusCode, str]:
+    """The code and ErrorInfo reason of a google.rpc.Status, such as a failed MintTokens entry's."""
+    return status_code(status.code), reason_in(status)
+
+
+def status_code(number: int) -> grpc.StatusCode:
+    """The grpc.StatusCode of a status number (a google.rpc.Status code, a grpc-status header): the names
+    of google.rpc.Code are grpc.StatusCode's."""
+    return grpc.StatusCode[code_pb2.Code.Name(number)]
+
+
 def reason_in(status: status_pb2.Status) -> str:
     """The ErrorInfo reason of a google.rpc.Status (a failed call's, or a failed MintTokens entry's), read
     with the Python client package's `status_error_info`; the service puts it first, in its own domain."""
@@ -261,12 +322,16 @@ def rss_kib(pid: int) -> int:
 
 def metric_value(metrics_text: str, name: str, **labels: str) -> float:
     """The value of the first sample called `name` (with its suffix: "x_total", "x_bucket") whose labels
-    include `labels`, in Prometheus text format as prometheus_client's parser reads it; 0 when there is none."""
-    for family in text_string_to_metric_families(metrics_text):
-        for sample in family.samples:
-            if sample.name == name and labels.items() <= sample.labels.items():
-                return sample.value
+    include `labels`, in Prometheus text format; 0 when there is none."""
+    for sample in metric_samples(metrics_text):
+        if sample.name == name and labels.items() <= sample.labels.items():
+            return sample.value
     return 0.0
+
+
+def metric_samples(metrics_text: str) -> list[Sample]:
+    """Every sample of a page in Prometheus text format, as prometheus_client's parser reads it."""
+    return [sample for family in text_string_to_metric_families(metrics_text) for sample in family.samples]
 
 
 class OpenBaoFileServer:

@@ -11,7 +11,6 @@ time, and is stopped before it exits, also on Ctrl-C or SIGTERM.
 from __future__ import annotations
 
 import argparse
-import base64
 import contextlib
 import dataclasses
 import hashlib
@@ -19,7 +18,6 @@ import json
 import math
 import os
 import re
-import secrets
 import shutil
 import signal
 import socket
@@ -30,9 +28,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent import futures
 from pathlib import Path
+from typing import TypeVar
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -40,10 +39,17 @@ sys.path.insert(0, str(REPO))
 
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from prometheus_client.samples import Sample  # noqa: E402
 from tokenservice.v1 import token_service_pb2 as pb  # noqa: E402
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc  # noqa: E402
 
+from service.addresses import read_ports_file  # noqa: E402
+from service.api_keys import new_api_key  # noqa: E402
 from service.dev import OpenBaoDevServer, free_loopback_port  # noqa: E402
+from tests.secured import Caller, SecuredFiles, toml_text, write_secured_config  # noqa: E402
+from tests.support import announced_workers, b64url_decode, metric_samples, wait_until, workers_ready  # noqa: E402
+
+T = TypeVar("T")
 
 TOKENSERVICE = Path(sys.executable).parent / "tokenservice"
 EXPRESS_DIR = HERE / "reference-express"
@@ -238,17 +244,49 @@ def cpu_seconds(pid: int) -> float:
     return total
 
 
-def wait_for_json_line(process: subprocess.Popen, output: Path, key: str, what: str, timeout: float = 30.0) -> dict:
+def poll_child(
+    process: subprocess.Popen,
+    output: Path,
+    what: str,
+    condition: Callable[[], T],
+    *,
+    timeout: float,
+    interval: float,
+    late: str,
+) -> T:
+    """The first true value of `condition`, asked every `interval` s (tests.support.wait_until); a
+    BenchError with the child's `output` once the child `what` has exited, or after `timeout` s (`late`)."""
+
+    def answered() -> T:
+        value = condition()
+        if not value and process.poll() is not None:
+            raise BenchError(f"{what} exited with {process.returncode}:\n{output.read_text(errors='replace')}")
+        return value
+
+    try:
+        return wait_until(answered, timeout=timeout, interval=interval)
+    except AssertionError:
+        raise BenchError(f"{late}:\n{output.read_text(errors='replace')}") from None
+
+
+def first_json_line(process: subprocess.Popen, output: Path, key: str, what: str, timeout: float = 30.0) -> dict:
     """The first JSON object containing `key` that a child printed to `output`."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def printed() -> dict | None:
         for line in output.read_text(errors="replace").splitlines():
             if line.startswith("{") and f'"{key}"' in line:
                 return json.loads(line)
-        if process.poll() is not None:
-            raise BenchError(f"{what} exited with {process.returncode}:\n{output.read_text(errors='replace')}")
-        time.sleep(0.02)
-    raise BenchError(f"{what} did not report {key} within {timeout:g} s:\n{output.read_text(errors='replace')}")
+        return None
+
+    return poll_child(
+        process,
+        output,
+        what,
+        printed,
+        timeout=timeout,
+        interval=0.02,
+        late=f"{what} did not report {key} within {timeout:g} s",
+    )
 
 
 # ------------------------------------------------------------------ install
@@ -302,23 +340,13 @@ class Service:
     seconds_to_all_serving: float  # every worker process has logged that it serves
     workers: int
 
-    def metrics(self) -> dict[tuple[str, frozenset], float]:
+    def metrics(self) -> list[Sample]:
         with urllib.request.urlopen(self.metrics_url, timeout=5) as response:
-            return parse_metrics(response.read().decode())
+            return metric_samples(response.read().decode())
 
 
-def parse_metrics(text: str) -> dict[tuple[str, frozenset], float]:
-    samples = {}
-    for line in text.splitlines():
-        match = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", line)
-        if match:
-            labels = frozenset(re.findall(r'(\w+)="((?:[^"\\]|\\.)*)"', match.group(2) or ""))
-            samples[(match.group(1), labels)] = float(match.group(3))
-    return samples
-
-
-def metric_sum(samples: dict, name: str, where: Callable[[dict], bool] = lambda labels: True) -> float:
-    return sum(value for (sample, labels), value in samples.items() if sample == name and where(dict(labels)))
+def metric_sum(samples: list[Sample], name: str, where: Callable[[dict], bool] = lambda labels: True) -> float:
+    return sum(sample.value for sample in samples if sample.name == name and where(sample.labels))
 
 
 CUT_OFF_CODES = ("CANCELLED", "UNKNOWN")
@@ -348,7 +376,7 @@ def _is_hmac(labels: dict) -> bool:
 
 
 def service_env(
-    bao: OpenBaoDevServer, grpc_port: int, metrics_port: int, workers: int | None, audit_file: Path
+    bao: OpenBaoDevServer, grpc_port: int, metrics_port: int, workers: int | None, audit_file: Path, ports_file: Path
 ) -> dict[str, str]:
     env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
     if workers:
@@ -363,6 +391,7 @@ def service_env(
             # Like the references, no caller authentication; the audit trail stays on, into a file.
             "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1",
             "TOKENSERVICE_AUDIT_OUTPUT": str(audit_file),
+            "TOKENSERVICE_PORTS_FILE": str(ports_file),
         }
     )
     return env
@@ -394,9 +423,10 @@ def start_service(
     `transit`, with that config, whose org signs through Vault Transit."""
     grpc_port, metrics_port = free_loopback_port(), free_loopback_port()
     output = workdir / f"tokenservice-{tag}.log"
+    ports_file = workdir / f"tokenservice-{tag}.ports.json"
     started = time.monotonic()
     audit_file = workdir / f"tokenservice-{tag}.audit"
-    env = {**service_env(bao, grpc_port, metrics_port, workers, audit_file), **(extra_env or {})}
+    env = {**service_env(bao, grpc_port, metrics_port, workers, audit_file, ports_file), **(extra_env or {})}
     argv = [str(TOKENSERVICE), "serve"]
     if secured is not None:
         env["TOKENSERVICE_INSECURE_NO_CALLER_AUTH"] = ""
@@ -407,19 +437,26 @@ def start_service(
     process = children.start(argv, env=env, output=output)
     deadline = started + timeout
 
-    def check_alive() -> None:
-        if process.poll() is not None:
-            raise BenchError(f"tokenservice exited with {process.returncode}:\n{output.read_text(errors='replace')}")
-        if time.monotonic() > deadline:
+    def until(condition: Callable[[], T], interval: float) -> T:
+        try:
+            return poll_child(
+                process,
+                output,
+                "tokenservice",
+                condition,
+                timeout=deadline - time.monotonic(),
+                interval=interval,
+                late=f"tokenservice was not SERVING within {timeout:g} s",
+            )
+        except BenchError:
             children.stop(process)
-            raise BenchError(f"tokenservice was not SERVING within {timeout:g} s:\n{output.read_text()}")
+            raise
 
-    while True:
-        check_alive()
+    def accepts() -> bool:
         with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", grpc_port)) == 0:
-                break
-        time.sleep(0.002)
+            return probe.connect_ex(("127.0.0.1", grpc_port)) == 0
+
+    until(accepts, 0.002)
     listening = time.monotonic()
     target = f"127.0.0.1:{grpc_port}"
     health_target = f"127.0.0.1:{secured.health_port}" if secured else target
@@ -430,28 +467,27 @@ def start_service(
     ]
     with grpc.insecure_channel(health_target, options=options) as channel:
         health = health_pb2_grpc.HealthStub(channel)
-        while True:
-            check_alive()
+
+        def answers_serving() -> bool:
             try:
                 status = health.Check(health_pb2.HealthCheckRequest(), timeout=1).status
-                if status == health_pb2.HealthCheckResponse.SERVING:
-                    break
             except grpc.RpcError:
-                pass
-            time.sleep(0.002)
+                return False
+            return status == health_pb2.HealthCheckResponse.SERVING
+
+        until(answers_serving, 0.002)
     serving = time.monotonic()
-    # With several worker processes, the health check reached one of them:
-    # wait until every worker has logged that its secrets are loaded (a transit org has none).
-    while transit is None:
-        records = log_records(output)
-        ready = sum(1 for record in records if record.get("message") == "readiness changed" and record.get("serving"))
-        workers = worker_count(records)
-        if workers is not None and ready >= workers:
-            break
-        check_alive()
-        time.sleep(0.005)
+
+    def every_worker_ready() -> dict | None:
+        """The service's announcement, once every worker it announces has logged that it is ready: with
+        several worker processes, the health check reached one of them (as tests.support.ServiceProcess)."""
+        announcement = read_ports_file(ports_file, process.pid)
+        if announcement is None or not workers_ready(log_records(output), announced_workers(announcement)):
+            return None
+        return announcement
+
+    announcement = until(every_worker_ready, 0.005)
     all_serving = time.monotonic()
-    count = worker_count(log_records(output)) or 1
     return Service(
         process,
         target,
@@ -459,7 +495,7 @@ def start_service(
         listening - started,
         serving - started,
         all_serving - started,
-        count,
+        announced_workers(announcement),
     )
 
 
@@ -502,12 +538,6 @@ class SpanSink:
         self._server.stop(grace=None)
 
 
-def worker_count(records: list[dict]) -> int | None:
-    """The workers the service announced, or None before its announcement: a supervisor announces
-    only once every worker listens, so until then one ready worker may not be all of them."""
-    return next((record.get("workers", 1) for record in records if record.get("message") == "listening"), None)
-
-
 def transit_config(bao: OpenBaoDevServer, workdir: Path, secret: str) -> Path:
     """Transit on the dev server, the benchmark's secret imported as TRANSIT_KEY, and a config whose
     default org signs with that key."""
@@ -516,54 +546,49 @@ def transit_config(bao: OpenBaoDevServer, workdir: Path, secret: str) -> Path:
     bao.client().sys.enable_secrets_engine("transit", path="transit")
     import_secret(bao.client(), "transit", TRANSIT_KEY, secret.encode(), org="default", dry_run=False)
     config_file = workdir / "transit.toml"
-    config_file.write_text(f'[orgs.default]\nsigning = "transit"\ntransit_key = "{TRANSIT_KEY}"\n')
+    config_file.write_text(toml_text({"orgs": {"default": {"signing": "transit", "transit_key": TRANSIT_KEY}}}))
     return config_file
 
 
 @dataclasses.dataclass
 class SecuredSetup:
-    """What a `tokenservice serve` with caller authentication needs: TLS on the gRPC port
-    (server certificate only, so API keys are accepted there), one caller with an API key
-    whose hash is in OpenBao and no rate limit to speak of, and the audit fingerprint key."""
+    """What a `tokenservice serve` with caller authentication needs, written by tests/secured.py: TLS
+    on the gRPC port (server certificate only, so API keys are accepted there), one caller with an API
+    key whose hash is in OpenBao and no rate limit to speak of, the audit fingerprint key, and health
+    on a plaintext port. Its org is the benchmark's SECRET_PATH, whose secret it writes: every server
+    signs with that, so it is created before anything reads the secret."""
 
-    config_file: Path
-    ca_pem: bytes
-    api_key: str
+    files: SecuredFiles
     health_port: int
 
     @classmethod
-    def create(cls, bao: OpenBaoDevServer, workdir: Path) -> SecuredSetup:
-        from service.api_keys import hash_api_key, new_api_key
-        from tests.certificates import CertificateAuthority
-
-        ca = CertificateAuthority(workdir, name="bench-ca")
-        server = ca.issue_server("bench-server")
-        api_key = new_api_key()
-        bao.client().secrets.kv.v2.create_or_update_secret(
-            path="tokenservice/bench-api-keys", secret={"bench": hash_api_key(api_key)}
-        )
-        (workdir / "fingerprint.key").write_text(secrets.token_urlsafe(32))
+    def create(cls, bao: OpenBaoDevServer, workdir: Path, limits: Mapping[str, object] | None = None) -> SecuredSetup:
+        """`limits` is the service's [limits] section."""
         health_port = free_loopback_port()
-        config_file = workdir / "secured.toml"
-        config_file.write_text(f"""
-health_addr = "127.0.0.1:{health_port}"
-[tls]
-cert_file = "{server.cert_file}"
-key_file = "{server.key_file}"
-[auth]
-api_keys_path = "tokenservice/bench-api-keys"
-[audit]
-fingerprint_key_file = "{workdir / "fingerprint.key"}"
-[callers.bench]
-orgs = ["*"]
-rate_per_second = 1e9
-burst = 1000000
-""")
-        return cls(config_file, ca.cert_pem, api_key, health_port)
+        files = write_secured_config(
+            bao,
+            workdir,
+            tls="tls",
+            workers=None,  # TOKENSERVICE_WORKERS, or the service's default
+            orgs={"default": SECRET_PATH},
+            callers={"bench": Caller(orgs=("*",), rate_per_second=1e9, burst=1_000_000)},
+            api_keys={"bench": [new_api_key()]},
+            keys_path="tokenservice/bench-api-keys",
+            settings={"health_addr": f"127.0.0.1:{health_port}", **({"limits": limits} if limits else {})},
+        )
+        return cls(files, health_port)
+
+    @property
+    def config_file(self) -> Path:
+        return self.files.config_file
+
+    @property
+    def api_key(self) -> str:
+        return self.files.api_key
 
     def credentials(self) -> grpc.ChannelCredentials:
         return grpc.composite_channel_credentials(
-            grpc.ssl_channel_credentials(self.ca_pem), grpc.access_token_call_credentials(self.api_key)
+            grpc.ssl_channel_credentials(self.files.ca.cert_pem), grpc.access_token_call_credentials(self.api_key)
         )
 
 
@@ -582,22 +607,18 @@ def start_express(children: Children, secret: str, workdir: Path) -> Reference:
     output = workdir / "reference-express.log"
     env = {**os.environ, "KUSTOMER_SECRET": secret, "PORT": "0", "NODE_ENV": "production"}
     process = children.start(["node", str(EXPRESS_DIR / "server.js")], env=env, cwd=EXPRESS_DIR, output=output)
-    return Reference(process, wait_for_json_line(process, output, "port", "reference-express")["port"])
+    return Reference(process, first_json_line(process, output, "port", "reference-express")["port"])
 
 
 def start_go(children: Children, secret: str, workdir: Path) -> Reference:
     output = workdir / "reference-go.log"
     env = {**os.environ, "KUSTOMER_SECRET": secret, "GRPC_PORT": "0", "STATS_PORT": "0"}
     process = children.start([str(GO_BINARY)], env=env, cwd=GO_DIR, output=output)
-    ports = wait_for_json_line(process, output, "grpc_port", "reference-go")
+    ports = first_json_line(process, output, "grpc_port", "reference-go")
     return Reference(process, ports["grpc_port"], ports["stats_port"])
 
 
 # ------------------------------------------------------------ verification
-
-
-def b64url_decode(segment: str) -> bytes:
-    return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
 
 
 def check_token(verifier: pb_grpc.TokenServiceStub, token: str, who: str, email: str, external_id: str) -> None:
@@ -900,7 +921,7 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
     load_before = os.getloadavg()[0]
     log("starting OpenBao dev server")
     bao.start()
-    bao.write_secret(SECRET_PATH, secrets.token_urlsafe(48))
+    secured_setup = SecuredSetup.create(bao, workdir)  # writes the secret every server signs with
     secret = bao.read_secret(SECRET_PATH)
     problems: list[str] = []
 
@@ -914,7 +935,6 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
 
     # The servers under test.
     service = start_service(children, bao, workdir, "main", args.service_workers)
-    secured_setup = SecuredSetup.create(bao, workdir)
     secured = start_service(children, bao, workdir, "secured", args.service_workers, secured=secured_setup)
     transit = start_service(
         children, bao, workdir, "transit", args.service_workers, transit=transit_config(bao, workdir, secret)

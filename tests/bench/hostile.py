@@ -33,6 +33,7 @@ import sys
 import tempfile
 import threading
 import time
+import tomllib
 import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,8 @@ import h2.exceptions  # noqa: E402
 from grpc_health.v1 import health_pb2  # noqa: E402
 from tokenservice.v1 import token_service_pb2 as pb  # noqa: E402
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc  # noqa: E402
+
+from tests.support import status_code  # noqa: E402
 
 MINT_TOKEN = "/tokenservice.v1.TokenService/MintToken"
 MINT_TOKENS = "/tokenservice.v1.TokenService/MintTokens"
@@ -247,7 +250,7 @@ class HostileConnection:
             headers = dict(event.headers)
             status = headers.get("grpc-status")
             if status is not None:
-                name = _CODE_NAMES.get(int(status), status)
+                name = status_code(int(status)).name
                 self._stats.answered += 1
                 self._stats.statuses[name] += 1
                 self._stats.messages[f"{name}: {urllib.parse.unquote(headers.get('grpc-message', ''))[:60]}"] += 1
@@ -260,9 +263,6 @@ class HostileConnection:
             self._h2.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
         elif isinstance(event, h2.events.ConnectionTerminated):
             self._stats.goaways += 1
-
-
-_CODE_NAMES = {code.value[0]: code.name for code in grpc.StatusCode}
 
 
 @contextlib.asynccontextmanager
@@ -407,11 +407,7 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
         raise bench.BenchError("h2load is missing: apt-get install -y nghttp2-client (or run tests/bench/run once)")
     bench.log("starting OpenBao dev server")
     bao.start()
-    bao.write_secret(bench.SECRET_PATH, os.urandom(32).hex())
-    setup = bench.SecuredSetup.create(bao, workdir)
-    if args.limits:
-        setup.config_file.write_text(setup.config_file.read_text() + "\n[limits]\n" + "\n".join(args.limits) + "\n")
-    (workdir / "ca.pem").write_bytes(setup.ca_pem)
+    setup = bench.SecuredSetup.create(bao, workdir, limits=tomllib.loads("\n".join(args.limits)))
     service = bench.start_service(children, bao, workdir, "hostile", args.service_workers, secured=setup)
     port = int(service.grpc_target.rsplit(":", 1)[1])
     pid = service.process.pid
@@ -479,7 +475,7 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
             "--health-port",
             str(setup.health_port),
             "--ca-file",
-            str(workdir / "ca.pem"),
+            str(setup.files.ca.cert_file),
             "--seconds",
             str(args.duration + 1 + args.build_up + 2),
             "--streams",

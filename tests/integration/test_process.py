@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import threading
-import time
 import urllib.request
 
 import grpc
@@ -133,8 +132,9 @@ def test_sigterm_lets_in_flight_rpcs_finish_and_exits_zero(openbao, secret_path)
     callers = [threading.Thread(target=call_repeatedly) for _ in range(4)]
     for caller in callers:
         caller.start()
-    while len(outcomes) < 4:
-        time.sleep(0.01)
+    wait_until(
+        lambda: len(outcomes) >= 4, timeout=30, interval=0.01, message=lambda: f"four batches answered: {outcomes}"
+    )
     service.process.send_signal(signal.SIGTERM)
     assert service.process.wait(timeout=20) == 0
     for caller in callers:

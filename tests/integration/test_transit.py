@@ -36,7 +36,7 @@ from service.secret_sync import SyncError
 from service.transit import TransitMetrics, TransitSettings, TransitSigner
 from service.transit_import import import_secret, wrap_for_import
 from service.vault_auth import TokenAuth, VaultSession
-from tests.support import b64url_encode, hs256_open
+from tests.support import b64url_encode, hs256_open, wait_until_async
 from tests.support_transit import OPERATOR_POLICY, TRANSIT_POLICY, AuditedOpenBao, new_key_name
 
 pytestmark = pytest.mark.integration
@@ -333,7 +333,7 @@ async def test_vault_stopped_fails_fast_and_signing_resumes_when_it_is_back(tmp_
         with pytest.raises(SignerUnavailableError, match="sealed"):
             await transit.sign(data)
         server.unseal()
-        assert (await eventually_signed(transit, data)).mac == expected_mac(secret, data)
+        assert (await signature_once_resumed(transit, data)).mac == expected_mac(secret, data)
 
         server.pause()  # hangs: only the timeout ends the call
         started = time.monotonic()
@@ -356,7 +356,7 @@ async def test_vault_stopped_fails_fast_and_signing_resumes_when_it_is_back(tmp_
         assert not transit.healthy and changes == [False]
 
         server.start()
-        assert (await eventually_signed(transit, data)).mac == expected_mac(secret, data)
+        assert (await signature_once_resumed(transit, data)).mac == expected_mac(secret, data)
         assert transit.healthy and changes == [False, True]
         await transit.close()
     finally:
@@ -373,15 +373,16 @@ async def largest_loop_lag(duration: float) -> float:
     return lag
 
 
-async def eventually_signed(transit: TransitSigner, data: bytes, timeout: float = 10.0):
+async def signature_once_resumed(transit: TransitSigner, data: bytes, timeout: float = 10.0):
     """The first signature Transit gives within `timeout` (a connection kept alive across the restart may fail once)."""
-    deadline = time.monotonic() + timeout
-    while True:
+
+    async def signed():
         try:
             return await transit.sign(data)
         except SignerUnavailableError:
-            assert time.monotonic() < deadline, "signing did not resume"
-            await asyncio.sleep(0.1)
+            return None
+
+    return await wait_until_async(signed, timeout=timeout, interval=0.1, message="signing resuming")
 
 
 def test_the_import_wraps_the_secret_as_transit_byok_requires():

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from google.rpc import code_pb2, status_pb2
+from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
@@ -40,7 +40,7 @@ from tests.support import (
     hs256_open,
     hs256_sign,
     new_secret,
-    reason_in,
+    refusal_in,
     refusal_of,
     wait_for_health,
 )
@@ -127,7 +127,7 @@ def refusal(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
 def entry_refusal(status: status_pb2.Status) -> tuple[grpc.StatusCode, str]:
     """The status code and ErrorInfo reason of a failed MintTokens entry, whose message echoes no input."""
     assert status.message and MARKER not in status.message
-    return grpc.StatusCode[code_pb2.Code.Name(status.code)], reason_in(status)
+    return refusal_in(status)
 
 
 # --- (a) VerifyToken with crafted tokens --------------------------------------------------------------------------

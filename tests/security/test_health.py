@@ -16,7 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tests.bench.hostile import flood, watch_with_name
 from tests.secured import SecuredFiles
 from tests.security.test_resource_limits import start
-from tests.support import ServiceProcess, rss_kib
+from tests.support import ServiceProcess, rss_kib, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -93,9 +93,12 @@ def test_two_thousand_watches_of_huge_names_leave_the_process_as_it_was(secured)
         async with flood(
             port, watch_with_name(100_000), connections=10, streams_per_connection=200, tls=tls
         ) as watches:
-            deadline = time.monotonic() + 10
-            while watches.answered < watches.opened and time.monotonic() < deadline:
-                await asyncio.sleep(0.1)
+            await wait_until_async(
+                lambda: watches.answered >= watches.opened,
+                timeout=10,
+                interval=0.1,
+                message=lambda: f"every Watch answered: {watches.summary()}",
+            )
             return watches, rss_kib(service.process.pid)
 
     results = [

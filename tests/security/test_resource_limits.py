@@ -18,23 +18,17 @@ from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import OpenBaoDevServer
 from tests.bench.hostile import HEADERS_ONLY, flood, half_sent, watch_with_name
-from tests.secured import SecuredFiles, write_secured_config
-from tests.support import ServiceProcess, refusal_of, rss_kib
+from tests.secured import SecuredFiles, start_secured_service
+from tests.support import ServiceProcess, refusal_of, rss_kib, wait_until_async
 
 pytestmark = pytest.mark.integration
 
 MIB = 1024
 
 
-def start(openbao: OpenBaoDevServer, directory: Path, limits: str = "") -> tuple[ServiceProcess, SecuredFiles]:
-    files = write_secured_config(openbao, directory)
-    if limits:
-        files.config_file.write_text(files.config_file.read_text() + f"\n[limits]\n{limits}\n")
-    service = ServiceProcess.start(
-        {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""},
-        ["--config", str(files.config_file)],
-    )
-    return service, files
+def start(openbao: OpenBaoDevServer, directory: Path, **limits: object) -> tuple[ServiceProcess, SecuredFiles]:
+    """The secured service with these [limits] settings."""
+    return start_secured_service(openbao, directory, settings={"limits": limits} if limits else None)
 
 
 @pytest.fixture(scope="module")
@@ -119,9 +113,7 @@ def test_a_huge_authorization_header_is_refused_and_the_service_carries_on(secur
 
 
 def test_a_request_that_never_arrives_is_refused_after_the_read_timeout(openbao, tmp_path):
-    service, _files = start(
-        openbao, tmp_path, "unauthenticated_read_timeout_seconds = 0.5\nmax_unauthenticated_calls = 4"
-    )
+    service, _files = start(openbao, tmp_path, unauthenticated_read_timeout_seconds=0.5, max_unauthenticated_calls=4)
 
     async def hold() -> tuple:
         async with flood(
@@ -144,7 +136,7 @@ def test_a_request_that_never_arrives_is_refused_after_the_read_timeout(openbao,
 
 
 def test_a_refused_call_without_credentials_says_why_and_what_to_do(openbao, tmp_path):
-    service, files = start(openbao, tmp_path, "max_unauthenticated_calls = 1")
+    service, files = start(openbao, tmp_path, max_unauthenticated_calls=1)
 
     async def hold_the_slot_and_call() -> grpc.RpcError:
         async with flood(
@@ -181,15 +173,14 @@ def test_a_refused_call_without_credentials_says_why_and_what_to_do(openbao, tmp
 
 
 def test_connections_are_closed_at_their_maximum_age_and_callers_reconnect(openbao, tmp_path):
-    service, files = start(openbao, tmp_path, "max_connection_age_seconds = 1\nmax_connection_age_grace_seconds = 1")
+    service, files = start(openbao, tmp_path, max_connection_age_seconds=1, max_connection_age_grace_seconds=1)
 
     async def watch_one_connection() -> tuple:
         async with flood(
             service.listening["api_key_port"], HEADERS_ONLY, connections=1, streams_per_connection=0, tls=True
         ) as idle:
             started = time.monotonic()
-            while not idle.goaways and time.monotonic() - started < 5:
-                await asyncio.sleep(0.05)
+            await wait_until_async(lambda: idle.goaways, timeout=5, message=lambda: f"a GOAWAY: {idle.summary()}")
             return idle.goaways, time.monotonic() - started
 
     try:
@@ -210,11 +201,6 @@ def test_connections_are_closed_at_their_maximum_age_and_callers_reconnect(openb
 
 
 def test_limits_are_settings_with_checked_values(openbao, tmp_path):
-    files = write_secured_config(openbao, tmp_path)
-    files.config_file.write_text(files.config_file.read_text() + '\n[limits]\nmax_concurrent_rpcs = "many"\n')
     with pytest.raises(AssertionError) as raised:
-        ServiceProcess.start(
-            {"VAULT_ADDR": openbao.addr, "VAULT_TOKEN": openbao.root_token, "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": ""},
-            ["--config", str(files.config_file)],
-        )
+        start(openbao, tmp_path, max_concurrent_rpcs="many")
     assert "limits.max_concurrent_rpcs" in str(raised.value) and "whole number" in str(raised.value)
