@@ -54,8 +54,10 @@ MOUNT_PATTERN = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*(?:/[A-Za-z0-9][A-Za-z0-9
 TRANSIT_HMAC = re.compile(r"vault:v([1-9][0-9]{0,9}):([A-Za-z0-9+/]{43}=)")
 HMAC_SHA256_BYTES = 32
 HASH_ALGORITHM = "sha2-256"
-# How long the batcher waits for one more input before it sends what it has (at most max_wait).
+# How long the batcher waits for one more input before it sends what it has (at most max_wait)...
 ARRIVAL_GAP_SECONDS = 0.001
+# ...once an iteration of the event loop this short brings no input: a loop with nothing else to run.
+IDLE_ITERATION_SECONDS = 0.0002
 # Batches in flight at once, per org, process and Vault session, all but one of them full: a queue of
 # full batches (a MintTokens flood) would otherwise wait for Vault one request at a time.
 BATCHES_IN_FLIGHT = 4
@@ -198,13 +200,15 @@ class _Batcher(Generic[Item, R]):
     """Coalesces items into batches: `per_caller` workers per caller, each sending one batch at a time.
 
     A caller's first worker sends a batch when it is full, when its oldest item has waited `max_wait`,
-    or once no item has arrived for ARRIVAL_GAP_SECONDS. Handlers submit while they run, so that gap
-    passes only when the event loop has nothing more for the batch: a lone call waits that long, a burst
-    is one batch, and under steady load, when the loop never idles, batches fill for up to `max_wait`
-    (and while a batch is in flight), which costs no latency then (the calls queue anyway) and saves
-    Vault and the service a request per item. The other workers send full batches only, so that a flood
-    of them (large MintTokens) does not wait for Vault one request at a time. Items whose caller
-    stopped waiting are left out."""
+    or once no item has arrived for ARRIVAL_GAP_SECONDS and the event loop has nothing else to run (an
+    iteration of the loop that brings no item and is short: IDLE_ITERATION_SECONDS). Handlers submit
+    while they run, so a lone call waits the gap, a burst is one batch, and under load batches fill
+    (while one is in flight, and for up to `max_wait`): the calls queue then anyway, and each item that
+    shares a request saves Vault and the service a request. The gap alone is not enough: a loaded
+    loop, or a process that lost its CPU for a while, can go a millisecond between arrivals with more
+    calls already waiting in grpc. The other workers send full batches only, so that a flood of them
+    (large MintTokens) does not wait for Vault one request at a time. Items whose caller stopped
+    waiting are left out."""
 
     def __init__(
         self,
@@ -224,12 +228,15 @@ class _Batcher(Generic[Item, R]):
         self._wakeup = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._last_arrival = 0.0
+        # Calls of submit so far: an iteration of the event loop that adds none is one without arrivals.
+        self._arrivals = 0
 
     def submit(self, items: Sequence[Item]) -> list[asyncio.Future[R]]:
         """Queue `items`; a future per item. Cancel a future to withdraw its item."""
         self._start()
         loop = asyncio.get_running_loop()
         now = self._last_arrival = loop.time()
+        self._arrivals += 1
         futures = [loop.create_future() for _ in items]
         self._pending.extend(_Entry(item, future, now) for item, future in zip(items, futures, strict=True))
         if len(self._pending) == len(items) or len(self._pending) >= self._max_batch:
@@ -270,24 +277,36 @@ class _Batcher(Generic[Item, R]):
                     entry.future.set_result(outcome)
 
     async def _next_batch(self, full_only: bool) -> list[_Entry[Item, R]]:
-        loop = asyncio.get_running_loop()
+        """The next batch to send, never empty: a full one, or for the first worker one that is ready."""
         while True:
             while self._pending and self._pending[0].future.done():
                 self._pending.popleft()
-            timer = None
-            if len(self._pending) >= self._max_batch:
-                return self._take()
+            if len(self._pending) >= self._max_batch and (batch := self._take()):
+                return batch
             if self._pending and not full_only:
-                due = min(self._pending[0].enqueued_at + self._max_wait, self._last_arrival + ARRIVAL_GAP_SECONDS)
-                if due <= loop.time():
-                    return self._take()
-                timer = loop.call_at(due, self._wakeup.set)
+                # Awaits an iteration of the loop, during which the queue can grow, fill or empty: look again.
+                if await self._ready_to_send() and (batch := self._take()):
+                    return batch
+                continue
             self._wakeup.clear()
-            try:
-                await self._wakeup.wait()
-            finally:
-                if timer is not None:
-                    timer.cancel()
+            await self._wakeup.wait()
+
+    async def _ready_to_send(self) -> bool:
+        """Whether a batch that is not full should go now: its oldest item has waited `max_wait`, or no
+        item has come for ARRIVAL_GAP_SECONDS and the event loop has nothing else to run (an iteration
+        that brings no item and takes at most IDLE_ITERATION_SECONDS). Waits until one of them may hold."""
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        oldest_due = self._pending[0].enqueued_at + self._max_wait
+        if now >= oldest_due:
+            return True
+        due = min(oldest_due, self._last_arrival + ARRIVAL_GAP_SECONDS)
+        if now < due:
+            await asyncio.sleep(due - now)
+            return False
+        arrivals = self._arrivals
+        await asyncio.sleep(0)
+        return self._arrivals == arrivals and loop.time() - now <= IDLE_ITERATION_SECONDS
 
     def _take(self) -> list[_Entry[Item, R]]:
         batch: list[_Entry[Item, R]] = []
