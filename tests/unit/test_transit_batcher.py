@@ -65,11 +65,12 @@ async def test_a_busy_loop_fills_batches_although_arrivals_are_more_than_a_milli
     vault = RecordingVault()
     coalescer = batcher(vault, max_wait=0.02)
     futures = []
-    # An arrival every 1.5 ms, with the loop never idle in between: other calls' work, as under load.
+    # An arrival every 1.5 ms, with the loop never idle in between: each iteration runs 0.4 ms
+    # of other calls' work, as under load.
     for item in range(60):
         busy_until = time.perf_counter() + 0.0015
         while time.perf_counter() < busy_until:
-            time.sleep(0.0001)
+            time.sleep(0.0004)
             await asyncio.sleep(0)
         futures.extend(coalescer.submit([item]))
     assert await asyncio.gather(*futures) == list(range(60))

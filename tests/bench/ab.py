@@ -1,0 +1,136 @@
+"""A/B benchmark of two checkouts of this repository: unary MintToken req/s and the server's CPU per call.
+
+    .venv/bin/python tests/bench/ab.py CHECKOUT_A CHECKOUT_B [--rounds 3] [--duration 10] [--workers 1]
+
+Each checkout needs its own .venv (run its scripts/setup; `git worktree add --detach DIR COMMIT` makes
+one). Both services run at once against one OpenBao dev server, as in tests/bench/bench.py (no caller
+authentication, the audit trail into a file), and h2load loads one at a time, alternating which goes
+first in each round. CPU per call (user + system time of the service's processes over the run, divided
+by its calls) varies less than req/s on a shared machine: read both. A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import secrets
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tokenservice.v1 import token_service_pb2 as pb
+
+from service.dev import OpenBaoDevServer, free_loopback_port
+from tests.bench.bench import SECRET_PATH, Children, ensure_tools, grpc_frame
+from tests.support import wait_until
+
+MINT_PATH = "/tokenservice.v1.TokenService/MintToken"
+SUCCEEDED = re.compile(r"requests: \d+ total, \d+ started, \d+ done, (\d+) succeeded")
+
+
+@dataclass
+class Contender:
+    checkout: Path
+    process: subprocess.Popen
+    grpc_port: int
+    rounds: list[tuple[float, float]]
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of `pid` and its children (a supervisor's workers)."""
+    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
+    total = 0
+    for process in [str(pid), *children]:
+        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
+        total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def accepts(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+def h2load(port: int, request: Path, seconds: float) -> int:
+    argv = ["h2load", "-t", "1", "-c", "16", "-m", "4", "-d", str(request), "-D", f"{seconds:g}"]
+    argv += ["-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{MINT_PATH}"]
+    output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    match = SUCCEEDED.search(output)
+    if match is None:
+        raise SystemExit(f"h2load printed no request count:\n{output}")
+    return int(match.group(1))
+
+
+def start(children: Children, bao: OpenBaoDevServer, checkout: Path, workers: int, workdir: Path) -> Contender:
+    grpc_port = free_loopback_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
+    env.update(
+        {
+            "VAULT_ADDR": bao.addr,
+            "VAULT_TOKEN": bao.root_token,
+            "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
+            "TOKENSERVICE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+            "TOKENSERVICE_METRICS_ADDR": f"127.0.0.1:{free_loopback_port()}",
+            "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1",
+            "TOKENSERVICE_AUDIT_OUTPUT": str(workdir / f"audit-{grpc_port}"),
+            "TOKENSERVICE_WORKERS": str(workers),
+        }
+    )
+    argv = [str(checkout / ".venv" / "bin" / "tokenservice"), "serve"]
+    process = children.start(argv, env=env, output=workdir / f"log-{grpc_port}", cwd=checkout)
+    return Contender(checkout, process, grpc_port, [])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkouts", nargs=2, type=Path)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument("--workers", type=int, default=1)
+    args = parser.parse_args()
+    children, bao, workdir = Children(), OpenBaoDevServer(), Path(tempfile.mkdtemp(prefix="tokenservice-ab-"))
+    try:
+        ensure_tools(children)
+        bao.start()
+        bao.write_secret(SECRET_PATH, secrets.token_urlsafe(48))
+        request = workdir / "unary.bin"
+        request.write_bytes(
+            grpc_frame(pb.MintTokenRequest(external_id="ab", email="ab@example.com").SerializeToString())
+        )
+        contenders = [start(children, bao, checkout.resolve(), args.workers, workdir) for checkout in args.checkouts]
+        for contender in contenders:
+            wait_until(lambda port=contender.grpc_port: accepts(port), timeout=30, message="the service listening")
+        for round_number in range(args.rounds):
+            for contender in contenders if round_number % 2 == 0 else contenders[::-1]:
+                h2load(contender.grpc_port, request, 1)  # warm-up
+                before = cpu_seconds(contender.process.pid)
+                calls = h2load(contender.grpc_port, request, args.duration)
+                cpu_per_call = (cpu_seconds(contender.process.pid) - before) / calls * 1e6
+                contender.rounds.append((calls / args.duration, cpu_per_call))
+                print(
+                    f"round {round_number + 1}, {contender.checkout}: {calls / args.duration:,.0f} req/s, "
+                    f"{cpu_per_call:.0f} µs CPU a call (load average {os.getloadavg()[0]:.1f})",
+                    flush=True,
+                )
+        for contender in contenders:
+            rates, costs = zip(*contender.rounds, strict=True)
+            print(
+                f"{contender.checkout}: median {statistics.median(rates):,.0f} req/s "
+                f"[{min(rates):,.0f}-{max(rates):,.0f}], median {statistics.median(costs):.0f} µs CPU a call "
+                f"[{min(costs):.0f}-{max(costs):.0f}]"
+            )
+        return 0
+    finally:
+        children.stop_all()
+        bao.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
