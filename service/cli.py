@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import functools
 import json
 import os
 import secrets
@@ -41,6 +40,7 @@ from service.dev import OpenBaoDevServer, find_bao, stop_process
 from service.errors import ConfigError, SecretRejectedError
 from service.logs import configure_logging
 from service.minting import Identity
+from service.parent_death import tied_to_parent
 from service.secret_sync import (
     SyncError,
     SyncResult,
@@ -54,7 +54,7 @@ from service.secrets import SecretVersion, validate_secret
 from service.server import run, warn_if_insecure
 from service.transit_import import ImportResult, import_secret
 from service.vault_auth import session_from_config
-from service.workers import parent_death_signal, run_workers
+from service.workers import run_workers
 
 DEFAULT_CLIENT_ADDR = "localhost:50051"
 DEV_SECRET_BYTES = 64
@@ -328,28 +328,29 @@ def _start_dev_service(args: argparse.Namespace, files: _DevFiles) -> subprocess
     }
     # -P: the package installed beside this Python, never a service/ directory where dev happens to run.
     return subprocess.Popen(
-        [
-            sys.executable,
-            "-P",
-            "-m",
-            "service.cli",
-            "serve",
-            "--config",
-            str(files.config),
-            "--grpc-addr",
-            args.grpc_addr,
-            "--metrics-addr",
-            args.metrics_addr,
-            "--workers",
-            "1",
-            "--ports-file",
-            str(files.ports),
-            "--log-level",
-            args.log_level,
-        ],
+        tied_to_parent(
+            [
+                sys.executable,
+                "-P",
+                "-m",
+                "service.cli",
+                "serve",
+                "--config",
+                str(files.config),
+                "--grpc-addr",
+                args.grpc_addr,
+                "--metrics-addr",
+                args.metrics_addr,
+                "--workers",
+                "1",
+                "--ports-file",
+                str(files.ports),
+                "--log-level",
+                args.log_level,
+            ]
+        ),
         env=environment,
         stdin=subprocess.DEVNULL,
-        preexec_fn=functools.partial(parent_death_signal, os.getpid()),
     )
 
 

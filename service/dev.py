@@ -9,7 +9,6 @@ process that started it does, even one killed by SIGKILL.
 
 from __future__ import annotations
 
-import functools
 import os
 import secrets
 import shutil
@@ -21,9 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import hvac
+import hvac.exceptions
 import requests
 
-from service.workers import parent_death_signal
+from service.parent_death import tied_to_parent
 
 
 def find_bao() -> str:
@@ -75,12 +75,13 @@ class OpenBaoDevServer:
     def start(self) -> None:
         """Start the server and wait until it answers unsealed."""
         self._process = subprocess.Popen(
-            [find_bao(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"],
+            tied_to_parent(
+                [find_bao(), "server", "-dev", f"-dev-listen-address=127.0.0.1:{self.port}", "-dev-no-store-token"]
+            ),
             env={**os.environ, "BAO_DEV_ROOT_TOKEN_ID": self.root_token},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
-            preexec_fn=functools.partial(parent_death_signal, os.getpid()),
         )
         deadline = time.monotonic() + self._startup_timeout
         while time.monotonic() < deadline:

@@ -21,7 +21,6 @@ a normal stop; the supervisor's claims close with it, so a successor can bind th
 
 from __future__ import annotations
 
-import ctypes
 import dataclasses
 import logging
 import multiprocessing
@@ -52,6 +51,7 @@ from service.addresses import (
 )
 from service.config import Config
 from service.errors import ConfigError
+from service.parent_death import parent_death_signal
 
 logger = logging.getLogger(__name__)
 
@@ -65,24 +65,6 @@ WORKER_START_TIMEOUT_SECONDS = 60.0
 CONFIG_EXIT_CODE = 2
 _EXIT_MARGIN_SECONDS = 5
 _POLL_SECONDS = 0.1
-_PR_SET_PDEATHSIG = 1
-# Looked up here, not after a fork: subprocess runs parent_death_signal between fork and exec, where
-# loading a library could wait forever on a lock that another thread of the parent held.
-_PRCTL = getattr(ctypes.CDLL(None, use_errno=True), "prctl", None)
-
-
-def parent_death_signal(parent_pid: int) -> bool:
-    """Have the kernel SIGTERM this process when `parent_pid` exits, even by SIGKILL; False where it cannot.
-
-    The kernel watches the thread that started this process, so start it from the main thread.
-    """
-    if _PRCTL is None:
-        return False
-    if _PRCTL(_PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0) != 0:
-        raise OSError(ctypes.get_errno(), "prctl(PR_SET_PDEATHSIG) failed")
-    if os.getppid() != parent_pid:  # it exited before the request above, so no signal will come
-        os.kill(os.getpid(), signal.SIGTERM)
-    return True
 
 
 def exit_with_parent(parent_pid: int) -> None:
