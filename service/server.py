@@ -245,7 +245,9 @@ class TokenServer:
     async def start(self) -> None:
         """Listen, start refreshing secrets, and turn SERVING once every org has one."""
         self.grpc_port, self.api_key_port = self._add_ports()
-        self._spans.listening(self.grpc_port)
+        tls = self.config.tls
+        api_key_port = (parse_address(tls.api_key_addr).host, self.api_key_port) if tls and tls.api_key_addr else None
+        self._spans.listening(self.grpc_port, api_key_port)
         if self._health_server is not None and self.config.health_addr:
             self.health_port = _listen(self._health_server, "health_addr", self.config.health_addr, None)
         if self._serve_metrics:

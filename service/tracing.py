@@ -1,10 +1,16 @@
-"""OpenTelemetry traces: a SERVER span per RPC, CLIENT spans for Vault, trace ids on logs.
+"""OpenTelemetry traces: a SERVER span per RPC, CLIENT spans for Vault and Transit, trace ids on logs.
 
 Off by default. Off, nothing of OpenTelemetry is imported: `ServerSpans.wrap` returns the behaviour
-itself and `annotate`, `vault_span`, `background_root_span` and `current_trace_ids` return at once,
-so a call pays nothing. On, the process's `Tracing` (one per worker) owns its TracerProvider and is
-the one these module functions use; it is not made the global provider, so that nothing else in the
-process (and no test) depends on set-once global state.
+itself and `annotate`, `vault_span`, `transit_span`, `background_root_span`, `current_trace_ids` and
+`current_span_context` return at once, so a call pays nothing. On, the process's `Tracing` (one per
+worker) owns its TracerProvider and is the one these module functions use; it is not made the global
+provider, so that nothing else in the process (and no test) depends on set-once global state.
+
+What a call pays for its span is kept small, since the SDK's own span and export cost most of a
+traced call already: the span in effect is a context variable of this module (`_Scope`), not an attached
+OpenTelemetry context; the service's attributes are gathered and set once, as the span ends; the
+sampler is asked before the SDK sets a span up, so a call it drops costs little; and the trace ids
+of log records and audit records are those of sampled spans only.
 
 The standard environment variables configure it as the SDK defines them (OTEL_TRACES_EXPORTER,
 OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT/PROTOCOL/HEADERS/TIMEOUT/..., OTEL_SERVICE_NAME,
@@ -22,12 +28,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import dataclasses
+import functools
 import math
 import os
 import re
 import threading
-from collections.abc import Callable, Collection, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, TypeGuard
 from urllib.parse import urlsplit
 
@@ -39,8 +47,10 @@ from service.grpc_types import Behavior, ServicerContext, status_code
 from service.minting import IDENTITY_KINDS
 
 if TYPE_CHECKING:
+    from opentelemetry.context import Context
     from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.trace import Span, Tracer
+    from opentelemetry.trace import Link, Span, SpanContext, SpanKind
+    from opentelemetry.trace.span import TraceState
 
 EXPORTERS = ("otlp", "none")
 PROTOCOLS = ("grpc", "http/protobuf")
@@ -291,67 +301,136 @@ def _trace_context(metadata: Collection[tuple[str, Any]] | None) -> dict[str, st
     return {key: value for key, value in metadata or () if key in _TRACE_CONTEXT_KEYS and isinstance(value, str)}
 
 
+class _Scope:
+    """The span that a task's work belongs to (a call's server span, a refresh's root span, a Transit
+    request's client span), with the service's attributes gathered for it until it ends.
+
+    The scope, not OpenTelemetry's current context, is what `annotate`, the trace ids of log records
+    and the parents of client spans read: setting it costs a context variable, where attaching a
+    context cost more, and gathering the attributes sets them on the span once, as it ends."""
+
+    __slots__ = ("_dropped", "_ids", "_span", "attributes", "recording")
+
+    def __init__(self, span: Span | None, dropped: Callable[[], Span] | None = None) -> None:
+        """`span`, or None for one the sampler dropped, which `dropped` makes if something asks for it."""
+        self._span = span
+        self._dropped = dropped
+        self.recording = span is not None and span.is_recording()
+        self.attributes: dict[str, str | int] = {}
+        self._ids: tuple[str, str] | None = None
+
+    @property
+    def span(self) -> Span:
+        if self._span is None:
+            assert self._dropped is not None
+            self._span = self._dropped()
+        return self._span
+
+    def ids(self) -> tuple[str, str] | None:
+        if not self.recording:
+            return None  # no trace holds this span: the ids would lead nowhere
+        if self._ids is None:
+            context = self.span.get_span_context()
+            if not context.is_valid:
+                return None
+            self._ids = format(context.trace_id, "032x"), format(context.span_id, "016x")
+        return self._ids
+
+    def end(self) -> None:
+        if self.recording:
+            self.span.set_attributes(self.attributes)
+            self.span.end()
+
+
+_scope: contextvars.ContextVar[_Scope | None] = contextvars.ContextVar("tokenservice_span", default=None)
+
+
+class _MethodAttributes:
+    """A traced method's constant attributes, per port: `main` for calls on grpc_addr, `api_key` for calls
+    on tls.api_key_addr (None while the server has no such port)."""
+
+    __slots__ = ("api_key", "main")
+
+    def __init__(self, main: dict[str, Any]) -> None:
+        self.main = main
+        self.api_key: dict[str, Any] | None = None
+
+
 class ServerSpans:
     """Wraps unary behaviours, once per method, so that every call runs in a SERVER span.
 
     The span continues the caller's traceparent/tracestate, carries the RPC attributes of the
-    OpenTelemetry conventions and is current while the behaviour runs, so `annotate`, Vault spans and
-    log records join it. Disabled (or for a service not in `services`), `wrap` returns the behaviour."""
+    OpenTelemetry conventions and is the scope of the behaviour, so `annotate`, Vault spans and log
+    records join it. Disabled (or for a service not in `services`), `wrap` returns the behaviour."""
 
-    def __init__(self, tracer: Tracer | None, address: str, port: int | None, services: Collection[str] | None) -> None:
-        self._tracer = tracer
+    def __init__(
+        self, active: _Active | None, address: str, port: int | None, services: Collection[str] | None
+    ) -> None:
+        self._active = active
         self._address = address
         self._port = port
+        self._api_key_port: tuple[str, int] | None = None
         self._services = None if services is None else frozenset(services)
-        self._attributes: list[dict[str, Any]] = []
+        self._methods: list[_MethodAttributes] = []
 
-    def listening(self, port: int) -> None:
-        """Record the port the server listens on (known only once bound), as server.port."""
-        self._port = port
-        for attributes in self._attributes:
-            attributes["server.port"] = port
+    def listening(self, port: int, api_key_port: tuple[str, int] | None = None) -> None:
+        """Record the ports the server listens on (known only once bound), as server.address/port:
+        grpc_addr's port, and tls.api_key_addr's (host, port) when the server has that port too."""
+        self._port, self._api_key_port = port, api_key_port
+        for method in self._methods:
+            self._set_ports(method)
+
+    def _set_ports(self, method: _MethodAttributes) -> None:
+        if self._port is not None:
+            method.main["server.port"] = self._port
+        if self._api_key_port is not None:
+            address, port = self._api_key_port
+            method.api_key = {**method.main, "server.address": address, "server.port": port}
 
     def wrap(self, behavior: Behavior, service: str, method: str) -> Behavior:
         """`behavior` running in a SERVER span named `service/method`."""
-        if self._tracer is None or (self._services is not None and service not in self._services):
+        if self._active is None or (self._services is not None and service not in self._services):
             return behavior
-        attributes: dict[str, Any] = {
-            "rpc.system": "grpc",
-            "rpc.service": service,
-            "rpc.method": method,
-            "server.address": self._address,
-        }
-        if self._port is not None:
-            attributes["server.port"] = self._port
-        self._attributes.append(attributes)
-        return _spanned(behavior, self._tracer, f"{service}/{method}", attributes)
+        attributes = _MethodAttributes(
+            {"rpc.system": "grpc", "rpc.service": service, "rpc.method": method, "server.address": self._address}
+        )
+        self._set_ports(attributes)
+        self._methods.append(attributes)
+        return _spanned(behavior, self._active, f"{service}/{method}", attributes)
 
 
-def _spanned(behavior: Behavior, tracer: Tracer, name: str, attributes: dict[str, Any]) -> Behavior:
-    from opentelemetry import context as otel_context
+def _spanned(behavior: Behavior, active: _Active, name: str, attributes: _MethodAttributes) -> Behavior:
     from opentelemetry import trace
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     # W3C trace context, as the callers' gRPC instrumentations send it; a call without it starts a trace.
-    extract, no_parent = TraceContextTextMapPropagator().extract, otel_context.Context()
-    attach, detach = otel_context.attach, otel_context.detach
-    in_context, server = trace.set_span_in_context, trace.SpanKind.SERVER
+    extract, no_parent = TraceContextTextMapPropagator().extract, active.no_parent
+    begin, server = active.scope, trace.SpanKind.SERVER
+    set_scope, reset_scope = _scope.set, _scope.reset
     failed = {code: trace.Status(trace.StatusCode.ERROR, code.name) for code in _SERVER_ERROR_CODES}
 
-    def end(span: Span, code: grpc.StatusCode) -> None:
-        if span.is_recording():
-            span.set_attribute("rpc.grpc.status_code", code.value[0])
-            if code in failed:
-                span.set_status(failed[code])
+    def port_attributes(context: ServicerContext) -> dict[str, Any]:
+        # Both ports are one server's, so a call does not say which it came in on; its credentials do.
+        # The API-key port exists only when grpc_addr requires a client certificate (the configuration
+        # refuses it otherwise), and never asks for one itself.
+        if attributes.api_key is None or context.peer_identities():
+            return attributes.main
+        return attributes.api_key
+
+    def end(scope: _Scope, code: grpc.StatusCode) -> None:
+        if not scope.recording:
+            return
+        span = scope.span
+        scope.attributes["rpc.grpc.status_code"] = code.value[0]
+        span.set_attributes(scope.attributes)
+        if code in failed:
+            span.set_status(failed[code])
         span.end()
 
     async def traced(request: Any, context: ServicerContext) -> Any:
         carrier = _trace_context(context.invocation_metadata())
-        parent = extract(carrier) if carrier else no_parent
-        span = tracer.start_span(
-            name, parent, server, attributes, record_exception=False, set_status_on_exception=False
-        )
-        token = attach(in_context(span, parent))
+        scope = begin(name, extract(carrier) if carrier else no_parent, server, port_attributes(context))
+        token = set_scope(scope)
         code = grpc.StatusCode.UNKNOWN
         try:
             response = await behavior(request, context)
@@ -364,14 +443,14 @@ def _spanned(behavior: Behavior, tracer: Tracer, name: str, attributes: dict[str
             code = status_code(context) or grpc.StatusCode.UNKNOWN
             raise
         finally:
-            detach(token)
-            end(span, code)
+            reset_scope(token)
+            end(scope, code)
 
     return traced
 
 
 class HttpSpan:
-    """What `vault_span` yields: record the response's status once it is known."""
+    """What `vault_span` and `transit_span` yield: record the response's status once it is known."""
 
     __slots__ = ("_span",)
 
@@ -386,6 +465,26 @@ class HttpSpan:
         if status_code >= 400:
             _mark_error(self._span, str(status_code))
 
+    def set_error(self, error_type: str) -> None:
+        """The request failed without an HTTP status: `error_type` is low-cardinality text (a kind, a class name)."""
+        if self._span is not None:
+            _mark_error(self._span, error_type)
+
+    def set_url(self, url: str) -> None:
+        """url.full, server.address and server.port of `url`, once known (its scheme, host, port and path only)."""
+        if self._span is not None:
+            self._span.set_attributes(_url_attributes(url))
+
+
+def _url_attributes(url: str) -> dict[str, str | int]:
+    parts = urlsplit(url)
+    return {
+        "server.address": parts.hostname or "",
+        "server.port": parts.port or (443 if parts.scheme == "https" else 80),
+        # Scheme, host and path only: a query or user info may hold a credential.
+        "url.full": f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path or '/'}",
+    }
+
 
 def _mark_error(span: Span, error_type: str) -> None:
     from opentelemetry.trace import Status, StatusCode
@@ -398,77 +497,185 @@ _NO_HTTP_SPAN = contextlib.nullcontext(HttpSpan(None))
 _NO_SPAN = contextlib.nullcontext()
 
 
+class _ReservedIds:
+    """The SDK's random ids, except that a trace id drawn with `reserve` is the next one the SDK asks for in
+    this thread: the sampler's decision on that id, taken before the span, is then the SDK's own."""
+
+    def __init__(self) -> None:
+        from opentelemetry.sdk.trace.id_generator import RandomIdGenerator
+
+        self._random = RandomIdGenerator()
+        self.generate_span_id = self._random.generate_span_id
+        self.is_trace_id_random = self._random.is_trace_id_random
+        self._reserved = threading.local()
+
+    def reserve(self) -> int:
+        self._reserved.trace_id = trace_id = self._random.generate_trace_id()
+        return trace_id
+
+    def release(self) -> None:
+        self._reserved.trace_id = None
+
+    def generate_trace_id(self) -> int:
+        trace_id: int | None = getattr(self._reserved, "trace_id", None)
+        if trace_id is None:
+            return self._random.generate_trace_id()
+        self._reserved.trace_id = None
+        return trace_id
+
+
 class _Active:
     """The tracer of the enabled `Tracing`, behind the module functions."""
 
-    def __init__(self, tracer: Tracer) -> None:
+    def __init__(self, provider: TracerProvider) -> None:
         from opentelemetry import trace
         from opentelemetry.context import Context
+        from opentelemetry.sdk.trace import sampling
 
-        self.tracer = tracer
-        self._current_span = trace.get_current_span
+        self.tracer = provider.get_tracer("tokenservice")
+        self._trace = trace
         self._client, self._internal = trace.SpanKind.CLIENT, trace.SpanKind.INTERNAL
-        self._empty_context = Context
+        self.no_parent = Context()
+        self._sampler = provider.sampler
+        ids = provider.id_generator
+        # Asking a sampler that keeps every span first would only ask it twice.
+        self._ids = (
+            ids
+            if isinstance(ids, _ReservedIds) and provider.sampler not in (sampling.ALWAYS_ON, sampling.DEFAULT_ON)
+            else None
+        )
+        self._dropped_flags = trace.TraceFlags(trace.TraceFlags.DEFAULT)
+        self._drop = sampling.Decision.DROP
 
-    def annotate(self, values: Mapping[str, object]) -> None:
-        span = self._current_span()
-        if not span.is_recording():
-            return
-        span.set_attributes(
-            {
-                _ANNOTATIONS[key][0]: value
-                for key, value in values.items()
-                if value is not None and _ANNOTATIONS[key][1](value)
-            }
+    def start(
+        self,
+        name: str,
+        parent: Context,
+        kind: SpanKind,
+        attributes: Mapping[str, str | int],
+        links: Sequence[Link] = (),
+    ) -> Span:
+        """tracer.start_span, the sampler asked first where it may drop the span (see `_dropped`)."""
+        dropped = self._dropped(name, parent, kind, attributes, links)
+        if dropped is not None:
+            return dropped()
+        return self.tracer.start_span(
+            name, parent, kind, attributes, links, record_exception=False, set_status_on_exception=False
         )
 
-    def trace_ids(self) -> tuple[str, str] | None:
-        context = self._current_span().get_span_context()
-        if not context.is_valid:
+    def scope(self, name: str, parent: Context, kind: SpanKind, attributes: Mapping[str, str | int]) -> _Scope:
+        """A scope for a new span, as `start` makes it; one the sampler drops is made only if asked for."""
+        dropped = self._dropped(name, parent, kind, attributes, ())
+        if dropped is not None:
+            return _Scope(None, dropped)
+        return _Scope(
+            self.tracer.start_span(
+                name, parent, kind, attributes, record_exception=False, set_status_on_exception=False
+            )
+        )
+
+    def _dropped(
+        self, name: str, parent: Context, kind: SpanKind, attributes: Mapping[str, str | int], links: Sequence[Link]
+    ) -> Callable[[], Span] | None:
+        """What makes the span if the sampler drops it, None if it keeps it (or is not asked first).
+
+        The SDK asks the sampler after it has set up most of a span, which was most of an unsampled
+        call's cost; asked first, with the trace id that the SDK then takes, it decides the same."""
+        ids = self._ids
+        if ids is None:
             return None
-        return format(context.trace_id, "032x"), format(context.span_id, "016x")
+        parent_context = None if parent is self.no_parent else self._trace.get_current_span(parent).get_span_context()
+        trace_id = parent_context.trace_id if parent_context and parent_context.is_valid else ids.reserve()
+        decision = self._sampler.should_sample(parent, trace_id, name, kind, attributes, links)
+        if decision.decision is not self._drop:
+            return None
+        ids.release()
+        return functools.partial(self._dropped_span, trace_id, decision.trace_state)
+
+    def _dropped_span(self, trace_id: int, trace_state: TraceState | None) -> Span:
+        assert self._ids is not None
+        context = self._trace.SpanContext(
+            trace_id, self._ids.generate_span_id(), False, self._dropped_flags, trace_state
+        )
+        return self._trace.NonRecordingSpan(context)
+
+    def _parent(self) -> Any:
+        """The context whose span is the current scope's, for a child span; none: a root."""
+        scope = _scope.get()
+        return self.no_parent if scope is None else self._trace.set_span_in_context(scope.span, self.no_parent)
 
     @contextlib.contextmanager
     def client_span(self, operation: str, method: str, url: str, template: str | None) -> Iterator[HttpSpan]:
-        parts = urlsplit(url)
-        path = parts.path or "/"
-        template = template or path
-        attributes: dict[str, str | int] = {
+        attributes = _url_attributes(url)
+        template = template or urlsplit(url).path or "/"
+        attributes |= {
             "http.request.method": method,
-            "server.address": parts.hostname or "",
-            "server.port": parts.port or (443 if parts.scheme == "https" else 80),
-            # Scheme, host and path only: a query or user info may hold a credential.
-            "url.full": f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{path}",
             "url.template": template,
             "tokenservice.vault.operation": operation,
         }
-        with self.tracer.start_as_current_span(
-            f"{method} {template}",
-            kind=self._client,
-            attributes=attributes,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield HttpSpan(span)
-            except BaseException as error:
-                _mark_error(span, type(error).__qualname__)
-                raise
+        span = self.start(f"{method} {template}", self._parent(), self._client, attributes)
+        try:
+            yield HttpSpan(span)
+        except BaseException as error:
+            _mark_error(span, type(error).__qualname__)
+            raise
+        finally:
+            span.end()
+
+    @contextlib.contextmanager
+    def transit_span(
+        self, org: str, operation: str, template: str, batch_size: int, calls: Sequence[SpanContext | None]
+    ) -> Iterator[HttpSpan]:
+        """A CLIENT span for one Transit batch request, the scope of its work: parented to the first
+        call waiting on it whose trace is sampled (else the first call), linked to the other sampled ones."""
+        first: SpanContext | None = None
+        sampled: dict[tuple[int, int], SpanContext] = {}
+        for call in calls:
+            if call is None:
+                continue
+            if first is None:
+                first = call
+            if call.trace_flags.sampled:
+                sampled.setdefault((call.trace_id, call.span_id), call)
+        parent = next(iter(sampled.values()), first)
+        links = [self._trace.Link(call) for call in sampled.values() if call is not parent]
+        attributes: dict[str, str | int] = {
+            "http.request.method": "POST",
+            "url.template": template,
+            "tokenservice.vault.operation": f"transit.{operation}",
+            "tokenservice.org": org,
+            "tokenservice.batch_size": batch_size,
+        }
+        span = self.start(
+            f"POST {template}",
+            self.no_parent
+            if parent is None
+            else self._trace.set_span_in_context(self._trace.NonRecordingSpan(parent), self.no_parent),
+            self._client,
+            attributes,
+            links,
+        )
+        scope = _Scope(span)
+        token = _scope.set(scope)
+        try:
+            yield HttpSpan(span)
+        finally:
+            _scope.reset(token)
+            scope.end()
 
     @contextlib.contextmanager
     def root_span(self, name: str) -> Iterator[None]:
-        with self.tracer.start_as_current_span(
-            name,
-            context=self._empty_context(),
-            kind=self._internal,
-            record_exception=False,
-            set_status_on_exception=False,
-        ) as span:
-            try:
-                yield
-            except BaseException as error:
-                _mark_error(span, type(error).__qualname__)
-                raise
+        span = self.start(name, self.no_parent, self._internal, {})
+        scope = _Scope(span)
+        token = _scope.set(scope)
+        try:
+            yield
+        except BaseException as error:
+            _mark_error(span, type(error).__qualname__)
+            raise
+        finally:
+            _scope.reset(token)
+            scope.end()
 
 
 _active: _Active | None = None
@@ -479,7 +686,7 @@ class Tracing:
 
     def __init__(self, provider: TracerProvider | None = None) -> None:
         self._provider = provider
-        self._tracer = None if provider is None else provider.get_tracer("tokenservice")
+        self._active = None if provider is None else _Active(provider)
 
     @classmethod
     def disabled(cls) -> Tracing:
@@ -502,8 +709,8 @@ class Tracing:
     def _activate(self) -> None:
         """Make this the tracing that the module functions use."""
         global _active
-        if self._tracer is not None:
-            _active = _Active(self._tracer)
+        if self._active is not None:
+            _active = self._active
 
     @property
     def enabled(self) -> bool:
@@ -514,7 +721,7 @@ class Tracing:
     ) -> ServerSpans:
         """The wrapper of the server's methods; `address`/`port` are the listening ones (server.*),
         `services` the ones to trace (None: every one)."""
-        return ServerSpans(self._tracer, address, port, services)
+        return ServerSpans(self._active, address, port, services)
 
     def shutdown(self, timeout_s: float) -> bool:
         """Export the spans still pending and stop, within `timeout_s`; False if that was not enough.
@@ -523,7 +730,7 @@ class Tracing:
         global _active
         if self._provider is None:
             return True
-        if _active is not None and _active.tracer is self._tracer:
+        if _active is self._active:
             _active = None
         # The batch processor waits up to 30 s for its exporter, whose retries have their own timeout;
         # a thread keeps the grace period whatever the collector does.
@@ -538,7 +745,12 @@ def _provider(config: TracingConfig, worker_name: str | None) -> TracerProvider:
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
     # shutdown_on_exit: Tracing.shutdown flushes within the grace period; the SDK's exit hook could wait 30 s.
-    provider = TracerProvider(sampler=_sampler(config), resource=_resource(config, worker_name), shutdown_on_exit=False)
+    provider = TracerProvider(
+        sampler=_sampler(config),
+        resource=_resource(config, worker_name),
+        shutdown_on_exit=False,
+        id_generator=_ReservedIds(),  # type: ignore[arg-type]  # an IdGenerator in all but its base class
+    )
     exporter = _exporter(config)
     if exporter is not None:
         provider.add_span_processor(BatchSpanProcessor(exporter))  # OTEL_BSP_* apply
@@ -608,27 +820,40 @@ def annotate(
 
     Only these names exist; a value that does not look like what its name says (an org or caller
     name, an identity kind of email/external_id/email+external_id/none, a count, an UPPER_SNAKE
-    reason, a lower_snake outcome) is dropped, so no identity can slip in. Off: returns at once."""
-    if _active is None:
+    reason, a lower_snake outcome) is dropped, so no identity can slip in. Off, or in a span that is
+    not sampled: returns at once."""
+    scope = _scope.get()
+    if scope is None or not scope.recording:
         return
-    _active.annotate(
-        {
-            "org": org,
-            "caller": caller,
-            "identity_kind": identity_kind,
-            "secret_version": secret_version,
-            "batch_size": batch_size,
-            "error_reason": error_reason,
-            "outcome": outcome,
-        }
-    )
+    for key, value in (
+        ("org", org),
+        ("caller", caller),
+        ("identity_kind", identity_kind),
+        ("secret_version", secret_version),
+        ("batch_size", batch_size),
+        ("error_reason", error_reason),
+        ("outcome", outcome),
+    ):
+        if value is not None:
+            name, valid = _ANNOTATIONS[key]
+            if valid(value):
+                scope.attributes[name] = value
 
 
 def current_trace_ids() -> tuple[str, str] | None:
-    """(trace_id, span_id) of the current span as 32 and 16 hex digits, or None (no span, or off)."""
+    """(trace_id, span_id) of the current span as 32 and 16 hex digits, or None (no span, one that is
+    not sampled, or off)."""
+    scope = _scope.get()
+    return None if scope is None else scope.ids()
+
+
+def current_span_context() -> SpanContext | None:
+    """The current span's context, for work that another task does on its behalf (a Transit batch
+    links the calls it serves); None when off or outside any span."""
     if _active is None:
         return None
-    return _active.trace_ids()
+    scope = _scope.get()
+    return None if scope is None else scope.span.get_span_context()
 
 
 def vault_span(
@@ -643,6 +868,22 @@ def vault_span(
     if _active is None:
         return _NO_HTTP_SPAN
     return _active.client_span(operation, method, url, template)
+
+
+def transit_span(
+    org: str, operation: str, items: Sequence[tuple[object, SpanContext | None]]
+) -> contextlib.AbstractContextManager[HttpSpan]:
+    """A CLIENT span for one Vault Transit batch request (`operation` hmac or verify) of `org`, whose
+    `items` are each an input with the span context of the call that submitted it (None outside a span).
+
+    It is the scope of the request's work: the requests hvac makes for it (a login, the POST itself)
+    are its children, and its log records carry its ids. Record the URL with `set_url` and the outcome
+    with `set_status_code` or `set_error`. Off: a span that records nothing."""
+    if _active is None:
+        return _NO_HTTP_SPAN
+    # The template from the operation, not the path: a mount may have several segments.
+    template = f"/v1/{{mount}}/{operation}/{{key}}"
+    return _active.transit_span(org, operation, template, len(items), [call for _, call in items])
 
 
 def background_root_span(name: str) -> contextlib.AbstractContextManager[None]:

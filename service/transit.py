@@ -31,7 +31,7 @@ import time
 import urllib.parse
 from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Generic, NamedTuple, Protocol, TypeVar
+from typing import TYPE_CHECKING, Generic, NamedTuple, Protocol, TypeVar
 
 import hvac
 import hvac.exceptions
@@ -39,7 +39,11 @@ import requests
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from service.errors import ConfigError, SecretSourceError, SignerUnavailableError
+from service.tracing import current_span_context, transit_span
 from service.vault_http import RedirectedError, VaultHttp
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import SpanContext
 
 logger = logging.getLogger(__name__)
 
@@ -152,12 +156,30 @@ class TransitMetrics:
 
 
 class _TransitFailedError(Exception):
-    """A failed Transit request: `kind` is the metric label, `message` the caller's error."""
+    """A failed Transit request: `kind` is the metric label, `message` the caller's error, `status` Vault's
+    HTTP status when it answered with an error."""
 
     def __init__(self, kind: str, message: str) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
+        self.status: int | None = None
+
+
+# The HTTP status behind each of hvac's exceptions (as hvac.exceptions.VaultError.from_status maps them).
+_HVAC_STATUS: dict[type[Exception], int] = {
+    hvac.exceptions.InvalidRequest: 400,
+    hvac.exceptions.Unauthorized: 401,
+    hvac.exceptions.Forbidden: 403,
+    hvac.exceptions.InvalidPath: 404,
+    hvac.exceptions.RateLimitExceeded: 429,
+    hvac.exceptions.InternalServerError: 500,
+    hvac.exceptions.VaultNotInitialized: 501,
+    hvac.exceptions.BadGateway: 502,
+    hvac.exceptions.VaultDown: 503,
+}
+# What a Transit batch request that succeeded was answered (VaultHttp and hvac raise for any error status).
+_TRANSIT_OK = 200
 
 
 class SignerHealth:
@@ -319,11 +341,12 @@ class _Batcher(Generic[Item, R]):
 
 @dataclasses.dataclass
 class _Link:
-    """How batch requests reach Vault through one caller: its current token, and a connection per
-    operation (None where requests would use a proxy: hvac then sends them)."""
+    """How batch requests reach Vault through one caller: its current token, a connection per
+    operation (None where requests would use a proxy: hvac then sends them), and Vault's address."""
 
     token: str
     connections: dict[str, VaultHttp] | None
+    url: str
 
 
 def _fail(entries: Sequence[_Entry[Item, R]], error: Callable[[], SignerUnavailableError]) -> None:
@@ -405,14 +428,15 @@ class TransitSigner:
     async def sign(self, signing_input: bytes, *, timeout: float | None = None) -> TransitSignature:
         """The HMAC-SHA256 of `signing_input` with the key's latest version; raise SignerUnavailableError
         when Transit does not answer with one within `timeout` (default: the settings' timeout_seconds)."""
-        (future,) = self._signing.submit([signing_input])
+        (future,) = self._signing.submit([(signing_input, current_span_context())])
         return await self._awaited(future, self._timeout(timeout))
 
     async def sign_many(
         self, inputs: Sequence[bytes], *, timeout: float | None = None
     ) -> list[TransitSignature | SignerUnavailableError]:
         """A signature or the error per input, in order, sent in as few requests as max_batch_size allows."""
-        futures = self._signing.submit(list(inputs))
+        call = current_span_context()
+        futures = self._signing.submit([(signing_input, call) for signing_input in inputs])
         return await self._gathered(futures, self._timeout(timeout))
 
     async def verify_signature(self, signing_input: bytes, signature: bytes, *, timeout: float | None = None) -> bool:
@@ -426,7 +450,7 @@ class TransitSigner:
         version = self._latest_version
         if version is None:
             version = (await self.refresh_key_info(timeout=timeout)).latest_version
-        (future,) = self._verifying.submit([(signing_input, signature, version)])
+        (future,) = self._verifying.submit([((signing_input, signature, version), current_span_context())])
         return await self._awaited(future, max(0.0, deadline - time.monotonic()))
 
     async def refresh_key_info(self, *, timeout: float | None = None) -> KeyInfo:
@@ -506,7 +530,7 @@ class TransitSigner:
         )
 
     async def _send_hmac(
-        self, caller: VaultCaller, inputs: list[bytes]
+        self, caller: VaultCaller, inputs: list[tuple[bytes, SpanContext | None]]
     ) -> list[TransitSignature | SignerUnavailableError]:
         outcomes = await self._request(caller, "hmac", self._hmac_url, inputs, _hmac_input, self._signature)
         versions = [outcome.key_version for outcome in outcomes if isinstance(outcome, TransitSignature)]
@@ -515,7 +539,7 @@ class TransitSigner:
         return outcomes
 
     async def _send_verify(
-        self, caller: VaultCaller, items: list[tuple[bytes, bytes, int]]
+        self, caller: VaultCaller, items: list[tuple[tuple[bytes, bytes, int], SpanContext | None]]
     ) -> list[bool | SignerUnavailableError]:
         return await self._request(caller, "verify", self._verify_url, items, _verify_input, self._validity)
 
@@ -524,26 +548,42 @@ class TransitSigner:
         caller: VaultCaller,
         operation: str,
         url: str,
-        items: list[Item],
+        items: list[tuple[Item, SpanContext | None]],
         encode: Callable[[Item], dict[str, str]],
         decode: Callable[[object], R],
     ) -> list[R | SignerUnavailableError]:
-        """Send one batch request; an outcome per item. Never raises: a failed request fails every item."""
+        """Send one batch request; an outcome per item. Never raises: a failed request fails every item.
+
+        Each item comes with the span context of the call waiting for it: traced, the request is a
+        CLIENT span parented to (and linked to) those calls, with its URL, status and failure."""
         started = time.perf_counter()
-        try:
-            answer = await self._post(caller, operation, url, {"batch_input": [encode(item) for item in items]})
-            outcomes = self._decoded(answer, len(items), decode)
-        except _TransitFailedError as failure:
-            self._record_failure(operation, failure)
-            return [SignerUnavailableError(failure.message) for _ in items]
-        except Exception:
-            logger.exception("Transit request failed unexpectedly", extra={"fields": self._log_fields(operation)})
-            unreadable = _TransitFailedError("malformed", self._message("answered in a way the service cannot read"))
-            self._record_failure(operation, unreadable)
-            return [SignerUnavailableError(unreadable.message) for _ in items]
-        self._observe(operation, started, len(items))
-        self._record_success(operation)
-        return outcomes
+        with transit_span(self.org, operation, items) as span:
+            try:
+                answer = await self._post(caller, operation, url, {"batch_input": [encode(item) for item, _ in items]})
+                span.set_status_code(_TRANSIT_OK)
+                outcomes = self._decoded(answer, len(items), decode)
+            except _TransitFailedError as failure:
+                if failure.status is None:
+                    span.set_error(failure.kind)
+                else:
+                    span.set_status_code(failure.status)
+                self._record_failure(operation, failure)
+                return [SignerUnavailableError(failure.message) for _ in items]
+            except Exception:
+                logger.exception("Transit request failed unexpectedly", extra={"fields": self._log_fields(operation)})
+                unreadable = _TransitFailedError(
+                    "malformed", self._message("answered in a way the service cannot read")
+                )
+                span.set_error(unreadable.kind)
+                self._record_failure(operation, unreadable)
+                return [SignerUnavailableError(unreadable.message) for _ in items]
+            finally:
+                link = self._links.get(caller)
+                if link is not None:
+                    span.set_url(link.url + url)
+            self._observe(operation, started, len(items))
+            self._record_success(operation)
+            return outcomes
 
     async def _post(self, caller: VaultCaller, operation: str, url: str, body: dict[str, object]) -> object:
         """Vault's answer, through the caller's connection on the loop; through hvac in a worker thread
@@ -577,7 +617,7 @@ class TransitSigner:
             signing = VaultHttp.like(client, connections=BATCHES_IN_FLIGHT)
             verifying = VaultHttp.like(client, connections=BATCHES_IN_FLIGHT)
             connections = None if signing is None or verifying is None else {"hmac": signing, "verify": verifying}
-            link = self._links.setdefault(caller, _Link(client.token, connections))
+            link = self._links.setdefault(caller, _Link(client.token, connections, client.url))
         link.token = client.token
 
     def _decoded(self, answer: object, size: int, decode: Callable[[object], R]) -> list[R | SignerUnavailableError]:
@@ -650,7 +690,14 @@ class TransitSigner:
         return _TransitFailedError("malformed", self._message("answered without a result for one input"))
 
     def _failure(self, error: Exception) -> _TransitFailedError:
-        """What a failed request means and how to fix it: the caller's message and the metric's kind."""
+        """What a failed request means and how to fix it: the caller's message, the metric's kind and
+        Vault's HTTP status, if it answered with an error."""
+        failure = self._classified(error)
+        failure.status = _HVAC_STATUS.get(type(error))
+        return failure
+
+    def _classified(self, error: Exception) -> _TransitFailedError:
+        """The kind and message of a failed request."""
         if isinstance(error, SecretSourceError):
             return _TransitFailedError(
                 "login", self._message(f"could not be used: logging in to Vault failed ({error})")

@@ -355,6 +355,58 @@ async def test_sampled_out_calls_export_nothing(receiver, monkeypatch, started, 
     assert receiver.requests == []
 
 
+async def test_a_call_the_caller_did_not_sample_records_nothing_not_even_its_vault_requests(
+    receiver, monkeypatch, started, served
+):
+    # Roots would all be kept (ratio 1): a Vault span that lost its unsampled parent would be exported.
+    export_to(
+        monkeypatch, receiver, "grpc", OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="1"
+    )
+    instance = start_tracing(started)
+    logs = io.StringIO()
+
+    async def mint_reading_vault(request, context):
+        with tracing.vault_span("kv.read", "GET", "http://vault.invalid:8200/v1/secret/data/x") as span:
+            span.set_status_code(200)
+        tracing.annotate(org="acme")
+        logging.getLogger("tokenservice.test").info("minting unsampled")
+        return pb.MintTokenResponse(token=TOKEN)
+
+    one = await serve(served, instance, mint_reading_vault)
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    configure_logging("INFO", logs)
+    try:
+        unsampled = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00"
+        await one.call(pb.MintTokenRequest(email=EMAIL), metadata=(("traceparent", unsampled),))
+    finally:
+        root.handlers[:], root.level = handlers, level
+    assert instance.shutdown(5)
+
+    assert receiver.requests == []
+    [record] = [json.loads(line) for line in logs.getvalue().splitlines() if "minting unsampled" in line]
+    assert "trace_id" not in record and "span_id" not in record
+
+
+async def test_a_ratio_sampler_keeps_its_ratio_of_calls(receiver, monkeypatch, started, served):
+    # The sampler is asked before the SDK sets a span up, and the SDK asks it again: both must see the
+    # same trace id, or a call would be kept only when two draws both keep it (a quarter, not a half).
+    export_to(monkeypatch, receiver, "grpc", OTEL_TRACES_SAMPLER="traceidratio", OTEL_TRACES_SAMPLER_ARG="0.5")
+    instance = start_tracing(started)
+    one = await serve(served, instance)
+
+    calls = 400
+    for _ in range(calls):
+        await one.call(pb.MintTokenRequest(email=EMAIL))
+    assert instance.shutdown(5)
+
+    kept = named(receiver.spans(), f"{SERVICE}/MintToken")
+    # Binomial(400, 0.5): 200 +- 10; outside 150..250 is five standard deviations away.
+    assert 150 <= len(kept) <= 250, len(kept)
+    bound = round(0.5 * 2**64)
+    assert all(int(span.trace_id, 16) & (2**64 - 1) < bound for span in kept)
+
+
 async def test_parent_based_sampling_follows_the_caller(receiver, monkeypatch, started, served):
     export_to(
         monkeypatch, receiver, "grpc", OTEL_TRACES_SAMPLER="parentbased_traceidratio", OTEL_TRACES_SAMPLER_ARG="0"

@@ -16,6 +16,7 @@ from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import OpenBaoDevServer
 from tests.otlp import OtlpReceiver, ReceivedSpan
+from tests.secured import SecuredFiles, start_secured_service
 from tests.support import ServiceProcess, new_secret, wait_until
 
 SERVICE = "tokenservice.v1.TokenService"
@@ -50,6 +51,27 @@ def traced(openbao: OpenBaoDevServer, receiver: OtlpReceiver) -> Iterator[Servic
     service.secret = openbao.read_secret(path)
     try:
         yield service
+    finally:
+        service.terminate()
+
+
+@pytest.fixture(scope="module")
+def secured_traced(
+    openbao: OpenBaoDevServer, receiver: OtlpReceiver, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[ServiceProcess, SecuredFiles]]:
+    """The production set-up of tests/secured.py (mTLS on grpc_addr, API keys on their own port), traced."""
+    service, files = start_secured_service(
+        openbao,
+        tmp_path_factory.mktemp("secured-traced"),
+        env={
+            "TOKENSERVICE_TRACING": "1",
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
+            "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
+            "OTEL_BSP_SCHEDULE_DELAY": "100",
+        },
+    )
+    try:
+        yield service, files
     finally:
         service.terminate()
 
@@ -138,3 +160,29 @@ def test_nothing_exported_holds_an_identity_a_token_or_a_secret(traced, receiver
     raw = receiver.raw()
     for never in (EMAIL, EXTERNAL_ID, traced.secret, "example.com"):
         assert never.encode() not in raw
+
+
+def test_the_server_span_names_the_port_the_call_came_in_on(secured_traced, receiver):
+    service, files = secured_traced
+    api_key_port = service.listening["api_key_port"]
+    by_certificate = grpc.ssl_channel_credentials(files.ca.cert_pem, files.client.key_pem, files.client.cert_pem)
+    by_key = grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(files.ca.cert_pem), grpc.access_token_call_credentials(files.api_key)
+    )
+    traces = {}
+    for target, credentials in ((service.grpc_target, by_certificate), (f"127.0.0.1:{api_key_port}", by_key)):
+        trace_id, _, traceparent = _traceparent()
+        with grpc.secure_channel(target, credentials) as channel:
+            pb_grpc.TokenServiceStub(channel).MintToken(
+                pb.MintTokenRequest(email=EMAIL), timeout=5, metadata=(("traceparent", traceparent),)
+            )
+        traces[target] = trace_id
+
+    [on_grpc_addr] = _server_spans(receiver, traces[service.grpc_target])
+    [on_api_key_addr] = _server_spans(receiver, traces[f"127.0.0.1:{api_key_port}"])
+    assert on_grpc_addr.attributes["server.port"] == int(service.grpc_target.rpartition(":")[2])
+    assert on_grpc_addr.attributes["tokenservice.caller"] == "checkout"
+    assert on_api_key_addr.attributes["server.port"] == api_key_port != on_grpc_addr.attributes["server.port"]
+    assert on_api_key_addr.attributes["tokenservice.caller"] == "reports"
+    assert on_api_key_addr.attributes["server.address"] == on_grpc_addr.attributes["server.address"] == "127.0.0.1"
+    assert files.api_key.encode() not in receiver.raw()
