@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import contextvars
 import dataclasses
 import functools
 import logging
@@ -276,8 +277,9 @@ class _Batcher(Generic[Item, R]):
 
     def _start(self) -> None:
         if not self._workers:
+            # In a context of their own: they serve every later call, not the one that happened to start them.
             self._workers = [
-                asyncio.create_task(self._work(caller, full_only=index > 0))
+                asyncio.create_task(self._work(caller, full_only=index > 0), context=contextvars.Context())
                 for caller in self._callers
                 for index in range(self._per_caller)
             ]
