@@ -1,7 +1,7 @@
 """Every example.sh retries UNAVAILABLE with backoff, then gives up: pointed
 at a loopback port nobody listens on, it tries 5 times, prints nothing on
-stdout and exits non-zero. (INVALID_ARGUMENT is never retried: see the
-test_<lang>_client.py files.) Needs no server."""
+stdout and exits non-zero. (INVALID_ARGUMENT is never retried, and Java's and
+Rust's attempts are counted: see test_clients.py.) Needs no server."""
 
 from __future__ import annotations
 
