@@ -11,7 +11,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from pathlib import Path
 from typing import Any, cast, overload
 
@@ -24,6 +24,7 @@ from service.transit import KEY_NAME_PATTERN, MOUNT_PATTERN, TransitSettings
 # Kustomer org names are the first label of <org>.kustomerapp.com.
 ORG_NAME_PATTERN = re.compile(r"^[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?$")
 ORG_NAME_MAX_BYTES = 63
+_ORG_NAMES = "org names are lower-case letters, digits and '-', as in the Kustomer URL"
 
 # Environment variables for the common single-org case, and the setting each feeds.
 ENVIRONMENT_SETTINGS = {
@@ -267,10 +268,17 @@ def _flatten(table: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 class _Settings:
-    """Typed, checked access to layered settings; remembers which were used."""
+    """Typed, checked access to settings; remembers which were used.
 
-    def __init__(self, settings: dict[str, tuple[Any, str]]) -> None:
+    One reader holds the layered settings, named as in the file (`vault.addr`); one reader per
+    [orgs.<name>] or [callers.<name>] table holds that table's keys, so that its refusals name
+    `orgs.acme.path` and the file the table came from.
+    """
+
+    def __init__(self, settings: dict[str, tuple[Any, str]], table: str = "", source: str = "") -> None:
         self._settings = settings
+        self._table = table
+        self.source = source
         self.used: set[str] = set()
 
     def raw(self, name: str) -> tuple[Any, str] | None:
@@ -278,35 +286,77 @@ class _Settings:
         return self._settings.get(name)
 
     def refuse(self, name: str, expected: str) -> ConfigError:
+        """A refusal of setting `name`, as given or (when it is missing) as this reader's table lacks it."""
+        setting = f"{self._table}.{name}" if self._table else name
+        if name not in self._settings:
+            return ConfigError(f"setting {setting}{self._from(self.source)}: {expected}")
         value, source = self._settings[name]
-        return ConfigError(f"setting {name} (from {source}): {expected}; got {value!r}")
+        return ConfigError(f"setting {setting}{self._from(source)}: {expected}; got {value!r}")
+
+    def refuse_table(self, expected: str) -> ConfigError:
+        """A refusal of this reader's whole [orgs.<name>]-style table rather than of one key."""
+        return ConfigError(f"setting {self._table}{self._from(self.source)}: {expected}")
+
+    @staticmethod
+    def _from(source: str) -> str:
+        return f" (from {source})" if source else ""
 
     @overload
-    def string(self, name: str, default: str) -> str: ...
+    def string(self, name: str, default: str, *, pattern: re.Pattern[str] | None = None, expected: str = "") -> str: ...
 
     @overload
-    def string(self, name: str, default: None) -> str | None: ...
+    def string(
+        self, name: str, default: None, *, pattern: re.Pattern[str] | None = None, expected: str = ""
+    ) -> str | None: ...
 
-    def string(self, name: str, default: str | None) -> str | None:
+    def string(
+        self, name: str, default: str | None, *, pattern: re.Pattern[str] | None = None, expected: str = ""
+    ) -> str | None:
+        """A non-empty string, stripped; with a pattern, one it matches (`expected` says what that is)."""
         found = self.raw(name)
         if found is None:
             return default
-        if not isinstance(found[0], str) or not found[0].strip():
-            raise self.refuse(name, "must be a non-empty string")
-        return found[0].strip()
-
-    def number(self, name: str, default: float | None, *, minimum: float, integer: bool = False) -> Any:
-        found = self.raw(name)
-        if found is None:
-            return default
-        kind = "a whole number" if integer else "a number"
-        try:
-            value = int(found[0]) if integer else float(found[0])
-        except (TypeError, ValueError):
-            raise self.refuse(name, f"must be {kind} >= {minimum}") from None
-        if isinstance(found[0], bool) or not math.isfinite(value) or value < minimum:
-            raise self.refuse(name, f"must be {kind} >= {minimum}")
+        value = found[0].strip() if isinstance(found[0], str) else ""
+        if not value or (pattern is not None and not pattern.fullmatch(value)):
+            raise self.refuse(name, expected or "must be a non-empty string")
         return value
+
+    def choice(self, name: str, default: str, choices: Collection[str], expected: str) -> str:
+        found = self.raw(name)
+        if found is None:
+            return default
+        value = found[0]
+        if not isinstance(value, str) or value.strip() not in choices:
+            raise self.refuse(name, expected)
+        return value.strip()
+
+    def number(
+        self,
+        name: str,
+        default: float | None,
+        *,
+        minimum: float,
+        integer: bool = False,
+        above: bool = False,
+        meaning: str = "",
+    ) -> Any:
+        """A number >= minimum (> minimum if `above`); `meaning` says in the refusal what it counts."""
+        found = self.raw(name)
+        if found is None:
+            return default
+        expected = f"must be {'a whole number' if integer else 'a number'} {'above' if above else '>='} {minimum}"
+        expected += f" ({meaning})" if meaning else ""
+        value = found[0]
+        # A fraction is no whole number, though int() would cut it off.
+        if isinstance(value, bool) or (integer and isinstance(value, float) and not value.is_integer()):
+            raise self.refuse(name, expected)
+        try:
+            number = int(value) if integer else float(value)
+        except (TypeError, ValueError, OverflowError):
+            raise self.refuse(name, expected) from None
+        if not math.isfinite(number) or (number <= minimum if above else number < minimum):
+            raise self.refuse(name, expected)
+        return number
 
     def flag(self, name: str, default: bool) -> bool:
         found = self.raw(name)
@@ -319,6 +369,23 @@ class _Settings:
             raise self.refuse(name, "must be true or false (or 1/0 in the environment)")
         return value
 
+    def names(self, name: str, default: Collection[str] | None, allowed: Collection[str]) -> frozenset[str]:
+        """A non-empty list of names from `allowed`; without a default, it must be given."""
+        found = self.raw(name)
+        listed = ", ".join(sorted(allowed))
+        if found is None:
+            if default is None:
+                raise self.refuse(name, f"is required; set {name} = [...] to one or more of {listed}")
+            return frozenset(default)
+        value = found[0]
+        if (
+            not isinstance(value, (list, tuple))
+            or not value
+            or any(not isinstance(item, str) or item not in allowed for item in value)
+        ):
+            raise self.refuse(name, f"must be a non-empty list of {listed}")
+        return frozenset(value)
+
     def section(self, name: str) -> tuple[dict[str, Any], str]:
         """The settings of section `name`, without its prefix, and where they came from."""
         prefix = f"{name}."
@@ -326,6 +393,25 @@ class _Settings:
         self.used.update(found)
         sources = sorted({source for _, source in found.values()})
         return {key[len(prefix) :]: value for key, (value, _) in found.items()}, " and ".join(sources)
+
+    def tables(self, name: str, expected: str, pattern: re.Pattern[str], named: str) -> dict[str, _Settings]:
+        """A reader for each [<name>.<entry>] table, whose entry names match `pattern` (`named` says how)."""
+        found = self.raw(name)
+        if found is None:
+            return {}
+        tables, source = found
+        if not isinstance(tables, dict) or not tables:
+            raise self.refuse(name, expected)
+        readers = {}
+        for entry, keys in tables.items():
+            table = keys if isinstance(keys, dict) else {}
+            reader = _Settings({key: (value, source) for key, value in table.items()}, f"{name}.{entry}", source)
+            if not pattern.fullmatch(entry):
+                raise reader.refuse_table(named)
+            if not isinstance(keys, dict):
+                raise reader.refuse_table(f"must be a table; got {keys!r}")
+            readers[entry] = reader
+        return readers
 
     def unknown(self) -> list[str]:
         return sorted(name for name in self._settings if name not in self.used)
@@ -400,9 +486,7 @@ def _build_vault(settings: _Settings) -> VaultConfig:
     addr = settings.string("vault.addr", defaults.addr)
     if not addr.startswith(("http://", "https://")):
         raise settings.refuse("vault.addr", "must be an http:// or https:// URL")
-    auth = settings.string("vault.auth", defaults.auth)
-    if auth not in AUTH_METHODS:
-        raise settings.refuse("vault.auth", f"must be one of {', '.join(AUTH_METHODS)}")
+    auth = settings.choice("vault.auth", defaults.auth, AUTH_METHODS, f"must be one of {', '.join(AUTH_METHODS)}")
     vault = VaultConfig(
         addr=addr.rstrip("/"),
         kv_mount=settings.string("vault.kv_mount", defaults.kv_mount).strip("/"),
@@ -432,21 +516,21 @@ def _build_vault(settings: _Settings) -> VaultConfig:
 
 
 def _build_orgs(settings: _Settings) -> tuple[dict[str, OrgConfig], str]:
-    found = settings.raw("orgs")
+    tables = settings.tables(
+        "orgs", "must be a table of [orgs.<name>] sections, each with a path", ORG_NAME_PATTERN, _ORG_NAMES
+    )
     default_org = settings.string("default_org", None)
     secret_path = settings.string("secret_path", None)
     secret_field = settings.string("secret_field", None)
-    if found is None:
+    if not tables:
         name = default_org or DEFAULT_ORG_NAME
         _check_org_name(settings, "default_org", name)
         org = OrgConfig(name, secret_path or DEFAULT_SECRET_PATH, secret_field or DEFAULT_SECRET_FIELD)
         return {name: org}, name
-    table, source = found
-    if not isinstance(table, dict) or not table:
-        raise settings.refuse("orgs", "must be a table of [orgs.<name>] sections, each with a path")
-    orgs = {name: _build_org(name, entry, source) for name, entry in table.items()}
+    orgs = {name: _build_org(name, table) for name, table in tables.items()}
     if default_org is None:
         if len(orgs) > 1:
+            source = next(iter(tables.values())).source
             raise ConfigError(f"setting default_org (from {source}): required when several orgs are configured")
         default_org = next(iter(orgs))
     if default_org not in orgs:
@@ -462,69 +546,69 @@ def _build_orgs(settings: _Settings) -> tuple[dict[str, OrgConfig], str]:
     return orgs, default_org
 
 
+# A KV path is more than slashes, which are dropped around it.
+_KV_PATH = re.compile(r".*[^/].*", re.DOTALL)
+# A mount as Vault takes it, also with a slash before or after.
+_MOUNT_SETTING = re.compile(rf"/*(?:{MOUNT_PATTERN.pattern})/*")
 # The keys of an [orgs.<name>] table, by signing mode.
 _ORG_KEYS = {KV_SIGNING: ("path", "field", "signing"), TRANSIT_SIGNING: ("signing", "transit_key", "transit_mount")}
 
 
-def _build_org(name: str, entry: Any, source: str) -> OrgConfig:
-    where = f"setting orgs.{name} (from {source})"
-    if not ORG_NAME_PATTERN.fullmatch(name):
-        raise ConfigError(f"{where}: org names are lower-case letters, digits and '-', as in the Kustomer URL")
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: must be a table")
-    signing = entry.get("signing", KV_SIGNING)
-    if signing not in _ORG_KEYS:
-        raise ConfigError(
-            f'{where}: signing must be "kv" (the secret read from Vault KV) or "transit" '
-            f"(Vault Transit signs, the secret stays there); got {signing!r}"
-        )
-    _check_org_keys(where, entry, signing)
+def _build_org(name: str, table: _Settings) -> OrgConfig:
+    signing = table.choice(
+        "signing",
+        KV_SIGNING,
+        _ORG_KEYS,
+        'must be "kv" (the secret read from Vault KV) or "transit" (Vault Transit signs, the secret stays there)',
+    )
+    _check_org_keys(table, signing)
     if signing == TRANSIT_SIGNING:
-        return _build_transit_org(name, entry, where)
-    if not isinstance(entry.get("path"), str) or not entry["path"].strip("/"):
-        raise ConfigError(f'{where}: needs path = "<KV v2 path of the org\'s secret>"')
-    field = entry.get("field", DEFAULT_SECRET_FIELD)
-    if not isinstance(field, str) or not field:
-        raise ConfigError(f"{where}: field must be a non-empty string")
-    return OrgConfig(name, entry["path"].strip("/"), field)
+        return _build_transit_org(name, table)
+    path = table.string("path", None, pattern=_KV_PATH, expected="must be the KV v2 path of the org's secret")
+    if path is None:
+        raise table.refuse("path", 'is required; set path = "<KV v2 path of the org\'s secret>"')
+    return OrgConfig(name, path.strip("/"), table.string("field", DEFAULT_SECRET_FIELD))
 
 
-def _check_org_keys(where: str, entry: dict[str, Any], signing: str) -> None:
-    unknown = set(entry) - set(_ORG_KEYS[signing])
+def _check_org_keys(table: _Settings, signing: str) -> None:
+    # Only signing has been read yet, so the table's other keys are the ones still unread.
+    unknown = set(table.unknown()) - set(_ORG_KEYS[signing])
     kv_keys, transit_keys = unknown & {"path", "field"}, unknown & {"transit_key", "transit_mount"}
     if signing == TRANSIT_SIGNING and kv_keys:
-        raise ConfigError(
-            f'{where}: {", ".join(sorted(kv_keys))}: an org with signing = "transit" reads no KV secret; remove them'
+        raise table.refuse_table(
+            f'{", ".join(sorted(kv_keys))}: an org with signing = "transit" reads no KV secret; remove them'
         )
     if signing == KV_SIGNING and transit_keys:
-        raise ConfigError(
-            f'{where}: {", ".join(sorted(transit_keys))}: only with signing = "transit"; add that or remove them'
+        raise table.refuse_table(
+            f'{", ".join(sorted(transit_keys))}: only with signing = "transit"; add that or remove them'
         )
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed with signing = "
+        raise table.refuse_table(
+            f"unknown key(s) {', '.join(sorted(unknown))}; allowed with signing = "
             f"{signing!r}: {', '.join(_ORG_KEYS[signing])}"
         )
 
 
-def _build_transit_org(name: str, entry: dict[str, Any], where: str) -> OrgConfig:
-    key = entry.get("transit_key", f"{TRANSIT_KEY_PREFIX}{name}")
-    if not isinstance(key, str) or not KEY_NAME_PATTERN.fullmatch(key):
-        raise ConfigError(
-            f"{where}: transit_key must be 1-128 letters, digits, '_', '.' or '-', starting with a "
-            f"letter or digit (the shipped policy grants {TRANSIT_KEY_PREFIX}*)"
-        )
-    mount = entry.get("transit_mount", DEFAULT_TRANSIT_MOUNT)
-    if not isinstance(mount, str) or not MOUNT_PATTERN.fullmatch(mount.strip("/")):
-        raise ConfigError(
-            f"{where}: transit_mount must be the path of a Vault Transit mount, such as {DEFAULT_TRANSIT_MOUNT!r}"
-        )
+def _build_transit_org(name: str, table: _Settings) -> OrgConfig:
+    key = table.string(
+        "transit_key",
+        f"{TRANSIT_KEY_PREFIX}{name}",
+        pattern=KEY_NAME_PATTERN,
+        expected="must be 1-128 letters, digits, '_', '.' or '-', starting with a letter or digit "
+        f"(the shipped policy grants {TRANSIT_KEY_PREFIX}*)",
+    )
+    mount = table.string(
+        "transit_mount",
+        DEFAULT_TRANSIT_MOUNT,
+        pattern=_MOUNT_SETTING,
+        expected=f"must be the path of a Vault Transit mount, such as {DEFAULT_TRANSIT_MOUNT!r}",
+    )
     return OrgConfig(name, signing=TRANSIT_SIGNING, transit_key=key, transit_mount=mount.strip("/"))
 
 
 def _check_org_name(settings: _Settings, setting: str, name: str) -> None:
     if not ORG_NAME_PATTERN.fullmatch(name):
-        raise settings.refuse(setting, "org names are lower-case letters, digits and '-', as in the Kustomer URL")
+        raise settings.refuse(setting, _ORG_NAMES)
 
 
 def _readable_file(settings: _Settings, name: str) -> str | None:
@@ -611,13 +695,13 @@ def _build_transit(settings: _Settings) -> TransitSettings:
 
 def _build_auth(settings: _Settings, orgs: Mapping[str, OrgConfig]) -> AuthConfig:
     insecure = settings.flag("auth.insecure_no_caller_auth", False)
-    found = settings.raw("callers")
-    callers: dict[str, CallerConfig] = {}
-    if found is not None:
-        table, source = found
-        if not isinstance(table, dict) or not table:
-            raise settings.refuse("callers", "must be a table of [callers.<name>] sections")
-        callers = {name: _build_caller(name, entry, source, orgs) for name, entry in table.items()}
+    tables = settings.tables(
+        "callers",
+        "must be a table of [callers.<name>] sections",
+        CALLER_NAME_PATTERN,
+        "caller names are lower-case letters, digits and '-' (they become metric labels)",
+    )
+    callers = {name: _build_caller(name, table, orgs) for name, table in tables.items()}
     auth = AuthConfig(
         callers=callers,
         insecure_no_caller_auth=insecure,
@@ -708,52 +792,37 @@ def _check_identities(settings: _Settings, callers: Mapping[str, CallerConfig]) 
         )
 
 
+_SPIFFE_ID = re.compile(r"spiffe://.*", re.DOTALL)
+_DNS_NAME = re.compile(r"[^ ]+")
 _CALLER_KEYS = {"orgs", "identities", "rpcs", "rate_per_second", "burst", "spiffe_id", "dns_name"}
 
 
-def _build_caller(name: str, entry: Any, source: str, orgs: Mapping[str, OrgConfig]) -> CallerConfig:
-    where = f"setting callers.{name} (from {source})"
-    if not CALLER_NAME_PATTERN.fullmatch(name):
-        raise ConfigError(f"{where}: caller names are lower-case letters, digits and '-' (they become metric labels)")
-    if not isinstance(entry, dict):
-        raise ConfigError(f"{where}: must be a table")
-    unknown = set(entry) - _CALLER_KEYS
+def _build_caller(name: str, table: _Settings, orgs: Mapping[str, OrgConfig]) -> CallerConfig:
+    unknown = set(table.unknown()) - _CALLER_KEYS  # nothing is read yet: these are all its keys
     if unknown:
-        raise ConfigError(
-            f"{where}: unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_CALLER_KEYS))}"
+        raise table.refuse_table(
+            f"unknown key(s) {', '.join(sorted(unknown))}; allowed: {', '.join(sorted(_CALLER_KEYS))}"
         )
-    caller_orgs = _string_set(where, entry, "orgs", None, set(orgs) | {ALL_ORGS})
     defaults = CallerConfig(name=name, orgs=frozenset())
-    rate = entry.get("rate_per_second", defaults.rate_per_second)
-    burst = entry.get("burst", defaults.burst)
-    if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 < rate < math.inf:
-        raise ConfigError(f"{where}: rate_per_second must be a number above 0 (tokens per second)")
-    if isinstance(burst, bool) or not isinstance(burst, int) or burst < 1:
-        raise ConfigError(f"{where}: burst must be a whole number >= 1 (tokens a caller may use at once)")
-    spiffe_id = entry.get("spiffe_id")
-    if spiffe_id is not None and (not isinstance(spiffe_id, str) or not spiffe_id.startswith("spiffe://")):
-        raise ConfigError(f"{where}: spiffe_id must be a spiffe:// URI, as in the caller certificate's URI SAN")
-    dns_name = entry.get("dns_name")
-    if dns_name is not None and (not isinstance(dns_name, str) or not dns_name or " " in dns_name):
-        raise ConfigError(f"{where}: dns_name must be the DNS SAN of the caller's certificate")
+    caller_orgs = table.names("orgs", None, set(orgs) | {ALL_ORGS})
+    rate = table.number("rate_per_second", defaults.rate_per_second, minimum=0, above=True, meaning="tokens per second")
+    burst = table.number("burst", defaults.burst, minimum=1, integer=True, meaning="tokens a caller may use at once")
+    spiffe_id = table.string(
+        "spiffe_id",
+        None,
+        pattern=_SPIFFE_ID,
+        expected="must be a spiffe:// URI, as in the caller certificate's URI SAN",
+    )
+    dns_name = table.string(
+        "dns_name", None, pattern=_DNS_NAME, expected="must be the DNS SAN of the caller's certificate"
+    )
     return CallerConfig(
         name=name,
         orgs=caller_orgs,
-        identities=_string_set(where, entry, "identities", _IDENTITIES, set(_IDENTITIES)),
-        rpcs=_string_set(where, entry, "rpcs", DEFAULT_CALLER_RPCS, set(CALLER_RPCS)),
-        rate_per_second=float(rate),
+        identities=table.names("identities", _IDENTITIES, _IDENTITIES),
+        rpcs=table.names("rpcs", DEFAULT_CALLER_RPCS, CALLER_RPCS),
+        rate_per_second=rate,
         burst=burst,
         spiffe_id=spiffe_id,
         dns_name=dns_name,
     )
-
-
-def _string_set(
-    where: str, entry: dict[str, Any], key: str, default: tuple[str, ...] | None, allowed: set[str]
-) -> frozenset[str]:
-    value = entry.get(key, default)
-    if value is None:
-        raise ConfigError(f"{where}: needs {key} = [...], one or more of {', '.join(sorted(allowed))}")
-    if not isinstance(value, (list, tuple)) or not value or any(item not in allowed for item in value):
-        raise ConfigError(f"{where}: {key} must be a non-empty list of {', '.join(sorted(allowed))}; got {value!r}")
-    return frozenset(value)

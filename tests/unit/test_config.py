@@ -8,6 +8,8 @@ from service.config import load_config
 from service.errors import ConfigError
 
 TOKEN_ENV = {"VAULT_TOKEN": "t"}
+# A refusal names the file a setting came from, between its name and what is wrong.
+FROM = r" \(from .*tokenservice\.toml\): "
 
 
 def write(tmp_path, text: str):
@@ -69,7 +71,12 @@ def test_several_orgs_with_a_default(tmp_path):
         ('[orgs.Acme_Corp]\npath = "a"\n', {}, "orgs.Acme_Corp"),
         # A trailing newline would pass an anchored pattern used with match() rather than fullmatch().
         ('[orgs."acme\\n"]\npath = "a"\n', {}, "orgs.acme"),
-        ('[orgs.acme]\nfield = "a"\n', {}, "orgs.acme"),
+        ('[orgs.acme]\nfield = "a"\n', {}, "orgs.acme.path"),
+        ('[orgs.acme]\npath = "/"\n', {}, "orgs.acme.path"),
+        ('[orgs]\nacme = "kustomer/acme"\n', {}, "orgs.acme"),
+        # int() would cut a fraction off, and fails on infinity.
+        ("workers = 1.5\n", {}, "workers"),
+        ("workers = inf\n", {}, "workers"),
         ("batch_limit = 0\n", {}, "batch_limit"),
         ("not toml [", {}, "not valid TOML"),
     ],
@@ -142,18 +149,44 @@ def test_callers_are_read_with_their_policies_and_defaults(tmp_path):
 @pytest.mark.parametrize(
     "text, named",
     [
-        ('[callers.web]\norgs = ["nope"]\n', "callers.web.*orgs must be a non-empty list"),
-        ('[callers.web]\nspiffe_id = "spiffe://a/b"\n', "callers.web.*needs orgs"),
+        (
+            '[callers.web]\norgs = ["nope"]\n',
+            r"callers\.web\.orgs" + FROM + r"must be a non-empty list of \*, default; got \['nope'\]",
+        ),
+        (
+            '[callers.web]\nspiffe_id = "spiffe://a/b"\n',
+            r"callers\.web\.orgs" + FROM + r"is required; set orgs = \[\.\.\.\] to one or more of \*, default$",
+        ),
         ('[callers.Web]\norgs = ["*"]\n', "callers.Web.*lower-case"),
-        ('[callers.web]\norgs = ["*"]\nrpcs = ["DeleteEverything"]\n', "rpcs must be a non-empty list"),
-        ('[callers.web]\norgs = ["*"]\nidentities = []\n', "identities must be a non-empty list"),
+        (
+            '[callers.web]\norgs = ["*"]\nrpcs = ["DeleteEverything"]\n',
+            r"callers\.web\.rpcs" + FROM + r"must be a non-empty list of MintToken, MintTokens, VerifyToken",
+        ),
+        (
+            '[callers.web]\norgs = ["*"]\nidentities = []\n',
+            r"callers\.web\.identities" + FROM + r"must be a non-empty list",
+        ),
         (
             '[callers.web]\norgs = ["*"]\nidentities = ["phone"]\n',
-            r"identities must be a non-empty list of email, external_id; got \['phone'\]",
+            r"callers\.web\.identities" + FROM + r"must be a non-empty list of email, external_id; got \['phone'\]",
         ),
-        ('[callers.web]\norgs = ["*"]\nrate_per_second = 0\n', "rate_per_second must be a number above 0"),
-        ('[callers.web]\norgs = ["*"]\nburst = 1.5\n', "burst must be a whole number"),
-        ('[callers.web]\norgs = ["*"]\nspiffe_id = "https://x"\n', "spiffe_id must be a spiffe:// URI"),
+        (
+            '[callers.web]\norgs = ["*"]\nrate_per_second = 0\n',
+            r"callers\.web\.rate_per_second" + FROM + r"must be a number above 0 \(tokens per second\); got 0",
+        ),
+        (
+            '[callers.web]\norgs = ["*"]\nburst = 1.5\n',
+            r"callers\.web\.burst" + FROM + r"must be a whole number >= 1 \(tokens",
+        ),
+        (
+            '[callers.web]\norgs = ["*"]\nspiffe_id = "https://x"\n',
+            r"callers\.web\.spiffe_id" + FROM + r"must be a spiffe:// URI",
+        ),
+        ('[callers.web]\norgs = [["*"]]\n', r"callers\.web\.orgs" + FROM + r"must be a non-empty list"),
+        (
+            '[callers.web]\norgs = ["*"]\ndns_name = "a b"\n',
+            r"callers\.web\.dns_name" + FROM + r"must be the DNS SAN of the caller's certificate",
+        ),
         ('[callers.web]\norgs = ["*"]\nrole = "admin"\n', "unknown key.*role"),
         ('[callers.web]\norgs = ["*"]\n', "callers web: have no spiffe_id or dns_name.*auth.api_keys_path"),
         (

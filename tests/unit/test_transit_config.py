@@ -8,6 +8,8 @@ from service.config import load_config
 from service.errors import ConfigError
 
 TOKEN_ENV = {"VAULT_TOKEN": "t"}
+# A refusal names the file a setting came from, between its name and what is wrong.
+FROM = r" \(from .*tokenservice\.toml\): "
 
 
 def write(tmp_path, text: str):
@@ -60,7 +62,12 @@ def test_transit_key_mount_and_settings_are_taken_from_the_file(tmp_path):
 @pytest.mark.parametrize(
     "text, env, match",
     [
-        ('[orgs.acme]\nsigning = "vault"\n', {}, r"orgs\.acme.*signing must be \"kv\".*or \"transit\""),
+        (
+            '[orgs.acme]\nsigning = "vault"\n',
+            {},
+            r"orgs\.acme\.signing" + FROM + r"must be \"kv\".*or \"transit\".*; got 'vault'",
+        ),
+        ('[orgs.acme]\nsigning = ["transit"]\n', {}, r"orgs\.acme\.signing" + FROM + r"must be \"kv\""),
         (
             '[orgs.acme]\nsigning = "transit"\npath = "kustomer/acme"\n',
             {},
@@ -71,9 +78,21 @@ def test_transit_key_mount_and_settings_are_taken_from_the_file(tmp_path):
             {},
             r"orgs\.acme.*transit_key.*only with signing = \"transit\"",
         ),
-        ('[orgs.acme]\nsigning = "transit"\ntransit_key = "../sys/seal"\n', {}, r"orgs\.acme.*transit_key must be"),
-        ('[orgs.acme]\nsigning = "transit"\ntransit_mount = "a b"\n', {}, r"orgs\.acme.*transit_mount must be"),
-        ('[orgs.acme]\nsigning = "transit"\ntransit_key = 7\n', {}, r"orgs\.acme.*transit_key must be"),
+        (
+            '[orgs.acme]\nsigning = "transit"\ntransit_key = "../sys/seal"\n',
+            {},
+            r"orgs\.acme\.transit_key" + FROM + r"must be 1-128",
+        ),
+        (
+            '[orgs.acme]\nsigning = "transit"\ntransit_mount = "a b"\n',
+            {},
+            r"orgs\.acme\.transit_mount" + FROM + r"must be the path of a Vault Transit mount",
+        ),
+        (
+            '[orgs.acme]\nsigning = "transit"\ntransit_key = 7\n',
+            {},
+            r"orgs\.acme\.transit_key" + FROM + r"must be 1-128.*; got 7$",
+        ),
         (
             'default_org = "acme"\n[orgs.acme]\nsigning = "transit"\n',
             {"TOKENSERVICE_SECRET_PATH": "kustomer/x"},
