@@ -1,0 +1,102 @@
+"""What one span costs the OpenTelemetry SDK alone: CPU a span, with and without the OTLP/gRPC export.
+
+    .venv/bin/python tests/bench/span_floor.py [--spans 50000] [--rounds 2]
+
+A child process makes `--spans` SERVER spans with the attributes a traced MintToken carries
+(tracer.start_span, set_attributes, end), once with no span processor and once with the
+BatchSpanProcessor and OTLPSpanExporter that tracing uses, exporting to a loopback endpoint that only
+counts requests (tests/bench/bench.py's SpanSink, in this process). It prints the child's CPU time (all
+its threads) a span. That is the floor of what a sampled call adds, whatever the service does around
+it: compare it with a call's CPU without tracing (tests/bench/ab.py) to bound the 100 % ratio.
+A benchmark, not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tests.bench.bench import SpanSink
+
+START_ATTRIBUTES = {
+    "rpc.system": "grpc",
+    "rpc.service": "tokenservice.v1.TokenService",
+    "rpc.method": "MintToken",
+    "server.address": "127.0.0.1",
+    "server.port": 50051,
+}
+END_ATTRIBUTES = {
+    "tokenservice.org": "default",
+    "tokenservice.caller": "web",
+    "tokenservice.identity_kind": "email",
+    "tokenservice.secret_version": 3,
+    "tokenservice.outcome": "issued",
+    "rpc.grpc.status_code": 0,
+}
+
+
+def make_spans(port: int, export: bool, spans: int, results: multiprocessing.Queue) -> None:
+    os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = f"http://127.0.0.1:{port}"
+    from opentelemetry import trace
+    from opentelemetry.context import Context
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    provider = TracerProvider(resource=Resource.create({"service.name": "tokenservice"}), shutdown_on_exit=False)
+    if export:
+        provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+    tracer, root = provider.get_tracer("tokenservice"), Context()
+    started = time.process_time()
+    for index in range(spans):
+        span = tracer.start_span(
+            "tokenservice.v1.TokenService/MintToken",
+            root,
+            trace.SpanKind.SERVER,
+            START_ATTRIBUTES,
+            record_exception=False,
+            set_status_on_exception=False,
+        )
+        span.set_attributes(END_ATTRIBUTES)
+        span.end()
+        if index % 50 == 0:
+            time.sleep(0.001)  # a server's idle moments, in which the export thread runs
+    provider.force_flush()
+    results.put((time.process_time() - started) / spans * 1e6)
+    provider.shutdown()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spans", type=int, default=50_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    args = parser.parse_args()
+    sink, results = SpanSink(), multiprocessing.get_context("spawn").Queue()
+    costs: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for _ in range(args.rounds):
+            for export in (False, True):
+                child = multiprocessing.get_context("spawn").Process(
+                    target=make_spans, args=(sink.port, export, args.spans, results)
+                )
+                child.start()
+                costs[export].append(results.get(timeout=600))
+                child.join()
+    finally:
+        sink.stop()
+    for export, label in ((False, "span only"), (True, "span + BatchSpanProcessor + OTLP/gRPC export")):
+        print(f"{label}: median {statistics.median(costs[export]):.1f} µs CPU a span {costs[export]}")
+    print(f"{sink.requests} export requests, {sink.bytes / args.rounds / args.spans:.0f} bytes a span")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
