@@ -8,12 +8,15 @@ BatchSpanProcessor and OTLPSpanExporter that tracing uses, exporting to a loopba
 counts requests (tests/bench/bench.py's SpanSink, in this process). It prints the child's CPU time (all
 its threads) a span. That is the floor of what a sampled call adds, whatever the service does around
 it: compare it with a call's CPU without tracing (tests/bench/ab.py) to bound the 100 % ratio.
-A benchmark, not a test.
+Then, in this process, the service's own server-span wrapper (service/tracing.ServerSpans, no
+exporter) around a behaviour that does nothing, at sampling ratios 0, 0.01 and 1: what a dropped and a
+sampled call cost in the wrapper. A benchmark, not a test.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import multiprocessing
 import os
 import statistics
@@ -23,6 +26,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
+from service.tracing import Tracing, TracingConfig
 from tests.bench.bench import SpanSink
 
 START_ATTRIBUTES = {
@@ -74,6 +78,37 @@ def make_spans(port: int, export: bool, spans: int, results: multiprocessing.Que
     provider.shutdown()
 
 
+class _Call:
+    """What the wrapper reads of a call's context: no trace context from the caller, no certificate."""
+
+    def invocation_metadata(self) -> tuple[tuple[str, str], ...]:
+        return (("user-agent", "h2load"),)
+
+    def peer_identities(self) -> None:
+        return None
+
+    def code(self) -> None:
+        return None
+
+
+async def _nothing(request: bytes, _context: object) -> bytes:
+    return request
+
+
+async def _per_call_us(ratio: float, calls: int) -> float:
+    tracing = Tracing.from_config(
+        TracingConfig(enabled=True, exporter="none", sampler="parentbased_traceidratio", sampler_arg=ratio)
+    )
+    traced = tracing.server_spans("127.0.0.1", 50051).wrap(_nothing, "tokenservice.v1.TokenService", "MintToken")
+    call = _Call()
+    started = time.perf_counter()
+    for _ in range(calls):
+        await traced(b"", call)
+    elapsed = time.perf_counter() - started
+    tracing.shutdown(1.0)
+    return elapsed / calls * 1e6
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spans", type=int, default=50_000)
@@ -95,6 +130,8 @@ def main() -> int:
     for export, label in ((False, "span only"), (True, "span + BatchSpanProcessor + OTLP/gRPC export")):
         print(f"{label}: median {statistics.median(costs[export]):.1f} µs CPU a span {costs[export]}")
     print(f"{sink.requests} export requests, {sink.bytes / args.rounds / args.spans:.0f} bytes a span")
+    for ratio in (0.0, 0.01, 1.0):
+        print(f"server-span wrapper at ratio {ratio:g}: {asyncio.run(_per_call_us(ratio, args.spans)):.2f} µs a call")
     return 0
 
 
