@@ -99,19 +99,26 @@ def assert_example_prints_a_verified_token(lang: str, live_service, email: str, 
     assert set(claims) == {"email", "iat"} and claims["email"] == email
 
 
-def assert_example_does_not_retry_invalid_argument(lang: str, live_service, timeout: float = 300) -> None:
-    """example.sh with a bad email fails at once with EMAIL_INVALID on stderr and nothing on stdout."""
-    env = {**client_env(live_service), "PYTHON": sys.executable}
+def run_failing_example(
+    lang: str, email: str, env: dict[str, str], timeout: float = 300
+) -> subprocess.CompletedProcess:
+    """example.sh `email`, which must fail: a non-zero exit and nothing on stdout. Returns it for its stderr."""
     result = subprocess.run(
-        [example(lang), "not-an-email"],
+        [example(lang), email],
         cwd=REPO,
-        env=env,
+        env={**env, "PYTHON": sys.executable},
         capture_output=True,
         text=True,
         timeout=timeout,
         stdin=subprocess.DEVNULL,
     )
     assert result.returncode != 0 and result.stdout == "", result
+    return result
+
+
+def assert_example_does_not_retry_invalid_argument(lang: str, live_service, timeout: float = 300) -> None:
+    """example.sh with a bad email fails at once with EMAIL_INVALID on stderr and nothing on stdout."""
+    result = run_failing_example(lang, "not-an-email", client_env(live_service), timeout)
     assert "EMAIL_INVALID" in result.stderr and "retrying" not in result.stderr, result.stderr
 
 

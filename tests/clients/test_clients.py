@@ -18,8 +18,6 @@ listens on, it tries 5 times, prints nothing on stdout and exits non-zero.
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from dataclasses import dataclass
 from typing import Literal
 
@@ -28,14 +26,13 @@ import pytest
 from service.dev import free_loopback_port
 from tests.clients.common import (
     LANGUAGES,
-    REPO,
     assert_example_does_not_retry_invalid_argument,
     assert_example_mints_over_mtls_and_with_an_api_key,
     assert_example_prints_a_verified_token,
     client_env,
     e2e_program,
-    example,
     run_e2e,
+    run_failing_example,
 )
 
 pytestmark = pytest.mark.integration
@@ -146,17 +143,8 @@ RETRIES = {
 
 @for_languages(*LANGUAGES)
 def test_example_retries_unavailable_then_gives_up(language, client):
-    env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{free_loopback_port()}", "PYTHON": sys.executable}
-    result = subprocess.run(
-        [example(language), "someone@example.com"],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )  # nothing listens on that port
-    assert result.returncode != 0 and result.stdout == "", result
+    env = {**os.environ, "TOKENSERVICE_ADDR": f"127.0.0.1:{free_loopback_port()}"}  # nothing listens there
+    result = run_failing_example(language, "someone@example.com", env)
     retried, gave_up = RETRIES[language]
     # 5 attempts: 4 backoffs, then the final UNAVAILABLE is reported.
     assert result.stderr.count(retried) == 4, result.stderr
