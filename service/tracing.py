@@ -9,7 +9,8 @@ provider, so that nothing else in the process (and no test) depends on set-once 
 What a call pays for its span is kept small, since the SDK's own span and export cost most of a
 traced call already: the span in effect is a context variable of this module (`_Scope`), not an attached
 OpenTelemetry context; the service's attributes are gathered and set once, as the span ends; the
-sampler is asked before the SDK sets a span up, so a call it drops costs little; and the trace ids
+sampler is asked before the SDK sets a span up, so a call it drops costs little, and a call without
+trace context (a root) is dropped by comparing its trace id with the ratio's bound; and the trace ids
 of log records and audit records are those of sampled spans only.
 
 The standard environment variables configure it as the SDK defines them (OTEL_TRACES_EXPORTER,
@@ -294,6 +295,8 @@ def _sampler_name(config: TracingConfig, environ: Mapping[str, str]) -> str:
 
 
 _TRACE_CONTEXT_KEYS = ("traceparent", "tracestate")
+# What TraceIdRatioBased compares with its bound: a trace id's low 64 bits.
+_TRACE_ID_LOW_BITS = (1 << 64) - 1
 
 
 def _trace_context(metadata: Collection[tuple[str, Any]] | None) -> dict[str, str]:
@@ -404,8 +407,8 @@ def _spanned(behavior: Behavior, active: _Active, name: str, attributes: _Method
     from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
     # W3C trace context, as the callers' gRPC instrumentations send it; a call without it starts a trace.
-    extract, no_parent = TraceContextTextMapPropagator().extract, active.no_parent
-    begin, server = active.scope, trace.SpanKind.SERVER
+    extract = TraceContextTextMapPropagator().extract
+    begin, begin_root, server = active.scope, active.root_scope, trace.SpanKind.SERVER
     set_scope, reset_scope = _scope.set, _scope.reset
     failed = {code: trace.Status(trace.StatusCode.ERROR, code.name) for code in _SERVER_ERROR_CODES}
 
@@ -429,7 +432,11 @@ def _spanned(behavior: Behavior, active: _Active, name: str, attributes: _Method
 
     async def traced(request: Any, context: ServicerContext) -> Any:
         carrier = _trace_context(context.invocation_metadata())
-        scope = begin(name, extract(carrier) if carrier else no_parent, server, port_attributes(context))
+        scope = (
+            begin(name, extract(carrier), server, port_attributes(context))
+            if carrier
+            else begin_root(name, server, port_attributes(context))
+        )
         token = set_scope(scope)
         code = grpc.StatusCode.UNKNOWN
         try:
@@ -509,8 +516,13 @@ class _ReservedIds:
         self.is_trace_id_random = self._random.is_trace_id_random
         self._reserved = threading.local()
 
-    def reserve(self) -> int:
-        self._reserved.trace_id = trace_id = self._random.generate_trace_id()
+    def draw(self) -> int:
+        """A trace id as the SDK draws one, not reserved."""
+        return self._random.generate_trace_id()
+
+    def reserve(self, trace_id: int | None = None) -> int:
+        """`trace_id` (or a new one) as the next one the SDK takes in this thread."""
+        self._reserved.trace_id = trace_id = self._random.generate_trace_id() if trace_id is None else trace_id
         return trace_id
 
     def release(self) -> None:
@@ -527,12 +539,14 @@ class _ReservedIds:
 class _Active:
     """The tracer of the enabled `Tracing`, behind the module functions."""
 
-    def __init__(self, provider: TracerProvider) -> None:
+    def __init__(self, provider: TracerProvider, root_bound: int | None) -> None:
         from opentelemetry import trace
         from opentelemetry.context import Context
         from opentelemetry.sdk.trace import sampling
 
         self.tracer = provider.get_tracer("tokenservice")
+        self._root_bound = root_bound
+        self._dropped_root: _Scope | None = None
         self._trace = trace
         self._client, self._internal = trace.SpanKind.CLIENT, trace.SpanKind.INTERNAL
         self.no_parent = Context()
@@ -561,6 +575,28 @@ class _Active:
             return dropped()
         return self.tracer.start_span(
             name, parent, kind, attributes, links, record_exception=False, set_status_on_exception=False
+        )
+
+    def root_scope(self, name: str, kind: SpanKind, attributes: Mapping[str, str | int]) -> _Scope:
+        """`scope` for a span without a parent. Where the sampler's decision on a root is a bound on the
+        trace id's low 64 bits (see `_root_bound`), a dropped root costs a random number and a comparison:
+        most calls at a low ratio carry no trace context and are dropped, so this is most calls' cost.
+
+        The roots it drops share one scope, which records nothing: what a dropped span parents is dropped
+        too (its trace id is one the bound drops), and nothing sends or logs the id of a span not sampled."""
+        ids, bound = self._ids, self._root_bound
+        if ids is None or bound is None:
+            return self.scope(name, self.no_parent, kind, attributes)
+        trace_id = ids.draw()
+        if trace_id & _TRACE_ID_LOW_BITS >= bound:
+            if self._dropped_root is None:
+                self._dropped_root = _Scope(None, functools.partial(self._dropped_span, trace_id, None))
+            return self._dropped_root
+        ids.reserve(trace_id)
+        return _Scope(
+            self.tracer.start_span(
+                name, self.no_parent, kind, attributes, record_exception=False, set_status_on_exception=False
+            )
         )
 
     def scope(self, name: str, parent: Context, kind: SpanKind, attributes: Mapping[str, str | int]) -> _Scope:
@@ -684,9 +720,11 @@ _active: _Active | None = None
 class Tracing:
     """Traces for one process (a worker): its TracerProvider, exporter and batch processor."""
 
-    def __init__(self, provider: TracerProvider | None = None) -> None:
+    def __init__(self, provider: TracerProvider | None = None, root_bound: int | None = None) -> None:
+        """`root_bound`: where `provider`'s sampler keeps a span without a parent exactly when its trace
+        id's low 64 bits are below a bound, that bound (see `_root_bound`); None where it does not say."""
         self._provider = provider
-        self._active = None if provider is None else _Active(provider)
+        self._active = None if provider is None else _Active(provider, root_bound)
 
     @classmethod
     def disabled(cls) -> Tracing:
@@ -702,7 +740,7 @@ class Tracing:
         if not config.enabled or os.environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
             return cls.disabled()
         check_environment(config, os.environ)
-        tracing = cls(_provider(config, worker_name))
+        tracing = cls(_provider(config, worker_name), _root_bound(config))
         tracing._activate()
         return tracing
 
@@ -773,15 +811,19 @@ def _exporter(config: TracingConfig) -> Any:
     return HttpExporter(endpoint=config.endpoint and config.endpoint.rstrip("/") + _HTTP_TRACES_PATH)
 
 
+def _sampler_ratio(config: TracingConfig) -> float:
+    """The ratio of the ratio samplers: tracing.sampler_arg, else OTEL_TRACES_SAMPLER_ARG, else 1 (the SDK's)."""
+    found = _variable(os.environ, "OTEL_TRACES_SAMPLER_ARG")
+    return config.sampler_arg if config.sampler_arg is not None else float(found[1]) if found else 1.0
+
+
 def _sampler(config: TracingConfig) -> Any:
-    if config.sampler is None and config.sampler_arg is None:
-        return None  # the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG
+    """The sampler that tracing.sampler/sampler_arg or else OTEL_TRACES_SAMPLER[_ARG] name, as the SDK makes it."""
     from opentelemetry.sdk.trace import sampling
 
     name = _sampler_name(config, os.environ)
     if name in RATIO_SAMPLERS:
-        found = _variable(os.environ, "OTEL_TRACES_SAMPLER_ARG")
-        ratio = config.sampler_arg if config.sampler_arg is not None else float(found[1]) if found else 1.0
+        ratio = _sampler_ratio(config)
         return sampling.TraceIdRatioBased(ratio) if name == "traceidratio" else sampling.ParentBasedTraceIdRatio(ratio)
     return {
         "always_on": sampling.ALWAYS_ON,
@@ -789,6 +831,18 @@ def _sampler(config: TracingConfig) -> Any:
         "parentbased_always_on": sampling.DEFAULT_ON,
         "parentbased_always_off": sampling.DEFAULT_OFF,
     }[name]
+
+
+def _root_bound(config: TracingConfig) -> int | None:
+    """For the ratio and always-off samplers, the bound below which a root span's trace id (its low 64
+    bits) is kept: the rule of the SDK's TraceIdRatioBased, also the root sampler of the parent-based
+    ones. None for the always-on samplers, which keep every span anyway."""
+    from opentelemetry.sdk.trace import sampling
+
+    name = _sampler_name(config, os.environ)
+    if name in RATIO_SAMPLERS:
+        return sampling.TraceIdRatioBased.get_bound_for_rate(_sampler_ratio(config))
+    return 0 if name in ("always_off", "parentbased_always_off") else None
 
 
 def _resource(config: TracingConfig, worker_name: str | None) -> Any:

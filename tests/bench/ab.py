@@ -1,12 +1,13 @@
-"""A/B benchmark of two checkouts of this repository: unary MintToken req/s and the server's CPU per call.
+"""A/B benchmark of checkouts of this repository: unary MintToken req/s and the server's CPU per call.
 
-    .venv/bin/python tests/bench/ab.py CHECKOUT_A CHECKOUT_B [--rounds 3] [--duration 10] [--workers 1]
+    .venv/bin/python tests/bench/ab.py CHECKOUT_A CHECKOUT_B [CHECKOUT ...] [--rounds 3] [--duration 10] [--workers 1]
 
 Each checkout needs its own .venv (run its scripts/setup; `git worktree add --detach DIR COMMIT` makes
-one). Both services run at once against one OpenBao dev server, as in tests/bench/bench.py (no caller
-authentication, the audit trail into a file), and h2load loads one at a time, alternating which goes
-first in each round. CPU per call (user + system time of the service's processes over the run, divided
-by its calls) varies less than req/s on a shared machine: read both. A benchmark, not a test.
+one). All the services run at once against one OpenBao dev server, as in tests/bench/bench.py (no caller
+authentication, the audit trail into a file), and h2load loads one at a time, the order rotating by one
+in each round (with two: alternating which goes first). CPU per call (user + system time of the service's
+processes over the run, divided by its calls) varies less than req/s on a shared machine: read both.
+A benchmark, not a test.
 """
 
 from __future__ import annotations
@@ -90,11 +91,13 @@ def start(children: Children, bao: OpenBaoDevServer, checkout: Path, workers: in
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("checkouts", nargs=2, type=Path)
+    parser.add_argument("checkouts", nargs="+", type=Path)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0)
     parser.add_argument("--workers", type=int, default=1)
     args = parser.parse_args()
+    if len(args.checkouts) < 2:
+        parser.error("name at least two checkouts to compare")
     children, bao, workdir = Children(), OpenBaoDevServer(), Path(tempfile.mkdtemp(prefix="tokenservice-ab-"))
     try:
         ensure_tools(children)
@@ -108,7 +111,8 @@ def main() -> int:
         for contender in contenders:
             wait_until(lambda port=contender.grpc_port: accepts(port), timeout=30, message="the service listening")
         for round_number in range(args.rounds):
-            for contender in contenders if round_number % 2 == 0 else contenders[::-1]:
+            shift = round_number % len(contenders)
+            for contender in contenders[shift:] + contenders[:shift]:
                 h2load(contender.grpc_port, request, 1)  # warm-up
                 before = cpu_seconds(contender.process.pid)
                 calls = h2load(contender.grpc_port, request, args.duration)

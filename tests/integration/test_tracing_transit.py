@@ -44,7 +44,13 @@ def transit_key(openbao: OpenBaoDevServer) -> tuple[str, str, bytes]:
 
 
 def serve_transit(
-    openbao: OpenBaoDevServer, receiver: OtlpReceiver, directory: Path, mount: str, key: str, token: str
+    openbao: OpenBaoDevServer,
+    receiver: OtlpReceiver,
+    directory: Path,
+    mount: str,
+    key: str,
+    token: str,
+    env: dict[str, str] | None = None,
 ) -> ServiceProcess:
     config = directory / "tokenservice.toml"
     config.write_text(
@@ -58,6 +64,7 @@ def serve_transit(
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver.grpc_endpoint,
             "OTEL_EXPORTER_OTLP_PROTOCOL": "grpc",
             "OTEL_BSP_SCHEDULE_DELAY": "100",
+            **(env or {}),
         },
         ["--config", str(config)],
     )
@@ -183,6 +190,33 @@ def test_a_batch_is_parented_to_a_sampled_call_and_links_only_sampled_ones(trace
     assert {call.trace_id for call in calls} == kept, "the calls whose caller did not sample are not recorded"
     for batch in batches:
         assert {trace_id for trace_id, _ in served(batch)} <= kept
+
+
+def test_a_call_dropped_at_the_root_leaves_its_transit_request_unrecorded(openbao, receiver, transit_key, tmp_path):
+    # A ratio sampler that is not parent-based decides a child by its trace id: the Transit request of a
+    # call dropped at the root must have that call's fate, not be kept (or orphaned) by a draw of its own.
+    mount, key, _ = transit_key
+    env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
+    service = serve_transit(openbao, receiver, tmp_path, mount, key, openbao.root_token, env)
+    receiver.clear()
+    calls = 40
+    try:
+        with grpc.insecure_channel(service.grpc_target) as channel:
+            stub = pb_grpc.TokenServiceStub(channel)
+            for index in range(calls):  # one at a time: each Transit request serves one call
+                stub.MintToken(pb.MintTokenRequest(email=f"root-{index}@example.com"), timeout=10)
+    finally:
+        service.terminate()  # flushes the pending spans
+
+    spans = receiver.spans()
+    kept = {span.span_id: span for span in spans if span.name == MINT}
+    batches = transit_spans(spans, "hmac")
+    # Binomial(40, 0.5): 20 +- 3.2; none or all kept is twelve standard deviations away.
+    assert 0 < len(kept) < calls, len(kept)
+    assert sorted(batch.parent_span_id for batch in batches) == sorted(kept), (
+        "a Transit span exactly for each call kept, parented to it"
+    )
+    assert all(batch.trace_id == kept[batch.parent_span_id].trace_id for batch in batches)
 
 
 def test_verify_is_a_transit_span_of_its_call(traced, receiver):
