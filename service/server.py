@@ -184,6 +184,7 @@ class TokenServer:
             default_org=config.default_org,
             batch_limit=config.batch_limit,
             transit=self.transit.signers,
+            traced=self.tracing.enabled,
         )
         self._drain = DrainInterceptor({SERVICE_NAME})
         interceptors: list[Interceptor] = [MetricsInterceptor(self.metrics), self._drain]

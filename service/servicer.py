@@ -70,11 +70,11 @@ _REQUEST_ID_PREFIX = secrets.token_hex(8)
 _request_numbers = itertools.count()
 
 
-def _audited_call(context: ServicerContext, rpc: str) -> AuditedCall:
+def _audited_call(context: ServicerContext, rpc: str, traced: bool) -> AuditedCall:
     request_id = next((value for name, value in context.invocation_metadata() or () if name == "x-request-id"), "")
     if not isinstance(request_id, str) or not _REQUEST_ID_PATTERN.fullmatch(request_id):
         request_id = f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}"
-    return AuditedCall(rpc, request_id, context.peer() or "", trace=current_trace_ids())
+    return AuditedCall(rpc, request_id, context.peer() or "", trace=current_trace_ids() if traced else None)
 
 
 class TokenServicer:
@@ -97,8 +97,12 @@ class TokenServicer:
         default_org: str,
         batch_limit: int = 1000,
         transit: Mapping[str, TransitSigner] | None = None,
+        traced: bool = False,
     ) -> None:
+        """`traced`: whether calls run in spans (service/tracing.py); off, the span hooks are skipped, not
+        called to return at once, which measured 0.8 % of an untraced MintToken's instructions."""
         self._store = store
+        self._traced = traced
         self._transit = dict(transit or {})
         self._minter = minter
         self._verifier = verifier
@@ -110,7 +114,7 @@ class TokenServicer:
         self._issued_counters: dict[tuple[str, str, str], Any] = {}
 
     async def MintToken(self, request: pb.MintTokenRequest, context: ServicerContext) -> pb.MintTokenResponse:
-        call = _audited_call(context, "MintToken")
+        call = _audited_call(context, "MintToken", self._traced)
         try:
             caller = self._admit_mint(context, call, [request])
             if self._transit and (request.org or self._default_org) in self._transit:
@@ -122,18 +126,20 @@ class TokenServicer:
         except Exception:
             await self._audit.write(call, serves_tokens=False)
             raise
-        annotate(
-            org=request.org or self._default_org,
-            identity_kind=_IDENTITY_KIND[response.identity_used],
-            secret_version=response.secret_version,
-        )
+        if self._traced:
+            annotate(
+                org=request.org or self._default_org,
+                identity_kind=_IDENTITY_KIND[response.identity_used],
+                secret_version=response.secret_version,
+            )
         # No token leaves without its audit record: this raises AUDIT_UNAVAILABLE when it is not written.
         await self._audit.write(call, serves_tokens=True)
         return response
 
     async def MintTokens(self, request: pb.MintTokensRequest, context: ServicerContext) -> pb.MintTokensResponse:
-        call = _audited_call(context, "MintTokens")
-        annotate(batch_size=len(request.requests))
+        call = _audited_call(context, "MintTokens", self._traced)
+        if self._traced:
+            annotate(batch_size=len(request.requests))
         try:
             caller = self._admit_mint(context, call, request.requests)
             if self._transit and any((entry.org or self._default_org) in self._transit for entry in request.requests):
@@ -148,7 +154,8 @@ class TokenServicer:
 
     async def VerifyToken(self, request: pb.VerifyTokenRequest, context: ServicerContext) -> pb.VerifyTokenResponse:
         org = request.org or self._default_org
-        annotate(org=org)
+        if self._traced:
+            annotate(org=org)
         self._admit(context, "VerifyToken", cost=1).check_org(org)
         if not request.token:
             raise TokenMissingError("token: required; pass the token to check", field="token")
@@ -181,7 +188,8 @@ class TokenServicer:
         Every call costs at least one token (an empty batch too), and so does a refusal of a known
         caller, so that no kind of call is free."""
         caller = self._authenticator.authenticate(context)
-        annotate(caller=caller.name)
+        if self._traced:
+            annotate(caller=caller.name)
         if call is not None:
             call.caller = caller.name
         try:
