@@ -1,0 +1,106 @@
+"""Instructions per unary MintToken of checkouts of this repository, counted by callgrind.
+
+    .venv/bin/python tests/bench/instructions.py CHECKOUT [CHECKOUT ...] [--calls 1000]
+
+Wall-clock A/B runs (tests/bench/ab.py) on a shared 2-core machine vary by several per cent from
+round to round, more than the differences worth finding. Instructions do not: each checkout's
+`tokenservice serve` (one worker, set up as ab.py sets it up: no caller authentication, the audit
+trail into a file, one OpenBao dev server for all) runs under valgrind's callgrind; after 300 calls
+of warm-up its counters are zeroed, h2load sends `--calls` more (4 connections, 4 streams each), and
+the counters are dumped. The figure is every thread's instructions over those calls, divided by
+them; two runs of one checkout have agreed within 0.5 %. Valgrind runs one thread at a time, so
+what it counts is work, not contention. Needs valgrind (Debian `valgrind`) and h2load. A benchmark,
+not a test.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import secrets
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+from tokenservice.v1 import token_service_pb2 as pb
+
+from service.dev import OpenBaoDevServer, free_loopback_port
+from tests.bench.ab import MINT_PATH, SUCCEEDED, accepts
+from tests.bench.bench import SECRET_PATH, Children, grpc_frame
+from tests.support import wait_until
+
+WARM_UP_CALLS = 300
+# Python under valgrind runs some 50 times slower: imports alone take tens of seconds.
+START_TIMEOUT_SECONDS = 600
+
+
+def send(port: int, request: Path, calls: int) -> int:
+    argv = ["h2load", "-t", "1", "-c", "4", "-m", "4", "-n", str(calls), "-d", str(request)]
+    argv += ["-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{MINT_PATH}"]
+    output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
+    match = SUCCEEDED.search(output)
+    if match is None:
+        raise SystemExit(f"h2load printed no request count:\n{output}")
+    return int(match.group(1))
+
+
+def instructions_a_call(
+    children: Children, bao: OpenBaoDevServer, checkout: Path, request: Path, calls: int, workdir: Path
+) -> float:
+    grpc_port = free_loopback_port()
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
+    env.update(
+        {
+            "VAULT_ADDR": bao.addr,
+            "VAULT_TOKEN": bao.root_token,
+            "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
+            "TOKENSERVICE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
+            "TOKENSERVICE_METRICS_ADDR": f"127.0.0.1:{free_loopback_port()}",
+            "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1",
+            "TOKENSERVICE_AUDIT_OUTPUT": str(workdir / f"audit-{grpc_port}"),
+            "TOKENSERVICE_WORKERS": "1",
+        }
+    )
+    counts = workdir / f"callgrind-{grpc_port}"
+    argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}.%p"]
+    argv += [str(checkout / ".venv" / "bin" / "python"), str(checkout / ".venv" / "bin" / "tokenservice"), "serve"]
+    process = children.start(argv, env=env, output=workdir / f"log-{grpc_port}", cwd=checkout)
+    try:
+        wait_until(lambda: accepts(grpc_port), timeout=START_TIMEOUT_SECONDS, message=f"{checkout} listening")
+        send(grpc_port, request, WARM_UP_CALLS)
+        subprocess.run(["callgrind_control", "--zero", str(process.pid)], check=True, capture_output=True)
+        done = send(grpc_port, request, calls)
+        subprocess.run(["callgrind_control", "--dump=measured", str(process.pid)], check=True, capture_output=True)
+    finally:
+        children.stop(process)
+    [dump] = [path for path in workdir.glob(f"{counts.name}.{process.pid}.*") if "measured" in path.read_text()[:4096]]
+    totals = next(line for line in dump.read_text().splitlines() if line.startswith(("summary:", "totals:")))
+    return int(totals.split()[1]) / done
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("checkouts", nargs="+", type=Path)
+    parser.add_argument("--calls", type=int, default=1000)
+    args = parser.parse_args()
+    children, bao, workdir = Children(), OpenBaoDevServer(), Path(tempfile.mkdtemp(prefix="tokenservice-callgrind-"))
+    try:
+        bao.start()
+        bao.write_secret(SECRET_PATH, secrets.token_urlsafe(48))
+        request = workdir / "unary.bin"
+        message = pb.MintTokenRequest(external_id="ab", email="ab@example.com")
+        request.write_bytes(grpc_frame(message.SerializeToString()))
+        for checkout in args.checkouts:
+            count = instructions_a_call(children, bao, checkout.resolve(), request, args.calls, workdir)
+            print(f"{checkout}: {count / 1000:,.1f} k instructions a call", flush=True)
+        return 0
+    finally:
+        children.stop_all()
+        bao.stop()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
