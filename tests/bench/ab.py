@@ -59,8 +59,10 @@ def accepts(port: int) -> bool:
         return probe.connect_ex(("127.0.0.1", port)) == 0
 
 
-def h2load(port: int, request: Path, seconds: float) -> int:
-    argv = ["h2load", "-t", "1", "-c", "16", "-m", "4", "-d", str(request), "-D", f"{seconds:g}"]
+def h2load(port: int, request: Path, load: list[str], clients: int = 16, streams: int = 4) -> int:
+    """The calls that succeeded of an h2load run of `request` against `port`; `load` says how long
+    (["-D", seconds]) or how many (["-n", calls])."""
+    argv = ["h2load", "-t", "1", "-c", str(clients), "-m", str(streams), "-d", str(request), *load]
     argv += ["-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{MINT_PATH}"]
     output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
     match = SUCCEEDED.search(output)
@@ -69,8 +71,16 @@ def h2load(port: int, request: Path, seconds: float) -> int:
     return int(match.group(1))
 
 
-def start(children: Children, bao: OpenBaoDevServer, checkout: Path, workers: int, workdir: Path) -> Contender:
-    grpc_port = free_loopback_port()
+def unary_request(workdir: Path) -> Path:
+    """A file holding one MintToken request as h2load sends it."""
+    request = workdir / "unary.bin"
+    message = pb.MintTokenRequest(external_id="ab", email="ab@example.com")
+    request.write_bytes(grpc_frame(message.SerializeToString()))
+    return request
+
+
+def service_env(bao: OpenBaoDevServer, grpc_port: int, workers: int, workdir: Path) -> dict[str, str]:
+    """What a compared service runs with: no caller authentication, the audit trail into a file."""
     env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
     env.update(
         {
@@ -84,6 +94,12 @@ def start(children: Children, bao: OpenBaoDevServer, checkout: Path, workers: in
             "TOKENSERVICE_WORKERS": str(workers),
         }
     )
+    return env
+
+
+def start(children: Children, bao: OpenBaoDevServer, checkout: Path, workers: int, workdir: Path) -> Contender:
+    grpc_port = free_loopback_port()
+    env = service_env(bao, grpc_port, workers, workdir)
     argv = [str(checkout / ".venv" / "bin" / "tokenservice"), "serve"]
     process = children.start(argv, env=env, output=workdir / f"log-{grpc_port}", cwd=checkout)
     return Contender(checkout, process, grpc_port, [])
@@ -103,19 +119,16 @@ def main() -> int:
         ensure_tools(children)
         bao.start()
         bao.write_secret(SECRET_PATH, secrets.token_urlsafe(48))
-        request = workdir / "unary.bin"
-        request.write_bytes(
-            grpc_frame(pb.MintTokenRequest(external_id="ab", email="ab@example.com").SerializeToString())
-        )
+        request = unary_request(workdir)
         contenders = [start(children, bao, checkout.resolve(), args.workers, workdir) for checkout in args.checkouts]
         for contender in contenders:
             wait_until(lambda port=contender.grpc_port: accepts(port), timeout=30, message="the service listening")
         for round_number in range(args.rounds):
             shift = round_number % len(contenders)
             for contender in contenders[shift:] + contenders[:shift]:
-                h2load(contender.grpc_port, request, 1)  # warm-up
+                h2load(contender.grpc_port, request, ["-D", "1"])  # warm-up
                 before = cpu_seconds(contender.process.pid)
-                calls = h2load(contender.grpc_port, request, args.duration)
+                calls = h2load(contender.grpc_port, request, ["-D", f"{args.duration:g}"])
                 cpu_per_call = (cpu_seconds(contender.process.pid) - before) / calls * 1e6
                 contender.rounds.append((calls / args.duration, cpu_per_call))
                 print(

@@ -16,7 +16,6 @@ not a test.
 from __future__ import annotations
 
 import argparse
-import os
 import secrets
 import subprocess
 import sys
@@ -25,11 +24,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from tokenservice.v1 import token_service_pb2 as pb
 
 from service.dev import OpenBaoDevServer, free_loopback_port
-from tests.bench.ab import MINT_PATH, SUCCEEDED, accepts
-from tests.bench.bench import SECRET_PATH, Children, grpc_frame
+from tests.bench.ab import accepts, h2load, service_env, unary_request
+from tests.bench.bench import SECRET_PATH, Children
 from tests.support import wait_until
 
 WARM_UP_CALLS = 300
@@ -38,32 +36,14 @@ START_TIMEOUT_SECONDS = 600
 
 
 def send(port: int, request: Path, calls: int) -> int:
-    argv = ["h2load", "-t", "1", "-c", "4", "-m", "4", "-n", str(calls), "-d", str(request)]
-    argv += ["-H", "content-type: application/grpc", "-H", "te: trailers", f"http://127.0.0.1:{port}{MINT_PATH}"]
-    output = subprocess.run(argv, capture_output=True, text=True, check=True).stdout
-    match = SUCCEEDED.search(output)
-    if match is None:
-        raise SystemExit(f"h2load printed no request count:\n{output}")
-    return int(match.group(1))
+    return h2load(port, request, ["-n", str(calls)], clients=4, streams=4)
 
 
 def instructions_a_call(
     children: Children, bao: OpenBaoDevServer, checkout: Path, request: Path, calls: int, workdir: Path
 ) -> float:
     grpc_port = free_loopback_port()
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
-    env.update(
-        {
-            "VAULT_ADDR": bao.addr,
-            "VAULT_TOKEN": bao.root_token,
-            "TOKENSERVICE_SECRET_PATH": SECRET_PATH,
-            "TOKENSERVICE_GRPC_ADDR": f"127.0.0.1:{grpc_port}",
-            "TOKENSERVICE_METRICS_ADDR": f"127.0.0.1:{free_loopback_port()}",
-            "TOKENSERVICE_INSECURE_NO_CALLER_AUTH": "1",
-            "TOKENSERVICE_AUDIT_OUTPUT": str(workdir / f"audit-{grpc_port}"),
-            "TOKENSERVICE_WORKERS": "1",
-        }
-    )
+    env = service_env(bao, grpc_port, 1, workdir)
     counts = workdir / f"callgrind-{grpc_port}"
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}.%p"]
     argv += [str(checkout / ".venv" / "bin" / "python"), str(checkout / ".venv" / "bin" / "tokenservice"), "serve"]
@@ -90,9 +70,7 @@ def main() -> int:
     try:
         bao.start()
         bao.write_secret(SECRET_PATH, secrets.token_urlsafe(48))
-        request = workdir / "unary.bin"
-        message = pb.MintTokenRequest(external_id="ab", email="ab@example.com")
-        request.write_bytes(grpc_frame(message.SerializeToString()))
+        request = unary_request(workdir)
         for checkout in args.checkouts:
             count = instructions_a_call(children, bao, checkout.resolve(), request, args.calls, workdir)
             print(f"{checkout}: {count / 1000:,.1f} k instructions a call", flush=True)
