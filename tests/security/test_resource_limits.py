@@ -13,13 +13,14 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import OpenBaoDevServer
 from tests.bench.hostile import HEADERS_ONLY, flood, half_sent, watch_with_name
 from tests.secured import SecuredFiles, start_secured_service
-from tests.support import ServiceProcess, refusal_of, rss_kib, wait_until_async
+from tests.support import ServiceProcess, refusal_of, rss_kib, wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -110,6 +111,35 @@ def test_a_huge_authorization_header_is_refused_and_the_service_carries_on(secur
             assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # grpc-core: over the metadata limit
     assert rss_kib(service.process.pid) - baseline < 10 * MIB
     assert mint_latencies(service, files, count=3)
+
+
+def test_calls_beyond_the_process_limit_are_refused_until_one_ends(openbao, tmp_path):
+    # Callers with credentials are bounded too: three health Watch streams held open by the API-key
+    # caller take every slot of limits.max_concurrent_rpcs = 3, so the next call is refused at once.
+    service, files = start(openbao, tmp_path, max_concurrent_rpcs=3)
+    try:
+        with api_key_channel(service, files, files.api_key) as channel:
+            watches = [
+                health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(3)
+            ]
+            for watch in watches:
+                assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            stub = pb_grpc.TokenServiceStub(channel)
+            with pytest.raises(grpc.RpcError) as refused:
+                stub.MintToken(pb.MintTokenRequest(external_id="over-the-limit"), timeout=5)
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            watches[0].cancel()
+            wait_until(lambda: _mints(stub), timeout=5, message="a MintToken served once one of the calls has ended")
+    finally:
+        service.terminate()
+
+
+def _mints(stub: pb_grpc.TokenServiceStub) -> bool:
+    try:
+        return bool(stub.MintToken(pb.MintTokenRequest(external_id="within-the-limit"), timeout=5).token)
+    except grpc.RpcError as error:
+        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # until grpc has counted the cancelled stream
+        return False
 
 
 def test_a_request_that_never_arrives_is_refused_after_the_read_timeout(openbao, tmp_path):
