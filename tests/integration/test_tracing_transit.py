@@ -196,7 +196,9 @@ def test_a_call_dropped_at_the_root_leaves_its_transit_request_unrecorded(openba
     # A ratio sampler that is not parent-based decides a child by its trace id: the Transit request of a
     # call dropped at the root must have that call's fate, not be kept (or orphaned) by a draw of its own.
     mount, key, _ = transit_key
-    env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5"}
+    # A service name of its own: the module's other service exports to the same receiver.
+    name = f"tokenservice-root-drop-{uuid.uuid4().hex[:8]}"
+    env = {"OTEL_TRACES_SAMPLER": "traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.5", "OTEL_SERVICE_NAME": name}
     service = serve_transit(openbao, receiver, tmp_path, mount, key, openbao.root_token, env)
     receiver.clear()
     calls = 40
@@ -208,7 +210,7 @@ def test_a_call_dropped_at_the_root_leaves_its_transit_request_unrecorded(openba
     finally:
         service.terminate()  # flushes the pending spans
 
-    spans = receiver.spans()
+    spans = [span for span in receiver.spans() if span.resource.get("service.name") == name]
     kept = {span.span_id: span for span in spans if span.name == MINT}
     batches = transit_spans(spans, "hmac")
     # Binomial(40, 0.5): 20 +- 3.2; none or all kept is twelve standard deviations away.
