@@ -13,6 +13,7 @@ A benchmark, not a test.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import re
 import secrets
@@ -21,6 +22,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -71,6 +73,21 @@ def h2load(port: int, request: Path, load: list[str], clients: int = 16, streams
     return int(match.group(1))
 
 
+@contextlib.contextmanager
+def compared(prefix: str) -> Iterator[tuple[Children, OpenBaoDevServer, Path, Path]]:
+    """What comparing checkouts needs: the children to stop at the end, an OpenBao dev server holding
+    the benchmark's secret, a work directory (named with `prefix`) and the unary request file in it."""
+    children, bao, workdir = Children(), OpenBaoDevServer(), Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        ensure_tools(children)
+        bao.start()
+        bao.write_secret(SECRET_PATH, secrets.token_urlsafe(48))
+        yield children, bao, workdir, unary_request(workdir)
+    finally:
+        children.stop_all()
+        bao.stop()
+
+
 def unary_request(workdir: Path) -> Path:
     """A file holding one MintToken request as h2load sends it."""
     request = workdir / "unary.bin"
@@ -114,12 +131,7 @@ def main() -> int:
     args = parser.parse_args()
     if len(args.checkouts) < 2:
         parser.error("name at least two checkouts to compare")
-    children, bao, workdir = Children(), OpenBaoDevServer(), Path(tempfile.mkdtemp(prefix="tokenservice-ab-"))
-    try:
-        ensure_tools(children)
-        bao.start()
-        bao.write_secret(SECRET_PATH, secrets.token_urlsafe(48))
-        request = unary_request(workdir)
+    with compared("tokenservice-ab-") as (children, bao, workdir, request):
         contenders = [start(children, bao, checkout.resolve(), args.workers, workdir) for checkout in args.checkouts]
         for contender in contenders:
             wait_until(lambda port=contender.grpc_port: accepts(port), timeout=30, message="the service listening")
@@ -143,10 +155,7 @@ def main() -> int:
                 f"[{min(rates):,.0f}-{max(rates):,.0f}], median {statistics.median(costs):.0f} µs CPU a call "
                 f"[{min(costs):.0f}-{max(costs):.0f}]"
             )
-        return 0
-    finally:
-        children.stop_all()
-        bao.stop()
+    return 0
 
 
 if __name__ == "__main__":

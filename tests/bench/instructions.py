@@ -16,18 +16,16 @@ not a test.
 from __future__ import annotations
 
 import argparse
-import secrets
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
 from service.dev import OpenBaoDevServer, free_loopback_port
-from tests.bench.ab import accepts, h2load, service_env, unary_request
-from tests.bench.bench import SECRET_PATH, Children
+from tests.bench.ab import accepts, compared, h2load, service_env
+from tests.bench.bench import Children
 from tests.support import wait_until
 
 WARM_UP_CALLS = 300
@@ -66,18 +64,11 @@ def main() -> int:
     parser.add_argument("checkouts", nargs="+", type=Path)
     parser.add_argument("--calls", type=int, default=1000)
     args = parser.parse_args()
-    children, bao, workdir = Children(), OpenBaoDevServer(), Path(tempfile.mkdtemp(prefix="tokenservice-callgrind-"))
-    try:
-        bao.start()
-        bao.write_secret(SECRET_PATH, secrets.token_urlsafe(48))
-        request = unary_request(workdir)
+    with compared("tokenservice-callgrind-") as (children, bao, workdir, request):
         for checkout in args.checkouts:
             count = instructions_a_call(children, bao, checkout.resolve(), request, args.calls, workdir)
             print(f"{checkout}: {count / 1000:,.1f} k instructions a call", flush=True)
-        return 0
-    finally:
-        children.stop_all()
-        bao.stop()
+    return 0
 
 
 if __name__ == "__main__":
