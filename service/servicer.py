@@ -319,12 +319,12 @@ class TokenServicer:
             token = self._minter.unsigned(external_id=entry.external_id, email=entry.email)
             unsigned.setdefault(org, []).append((index, token))
         timeout = vault_timeout(context.time_remaining())
-        signed = await asyncio.gather(
-            *(
-                self._transit[org].sign_many([token.signing_input for _, token in tokens], timeout=timeout)
-                for org, tokens in unsigned.items()
-            )
-        )
+        signing = [
+            self._transit[org].sign_many([token.signing_input for _, token in tokens], timeout=timeout)
+            for org, tokens in unsigned.items()
+        ]
+        # One org, as for every MintToken, is awaited here: gather would give it a task of its own.
+        signed = [await signing[0]] if len(signing) == 1 else await asyncio.gather(*signing)
         for (org, tokens), signatures in zip(unsigned.items(), signed, strict=True):
             for (index, token), signature in zip(tokens, signatures, strict=True):
                 entry = entries[index]

@@ -16,6 +16,7 @@ import hmac
 import json
 import random
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -461,3 +462,26 @@ async def test_an_answer_that_is_not_transit_fails_every_input_as_signer_unavail
     assert all(isinstance(result, SignerUnavailableError) for result in results)
     assert all(MARKER not in result.message and "kustomer-acme" in result.message for result in results)
     assert registry.get_sample_value("tokenservice_transit_errors_total", {"org": "acme", "kind": "malformed"}) >= 1
+
+
+async def test_a_vault_that_never_answers_fails_each_input_at_the_deadline_and_is_counted():
+    # A listening socket that is never accepted from: the kernel completes the handshake, nothing answers.
+    silent = socket.create_server(("127.0.0.1", 0))
+    registry = CollectorRegistry()
+    session = VaultSession(
+        VaultConfig(addr=f"http://127.0.0.1:{silent.getsockname()[1]}", timeout_seconds=5), TokenAuth(token="t")
+    )
+    transit = TransitSigner([session], org="acme", key="kustomer-acme", metrics=TransitMetrics(registry))
+    try:
+        started = time.monotonic()
+        many = await transit.sign_many([signing_input(0), signing_input(1)], timeout=0.3)
+        with pytest.raises(SignerUnavailableError) as one:
+            await transit.sign(signing_input(2), timeout=0.3)
+        elapsed = time.monotonic() - started
+    finally:
+        await transit.close()
+        silent.close()
+    assert all(isinstance(result, SignerUnavailableError) for result in many)
+    assert all("did not answer for org acme within 0.3 s" in str(error) for error in [*many, one.value])
+    assert 0.6 <= elapsed < 2.0
+    assert registry.get_sample_value("tokenservice_transit_errors_total", {"org": "acme", "kind": "deadline"}) == 3
