@@ -6,8 +6,8 @@ A Vault round trip per token would cap the mint rate at the round-trip rate,
 so concurrent requests are coalesced: batches of up to `max_batch_size` inputs
 go to Vault as one `batch_input` call, one at a time per VaultCaller (more only
 when full); an input waits for others to join it a millisecond after the last
-arrival, and `max_wait_seconds` at most (see _Batcher). The batch requests go over a
-connection on the event loop that never blocks it (service/vault_http.py);
+arrival, and `max_wait_seconds` at most (see _Batcher). The batch requests go through
+aiohttp on the event loop, which they never block (service/vault_http.py);
 logging in, key reads, and any request hvac must make (a proxy, a token Vault
 refused) run in worker threads through the caller's hvac client.
 

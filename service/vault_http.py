@@ -1,27 +1,27 @@
-"""Vault Transit's batch requests on the event loop: HTTP/1.1 over a kept-alive connection.
+"""Vault Transit's batch requests on the event loop, through aiohttp's client.
 
 hvac sends through requests, which costs about 0.8 ms of CPU a request and
 blocks, so it has to run in a worker thread. That thread then shares the GIL
 with the busy event loop, and each of its blocking steps waits for the loop to
 let go of it (up to the interpreter's 5 ms switch interval): a 0.5 ms round
 trip to a local OpenBao took 3-5 ms under load, and transit mints ran at half
-the rate. Here a request costs about 0.1 ms on the loop and never blocks it.
+the rate. aiohttp sends them from the loop without blocking it.
 
 Vault is reached as hvac's requests session would reach it: TLS verified with
 the same CA bundle or directory and the same client certificate, as requests
 resolves them from the session and the environment (VAULT_CACERT through hvac,
 REQUESTS_CA_BUNDLE, CURL_CA_BUNDLE). Where requests would go through a proxy,
-`VaultHttp.like` gives None, and hvac stays in use.
+`VaultHttp.like` gives None, and hvac stays in use. No redirect is followed,
+no cookie kept, and nothing else is taken from the environment.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import ssl
-import urllib.parse
 
+import aiohttp
 import hvac
 import hvac.utils
 import requests
@@ -37,21 +37,14 @@ class RedirectedError(Exception):
     follows redirects, has to send that request."""
 
 
-Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
 class VaultHttp:
-    """Up to `connections` kept-alive connections to Vault, a request at a time on each; a connection
-    is closed after any failure, and another opened when needed."""
+    """Up to `connections` kept-alive connections to Vault (aiohttp's pool), opened on first use."""
 
     def __init__(self, url: str, context: ssl.SSLContext | None, *, connections: int = 1) -> None:
-        parts = urllib.parse.urlsplit(url)
-        self._host = parts.hostname or ""
-        self._port = parts.port or (443 if parts.scheme == "https" else 80)
-        self._authority = parts.netloc.rpartition("@")[2]
+        self._url = url.rstrip("/")
         self._context = context
-        self._idle: list[Streams] = []
-        self._slots = asyncio.Semaphore(connections)
+        self._connections = connections
+        self._session: aiohttp.ClientSession | None = None
 
     @classmethod
     def like(cls, client: hvac.Client, *, connections: int = 1) -> VaultHttp | None:
@@ -70,25 +63,21 @@ class VaultHttp:
         exceptions (as hvac would), a redirect RedirectedError; no answer within `timeout` raises
         requests.Timeout, a broken or refused connection requests.ConnectionError, an answer that is not
         JSON a ValueError."""
-        data = json.dumps(body, separators=(",", ":")).encode()
-        async with self._slots:
-            # The connection of this request, once it has one (an idle one, or one opened for it).
-            used: list[Streams] = [self._idle.pop()] if self._idle else []
-            try:
-                status, answer, reusable = await asyncio.wait_for(self._exchange(used, path, data, token), timeout)
-            except TimeoutError:
-                _close(used)
-                raise requests.Timeout(f"no answer from Vault within {timeout:g} s") from None
-            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError, ValueError) as error:
-                _close(used)
-                raise requests.ConnectionError(f"the connection to Vault failed ({type(error).__name__})") from None
-            except BaseException:
-                _close(used)  # cancelled mid-exchange: what is left on the connection is unknown
-                raise
-            if reusable:
-                self._idle.extend(used)
-            else:
-                _close(used)
+        headers = {"X-Vault-Token": token, "X-Vault-Request": "true", "Content-Type": "application/json"}
+        try:
+            async with self._opened().post(
+                self._url + path,
+                data=json.dumps(body, separators=(",", ":")).encode(),
+                headers=headers,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+                allow_redirects=False,
+            ) as response:
+                status = response.status
+                answer = await _read_bounded(response)
+        except TimeoutError:
+            raise requests.Timeout(f"no answer from Vault within {timeout:g} s") from None
+        except aiohttp.ClientError as error:
+            raise requests.ConnectionError(f"the connection to Vault failed ({type(error).__name__})") from None
         if 300 <= status < 400:
             raise RedirectedError(f"Vault answered HTTP {status}, a redirect")
         parsed = json.loads(answer) if answer else {}
@@ -100,39 +89,31 @@ class VaultHttp:
         return parsed
 
     async def close(self) -> None:
-        """Close the idle connections (those in use close when their request ends or fails)."""
-        _close(self._idle)
-        self._idle = []
+        """Close the connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
 
-    async def _exchange(self, used: list[Streams], path: str, data: bytes, token: str) -> tuple[int, bytes, bool]:
-        if not used:
-            used.append(
-                await asyncio.open_connection(
-                    self._host, self._port, ssl=self._context, server_hostname=self._host if self._context else None
-                )
+    def _opened(self) -> aiohttp.ClientSession:
+        # Made on the event loop at the first request: `like` runs in hvac's worker thread.
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=self._connections, ssl=self._context or False),
+                cookie_jar=aiohttp.DummyCookieJar(),
+                trust_env=False,
             )
-        reader, writer = used[0]
-        writer.write(
-            f"POST {path} HTTP/1.1\r\nHost: {self._authority}\r\nX-Vault-Token: {token}\r\n"
-            f"X-Vault-Request: true\r\nContent-Type: application/json\r\nContent-Length: {len(data)}\r\n"
-            "\r\n".encode()
-            + data
-        )
-        await writer.drain()
-        status, headers = await _read_head(reader)
-        if headers.get("transfer-encoding", "").lower() == "chunked":
-            answer = await _read_chunked(reader)
-        else:
-            length = int(headers.get("content-length", "0"))
-            if not 0 <= length <= MAX_RESPONSE_BYTES:
-                raise ValueError("answer too large")
-            answer = await reader.readexactly(length)
-        return status, answer, headers.get("connection", "").lower() != "close"
+        return self._session
 
 
-def _close(connections: list[Streams]) -> None:
-    for _, writer in connections:
-        writer.close()
+async def _read_bounded(response: aiohttp.ClientResponse) -> bytes:
+    if response.content_length is not None and response.content_length > MAX_RESPONSE_BYTES:
+        raise ValueError("answer too large")
+    answer = bytearray()
+    async for chunk in response.content.iter_any():
+        answer += chunk
+        if len(answer) > MAX_RESPONSE_BYTES:
+            raise ValueError("answer too large")
+    return bytes(answer)
 
 
 def _tls_context(verify: bool | str | None, cert: str | tuple[str, str] | None) -> ssl.SSLContext:
@@ -154,35 +135,3 @@ def _tls_context(verify: bool | str | None, cert: str | tuple[str, str] | None) 
     elif cert:
         context.load_cert_chain(cert)
     return context
-
-
-async def _read_head(reader: asyncio.StreamReader) -> tuple[int, dict[str, str]]:
-    status_line = await reader.readline()
-    parts = status_line.split(None, 2)
-    if len(parts) < 2 or not parts[0].startswith(b"HTTP/1."):
-        raise ValueError("not an HTTP/1.x answer")
-    headers: dict[str, str] = {}
-    while True:
-        line = await reader.readline()
-        if not line:
-            raise asyncio.IncompleteReadError(b"", None)
-        if line in (b"\r\n", b"\n"):
-            return int(parts[1]), headers
-        name, _, value = line.decode("latin-1").partition(":")
-        headers[name.strip().lower()] = value.strip()
-
-
-async def _read_chunked(reader: asyncio.StreamReader) -> bytes:
-    chunks: list[bytes] = []
-    total = 0
-    while True:
-        size = int((await reader.readline()).split(b";", 1)[0].strip(), 16)
-        if size == 0:
-            while (await reader.readline()) not in (b"\r\n", b"\n", b""):
-                pass  # trailers
-            return b"".join(chunks)
-        total += size
-        if total > MAX_RESPONSE_BYTES:
-            raise ValueError("answer too large")
-        chunks.append(await reader.readexactly(size))
-        await reader.readexactly(2)
