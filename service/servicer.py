@@ -126,7 +126,7 @@ class TokenServicer:
         except Exception:
             await self._audit.write(call, serves_tokens=False)
             raise
-        if self._traced:
+        if call.trace is not None:  # the call's span is recorded
             annotate(
                 org=request.org or self._default_org,
                 identity_kind=_IDENTITY_KIND[response.identity_used],
@@ -138,7 +138,7 @@ class TokenServicer:
 
     async def MintTokens(self, request: pb.MintTokensRequest, context: ServicerContext) -> pb.MintTokensResponse:
         call = _audited_call(context, "MintTokens", self._traced)
-        if self._traced:
+        if call.trace is not None:
             annotate(batch_size=len(request.requests))
         try:
             caller = self._admit_mint(context, call, request.requests)
@@ -188,7 +188,9 @@ class TokenServicer:
         Every call costs at least one token (an empty batch too), and so does a refusal of a known
         caller, so that no kind of call is free."""
         caller = self._authenticator.authenticate(context)
-        if self._traced:
+        # An audited call knows whether its span is recorded (it has trace ids); annotating one that is not
+        # would return at once.
+        if self._traced if call is None else call.trace is not None:
             annotate(caller=caller.name)
         if call is not None:
             call.caller = caller.name

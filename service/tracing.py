@@ -299,11 +299,6 @@ _TRACE_CONTEXT_KEYS = ("traceparent", "tracestate")
 _TRACE_ID_LOW_BITS = (1 << 64) - 1
 
 
-def _trace_context(metadata: Collection[tuple[str, Any]] | None) -> dict[str, str]:
-    """The W3C trace context headers among a call's invocation metadata, in one pass."""
-    return {key: value for key, value in metadata or () if key in _TRACE_CONTEXT_KEYS and isinstance(value, str)}
-
-
 class _Scope:
     """The span that a task's work belongs to (a call's server span, a refresh's root span, a Transit
     request's client span), with the service's attributes gathered for it until it ends.
@@ -431,13 +426,23 @@ def _spanned(behavior: Behavior, active: _Active, name: str, attributes: _Method
         span.end()
 
     async def traced(request: Any, context: ServicerContext) -> Any:
-        carrier = _trace_context(context.invocation_metadata())
+        # The W3C trace context headers, in one pass (inline: this runs on every call, most without them).
+        carrier = {}
+        for key, value in context.invocation_metadata() or ():
+            if key in _TRACE_CONTEXT_KEYS and isinstance(value, str):
+                carrier[key] = value
         scope = (
             begin(name, extract(carrier), server, port_attributes(context))
             if carrier
-            else begin_root(name, server, port_attributes(context))
+            else begin_root(name, server, port_attributes, context)
         )
         token = set_scope(scope)
+        if not scope.recording:
+            # Most calls at a low ratio: the scope is still set, so that what the call starts is dropped too.
+            try:
+                return await behavior(request, context)
+            finally:
+                reset_scope(token)
         code = grpc.StatusCode.UNKNOWN
         try:
             response = await behavior(request, context)
@@ -514,11 +519,9 @@ class _ReservedIds:
         self._random = RandomIdGenerator()
         self.generate_span_id = self._random.generate_span_id
         self.is_trace_id_random = self._random.is_trace_id_random
+        # A trace id as the SDK draws one, not reserved: its own method, a call less on every root.
+        self.draw: Callable[[], int] = self._random.generate_trace_id
         self._reserved = threading.local()
-
-    def draw(self) -> int:
-        """A trace id as the SDK draws one, not reserved."""
-        return self._random.generate_trace_id()
 
     def reserve(self, trace_id: int | None = None) -> int:
         """`trace_id` (or a new one) as the next one the SDK takes in this thread."""
@@ -577,16 +580,23 @@ class _Active:
             name, parent, kind, attributes, links, record_exception=False, set_status_on_exception=False
         )
 
-    def root_scope(self, name: str, kind: SpanKind, attributes: Mapping[str, str | int]) -> _Scope:
+    def root_scope(
+        self,
+        name: str,
+        kind: SpanKind,
+        attributes_of: Callable[[ServicerContext], Mapping[str, str | int]],
+        context: ServicerContext,
+    ) -> _Scope:
         """`scope` for a span without a parent. Where the sampler's decision on a root is a bound on the
         trace id's low 64 bits (see `_root_bound`), a dropped root costs a random number and a comparison:
-        most calls at a low ratio carry no trace context and are dropped, so this is most calls' cost.
+        most calls at a low ratio carry no trace context and are dropped, so this is most calls' cost,
+        and `attributes_of(context)` is called only for a span that is started.
 
         The roots it drops share one scope, which records nothing: what a dropped span parents is dropped
         too (its trace id is one the bound drops), and nothing sends or logs the id of a span not sampled."""
         ids, bound = self._ids, self._root_bound
         if ids is None or bound is None:
-            return self.scope(name, self.no_parent, kind, attributes)
+            return self.scope(name, self.no_parent, kind, attributes_of(context))
         trace_id = ids.draw()
         if trace_id & _TRACE_ID_LOW_BITS >= bound:
             if self._dropped_root is None:
@@ -595,7 +605,12 @@ class _Active:
         ids.reserve(trace_id)
         return _Scope(
             self.tracer.start_span(
-                name, self.no_parent, kind, attributes, record_exception=False, set_status_on_exception=False
+                name,
+                self.no_parent,
+                kind,
+                attributes_of(context),
+                record_exception=False,
+                set_status_on_exception=False,
             )
         )
 
@@ -898,7 +913,7 @@ def current_trace_ids() -> tuple[str, str] | None:
     """(trace_id, span_id) of the current span as 32 and 16 hex digits, or None (no span, one that is
     not sampled, or off)."""
     scope = _scope.get()
-    return None if scope is None else scope.ids()
+    return None if scope is None or not scope.recording else scope.ids()
 
 
 def current_span_context() -> SpanContext | None:

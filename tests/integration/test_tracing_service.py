@@ -121,6 +121,22 @@ def test_the_server_span_continues_the_callers_trace_with_the_services_attribute
     assert response.token.encode() not in receiver.raw()
 
 
+def test_a_traced_batch_carries_its_size_and_caller_and_an_untraced_call_no_span(traced, receiver):
+    trace_id, _, traceparent = _traceparent()
+    entries = [pb.MintTokenRequest(email=EMAIL), pb.MintTokenRequest(external_id=EXTERNAL_ID), pb.MintTokenRequest()]
+    with grpc.insecure_channel(traced.grpc_target) as channel:
+        stub = pb_grpc.TokenServiceStub(channel)
+        stub.MintTokens(pb.MintTokensRequest(requests=entries), timeout=5, metadata=(("traceparent", traceparent),))
+        unsampled = "00-" + "1" * 32 + "-" + "2" * 16 + "-00"  # the caller's trace, not sampled
+        stub.MintToken(pb.MintTokenRequest(email=EMAIL), timeout=5, metadata=(("traceparent", unsampled),))
+
+    [span] = _server_spans(receiver, trace_id)
+    assert span.attributes["tokenservice.batch_size"] == 3
+    assert span.attributes["tokenservice.caller"] == "unknown"
+    unsampled_records = [record for record in traced.audit_records() if record.get("trace_id") == "1" * 32]
+    assert unsampled_records == [] and not [s for s in receiver.spans() if s.trace_id == "1" * 32]
+
+
 def test_a_refused_call_names_its_reason_and_never_the_identity(traced, receiver):
     trace_id, _, traceparent = _traceparent()
     with grpc.insecure_channel(traced.grpc_target) as channel, pytest.raises(grpc.RpcError) as refused:
