@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import json
 import signal
+import threading
 import uuid
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from service.config import VaultConfig
@@ -78,3 +80,61 @@ class AuditedOpenBao(OpenBaoFileServer):
 def new_key_name() -> str:
     """A fresh Transit key name inside the shipped policies' kustomer-* grant."""
     return f"kustomer-test-{uuid.uuid4().hex[:10]}"
+
+
+class AnsweringVault:
+    """An HTTP server on 127.0.0.1 that answers as a misbehaving Vault might: any token is accepted
+    (a GET, as lookup-self at login, gets a token that never expires), and every POST gets the
+    status, headers and body set on it, chunked or not, after a second once `delay` is set. It keeps
+    each POST's headers in `seen`."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.headers: list[tuple[str, str]] = []
+        self.body = b'{"data":{}}'
+        self.chunked = False
+        self.delay = threading.Event()
+        self.seen: list[dict[str, str]] = []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def do_GET(self) -> None:
+                lookup = b'{"data": {"ttl": 0, "renewable": false}}'
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(lookup)))
+                self.end_headers()
+                self.wfile.write(lookup)
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
+                server.seen.append(dict(self.headers))
+                if server.delay.is_set():
+                    threading.Event().wait(1.0)
+                self.send_response(server.status)
+                for name, value in server.headers:
+                    self.send_header(name, value)
+                if server.chunked:
+                    self.send_header("Transfer-Encoding", "chunked")
+                    self.end_headers()
+                    for start in range(0, len(server.body), 65536):
+                        piece = server.body[start : start + 65536]
+                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.write(b"0\r\n\r\n")
+                else:
+                    self.send_header("Content-Length", str(len(server.body)))
+                    self.end_headers()
+                    self.wfile.write(server.body)
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()

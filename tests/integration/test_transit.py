@@ -17,10 +17,8 @@ import json
 import random
 import secrets
 import socket
-import threading
 import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import hvac
@@ -38,7 +36,7 @@ from service.transit import TransitMetrics, TransitSettings, TransitSigner
 from service.transit_import import import_secret, wrap_for_import
 from service.vault_auth import TokenAuth, VaultSession
 from tests.support import b64url_encode, hs256_open, wait_until_async
-from tests.support_transit import OPERATOR_POLICY, TRANSIT_POLICY, AuditedOpenBao, new_key_name
+from tests.support_transit import OPERATOR_POLICY, TRANSIT_POLICY, AnsweringVault, AuditedOpenBao, new_key_name
 
 pytestmark = pytest.mark.integration
 
@@ -408,39 +406,6 @@ def test_the_import_wraps_the_secret_as_transit_byok_requires():
         )
 
 
-class NotVault:
-    """An HTTP server on 127.0.0.1 that accepts any token and answers every POST with `body`."""
-
-    def __init__(self, body: bytes) -> None:
-        answer = body
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # lookup-self at login
-                self._reply(b'{"data": {"ttl": 0, "renewable": false}}')
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                self._reply(answer)
-
-            def _reply(self, data: bytes) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.addr = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-
 @pytest.mark.parametrize(
     "body",
     [
@@ -450,9 +415,10 @@ class NotVault:
     ],
 )
 async def test_an_answer_that_is_not_transit_fails_every_input_as_signer_unavailable(body):
-    fake = NotVault(body)
+    fake = AnsweringVault()
+    fake.body = body
     registry = CollectorRegistry()
-    session = VaultSession(VaultConfig(addr=fake.addr, timeout_seconds=2), TokenAuth(token="t"))
+    session = VaultSession(VaultConfig(addr=fake.url, timeout_seconds=2), TokenAuth(token="t"))
     transit = TransitSigner([session], org="acme", key="kustomer-acme", metrics=TransitMetrics(registry))
     try:
         results = await transit.sign_many([signing_input(0), signing_input(1)])

@@ -5,72 +5,24 @@ reads, and raises what hvac would raise."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import hvac.exceptions
 import pytest
 import requests
 
 from service.vault_http import MAX_RESPONSE_BYTES, RedirectedError, VaultHttp
-
-
-class Answering:
-    """A loopback HTTP server whose POST answer is set per test; it records each request's headers."""
-
-    def __init__(self) -> None:
-        self.status = 200
-        self.headers: list[tuple[str, str]] = []
-        self.body = b'{"data":{}}'
-        self.chunked = False
-        self.delay = threading.Event()
-        self.seen: list[dict[str, str]] = []
-        server = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_POST(self) -> None:
-                self.rfile.read(int(self.headers.get("Content-Length", "0")))
-                server.seen.append(dict(self.headers))
-                if server.delay.is_set():
-                    threading.Event().wait(1.0)
-                self.send_response(server.status)
-                for name, value in server.headers:
-                    self.send_header(name, value)
-                if server.chunked:
-                    self.send_header("Transfer-Encoding", "chunked")
-                    self.end_headers()
-                    for start in range(0, len(server.body), 65536):
-                        piece = server.body[start : start + 65536]
-                        self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
-                    self.wfile.write(b"0\r\n\r\n")
-                else:
-                    self.send_header("Content-Length", str(len(server.body)))
-                    self.end_headers()
-                    self.wfile.write(server.body)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self._server.server_address[1]}"
-        threading.Thread(target=self._server.serve_forever, daemon=True).start()
-
-    def close(self) -> None:
-        self._server.shutdown()
-        self._server.server_close()
+from tests.support_transit import AnsweringVault
 
 
 @pytest.fixture
-def vault() -> Iterator[Answering]:
-    server = Answering()
+def vault() -> Iterator[AnsweringVault]:
+    server = AnsweringVault()
     yield server
     server.close()
 
 
-async def _post(vault: Answering, timeout: float = 5.0) -> object:
+async def _post(vault: AnsweringVault, timeout: float = 5.0) -> object:
     client = VaultHttp(vault.url, None, connections=1)
     try:
         return await client.post("/v1/transit/hmac/k/sha2-256", {"batch_input": []}, "t0ken", timeout)
@@ -79,7 +31,7 @@ async def _post(vault: Answering, timeout: float = 5.0) -> object:
 
 
 async def test_a_redirect_is_reported_not_followed(vault):
-    elsewhere = Answering()
+    elsewhere = AnsweringVault()
     try:
         vault.status, vault.headers = 307, [("Location", elsewhere.url + "/v1/transit/hmac/k/sha2-256")]
         with pytest.raises(RedirectedError):
