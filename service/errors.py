@@ -153,6 +153,12 @@ class PeerRateLimitedError(RateLimitedError):
     reason = reason_name(ErrorReason.PEER_RATE_LIMITED)
 
 
+class ServerBusyError(RateLimitedError):
+    """Raised when the server is already serving as many calls at once as it allows."""
+
+    reason = reason_name(ErrorReason.SERVER_BUSY)
+
+
 class ApiKeysStaleError(TokenServiceError):
     """Raised when an API key is presented but the key set could not be refreshed within its maximum staleness."""
 

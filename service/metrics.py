@@ -95,6 +95,11 @@ class Metrics:
             multiprocess_mode="livemin",
             registry=r,
         )
+        self.server_busy_total = Counter(
+            "tokenservice_server_busy",
+            "Calls refused because limits.max_concurrent_rpcs calls were in progress (RESOURCE_EXHAUSTED SERVER_BUSY).",
+            registry=r,
+        )
         self.unauthenticated_limited_total = Counter(
             "tokenservice_unauthenticated_limited",
             "Calls without credentials refused before their request was "

@@ -25,6 +25,7 @@ from service.errors import ConfigError
 from service.health import ServedHealth
 from service.interceptors import (
     AuthenticationInterceptor,
+    CallLimit,
     DrainInterceptor,
     InterceptingRegistrar,
     Interceptor,
@@ -205,6 +206,8 @@ class TokenServer:
         if self.tracing.enabled:
             # Inside the limit on callers without credentials, so that what it refuses costs no span.
             interceptors.insert(1 if self.unauthenticated else 0, TracingInterceptor(self._spans))
+        # Outermost: a call over the process's limit costs nothing more (no metrics, span or audit record).
+        interceptors.insert(0, CallLimit(self.metrics, max_calls=config.limits.max_concurrent_rpcs))
         self._server = grpc.aio.server(
             options=server_options(
                 config.limits,
@@ -212,7 +215,6 @@ class TokenServer:
                 max_send=max_send_message_bytes(config.batch_limit),
                 share_ports=not serve_metrics,
             ),
-            maximum_concurrent_rpcs=config.limits.max_concurrent_rpcs,
         )
         registrar = InterceptingRegistrar(self._server, interceptors)
         registrar.add_generic_rpc_handlers((rpc_handlers(servicer),))

@@ -6,6 +6,7 @@ port)."""
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 import urllib.request
 from collections.abc import Iterator
@@ -14,13 +15,14 @@ from pathlib import Path
 import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import OpenBaoDevServer
 from tests.bench.hostile import HEADERS_ONLY, flood, half_sent, watch_with_name
 from tests.secured import SecuredFiles, start_secured_service
-from tests.support import ServiceProcess, refusal_of, rss_kib, wait_until, wait_until_async
+from tests.support import ServiceProcess, metric_value, refusal_of, rss_kib, wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -114,31 +116,52 @@ def test_a_huge_authorization_header_is_refused_and_the_service_carries_on(secur
 
 
 def test_calls_beyond_the_process_limit_are_refused_until_one_ends(openbao, tmp_path):
-    # Callers with credentials are bounded too: three health Watch streams held open by the API-key
-    # caller take every slot of limits.max_concurrent_rpcs = 3, so the next call is refused at once.
+    # Callers with credentials are bounded too: two health Watch streams and a reflection stream held
+    # open by the API-key caller take every slot of limits.max_concurrent_rpcs = 3, so the next call is
+    # refused at once, with a reason and a delay to retry after, and counted.
     service, files = start(openbao, tmp_path, max_concurrent_rpcs=3)
     try:
         with api_key_channel(service, files, files.api_key) as channel:
-            watches = [
-                health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(3)
-            ]
+            health = health_pb2_grpc.HealthStub(channel)
+            watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(2)]
             for watch in watches:
                 assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            ended = threading.Event()
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                _held_open(ended), timeout=30
+            )
+            assert next(reflection).list_services_response.service
             stub = pb_grpc.TokenServiceStub(channel)
             with pytest.raises(grpc.RpcError) as refused:
                 stub.MintToken(pb.MintTokenRequest(external_id="over-the-limit"), timeout=5)
-            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            code, reason, retry_after = refusal_of(refused.value)
+            assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY") and retry_after
+            assert "limits.max_concurrent_rpcs" in (refused.value.details() or "")
+            assert metric_value(_metrics(service), "tokenservice_server_busy_total") == 1
             watches[0].cancel()
             wait_until(lambda: _mints(stub), timeout=5, message="a MintToken served once one of the calls has ended")
+            ended.set()
+            reflection.cancel()
     finally:
         service.terminate()
+
+
+def _held_open(ended: threading.Event) -> Iterator[reflection_pb2.ServerReflectionRequest]:
+    """One request, then none until `ended`: the reflection stream stays open meanwhile."""
+    yield reflection_pb2.ServerReflectionRequest(list_services="")
+    ended.wait(30)
+
+
+def _metrics(service: ServiceProcess) -> str:
+    with urllib.request.urlopen(service.metrics_url, timeout=5) as response:
+        return response.read().decode()
 
 
 def _mints(stub: pb_grpc.TokenServiceStub) -> bool:
     try:
         return bool(stub.MintToken(pb.MintTokenRequest(external_id="within-the-limit"), timeout=5).token)
     except grpc.RpcError as error:
-        assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # until grpc has counted the cancelled stream
+        assert refusal_of(error)[1] == "SERVER_BUSY"  # until the cancelled stream's end has reached the service
         return False
 
 
@@ -156,13 +179,13 @@ def test_a_request_that_never_arrives_is_refused_after_the_read_timeout(openbao,
 
     try:
         refused_at_once, silent = asyncio.run(hold())
-        metrics = urllib.request.urlopen(service.metrics_url, timeout=5).read().decode()
+        metrics = _metrics(service)
     finally:
         service.terminate()
     assert refused_at_once == 2  # six streams, four slots
     assert silent.statuses["RESOURCE_EXHAUSTED"] == 6 and silent.open_now == 0
-    assert 'tokenservice_unauthenticated_limited_total{why="busy"} 2.0' in metrics
-    assert 'tokenservice_unauthenticated_limited_total{why="slow"} 4.0' in metrics
+    assert metric_value(metrics, "tokenservice_unauthenticated_limited_total", why="busy") == 2
+    assert metric_value(metrics, "tokenservice_unauthenticated_limited_total", why="slow") == 4
 
 
 def test_a_refused_call_without_credentials_says_why_and_what_to_do(openbao, tmp_path):

@@ -125,6 +125,12 @@ const (
 	// it is unreachable, sealed or refusing the service's token. No token is
 	// minted. Retry with backoff.
 	ErrorReason_SIGNER_UNAVAILABLE ErrorReason = 20
+	// SERVER_BUSY (RESOURCE_EXHAUSTED): the server is already serving as many
+	// calls at once as it allows (`limits.max_concurrent_rpcs`, health
+	// watches and reflection streams included), so this one was not started.
+	// Retry with backoff, after the `google.rpc.RetryInfo` detail's
+	// `retry_delay`; another replica may have room.
+	ErrorReason_SERVER_BUSY ErrorReason = 21
 	// TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
 	// JWS, or its payload is not a JSON claims set with an integer `iat` and
 	// string `email` / `externalId`. Do not use the token.
@@ -178,6 +184,7 @@ var (
 		18:  "API_KEYS_STALE",
 		19:  "AUDIT_UNAVAILABLE",
 		20:  "SIGNER_UNAVAILABLE",
+		21:  "SERVER_BUSY",
 		100: "TOKEN_MALFORMED",
 		101: "TOKEN_HEADER_INVALID",
 		102: "TOKEN_ALGORITHM_INVALID",
@@ -209,6 +216,7 @@ var (
 		"API_KEYS_STALE":           18,
 		"AUDIT_UNAVAILABLE":        19,
 		"SIGNER_UNAVAILABLE":       20,
+		"SERVER_BUSY":              21,
 		"TOKEN_MALFORMED":          100,
 		"TOKEN_HEADER_INVALID":     101,
 		"TOKEN_ALGORITHM_INVALID":  102,
@@ -848,7 +856,7 @@ const file_tokenservice_v1_token_service_proto_rawDesc = "" +
 	"\vvalid_until\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"validUntil\x12\x16\n" +
 	"\x06detail\x18\a \x01(\tR\x06detail\x12>\n" +
-	"\ridentity_used\x18\b \x01(\x0e2\x19.tokenservice.v1.IdentityR\fidentityUsed*\xaa\x05\n" +
+	"\ridentity_used\x18\b \x01(\x0e2\x19.tokenservice.v1.IdentityR\fidentityUsed*\xbb\x05\n" +
 	"\vErrorReason\x12\x1c\n" +
 	"\x18ERROR_REASON_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10IDENTITY_MISSING\x10\x01\x12\x11\n" +
@@ -871,7 +879,8 @@ const file_tokenservice_v1_token_service_proto_rawDesc = "" +
 	"\x11PEER_RATE_LIMITED\x10\x11\x12\x12\n" +
 	"\x0eAPI_KEYS_STALE\x10\x12\x12\x15\n" +
 	"\x11AUDIT_UNAVAILABLE\x10\x13\x12\x16\n" +
-	"\x12SIGNER_UNAVAILABLE\x10\x14\x12\x13\n" +
+	"\x12SIGNER_UNAVAILABLE\x10\x14\x12\x0f\n" +
+	"\vSERVER_BUSY\x10\x15\x12\x13\n" +
 	"\x0fTOKEN_MALFORMED\x10d\x12\x18\n" +
 	"\x14TOKEN_HEADER_INVALID\x10e\x12\x1b\n" +
 	"\x17TOKEN_ALGORITHM_INVALID\x10f\x12\x1b\n" +

@@ -57,6 +57,8 @@ const (
 //   - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
 //     server could not refresh its set of API keys within their maximum
 //     staleness; retry with backoff.
+//   - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+//     once as it allows; the call was not started, so retry it with backoff.
 type TokenServiceClient interface {
 	// MintToken signs a login token for one customer of one Kustomer org.
 	//
@@ -192,6 +194,8 @@ func (c *tokenServiceClient) VerifyToken(ctx context.Context, in *VerifyTokenReq
 //   - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
 //     server could not refresh its set of API keys within their maximum
 //     staleness; retry with backoff.
+//   - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+//     once as it allows; the call was not started, so retry it with backoff.
 type TokenServiceServer interface {
 	// MintToken signs a login token for one customer of one Kustomer org.
 	//

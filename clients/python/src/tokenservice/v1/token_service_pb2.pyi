@@ -34,6 +34,7 @@ class ErrorReason(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     API_KEYS_STALE: _ClassVar[ErrorReason]
     AUDIT_UNAVAILABLE: _ClassVar[ErrorReason]
     SIGNER_UNAVAILABLE: _ClassVar[ErrorReason]
+    SERVER_BUSY: _ClassVar[ErrorReason]
     TOKEN_MALFORMED: _ClassVar[ErrorReason]
     TOKEN_HEADER_INVALID: _ClassVar[ErrorReason]
     TOKEN_ALGORITHM_INVALID: _ClassVar[ErrorReason]
@@ -69,6 +70,7 @@ PEER_RATE_LIMITED: ErrorReason
 API_KEYS_STALE: ErrorReason
 AUDIT_UNAVAILABLE: ErrorReason
 SIGNER_UNAVAILABLE: ErrorReason
+SERVER_BUSY: ErrorReason
 TOKEN_MALFORMED: ErrorReason
 TOKEN_HEADER_INVALID: ErrorReason
 TOKEN_ALGORITHM_INVALID: ErrorReason

@@ -55,6 +55,8 @@ class TokenServiceStub:
     - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
     server could not refresh its set of API keys within their maximum
     staleness; retry with backoff.
+    - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+    once as it allows; the call was not started, so retry it with backoff.
     """
 
     def __init__(self, channel):
@@ -110,6 +112,8 @@ class TokenServiceServicer:
     - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
     server could not refresh its set of API keys within their maximum
     staleness; retry with backoff.
+    - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+    once as it allows; the call was not started, so retry it with backoff.
     """
 
     def MintToken(self, request, context):
@@ -243,6 +247,8 @@ class TokenService:
     - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
     server could not refresh its set of API keys within their maximum
     staleness; retry with backoff.
+    - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+    once as it allows; the call was not started, so retry it with backoff.
     """
 
     @staticmethod

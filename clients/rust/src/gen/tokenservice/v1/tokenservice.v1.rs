@@ -253,6 +253,12 @@ pub enum ErrorReason {
     /// it is unreachable, sealed or refusing the service's token. No token is
     /// minted. Retry with backoff.
     SignerUnavailable = 20,
+    /// SERVER_BUSY (RESOURCE_EXHAUSTED): the server is already serving as many
+    /// calls at once as it allows (`limits.max_concurrent_rpcs`, health
+    /// watches and reflection streams included), so this one was not started.
+    /// Retry with backoff, after the `google.rpc.RetryInfo` detail's
+    /// `retry_delay`; another replica may have room.
+    ServerBusy = 21,
     /// TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
     /// JWS, or its payload is not a JSON claims set with an integer `iat` and
     /// string `email` / `externalId`. Do not use the token.
@@ -309,6 +315,7 @@ impl ErrorReason {
             Self::ApiKeysStale => "API_KEYS_STALE",
             Self::AuditUnavailable => "AUDIT_UNAVAILABLE",
             Self::SignerUnavailable => "SIGNER_UNAVAILABLE",
+            Self::ServerBusy => "SERVER_BUSY",
             Self::TokenMalformed => "TOKEN_MALFORMED",
             Self::TokenHeaderInvalid => "TOKEN_HEADER_INVALID",
             Self::TokenAlgorithmInvalid => "TOKEN_ALGORITHM_INVALID",
@@ -343,6 +350,7 @@ impl ErrorReason {
             "API_KEYS_STALE" => Some(Self::ApiKeysStale),
             "AUDIT_UNAVAILABLE" => Some(Self::AuditUnavailable),
             "SIGNER_UNAVAILABLE" => Some(Self::SignerUnavailable),
+            "SERVER_BUSY" => Some(Self::ServerBusy),
             "TOKEN_MALFORMED" => Some(Self::TokenMalformed),
             "TOKEN_HEADER_INVALID" => Some(Self::TokenHeaderInvalid),
             "TOKEN_ALGORITHM_INVALID" => Some(Self::TokenAlgorithmInvalid),

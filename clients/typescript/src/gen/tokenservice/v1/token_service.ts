@@ -170,6 +170,14 @@ export enum ErrorReason {
    */
   SIGNER_UNAVAILABLE = 20,
   /**
+   * SERVER_BUSY - SERVER_BUSY (RESOURCE_EXHAUSTED): the server is already serving as many
+   * calls at once as it allows (`limits.max_concurrent_rpcs`, health
+   * watches and reflection streams included), so this one was not started.
+   * Retry with backoff, after the `google.rpc.RetryInfo` detail's
+   * `retry_delay`; another replica may have room.
+   */
+  SERVER_BUSY = 21,
+  /**
    * TOKEN_MALFORMED - TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
    * JWS, or its payload is not a JSON claims set with an integer `iat` and
    * string `email` / `externalId`. Do not use the token.
@@ -280,6 +288,9 @@ export function errorReasonFromJSON(object: any): ErrorReason {
     case 20:
     case "SIGNER_UNAVAILABLE":
       return ErrorReason.SIGNER_UNAVAILABLE;
+    case 21:
+    case "SERVER_BUSY":
+      return ErrorReason.SERVER_BUSY;
     case 100:
     case "TOKEN_MALFORMED":
       return ErrorReason.TOKEN_MALFORMED;
@@ -355,6 +366,8 @@ export function errorReasonToJSON(object: ErrorReason): string {
       return "AUDIT_UNAVAILABLE";
     case ErrorReason.SIGNER_UNAVAILABLE:
       return "SIGNER_UNAVAILABLE";
+    case ErrorReason.SERVER_BUSY:
+      return "SERVER_BUSY";
     case ErrorReason.TOKEN_MALFORMED:
       return "TOKEN_MALFORMED";
     case ErrorReason.TOKEN_HEADER_INVALID:
@@ -1361,6 +1374,8 @@ export const VerifyTokenResponse: MessageFns<VerifyTokenResponse> = {
  * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
  *   server could not refresh its set of API keys within their maximum
  *   staleness; retry with backoff.
+ * - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+ *   once as it allows; the call was not started, so retry it with backoff.
  */
 export type TokenServiceService = typeof TokenServiceService;
 export const TokenServiceService = {

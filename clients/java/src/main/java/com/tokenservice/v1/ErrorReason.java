@@ -241,6 +241,18 @@ public enum ErrorReason
   SIGNER_UNAVAILABLE(20),
   /**
    * <pre>
+   * SERVER_BUSY (RESOURCE_EXHAUSTED): the server is already serving as many
+   * calls at once as it allows (`limits.max_concurrent_rpcs`, health
+   * watches and reflection streams included), so this one was not started.
+   * Retry with backoff, after the `google.rpc.RetryInfo` detail's
+   * `retry_delay`; another replica may have room.
+   * </pre>
+   *
+   * <code>SERVER_BUSY = 21;</code>
+   */
+  SERVER_BUSY(21),
+  /**
+   * <pre>
    * TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
    * JWS, or its payload is not a JSON claims set with an integer `iat` and
    * string `email` / `externalId`. Do not use the token.
@@ -535,6 +547,18 @@ public enum ErrorReason
   public static final int SIGNER_UNAVAILABLE_VALUE = 20;
   /**
    * <pre>
+   * SERVER_BUSY (RESOURCE_EXHAUSTED): the server is already serving as many
+   * calls at once as it allows (`limits.max_concurrent_rpcs`, health
+   * watches and reflection streams included), so this one was not started.
+   * Retry with backoff, after the `google.rpc.RetryInfo` detail's
+   * `retry_delay`; another replica may have room.
+   * </pre>
+   *
+   * <code>SERVER_BUSY = 21;</code>
+   */
+  public static final int SERVER_BUSY_VALUE = 21;
+  /**
+   * <pre>
    * TOKEN_MALFORMED (VerifyToken, `valid` false): the token is not a compact
    * JWS, or its payload is not a JSON claims set with an integer `iat` and
    * string `email` / `externalId`. Do not use the token.
@@ -655,6 +679,7 @@ public enum ErrorReason
       case 18: return API_KEYS_STALE;
       case 19: return AUDIT_UNAVAILABLE;
       case 20: return SIGNER_UNAVAILABLE;
+      case 21: return SERVER_BUSY;
       case 100: return TOKEN_MALFORMED;
       case 101: return TOKEN_HEADER_INVALID;
       case 102: return TOKEN_ALGORITHM_INVALID;

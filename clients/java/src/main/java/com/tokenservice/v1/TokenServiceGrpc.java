@@ -31,6 +31,8 @@ import static io.grpc.MethodDescriptor.generateFullMethodName;
  * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
  *   server could not refresh its set of API keys within their maximum
  *   staleness; retry with backoff.
+ * - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+ *   once as it allows; the call was not started, so retry it with backoff.
  * </pre>
  */
 @io.grpc.stub.annotations.GrpcGenerated
@@ -222,6 +224,8 @@ public final class TokenServiceGrpc {
    * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
    *   server could not refresh its set of API keys within their maximum
    *   staleness; retry with backoff.
+   * - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+   *   once as it allows; the call was not started, so retry it with backoff.
    * </pre>
    */
   public interface AsyncService {
@@ -338,6 +342,8 @@ public final class TokenServiceGrpc {
    * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
    *   server could not refresh its set of API keys within their maximum
    *   staleness; retry with backoff.
+   * - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+   *   once as it allows; the call was not started, so retry it with backoff.
    * </pre>
    */
   public static abstract class TokenServiceImplBase
@@ -378,6 +384,8 @@ public final class TokenServiceGrpc {
    * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
    *   server could not refresh its set of API keys within their maximum
    *   staleness; retry with backoff.
+   * - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+   *   once as it allows; the call was not started, so retry it with backoff.
    * </pre>
    */
   public static final class TokenServiceStub
@@ -508,6 +516,8 @@ public final class TokenServiceGrpc {
    * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
    *   server could not refresh its set of API keys within their maximum
    *   staleness; retry with backoff.
+   * - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+   *   once as it allows; the call was not started, so retry it with backoff.
    * </pre>
    */
   public static final class TokenServiceBlockingV2Stub
@@ -635,6 +645,8 @@ public final class TokenServiceGrpc {
    * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
    *   server could not refresh its set of API keys within their maximum
    *   staleness; retry with backoff.
+   * - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+   *   once as it allows; the call was not started, so retry it with backoff.
    * </pre>
    */
   public static final class TokenServiceBlockingStub
@@ -762,6 +774,8 @@ public final class TokenServiceGrpc {
    * - UNAVAILABLE `API_KEYS_STALE`: the call presents an API key, but the
    *   server could not refresh its set of API keys within their maximum
    *   staleness; retry with backoff.
+   * - RESOURCE_EXHAUSTED `SERVER_BUSY`: the server is serving as many calls at
+   *   once as it allows; the call was not started, so retry it with backoff.
    * </pre>
    */
   public static final class TokenServiceFutureStub

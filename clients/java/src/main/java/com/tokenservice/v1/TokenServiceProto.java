@@ -99,7 +99,7 @@ public final class TokenServiceProto extends com.google.protobuf.GeneratedFile {
       "oogle.protobuf.TimestampR\nvalidUntil\022\026\n\006" +
       "detail\030\007 \001(\tR\006detail\022>\n\ridentity_used\030\010 " +
       "\001(\0162\031.tokenservice.v1.IdentityR\014identity" +
-      "Used*\252\005\n\013ErrorReason\022\034\n\030ERROR_REASON_UNS" +
+      "Used*\273\005\n\013ErrorReason\022\034\n\030ERROR_REASON_UNS" +
       "PECIFIED\020\000\022\024\n\020IDENTITY_MISSING\020\001\022\021\n\rEMAI" +
       "L_INVALID\020\002\022\027\n\023EXTERNAL_ID_INVALID\020\003\022\023\n\017" +
       "BATCH_TOO_LARGE\020\004\022\021\n\rTOKEN_MISSING\020\005\022\023\n\017" +
@@ -111,22 +111,22 @@ public final class TokenServiceProto extends com.google.protobuf.GeneratedFile {
       "TITY_NOT_ALLOWED\020\017\022\020\n\014RATE_LIMITED\020\020\022\025\n\021" +
       "PEER_RATE_LIMITED\020\021\022\022\n\016API_KEYS_STALE\020\022\022" +
       "\025\n\021AUDIT_UNAVAILABLE\020\023\022\026\n\022SIGNER_UNAVAIL" +
-      "ABLE\020\024\022\023\n\017TOKEN_MALFORMED\020d\022\030\n\024TOKEN_HEA" +
-      "DER_INVALID\020e\022\033\n\027TOKEN_ALGORITHM_INVALID" +
-      "\020f\022\033\n\027TOKEN_SIGNATURE_INVALID\020g\022\025\n\021TOKEN" +
-      "_IAT_MISSING\020h\022\032\n\026TOKEN_ISSUED_IN_FUTURE" +
-      "\020i\022\021\n\rTOKEN_EXPIRED\020j\022\032\n\026TOKEN_IDENTITY_" +
-      "MISSING\020k*R\n\010Identity\022\030\n\024IDENTITY_UNSPEC" +
-      "IFIED\020\000\022\030\n\024IDENTITY_EXTERNAL_ID\020\001\022\022\n\016IDE" +
-      "NTITY_EMAIL\020\0022\223\002\n\014TokenService\022R\n\tMintTo" +
-      "ken\022!.tokenservice.v1.MintTokenRequest\032\"" +
-      ".tokenservice.v1.MintTokenResponse\022U\n\nMi" +
-      "ntTokens\022\".tokenservice.v1.MintTokensReq" +
-      "uest\032#.tokenservice.v1.MintTokensRespons" +
-      "e\022X\n\013VerifyToken\022#.tokenservice.v1.Verif" +
-      "yTokenRequest\032$.tokenservice.v1.VerifyTo" +
-      "kenResponseB*\n\023com.tokenservice.v1B\021Toke" +
-      "nServiceProtoP\001b\006proto3"
+      "ABLE\020\024\022\017\n\013SERVER_BUSY\020\025\022\023\n\017TOKEN_MALFORM" +
+      "ED\020d\022\030\n\024TOKEN_HEADER_INVALID\020e\022\033\n\027TOKEN_" +
+      "ALGORITHM_INVALID\020f\022\033\n\027TOKEN_SIGNATURE_I" +
+      "NVALID\020g\022\025\n\021TOKEN_IAT_MISSING\020h\022\032\n\026TOKEN" +
+      "_ISSUED_IN_FUTURE\020i\022\021\n\rTOKEN_EXPIRED\020j\022\032" +
+      "\n\026TOKEN_IDENTITY_MISSING\020k*R\n\010Identity\022\030" +
+      "\n\024IDENTITY_UNSPECIFIED\020\000\022\030\n\024IDENTITY_EXT" +
+      "ERNAL_ID\020\001\022\022\n\016IDENTITY_EMAIL\020\0022\223\002\n\014Token" +
+      "Service\022R\n\tMintToken\022!.tokenservice.v1.M" +
+      "intTokenRequest\032\".tokenservice.v1.MintTo" +
+      "kenResponse\022U\n\nMintTokens\022\".tokenservice" +
+      ".v1.MintTokensRequest\032#.tokenservice.v1." +
+      "MintTokensResponse\022X\n\013VerifyToken\022#.toke" +
+      "nservice.v1.VerifyTokenRequest\032$.tokense" +
+      "rvice.v1.VerifyTokenResponseB*\n\023com.toke" +
+      "nservice.v1B\021TokenServiceProtoP\001b\006proto3"
     };
     descriptor = com.google.protobuf.Descriptors.FileDescriptor
       .internalBuildGeneratedFileFrom(descriptorData,
