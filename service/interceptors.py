@@ -443,14 +443,15 @@ class CallLimit:
     client-streaming (every call with caller authentication on, but an API-key caller's), else once its
     request has been read. The outermost interceptor: what it refuses costs nothing more."""
 
-    def __init__(self, metrics: Metrics, *, max_calls: int) -> None:
+    def __init__(self, metrics: Metrics, *, max_calls: int, set_by: str = "limits.max_concurrent_rpcs") -> None:
+        """`set_by` names what sets `max_calls`, for the refusal's message."""
         self._max_calls = max_calls
         self._calls = 0
         self._busy_total = metrics.server_busy_total
         self._busy = _Refusal(
             ServerBusyError(
                 f"the server is already serving {max_calls} calls, as many at once as it allows "
-                "(limits.max_concurrent_rpcs); this call was not started: retry it with backoff",
+                f"({set_by}); this call was not started: retry it with backoff",
                 retry_after=_BUSY_RETRY_SECONDS,
             )
         )

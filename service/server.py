@@ -238,9 +238,13 @@ class TokenServer:
                     max_send=HEALTH_MAX_MESSAGE_BYTES,
                     share_ports=not serve_metrics,
                 ),
-                maximum_concurrent_rpcs=HEALTH_MAX_CONCURRENT_RPCS,
             )
-            health_pb2_grpc.add_HealthServicer_to_server(self.health, self._health_server)
+            health_limit = CallLimit(
+                self.metrics, max_calls=HEALTH_MAX_CONCURRENT_RPCS, set_by="the health port's own limit"
+            )
+            health_pb2_grpc.add_HealthServicer_to_server(
+                self.health, cast(grpc.aio.Server, InterceptingRegistrar(self._health_server, [health_limit]))
+            )
         self.grpc_port = 0
         self.api_key_port = 0
         self.health_port = 0

@@ -20,6 +20,7 @@ from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import OpenBaoDevServer
+from service.server import HEALTH_MAX_CONCURRENT_RPCS
 from tests.bench.hostile import HEADERS_ONLY, flood, half_sent, watch_with_name
 from tests.secured import SecuredFiles, start_secured_service
 from tests.support import ServiceProcess, metric_value, refusal_of, rss_kib, wait_until, wait_until_async
@@ -144,6 +145,30 @@ def test_calls_beyond_the_process_limit_are_refused_until_one_ends(openbao, tmp_
             reflection.cancel()
     finally:
         service.terminate()
+
+
+def test_the_health_port_refuses_watches_beyond_its_own_limit_with_the_reason(secured):
+    service, _files = secured
+    with grpc.insecure_channel(f"127.0.0.1:{service.listening['health_port']}") as channel:
+        health = health_pb2_grpc.HealthStub(channel)
+        watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(HEALTH_MAX_CONCURRENT_RPCS)]
+        try:
+            for watch in watches:
+                assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
+            # On a connection of its own (channels share connections unless told not to): the first has
+            # as many streams as a connection may (limits.max_concurrent_streams).
+            own = [("grpc.use_local_subchannel_pool", 1)]
+            with (
+                grpc.insecure_channel(f"127.0.0.1:{service.listening['health_port']}", options=own) as other,
+                pytest.raises(grpc.RpcError) as refused,
+            ):
+                health_pb2_grpc.HealthStub(other).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            code, reason, _ = refusal_of(refused.value)
+            assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY")
+            assert "the health port's own limit" in (refused.value.details() or "")
+        finally:
+            for watch in watches:
+                watch.cancel()
 
 
 def _held_open(ended: threading.Event) -> Iterator[reflection_pb2.ServerReflectionRequest]:
