@@ -97,7 +97,8 @@ class Metrics:
         )
         self.server_busy_total = Counter(
             "tokenservice_server_busy",
-            "Calls refused because limits.max_concurrent_rpcs calls were in progress (RESOURCE_EXHAUSTED SERVER_BUSY).",
+            "Calls refused as RESOURCE_EXHAUSTED SERVER_BUSY: as many calls as the server allows at once were in "
+            "progress (limits.max_concurrent_rpcs; on the plaintext health port, its own 100).",
             registry=r,
         )
         self.unauthenticated_limited_total = Counter(
