@@ -34,6 +34,7 @@ from service.interceptors import (
     TracingInterceptor,
     UnauthenticatedLimit,
 )
+from service.malloc_arenas import cap_malloc_arenas
 from service.metrics import Metrics
 from service.minting import EMAIL_MAX_BYTES, EXTERNAL_ID_MAX_BYTES, TOKEN_MAX_BYTES, TokenMinter, TokenVerifier
 from service.secrets import SecretSource, SecretStore, VaultSecretSource
@@ -394,5 +395,6 @@ def warn_if_insecure(config: Config) -> None:
 
 def run(config: Config, *, serve_metrics: bool = True) -> None:
     """Serve with the Vault secret source the config describes, until SIGTERM or SIGINT."""
+    cap_malloc_arenas()
     source = VaultSecretSource(config.vault, session_from_config(config.vault))
     asyncio.run(serve(config, source, serve_metrics=serve_metrics))
