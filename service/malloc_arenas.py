@@ -1,12 +1,11 @@
 """How many glibc malloc arenas a serving process may make: two, unless the operator chose.
 
-glibc gives each thread that meets contention an arena of its own, up to eight per core, and an
-arena's freed pages mostly stay mapped. grpc-core's threads allocate what a flood of peers sends, so
-under tests/bench/hostile.py (4,000 uncredentialed streams held, refused batches beside them) a
-worker's resident memory grew by 50-57 MiB with the default and by 31 MiB with two arenas, and went
-back to 76 MiB after the flood instead of 107 MiB (2026-12-03, one worker, 2 cores); unary
-throughput did not move beyond the A/B runs' noise. `MALLOC_ARENA_MAX` in the environment is glibc's
-own setting and wins: it is read before any Python runs, so this leaves it alone.
+glibc gives each new thread an arena of its own, up to eight per core, and an arena's freed pages
+mostly stay mapped. grpc-core's threads allocate what a flood of peers sends, so under
+tests/bench/hostile.py (4,000 uncredentialed streams re-opened every 5 s, refused batches beside
+them) a worker grew by 50.3 MiB and stayed at 107 MiB after the flood; with two arenas it grew by
+32.3 MiB and was at 86-94 MiB after (2026-12-03, one worker, 2 cores). `MALLOC_ARENA_MAX` in the
+environment is glibc's own setting and wins: it is read before any Python runs, so this leaves it alone.
 """
 
 from __future__ import annotations
