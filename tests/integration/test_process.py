@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import platform
 import signal
 import subprocess
 import threading
 import urllib.request
+from pathlib import Path
 
 import grpc
 import pytest
@@ -14,12 +16,15 @@ from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import free_loopback_port
+from service.malloc_arenas import ARENAS
 from tests.support import (
     TOKENSERVICE,
     ServiceProcess,
+    command_line,
     hs256_open,
     metric_value,
     new_secret,
+    process_tree,
     wait_for_health,
     wait_until,
 )
@@ -209,3 +214,61 @@ def test_workers_share_the_port_and_metrics_add_up(openbao, secret_path):
     assert metric_value(metrics, "grpc_server_handled_total", grpc_method="MintToken", grpc_code="OK") == 30
     assert metric_value(metrics, "tokenservice_secret_version", org="default") == 1
     assert metric_value(metrics, "tokenservice_vault_refresh_total", org="default", result="ok") >= 3
+
+
+# glibc maps each arena but the main one as a heap of HEAP_MAX_SIZE (64 MiB on 64-bit) at an address aligned
+# to it, its used part read-write; nothing else in the service maps memory so.
+_ARENA_HEAP_BYTES = 64 << 20
+
+
+def _arena_heaps(pid: int) -> int:
+    heaps = 0
+    for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
+        fields = line.split()
+        start = int(fields[0].split("-")[0], 16)
+        heaps += len(fields) == 5 and fields[1] == "rw-p" and start % _ARENA_HEAP_BYTES == 0
+    return heaps
+
+
+def _serving_processes_after_load(service: ServiceProcess, workers: int) -> list[int]:
+    """The processes that serve gRPC (the service, or its workers) once 8 connections have minted at once."""
+
+    def mint() -> None:
+        with grpc.insecure_channel(service.grpc_target, options=[("grpc.use_local_subchannel_pool", 1)]) as channel:
+            stub = pb_grpc.TokenServiceStub(channel)
+            for _ in range(200):
+                stub.MintToken(pb.MintTokenRequest(external_id="arena-load"))
+
+    threads = [threading.Thread(target=mint) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    if workers == 1:
+        return [service.process.pid]
+    return [pid for pid in process_tree(service.process.pid) if "multiprocessing.spawn" in command_line(pid)]
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")
+@pytest.mark.parametrize("workers", [1, 2])
+def test_the_serving_processes_keep_to_two_malloc_arenas_under_load(openbao, secret_path, workers):
+    environment = {
+        "VAULT_ADDR": openbao.addr,
+        "VAULT_TOKEN": openbao.root_token,
+        "TOKENSERVICE_SECRET_PATH": secret_path,
+        "TOKENSERVICE_WORKERS": str(workers),
+    }
+    capped = ServiceProcess.start(environment)
+    try:
+        serving = _serving_processes_after_load(capped, workers)
+        assert len(serving) == workers
+        assert all(_arena_heaps(pid) <= ARENAS - 1 for pid in serving)
+    finally:
+        assert capped.terminate() == 0
+    # The same load where the operator's MALLOC_ARENA_MAX lifts the cap: the count above is not one of
+    # a process whose threads would share two arenas anyway.
+    uncapped = ServiceProcess.start({**environment, "MALLOC_ARENA_MAX": "16"})
+    try:
+        assert all(_arena_heaps(pid) > ARENAS for pid in _serving_processes_after_load(uncapped, workers))
+    finally:
+        assert uncapped.terminate() == 0
