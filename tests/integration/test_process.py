@@ -216,8 +216,8 @@ def test_workers_share_the_port_and_metrics_add_up(openbao, secret_path):
     assert metric_value(metrics, "tokenservice_vault_refresh_total", org="default", result="ok") >= 3
 
 
-# glibc maps each arena but the main one as a heap of HEAP_MAX_SIZE (64 MiB on 64-bit) at an address aligned
-# to it, its used part read-write; nothing else in the service maps memory so.
+# glibc maps each arena but the main one as an anonymous heap of HEAP_MAX_SIZE (64 MiB on 64-bit) at an
+# address aligned to that size, its used part read-write: the read-write anonymous mappings so aligned.
 _ARENA_HEAP_BYTES = 64 << 20
 
 
