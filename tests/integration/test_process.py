@@ -217,16 +217,27 @@ def test_workers_share_the_port_and_metrics_add_up(openbao, secret_path):
 
 
 # glibc maps each arena but the main one as an anonymous heap of HEAP_MAX_SIZE (64 MiB on 64-bit) at an
-# address aligned to that size, its used part read-write: the read-write anonymous mappings so aligned.
+# address aligned to that size: its used part read-write, the rest reserved without access (---p) up to
+# the 64 MiB, where the kernel may have merged it with a neighbouring reservation.
 _ARENA_HEAP_BYTES = 64 << 20
 
 
-def _arena_heaps(pid: int) -> int:
-    heaps = 0
+def _arena_heaps(pid: int) -> list[str]:
+    """The process's arena heaps, as their lines of /proc/PID/maps (the read-write part)."""
+    mappings = []
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         fields = line.split()
-        start = int(fields[0].split("-")[0], 16)
-        heaps += len(fields) == 5 and fields[1] == "rw-p" and start % _ARENA_HEAP_BYTES == 0
+        start, end = (int(address, 16) for address in fields[0].split("-"))
+        mappings.append((start, end, fields[1], len(fields) == 5, line))
+    heaps = []
+    for index, (start, end, permissions, anonymous, line) in enumerate(mappings):
+        if not (anonymous and permissions == "rw-p" and start % _ARENA_HEAP_BYTES == 0):
+            continue
+        reserved_to = end
+        if index + 1 < len(mappings) and mappings[index + 1][0] == end and mappings[index + 1][2:4] == ("---p", True):
+            reserved_to = mappings[index + 1][1]
+        if reserved_to >= start + _ARENA_HEAP_BYTES:
+            heaps.append(line)
     return heaps
 
 
@@ -262,13 +273,15 @@ def test_the_serving_processes_keep_to_two_malloc_arenas_under_load(openbao, sec
     try:
         serving = _serving_processes_after_load(capped, workers)
         assert len(serving) == workers
-        assert all(_arena_heaps(pid) <= ARENAS - 1 for pid in serving)
+        heaps = {pid: _arena_heaps(pid) for pid in serving}
+        assert all(len(found) <= ARENAS - 1 for found in heaps.values()), heaps
     finally:
         assert capped.terminate() == 0
     # The same load where the operator's MALLOC_ARENA_MAX lifts the cap: the count above is not one of
     # a process whose threads would share two arenas anyway.
     uncapped = ServiceProcess.start({**environment, "MALLOC_ARENA_MAX": "16"})
     try:
-        assert all(_arena_heaps(pid) > ARENAS for pid in _serving_processes_after_load(uncapped, workers))
+        heaps = {pid: _arena_heaps(pid) for pid in _serving_processes_after_load(uncapped, workers)}
+        assert all(len(found) > ARENAS for found in heaps.values()), heaps
     finally:
         assert uncapped.terminate() == 0
