@@ -8,6 +8,7 @@ secret off argv. `verify`, `mint` and `fingerprint` take tokens and identities f
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import stat
@@ -147,7 +148,9 @@ def test_mint_and_verify_take_the_identity_and_the_token_from_stdin_or_a_file(de
 
 def test_fingerprint_takes_the_identity_from_stdin_or_a_file(tmp_path):
     key_file = tmp_path / "fingerprint.key"
-    key_file.write_bytes(os.urandom(32))
+    # As the docs make one: base64 text and a newline (raw random bytes could begin or end with whitespace,
+    # which is not part of the key).
+    key_file.write_text(base64.b64encode(os.urandom(32)).decode() + "\n")
     config = tmp_path / "config.toml"
     config.write_text(f'[audit]\nfingerprint_key_file = "{key_file}"\n[vault]\ntoken_file = "{key_file}"\n')
     identity_file = tmp_path / "identity"
