@@ -465,6 +465,11 @@ def command_line(pid: int) -> str:
         return ""
 
 
+def worker_pids(service: ServiceProcess) -> set[int]:
+    """The supervisor's worker processes (multiprocessing spawns them; its resource tracker is not one)."""
+    return {pid for pid in process_tree(service.process.pid) if "spawn_main" in command_line(pid)}
+
+
 def is_running(pid: int) -> bool:
     """True while `pid` exists and is not a zombie waiting to be reaped."""
     try:

@@ -20,13 +20,12 @@ from service.malloc_arenas import ARENAS
 from tests.support import (
     TOKENSERVICE,
     ServiceProcess,
-    command_line,
     hs256_open,
     metric_value,
     new_secret,
-    process_tree,
     wait_for_health,
     wait_until,
+    worker_pids,
 )
 
 pytestmark = pytest.mark.integration
@@ -223,20 +222,18 @@ _ARENA_HEAP_BYTES = 64 << 20
 
 
 def _arena_heaps(pid: int) -> list[str]:
-    """The process's arena heaps, as their lines of /proc/PID/maps (the read-write part)."""
+    """The process's arena heaps, as the lines of /proc/PID/maps of their read-write parts."""
     mappings = []
     for line in Path(f"/proc/{pid}/maps").read_text().splitlines():
         fields = line.split()
         start, end = (int(address, 16) for address in fields[0].split("-"))
-        mappings.append((start, end, fields[1], len(fields) == 5, line))
+        anonymous = len(fields) == 5
+        mappings.append((start, end, fields[1] if anonymous else "file", line))
+    following = [*mappings[1:], (0, 0, "", "")]
     heaps = []
-    for index, (start, end, permissions, anonymous, line) in enumerate(mappings):
-        if not (anonymous and permissions == "rw-p" and start % _ARENA_HEAP_BYTES == 0):
-            continue
-        reserved_to = end
-        if index + 1 < len(mappings) and mappings[index + 1][0] == end and mappings[index + 1][2:4] == ("---p", True):
-            reserved_to = mappings[index + 1][1]
-        if reserved_to >= start + _ARENA_HEAP_BYTES:
+    for (start, end, kind, line), (next_start, next_end, next_kind, _) in zip(mappings, following, strict=True):
+        reserved_to = next_end if next_kind == "---p" and next_start == end else end
+        if kind == "rw-p" and start % _ARENA_HEAP_BYTES == 0 and reserved_to >= start + _ARENA_HEAP_BYTES:
             heaps.append(line)
     return heaps
 
@@ -255,9 +252,7 @@ def _serving_processes_after_load(service: ServiceProcess, workers: int) -> list
         thread.start()
     for thread in threads:
         thread.join()
-    if workers == 1:
-        return [service.process.pid]
-    return [pid for pid in process_tree(service.process.pid) if "multiprocessing.spawn" in command_line(pid)]
+    return [service.process.pid] if workers == 1 else sorted(worker_pids(service))
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc only")

@@ -35,6 +35,7 @@ from tests.support import (
     metric_value,
     process_tree,
     wait_until,
+    worker_pids,
 )
 
 pytestmark = pytest.mark.integration
@@ -67,11 +68,6 @@ def supervised(openbao: OpenBaoDevServer) -> Iterator[ServiceProcess]:
     service = start_service(openbao, 2)
     yield service
     service.terminate()
-
-
-def worker_pids(service: ServiceProcess) -> set[int]:
-    """The supervisor's worker processes (multiprocessing spawns them; its resource tracker is not one)."""
-    return {pid for pid in process_tree(service.process.pid) if "spawn_main" in command_line(pid)}
 
 
 def serve_second_instance(openbao: OpenBaoDevServer, grpc_port: int, workers: int) -> subprocess.CompletedProcess:
