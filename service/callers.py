@@ -35,7 +35,7 @@ from service.errors import (
     RpcNotAllowedError,
     UnauthenticatedError,
 )
-from service.grpc_types import ServicerContext
+from service.grpc_types import ServicerContext, invocation_metadata
 from service.metrics import UNKNOWN_CALLER, Metrics
 from service.minting import Identity
 
@@ -235,7 +235,7 @@ class CallerAuthenticator:
 
     def _caller_name(self, context: ServicerContext) -> str:
         certificate_identity, by_certificate = self._certificate_caller(context.auth_context())
-        key = _bearer_key(context.invocation_metadata())
+        key = _bearer_key(invocation_metadata(context))
         by_key = None
         if key is not None:
             by_key = self._api_keys.caller_for(key) if self._api_keys else None

@@ -31,7 +31,7 @@ from service.errors import (
     status_code_for,
     to_rpc_status,
 )
-from service.grpc_types import Behavior, ServicerContext, status_code
+from service.grpc_types import Behavior, ServicerContext, invocation_metadata, status_code
 from service.metrics import Metrics
 from service.tracing import ServerSpans
 
@@ -294,7 +294,7 @@ class KnownCredentials:
 
     def of_call(self, context: ServicerContext) -> bool:
         """A client certificate, or a known API key."""
-        return bool(context.peer_identities()) or self.in_metadata(context.invocation_metadata())
+        return bool(context.peer_identities()) or self.in_metadata(invocation_metadata(context))
 
 
 class UnauthenticatedLimit:

@@ -35,7 +35,7 @@ from service.errors import (
     status_code_for,
     to_rpc_status,
 )
-from service.grpc_types import Behavior, ServicerContext
+from service.grpc_types import Behavior, ServicerContext, invocation_metadata
 from service.metrics import UNKNOWN_ORG_LABEL, Metrics
 from service.minting import (
     TOKEN_MAX_BYTES,
@@ -71,7 +71,7 @@ _request_numbers = itertools.count()
 
 
 def _audited_call(context: ServicerContext, rpc: str, traced: bool) -> AuditedCall:
-    request_id = next((value for name, value in context.invocation_metadata() or () if name == "x-request-id"), "")
+    request_id = next((value for name, value in invocation_metadata(context) if name == "x-request-id"), "")
     if not isinstance(request_id, str) or not _REQUEST_ID_PATTERN.fullmatch(request_id):
         request_id = f"{_REQUEST_ID_PREFIX}{next(_request_numbers):016x}"
     return AuditedCall(rpc, request_id, context.peer() or "", trace=current_trace_ids() if traced else None)

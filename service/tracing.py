@@ -44,7 +44,7 @@ import grpc
 import requests
 
 from service.errors import ConfigError
-from service.grpc_types import Behavior, ServicerContext, status_code
+from service.grpc_types import Behavior, ServicerContext, invocation_metadata, status_code
 from service.minting import IDENTITY_KINDS
 
 if TYPE_CHECKING:
@@ -428,7 +428,7 @@ def _spanned(behavior: Behavior, active: _Active, name: str, attributes: _Method
     async def traced(request: Any, context: ServicerContext) -> Any:
         # The W3C trace context headers, in one pass (inline: this runs on every call, most without them).
         carrier = {}
-        for key, value in context.invocation_metadata() or ():
+        for key, value in invocation_metadata(context):
             if key in _TRACE_CONTEXT_KEYS and isinstance(value, str):
                 carrier[key] = value
         scope = (
