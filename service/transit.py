@@ -5,8 +5,9 @@ the service, which asks Transit for the HMAC-SHA256 of each signing input.
 A Vault round trip per token would cap the mint rate at the round-trip rate,
 so concurrent requests are coalesced: batches of up to `max_batch_size` inputs
 go to Vault as one `batch_input` call, one at a time per VaultCaller (more only
-when full); an input waits for others to join it a millisecond after the last
-arrival, and `max_wait_seconds` at most (see _Batcher). The batch requests go through
+when full); an input waits for others to join it until as many have come as
+came back in the largest recent batch, or a millisecond after the last arrival,
+and `max_wait_seconds` at most (see _Batcher). The batch requests go through
 aiohttp on the event loop, which they never block (service/vault_http.py);
 logging in, key reads, and any request hvac must make (a proxy, a token Vault
 refused) run in worker threads through the caller's hvac client.
@@ -64,6 +65,8 @@ HASH_ALGORITHM = "sha2-256"
 ARRIVAL_GAP_SECONDS = 0.001
 # ...once an iteration of the event loop this short brings no input: a loop with nothing else to run.
 IDLE_ITERATION_SECONDS = 0.0002
+# How many answered batches the batcher remembers the sizes of (see _Batcher).
+BATCHES_REMEMBERED = 16
 # Batches in flight at once, per org, process and Vault session, all but one of them full: a queue of
 # full batches (a MintTokens flood) would otherwise wait for Vault one request at a time.
 BATCHES_IN_FLIGHT = 4
@@ -223,16 +226,19 @@ class _Entry(Generic[Item, R]):
 class _Batcher(Generic[Item, R]):
     """Coalesces items into batches: `per_caller` workers per caller, each sending one batch at a time.
 
-    A caller's first worker sends a batch when it is full, when its oldest item has waited `max_wait`,
-    or once no item has arrived for ARRIVAL_GAP_SECONDS and the event loop has nothing else to run (an
-    iteration of the loop that brings no item and is short: IDLE_ITERATION_SECONDS). Handlers submit
-    while they run, so a lone call waits the gap, a burst is one batch, and under load batches fill
-    (while one is in flight, and for up to `max_wait`): the calls queue then anyway, and each item that
-    shares a request saves Vault and the service a request. The gap alone is not enough: a loaded
-    loop, or a process that lost its CPU for a while, can go a millisecond between arrivals with more
-    calls already waiting in grpc. The other workers send full batches only, so that a flood of them
-    (large MintTokens) does not wait for Vault one request at a time. Items whose caller stopped
-    waiting are left out."""
+    A caller's first worker sends a batch when it is full; when it holds as many items as the largest
+    of the last BATCHES_REMEMBERED batches answered (in steady traffic the calls those answered come
+    round again, and once they are all back nobody else is coming); when its oldest item has waited
+    `max_wait`; or once no item has arrived for ARRIVAL_GAP_SECONDS and the event loop has nothing
+    else to run (an iteration of the loop that brings no item and is short: IDLE_ITERATION_SECONDS).
+    Handlers submit while they run, so a burst is one batch, and under load batches fill (while one
+    is in flight, and for up to `max_wait`): the calls queue then anyway, and each item that shares a
+    request saves Vault and the service a request. The largest, not the last: a batch cut short once
+    (a caller late) would otherwise set the size of the next, and batches would only ever shrink.
+    The gap alone is not enough: a loaded loop, or a process that lost its CPU for a while, can go a
+    millisecond between arrivals with more calls already waiting in grpc. The other workers send
+    full batches only, so that a flood of them (large MintTokens) does not wait for Vault one request
+    at a time. Items whose caller stopped waiting are left out."""
 
     def __init__(
         self,
@@ -254,6 +260,9 @@ class _Batcher(Generic[Item, R]):
         self._last_arrival = 0.0
         # Calls of submit so far: an iteration of the event loop that adds none is one without arrivals.
         self._arrivals = 0
+        # The sizes of the batches answered last, and the largest of them: a partial batch that size goes.
+        self._answered: deque[int] = deque(maxlen=BATCHES_REMEMBERED)
+        self._expected = max_batch
 
     def submit(self, items: Sequence[Item]) -> list[asyncio.Future[R]]:
         """Queue `items`; a future per item. Cancel a future to withdraw its item."""
@@ -263,7 +272,7 @@ class _Batcher(Generic[Item, R]):
         self._arrivals += 1
         futures = [loop.create_future() for _ in items]
         self._pending.extend(_Entry(item, future, now) for item, future in zip(items, futures, strict=True))
-        if len(self._pending) == len(items) or len(self._pending) >= self._max_batch:
+        if len(self._pending) == len(items) or len(self._pending) >= self._expected:
             self._wakeup.set()
         return futures
 
@@ -293,6 +302,8 @@ class _Batcher(Generic[Item, R]):
             except asyncio.CancelledError:
                 self._pending.extendleft(reversed(batch))
                 raise
+            self._answered.append(len(batch))
+            self._expected = max(self._answered)
             for entry, outcome in zip(batch, outcomes, strict=True):
                 if entry.future.done():
                     continue
@@ -317,9 +328,12 @@ class _Batcher(Generic[Item, R]):
             await self._wakeup.wait()
 
     async def _ready_to_send(self) -> bool:
-        """Whether a batch that is not full should go now: its oldest item has waited `max_wait`, or no
-        item has come for ARRIVAL_GAP_SECONDS and the event loop has nothing else to run (an iteration
-        that brings no item and takes at most IDLE_ITERATION_SECONDS). Waits until one of them may hold."""
+        """Whether a batch that is not full should go now: it is as large as the largest recent batch
+        answered, its oldest item has waited `max_wait`, or no item has come for ARRIVAL_GAP_SECONDS
+        and the event loop has nothing else to run (an iteration that brings no item and takes at most
+        IDLE_ITERATION_SECONDS). Waits until one of them may hold."""
+        if len(self._pending) >= self._expected:
+            return True
         loop = asyncio.get_running_loop()
         now = loop.time()
         oldest_due = self._pending[0].enqueued_at + self._max_wait
@@ -327,7 +341,13 @@ class _Batcher(Generic[Item, R]):
             return True
         due = min(oldest_due, self._last_arrival + ARRIVAL_GAP_SECONDS)
         if now < due:
-            await asyncio.sleep(due - now)
+            # submit wakes it early, once the queue holds as many items as the largest recent batch.
+            self._wakeup.clear()
+            timer = loop.call_at(due, self._wakeup.set)
+            try:
+                await self._wakeup.wait()
+            finally:
+                timer.cancel()
             return False
         arrivals = self._arrivals
         await asyncio.sleep(0)

@@ -78,6 +78,41 @@ async def test_a_busy_loop_fills_batches_although_arrivals_are_more_than_a_milli
     await closed(coalescer)
 
 
+async def answered(coalescer: _Batcher, items: list[int]) -> None:
+    """Submit `items` one call each, the loop turning between them, and await their answers."""
+    futures = []
+    for item in items:
+        futures.extend(coalescer.submit([item]))
+        await asyncio.sleep(0)
+    assert await asyncio.gather(*futures) == items
+
+
+async def test_once_the_callers_of_the_last_batch_are_back_the_next_goes_without_waiting_the_gap():
+    vault = RecordingVault(round_trip=0.001)
+    # A gap as long as max_wait, so that a batch sent before it is one sent on the callers' count.
+    coalescer = batcher(vault, max_wait=0.5)
+    await answered(coalescer, list(range(8)))  # the first batch: nothing answered yet, so after the gap
+    futures = []
+    for item in range(8, 16):
+        futures.extend(coalescer.submit([item]))
+        await asyncio.sleep(0)
+    for _ in range(3):  # the worker wakes, looks at the queue, and sends
+        await asyncio.sleep(0)
+    assert [len(batch) for batch in vault.batches] == [8, 8]
+    assert await asyncio.gather(*futures) == list(range(8, 16))
+    await closed(coalescer)
+
+
+async def test_a_batch_cut_short_once_does_not_shrink_the_next():
+    vault = RecordingVault(round_trip=0.001)
+    coalescer = batcher(vault, max_wait=0.05)
+    await answered(coalescer, list(range(8)))
+    await answered(coalescer, list(range(8, 13)))  # three callers late: five go after the gap
+    await answered(coalescer, list(range(13, 21)))  # all eight back: one batch, not five and three
+    assert [len(batch) for batch in vault.batches] == [8, 5, 8]
+    await closed(coalescer)
+
+
 async def test_full_batches_go_side_by_side_and_partial_ones_one_at_a_time():
     vault = RecordingVault(round_trip=0.02)
     coalescer = batcher(vault, max_batch=10)
