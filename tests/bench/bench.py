@@ -362,9 +362,8 @@ def cut_off_call(labels: dict) -> bool:
     return labels.get("grpc_code") in CUT_OFF_CODES
 
 
-def transit_hmac_requests(transit: Service) -> tuple[float, float]:
-    """The transit service's Vault HMAC requests so far, and the inputs they carried."""
-    samples = transit.metrics()
+def transit_hmac_requests(samples: list[Sample]) -> tuple[float, float]:
+    """A transit service's Vault HMAC requests so far, and the inputs they carried, from its metrics."""
     return (
         metric_sum(samples, "tokenservice_transit_batch_size_count", _is_hmac),
         metric_sum(samples, "tokenservice_transit_batch_size_sum", _is_hmac),
@@ -1164,7 +1163,7 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
         for repeat in range(args.repeats):
             for target in targets:
                 log(f"run {repeat + 1}/{args.repeats}: {target.label} for {args.duration:g} s")
-                requests_before = transit_hmac_requests(transit)
+                requests_before = transit_hmac_requests(transit.metrics())
                 run = run_h2load(
                     children, target, workdir, f"{target.key}-{repeat}", duration=args.duration, warmup=args.warmup
                 )
@@ -1173,7 +1172,7 @@ def bench(args: argparse.Namespace, children: Children, bao: OpenBaoDevServer, w
                     # Warm-up calls included on both sides: the service's own count of its Vault requests.
                     requests, inputs = (
                         after - before
-                        for after, before in zip(transit_hmac_requests(transit), requests_before, strict=True)
+                        for after, before in zip(transit_hmac_requests(transit.metrics()), requests_before, strict=True)
                     )
                     hmac_requests[target.key].append(requests / inputs if inputs else math.inf)
                 log(
