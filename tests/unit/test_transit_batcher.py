@@ -89,7 +89,8 @@ async def answered(coalescer: _Batcher, items: list[int]) -> None:
 
 async def test_once_the_callers_of_the_last_batch_are_back_the_next_goes_without_waiting_the_gap():
     vault = RecordingVault(round_trip=0.001)
-    # A gap as long as max_wait, so that a batch sent before it is one sent on the callers' count.
+    # max_wait far off: what sends the batch within a few turns of the loop is the callers' count, as
+    # the gap (a millisecond after the last arrival, with an idle loop) takes longer.
     coalescer = batcher(vault, max_wait=0.5)
     await answered(coalescer, list(range(8)))  # the first batch: nothing answered yet, so after the gap
     futures = []
