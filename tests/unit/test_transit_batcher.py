@@ -78,12 +78,14 @@ async def test_a_busy_loop_fills_batches_although_arrivals_are_more_than_a_milli
     await closed(coalescer)
 
 
-async def answered(coalescer: _Batcher, items: list[int]) -> None:
-    """Submit `items` one call each, the loop turning between them, and await their answers."""
+async def answered(coalescer: _Batcher, items: list[int], *, one_by_one: bool = False) -> None:
+    """Submit `items`, a call each, in one turn of the loop (or one_by_one, the loop turning between
+    them), and await their answers."""
     futures = []
     for item in items:
         futures.extend(coalescer.submit([item]))
-        await asyncio.sleep(0)
+        if one_by_one:
+            await asyncio.sleep(0)
     assert await asyncio.gather(*futures) == items
 
 
@@ -92,11 +94,8 @@ async def test_once_the_callers_of_the_last_batch_are_back_the_next_goes_without
     # max_wait far off: what sends the batch within a few turns of the loop is the callers' count, as
     # the gap (a millisecond after the last arrival, with an idle loop) takes longer.
     coalescer = batcher(vault, max_wait=0.5)
-    await answered(coalescer, list(range(8)))  # the first batch: nothing answered yet, so after the gap
-    futures = []
-    for item in range(8, 16):
-        futures.extend(coalescer.submit([item]))
-        await asyncio.sleep(0)
+    await answered(coalescer, list(range(8)))
+    futures = [future for item in range(8, 16) for future in coalescer.submit([item])]
     for _ in range(3):  # the worker wakes, looks at the queue, and sends
         await asyncio.sleep(0)
     assert [len(batch) for batch in vault.batches] == [8, 8]
@@ -109,7 +108,8 @@ async def test_a_batch_cut_short_once_does_not_shrink_the_next():
     coalescer = batcher(vault, max_wait=0.05)
     await answered(coalescer, list(range(8)))
     await answered(coalescer, list(range(8, 13)))  # three callers late: five go after the gap
-    await answered(coalescer, list(range(13, 21)))  # all eight back: one batch, not five and three
+    # All eight back, one at a time: one batch, not five (the size of the last) and three.
+    await answered(coalescer, list(range(13, 21)), one_by_one=True)
     assert [len(batch) for batch in vault.batches] == [8, 5, 8]
     await closed(coalescer)
 
