@@ -71,7 +71,7 @@ class CertificateAuthority:
             + [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         )
         now = datetime.datetime.now(datetime.UTC)
-        cert = (
+        builder = (
             x509.CertificateBuilder()
             .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, file_stem)]))
             .issuer_name(self._subject)
@@ -79,9 +79,10 @@ class CertificateAuthority:
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + _VALIDITY)
-            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
-            .sign(self._key, hashes.SHA256())
         )
+        if sans:  # no names, no extension: cryptography 51 refuses an empty one, as RFC 5280 does
+            builder = builder.add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        cert = builder.sign(self._key, hashes.SHA256())
         issued = Issued(
             cert.public_bytes(serialization.Encoding.PEM),
             _pem_key(key),
