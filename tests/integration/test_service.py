@@ -260,7 +260,9 @@ async def test_health_reflection_and_metrics_after_known_traffic(running):
         text = metrics_of(running)
         return text if metric_value(text, "grpc_server_handling_seconds_count", **handled) == 6 else None
 
-    text = wait_until(every_call_counted, timeout=5, message="every MintToken call in grpc_server_handling_seconds")
+    text = await wait_until_async(
+        every_call_counted, timeout=5, message="every MintToken call in grpc_server_handling_seconds"
+    )
     assert metric_value(text, "tokenservice_tokens_issued_total", org="default", identity="email") == 3
     assert metric_value(text, "tokenservice_tokens_issued_total", org="default", identity="external_id") == 1
     assert metric_value(text, "tokenservice_mint_errors_total", org="default", reason="EMAIL_INVALID") == 1
