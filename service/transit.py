@@ -256,6 +256,9 @@ class _Batcher(Generic[Item, R]):
         self._max_wait = max_wait
         self._pending: deque[_Entry[Item, R]] = deque()
         self._wakeup = asyncio.Event()
+        # Set once the queue holds `_expected` items: what the first worker waits for during the gap. Not
+        # `_wakeup`, which the full-only workers wait on: they would be woken by every mint past the count.
+        self._count_reached = asyncio.Event()
         self._workers: list[asyncio.Task[None]] = []
         self._last_arrival = 0.0
         # Calls of submit so far: an iteration of the event loop that adds none is one without arrivals.
@@ -272,8 +275,10 @@ class _Batcher(Generic[Item, R]):
         self._arrivals += 1
         futures = [loop.create_future() for _ in items]
         self._pending.extend(_Entry(item, future, now) for item, future in zip(items, futures, strict=True))
-        if len(self._pending) == len(items) or len(self._pending) >= self._expected:
+        if len(self._pending) == len(items) or len(self._pending) >= self._max_batch:
             self._wakeup.set()
+        if len(self._pending) >= self._expected:
+            self._count_reached.set()
         return futures
 
     async def close(self, error: Callable[[], SignerUnavailableError]) -> None:
@@ -342,10 +347,10 @@ class _Batcher(Generic[Item, R]):
         due = min(oldest_due, self._last_arrival + ARRIVAL_GAP_SECONDS)
         if now < due:
             # submit wakes it early, once the queue holds as many items as the largest recent batch.
-            self._wakeup.clear()
-            timer = loop.call_at(due, self._wakeup.set)
+            self._count_reached.clear()
+            timer = loop.call_at(due, self._count_reached.set)
             try:
-                await self._wakeup.wait()
+                await self._count_reached.wait()
             finally:
                 timer.cancel()
             return False
