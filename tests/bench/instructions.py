@@ -1,6 +1,6 @@
 """Instructions per unary MintToken of checkouts of this repository, counted by callgrind.
 
-    .venv/bin/python tests/bench/instructions.py CHECKOUT [CHECKOUT ...] [--calls 1000]
+    .venv/bin/python tests/bench/instructions.py CHECKOUT [CHECKOUT ...] [--calls 1000] [--env NAME=VALUE ...]
 
 Wall-clock A/B runs (tests/bench/ab.py) on a shared 2-core machine vary by several per cent from
 round to round, more than the differences worth finding. Instructions do not: each checkout's
@@ -38,10 +38,16 @@ def send(port: int, request: Path, calls: int) -> int:
 
 
 def instructions_a_call(
-    children: Children, bao: OpenBaoDevServer, checkout: Path, request: Path, calls: int, workdir: Path
+    children: Children,
+    bao: OpenBaoDevServer,
+    checkout: Path,
+    request: Path,
+    calls: int,
+    workdir: Path,
+    extra_env: dict[str, str],
 ) -> float:
     grpc_port = free_loopback_port()
-    env = service_env(bao, grpc_port, 1, workdir)
+    env = {**service_env(bao, grpc_port, free_loopback_port(), 1, workdir), **extra_env}
     counts = workdir / f"callgrind-{grpc_port}"
     argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={counts}.%p"]
     argv += [str(checkout / ".venv" / "bin" / "python"), str(checkout / ".venv" / "bin" / "tokenservice"), "serve"]
@@ -59,14 +65,29 @@ def instructions_a_call(
     return int(totals.split()[1]) / done
 
 
+def environment_variable(text: str) -> tuple[str, str]:
+    name, equals, value = text.partition("=")
+    if not equals or not name:
+        raise argparse.ArgumentTypeError(f"{text!r}: write NAME=VALUE")
+    return name, value
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("checkouts", nargs="+", type=Path)
     parser.add_argument("--calls", type=int, default=1000)
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        type=environment_variable,
+        help="set for every checkout's service, e.g. TOKENSERVICE_TRACING=1 (repeat for several)",
+    )
     args = parser.parse_args()
-    with compared("tokenservice-callgrind-") as (children, bao, workdir, request):
+    with compared("tokenservice-callgrind-") as (children, bao, workdir, request, _secret):
         for checkout in args.checkouts:
-            count = instructions_a_call(children, bao, checkout.resolve(), request, args.calls, workdir)
+            count = instructions_a_call(children, bao, checkout.resolve(), request, args.calls, workdir, dict(args.env))
             print(f"{checkout}: {count / 1000:,.1f} k instructions a call", flush=True)
     return 0
 
