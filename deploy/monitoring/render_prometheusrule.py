@@ -36,7 +36,7 @@ spec:
 
 
 def render() -> str:
-    body = []
+    body: list[str] = []
     for line in RULES.read_text().splitlines():
         if line.startswith("#") and not body:
             continue  # the rules file's own header comment

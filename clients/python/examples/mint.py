@@ -58,7 +58,14 @@ def main() -> int:
         )
         return 2
     try:
-        channel = create_channel(addr, api_key=api_key, **tls)
+        channel = create_channel(
+            addr,
+            api_key=api_key,
+            ca_file=tls["ca_file"],
+            cert_file=tls["cert_file"],
+            key_file=tls["key_file"],
+            server_name=tls["server_name"],
+        )
     except TLSFileError as error:
         print(f"mint: {TLS_ENV[error.option]}: {error.path}: {error.problem}", file=sys.stderr)
         return 2

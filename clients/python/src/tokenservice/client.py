@@ -16,7 +16,8 @@ from __future__ import annotations
 import collections
 import os
 import ssl
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar, cast
 
 import grpc
 from google.rpc import error_details_pb2, status_pb2
@@ -47,6 +48,10 @@ __all__ = [
 ]
 
 
+_Request = TypeVar("_Request")
+_Outcome = TypeVar("_Outcome")
+
+
 class _CallDetails(
     collections.namedtuple(
         "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
@@ -60,7 +65,12 @@ class _DefaultTimeout(grpc.UnaryUnaryClientInterceptor):
     def __init__(self, timeout: float) -> None:
         self._timeout = timeout
 
-    def intercept_unary_unary(self, continuation, client_call_details, request):
+    def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.ClientCallDetails, _Request], _Outcome],
+        client_call_details: grpc.ClientCallDetails,
+        request: _Request,
+    ) -> _Outcome:
         if client_call_details.timeout is None:
             client_call_details = _CallDetails(
                 client_call_details.method,
@@ -125,16 +135,16 @@ def tls_channel_credentials(
     # gRPC parses the PEM data only when it connects, and then fails every
     # attempt as UNAVAILABLE; the standard library's TLS parses it now.
     check = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    if root is not None:
+    if ca_file is not None and root is not None:
         try:
             check.load_verify_locations(cadata=root.decode("ascii", "replace"))
         except (ssl.SSLError, ValueError) as error:
             raise TLSFileError("ca_file", ca_file, f"cannot load: {error}") from None
-    if cert is not None:
+    if cert_file is not None and key_file is not None:
         try:  # also checks that the key belongs to the certificate
             check.load_cert_chain(cert_file, key_file, password=lambda: b"")
         except (ssl.SSLError, OSError, ValueError) as error:
-            problem = f"cannot load with key_file {key_file}: {error}"
+            problem = f"cannot load with key_file {os.fspath(key_file)}: {error}"
             raise TLSFileError("cert_file", cert_file, problem) from None
     return grpc.ssl_channel_credentials(root_certificates=root, private_key=key, certificate_chain=cert)
 
@@ -215,9 +225,8 @@ def status_error_info(status: status_pb2.Status | None) -> error_details_pb2.Err
     if status is None:
         return None
     for detail in status.details:
-        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
-            info = error_details_pb2.ErrorInfo()
-            detail.Unpack(info)
+        info = error_details_pb2.ErrorInfo()
+        if detail.Unpack(info):  # False, and `info` untouched, for a detail of another type
             return info
     return None
 
@@ -225,9 +234,12 @@ def status_error_info(status: status_pb2.Status | None) -> error_details_pb2.Err
 def error_info(error: grpc.RpcError) -> error_details_pb2.ErrorInfo | None:
     """The ErrorInfo of a failed call (`except grpc.RpcError as error`), or
     None when the error carries none (e.g. a client-side deadline)."""
-    if not isinstance(error, grpc.Call):
+    # grpc's errors from a call are both RpcError and Call; its type stubs
+    # declare the two incompatible, so the check goes through `object`.
+    call: object = error
+    if not isinstance(call, grpc.Call):
         return None
-    return status_error_info(rpc_status.from_call(error))
+    return status_error_info(rpc_status.from_call(call))
 
 
 def error_reason(error: grpc.RpcError) -> str:
@@ -242,7 +254,8 @@ def parse_reason(name: str) -> ErrorReason:
     VerifyTokenResponse.reason; ERROR_REASON_UNSPECIFIED for "" or a name
     this client does not know (a server newer than the client)."""
     try:
-        return ErrorReason.Value(name)
+        # The generated stubs type an enum's Value() as a plain int.
+        return cast(ErrorReason, ErrorReason.Value(name))
     except ValueError:
         return ErrorReason.ERROR_REASON_UNSPECIFIED
 
