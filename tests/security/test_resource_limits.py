@@ -23,7 +23,7 @@ from service.dev import OpenBaoDevServer
 from service.server import HEALTH_MAX_CONCURRENT_RPCS
 from tests.bench.hostile import HEADERS_ONLY, flood, half_sent, watch_with_name
 from tests.secured import SecuredFiles, start_secured_service
-from tests.support import ServiceProcess, metric_value, refusal_of, rss_kib, wait_until, wait_until_async
+from tests.support import ServiceProcess, hs256_open, metric_value, refusal_of, rss_kib, wait_until, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -44,11 +44,18 @@ def secured(openbao, tmp_path_factory) -> Iterator[tuple[ServiceProcess, Secured
         service.terminate()
 
 
-def api_key_channel(service: ServiceProcess, files: SecuredFiles, key: str | None) -> grpc.Channel:
+def api_key_channel_credentials(files: SecuredFiles, key: str | None) -> grpc.ChannelCredentials:
+    """TLS to the secured service, with `key` as the API key on every call (None: no credentials)."""
     credentials = grpc.ssl_channel_credentials(files.ca.cert_pem)
     if key:
         credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(key))
-    return grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", credentials)
+    return credentials
+
+
+def api_key_channel(service: ServiceProcess, files: SecuredFiles, key: str | None) -> grpc.Channel:
+    return grpc.secure_channel(
+        f"127.0.0.1:{service.listening['api_key_port']}", api_key_channel_credentials(files, key)
+    )
 
 
 def mint_latencies(service: ServiceProcess, files: SecuredFiles, count: int = 20) -> list[float]:
@@ -112,6 +119,31 @@ def test_a_huge_authorization_header_is_refused_and_the_service_carries_on(secur
                     metadata=(("authorization", "Bearer " + "k" * 100_000),),
                 )
             assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED  # grpc-core: over the metadata limit
+    assert rss_kib(service.process.pid) - baseline < 10 * MIB
+    assert mint_latencies(service, files, count=3)
+
+
+def test_a_compressed_request_that_inflates_past_the_limit_is_refused_without_memory(secured):
+    # 16 MB of one letter gzips to about 16 KB: a peer, credentialed or not, asks the service to
+    # inflate 27 times the largest valid request. grpc-core stops at the receive limit.
+    service, files = secured
+    baseline = rss_kib(service.process.pid)
+    for key in (None, files.api_key):
+        with grpc.secure_channel(
+            f"127.0.0.1:{service.listening['api_key_port']}",
+            api_key_channel_credentials(files, key),
+            options=[("grpc.max_send_message_length", -1)],
+            compression=grpc.Compression.Gzip,
+        ) as channel:
+            stub = pb_grpc.TokenServiceStub(channel)
+            for _ in range(3):
+                with pytest.raises(grpc.RpcError) as raised:
+                    stub.MintToken(pb.MintTokenRequest(email="a" * 16_000_000), timeout=10)
+                assert raised.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "larger than max" in (raised.value.details() or "")
+            if key:  # compression itself is served: a compressed valid request mints a token
+                token = stub.MintToken(pb.MintTokenRequest(external_id="gzip-caller"), timeout=10).token
+                assert hs256_open(token, service.secret)[1]["externalId"] == "gzip-caller"
     assert rss_kib(service.process.pid) - baseline < 10 * MIB
     assert mint_latencies(service, files, count=3)
 
