@@ -76,6 +76,7 @@ import sys
 import tomllib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -83,9 +84,11 @@ import yaml
 
 REPO = Path(__file__).resolve().parents[1]
 APP = "tokenservice"
+# A Kubernetes object (or part of one) as parsed from YAML: its shape is checked at run time.
+Manifest = dict[str, Any]
 
 
-def _constants(tree: ast.Module, class_name: str | None = None) -> dict[str, object]:
+def _constants(tree: ast.Module, class_name: str | None = None) -> dict[str, Any]:
     """The literal values assigned at module level, or to a class's fields (names of module constants
     resolved); other expressions are left out."""
     module = {}
@@ -107,21 +110,23 @@ def _constants(tree: ast.Module, class_name: str | None = None) -> dict[str, obj
     return fields
 
 
-def _service_defaults() -> tuple[dict, dict, dict, dict, str, str]:
+def _service_defaults() -> tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any], str, str]:
     """The service's defaults, read from its source: its modules import grpc, which this virtualenv lacks.
     (Config's defaults, AuditConfig's, VaultConfig's, OrgConfig's, the liveness health service, the
     TokenService gRPC service name.)"""
     config = ast.parse((REPO / "service" / "config.py").read_text())
     server = _constants(ast.parse((REPO / "service" / "server.py").read_text()))
-    proto = (REPO / "protos" / "tokenservice" / "v1" / "token_service.proto").read_text()
-    package = re.search(r"^package\s+([\w.]+);", proto, re.MULTILINE).group(1)
+    proto_path = REPO / "protos" / "tokenservice" / "v1" / "token_service.proto"
+    package = re.search(r"^package\s+([\w.]+);", proto_path.read_text(), re.MULTILINE)
+    if package is None:
+        raise SystemExit(f"check_rendered.py: no 'package <name>;' line in {proto_path.relative_to(REPO)}")
     return (
         _constants(config, "Config"),
         _constants(config, "AuditConfig"),
         _constants(config, "VaultConfig"),
         _constants(config, "OrgConfig"),
         server["LIVENESS_SERVICE"],
-        f"{package}.TokenService",
+        f"{package[1]}.TokenService",
     )
 
 
@@ -134,8 +139,13 @@ DEFAULT_TRANSIT_MOUNT = ORG_DEFAULTS.get("transit_mount", "transit")
 
 def _setup_default(variable: str) -> str:
     """A default of deploy/vault/setup.sh (VARIABLE=${VARIABLE:-default})."""
-    script = (REPO / "deploy" / "vault" / "setup.sh").read_text()
-    return re.search(rf"^{variable}=\$\{{{variable}:-([^}}$]+)\}}$", script, re.MULTILINE).group(1)
+    script_path = REPO / "deploy" / "vault" / "setup.sh"
+    default = re.search(rf"^{variable}=\$\{{{variable}:-([^}}$]+)\}}$", script_path.read_text(), re.MULTILINE)
+    if default is None:
+        raise SystemExit(
+            f"check_rendered.py: no {variable}=${{{variable}:-<default>}} line in {script_path.relative_to(REPO)}"
+        )
+    return default[1]
 
 
 # The Vault roles setup.sh makes: for KV orgs, and (TRANSIT=1) for Transit orgs; the Transit policy's file.
@@ -181,7 +191,9 @@ _CLUSTER_SCOPED = {
 }
 
 
-def _custom_resource(api_version: str, kind: str, spec: dict, metadata: dict = _NAMESPACED) -> dict:
+def _custom_resource(
+    api_version: str, kind: str, spec: dict[str, Any], metadata: dict[str, Any] = _NAMESPACED
+) -> dict[str, Any]:
     """The schema of one custom resource: the envelope every kind shares, around its spec."""
     return {
         "type": "object",
@@ -196,7 +208,7 @@ def _custom_resource(api_version: str, kind: str, spec: dict, metadata: dict = _
     }
 
 
-def _strict(properties: dict, required: tuple[str, ...] = (), **more: object) -> dict:
+def _strict(properties: dict[str, Any], required: tuple[str, ...] = (), **more: object) -> dict[str, Any]:
     return {
         "type": "object",
         "additionalProperties": False,
@@ -368,7 +380,7 @@ CUSTOM_KINDS = {(schema["properties"]["apiVersion"]["const"], kind) for kind, sc
 CHECKOV_SKIP = re.compile(r"^CKV2?_[A-Z0-9]+_\d+=\S.{19,}$")
 
 
-class Problems(list):
+class Problems(list[str]):
     def need(self, condition: bool, message: str) -> None:
         if not condition and message not in self:
             self.append(message)
@@ -390,18 +402,19 @@ def wildcard(pattern: str, value: str) -> bool:
 class MountedFile:
     """Where a configured file comes from, when it lies directly in a mounted volume's directory."""
 
-    mount: dict
-    volume: dict
+    mount: Manifest
+    volume: Manifest
     kind: str | None  # "secret", "configMap", or None for another volume type
     name: str | None  # the Secret's or ConfigMap's name
     key: str | None  # the key the file holds, None when no key maps to it
 
     @property
-    def source(self) -> dict:
-        return self.volume.get(self.kind, {}) if self.kind else {}
+    def source(self) -> Manifest:
+        source: Manifest = self.volume.get(self.kind, {}) if self.kind else {}
+        return source
 
 
-def mounted_file(path: str | None, mounts: dict, volumes: dict) -> MountedFile | None:
+def mounted_file(path: str | None, mounts: dict[str, Manifest], volumes: dict[str, Manifest]) -> MountedFile | None:
     if not path:
         return None
     directory, _, file_name = path.rpartition("/")
@@ -423,27 +436,31 @@ class Pod:
     """TokenService's Deployment as rendered, with its config and the objects of the overlay and cluster."""
 
     where: str
-    objects: list[dict]
-    deployment: dict
-    container: dict
-    config: dict
-    volumes: dict
-    mounts: dict
-    services: list[dict]
+    objects: list[Manifest]
+    deployment: Manifest
+    container: Manifest
+    config: dict[str, Any]  # config.toml, parsed
+    volumes: dict[str, Manifest]  # by name
+    mounts: dict[str, Manifest]  # the container's volumeMounts, by name
+    services: list[Manifest]
 
     @property
-    def spec(self) -> dict:
-        return self.deployment["spec"]["template"]["spec"]
+    def spec(self) -> Manifest:
+        spec: Manifest = self.deployment["spec"]["template"]["spec"]
+        return spec
 
     @property
     def namespace(self) -> str | None:
-        return self.deployment["metadata"].get("namespace")
+        namespace: str | None = self.deployment["metadata"].get("namespace")
+        return namespace
 
     @property
-    def labels(self) -> dict:
-        return self.deployment["spec"]["template"]["metadata"]["labels"]
+    def labels(self) -> dict[str, str]:
+        labels: dict[str, str] = self.deployment["spec"]["template"]["metadata"]["labels"]
+        return labels
 
-    def setting(self, name: str, default: object = None) -> object:
+    def setting(self, name: str, default: Any = None) -> Any:
+        """A config.toml value (dotted name: table.key), or `default`; any TOML type, checked where used."""
         section, _, key = name.rpartition(".")
         table = self.config.get(section, {}) if section else self.config
         return table.get(key, default)
@@ -452,7 +469,7 @@ class Pod:
         address = self.setting(setting, CONFIG_DEFAULTS.get(setting))
         return port_of(address) if address else None
 
-    def of_kind(self, kind: str) -> list[dict]:
+    def of_kind(self, kind: str) -> list[Manifest]:
         return [o for o in self.objects if o["kind"] == kind]
 
     def file(self, setting: str) -> MountedFile | None:
@@ -468,7 +485,7 @@ class Pod:
         }
 
 
-def find_pod(objects: list[dict], where: str, problems: Problems) -> Pod | None:
+def find_pod(objects: list[Manifest], where: str, problems: Problems) -> Pod | None:
     """TokenService's Deployment, container and config, or None (with the problem) when one is missing."""
     deployments = [o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == APP]
     problems.need(len(deployments) == 1, f"{where}: exactly one Deployment {APP}")
@@ -594,8 +611,8 @@ def check_mounts(pod: Pod, problems: Problems) -> None:
         )
 
 
-def tls_secrets(pod: Pod) -> set[str]:
-    """The Secrets the server certificate and key come from."""
+def tls_secrets(pod: Pod) -> set[str | None]:
+    """The Secrets the server certificate and key come from (None for a Secret volume that names none)."""
     return {found.name for found in map(pod.file, TLS_SECRET_KEYS) if found and found.kind == "secret"}
 
 
@@ -629,7 +646,8 @@ def check_secret_files(pod: Pod, problems: Problems) -> None:
             )
     secrets = tls_secrets(pod)
     problems.need(
-        len(secrets) <= 1, f"{pod.where}: the server certificate and key come from one Secret; got {sorted(secrets)}"
+        len(secrets) <= 1,
+        f"{pod.where}: the server certificate and key come from one Secret; got {sorted(secrets, key=str)}",
     )
 
 
@@ -669,7 +687,7 @@ def check_server_certificate(pod: Pod, problems: Problems) -> None:
     secrets = tls_secrets(pod)
     servers = server_certificates(pod)
     problems.need(
-        len(servers) == 1, f"{pod.where}: one cert-manager Certificate issues the TLS Secret {sorted(secrets)}"
+        len(servers) == 1, f"{pod.where}: one cert-manager Certificate issues the TLS Secret {sorted(secrets, key=str)}"
     )
     for server in servers:
         spec = server["spec"]
@@ -694,7 +712,7 @@ def check_server_certificate(pod: Pod, problems: Problems) -> None:
             )
 
 
-def server_certificates(pod: Pod) -> list[dict]:
+def server_certificates(pod: Pod) -> list[Manifest]:
     secrets = tls_secrets(pod)
     return [
         c
@@ -706,20 +724,20 @@ def server_certificates(pod: Pod) -> list[dict]:
 IssuerKey = tuple[str, str | None, str]
 
 
-def issuer_of(certificate: dict) -> IssuerKey:
+def issuer_of(certificate: Manifest) -> IssuerKey:
     """(kind, namespace or None for a ClusterIssuer, name) of the issuer a Certificate names."""
     ref = certificate["spec"]["issuerRef"]
     namespace = certificate["metadata"].get("namespace") if ref["kind"] == "Issuer" else None
     return ref["kind"], namespace, ref["name"]
 
 
-def key_of(issuer: dict) -> IssuerKey:
+def key_of(issuer: Manifest) -> IssuerKey:
     """The same triple for an Issuer or ClusterIssuer object."""
     namespace = issuer["metadata"].get("namespace") if issuer["kind"] == "Issuer" else None
     return issuer["kind"], namespace, issuer["metadata"]["name"]
 
 
-def caller_issuers(pod: Pod, problems: Problems) -> list[dict]:
+def caller_issuers(pod: Pod, problems: Problems) -> list[Manifest]:
     """The issuers whose CA tls.client_ca_file holds, by where the file comes from: a namespaced CA Issuer's
     Secret (its ca.crt alone), or a trust-manager Bundle of ClusterIssuer CA Secrets and nothing else."""
     found = pod.file("tls.client_ca_file")
@@ -816,7 +834,7 @@ def spiffe_namespace(uri: str) -> str | None:
     return match.group(1) if match else None
 
 
-def check_caller_certificate(pod: Pod, certificate: dict, problems: Problems) -> None:
+def check_caller_certificate(pod: Pod, certificate: Manifest, problems: Problems) -> None:
     """A caller certificate identifies a caller of its own namespace and is good for nothing else."""
     spec, namespace = certificate["spec"], certificate["metadata"].get("namespace")
     name = f"{pod.where}: Certificate/{certificate['metadata']['name']} (from the caller CA)"
@@ -838,7 +856,7 @@ def check_caller_certificate(pod: Pod, certificate: dict, problems: Problems) ->
         problems.need(uri in identities, f"{name}: {uri} is a configured caller's spiffe_id")
 
 
-def selects(policy: dict, issuer: dict) -> bool:
+def selects(policy: Manifest, issuer: Manifest) -> bool:
     """Whether an approver-policy policy's issuerRef selector can match requests to `issuer`."""
     selector = policy["spec"]["selector"].get("issuerRef") or {}
     wanted = {"name": issuer["metadata"]["name"], "kind": issuer["kind"], "group": "cert-manager.io"}
@@ -857,7 +875,7 @@ def namespace_bound(rule: str) -> Callable[[str, str], bool] | None:
     return lambda namespace, uri: re.search(match["head"] + namespace + match["tail"], uri) is not None
 
 
-def check_caller_policies(pod: Pod, issuer: dict, problems: Problems) -> None:
+def check_caller_policies(pod: Pod, issuer: Manifest, problems: Problems) -> None:
     """Every policy that can select the caller ClusterIssuer selects namespaces, allows only SPIFFE IDs bound
     to the requesting namespace (each configured caller's from its namespace, none from another), and no CA."""
     name = f"{pod.where}: ClusterIssuer/{issuer['metadata']['name']} (the caller CA)"
@@ -880,8 +898,8 @@ def check_caller_policies(pod: Pod, issuer: dict, problems: Problems) -> None:
             f"{where}: allows the usages of a client certificate only ({sorted(CALLER_USAGES)})",
         )
         uris = allowed.get("uris", {})
-        tests = [namespace_bound(v["rule"]) for v in uris.get("validations", [])]
-        tests = [test for test in tests if test is not None]
+        bindings = [namespace_bound(v["rule"]) for v in uris.get("validations", [])]
+        tests = [test for test in bindings if test is not None]
         problems.need(
             uris.get("required") is True and bool(tests),
             f"{where}: requires a URI and binds it to the requesting namespace with a validation "
@@ -908,7 +926,7 @@ def check_caller_policies(pod: Pod, issuer: dict, problems: Problems) -> None:
                 )
 
 
-def check_policy_bindings(objects: list[dict], where: str, problems: Problems) -> None:
+def check_policy_bindings(objects: list[Manifest], where: str, problems: Problems) -> None:
     """RBAC lets requesters use named CertificateRequestPolicies only (never every policy there is)."""
     for role in (o for o in objects if o["kind"] in ("ClusterRole", "Role")):
         for rule in role.get("rules", []):
@@ -1004,13 +1022,13 @@ def check_network_policies(pod: Pod, problems: Problems) -> None:
         )
 
 
-def restricts_egress(policy: dict) -> bool:
+def restricts_egress(policy: Manifest) -> bool:
     """Whether a NetworkPolicy limits egress (policyTypes Egress, or egress rules when it names no types)."""
     types = policy["spec"].get("policyTypes")
     return "Egress" in types if types else "egress" in policy["spec"]
 
 
-def selects_pod(policy: dict, pod: Pod) -> bool:
+def selects_pod(policy: Manifest, pod: Pod) -> bool:
     """Whether a NetworkPolicy applies to TokenService's pods (an empty podSelector selects every pod)."""
     selector = policy["spec"]["podSelector"].get("matchLabels", {})
     return policy["metadata"].get("namespace") == pod.namespace and all(
@@ -1018,20 +1036,20 @@ def selects_pod(policy: dict, pod: Pod) -> bool:
     )
 
 
-def egress_policies(pod: Pod) -> list[dict]:
+def egress_policies(pod: Pod) -> list[Manifest]:
     """The NetworkPolicies that restrict the pods' egress (none: egress is open)."""
     return [p for p in pod.of_kind("NetworkPolicy") if selects_pod(p, pod) and restricts_egress(p)]
 
 
 def namespace_labels(pod: Pod, namespace: str) -> dict[str, str]:
     """A namespace's labels as far as known here: its name label, and those of a rendered Namespace."""
-    rendered = next(
+    rendered: dict[str, str] = next(
         (n["metadata"].get("labels", {}) for n in pod.of_kind("Namespace") if n["metadata"]["name"] == namespace), {}
     )
     return {"kubernetes.io/metadata.name": namespace, **rendered}
 
 
-def peer_admits(peer: dict, pod: Pod, namespace: str | None) -> bool:
+def peer_admits(peer: Manifest, pod: Pod, namespace: str | None) -> bool:
     """Whether an egress peer can be the destination: pods of `namespace`, or (None) an address outside."""
     if namespace is None:
         return True
@@ -1044,7 +1062,7 @@ def peer_admits(peer: dict, pod: Pod, namespace: str | None) -> bool:
     return all(labels.get(k) == v for k, v in wanted.items())
 
 
-def port_matches(spec: dict, port: int, protocol: str) -> bool:
+def port_matches(spec: Manifest, port: int, protocol: str) -> bool:
     """Whether a NetworkPolicy port entry covers `port`/`protocol` (a named port of the destination pod is not
     known here, so it covers nothing)."""
     start = spec.get("port")
@@ -1085,7 +1103,11 @@ def check_egress(pod: Pod, problems: Problems) -> None:
     if urlsplit(addr).hostname not in ("127.0.0.1", "localhost", "::1"):
         port = url_port(addr)
         problems.need(
-            egress_allowed(pod, port),
+            port is not None,
+            f"{pod.where}: vault.addr {addr} is an http:// or https:// URL (the service refuses anything else)",
+        )
+        problems.need(
+            port is None or egress_allowed(pod, port),
             f"{pod.where}: egress is restricted and allows Vault's port {port} "
             f"(vault.addr {addr}); add it to the NetworkPolicy's egress",
         )
@@ -1324,7 +1346,7 @@ FLAG = re.compile(r"^--?([A-Za-z0-9][A-Za-z0-9_.-]*)$")
 MIN_SECRET_VALUE_CHARS = 8
 
 
-def pod_spec(obj: dict) -> dict | None:
+def pod_spec(obj: Manifest) -> Manifest | None:
     """The pod spec of a workload; None for other kinds."""
     path = POD_SPEC_PATHS.get(obj["kind"])
     if path is None:
@@ -1335,7 +1357,7 @@ def pod_spec(obj: dict) -> dict | None:
     return spec
 
 
-def secret_values(objects: list[dict]) -> dict[tuple[str, str], str]:
+def secret_values(objects: list[Manifest]) -> dict[tuple[str, str], str]:
     """(Secret name, key) -> value, for the Secrets rendered here (dev's generated ones)."""
     values = {}
     for secret in (o for o in objects if o["kind"] == "Secret"):
@@ -1349,7 +1371,7 @@ def secret_values(objects: list[dict]) -> dict[tuple[str, str], str]:
     return values
 
 
-def secret_variables(container: dict, secrets: dict[tuple[str, str], str]) -> dict[str, str]:
+def secret_variables(container: Manifest, secrets: dict[tuple[str, str], str]) -> dict[str, str]:
     """The container's environment variables that hold a Secret's value -> which ("the Secret S's K")."""
     found = {}
     for variable in container.get("env", []):
@@ -1415,7 +1437,7 @@ def secret_arguments(arguments: list[str]) -> Iterator[tuple[int, str]]:
             yield index, f"passes {word} {shown(arguments[index + 1])}"
 
 
-def container_argv(container: dict) -> tuple[list[tuple[str, str]], int | None]:
+def container_argv(container: Manifest) -> tuple[list[tuple[str, str]], int | None]:
     """The container's argv as (field, element) pairs, and the index of its shell script (sh -c SCRIPT)."""
     argv = [("command", e) for e in container.get("command", [])] + [("args", e) for e in container.get("args", [])]
     if argv and argv[0][1].rsplit("/", 1)[-1] in SHELLS:
@@ -1435,7 +1457,7 @@ def script_problems(script: str, variables: dict[str, str]) -> Iterator[str]:
                     yield f"passes {written}, {source}"
 
 
-def command_line_problems(container: dict, secrets: dict[tuple[str, str], str]) -> Iterator[tuple[str, str]]:
+def command_line_problems(container: Manifest, secrets: dict[tuple[str, str], str]) -> Iterator[tuple[str, str]]:
     """(field, problem) for each way the container's command line carries a secret."""
     variables = secret_variables(container, secrets)
     argv, script = container_argv(container)
@@ -1460,7 +1482,7 @@ def command_line_problems(container: dict, secrets: dict[tuple[str, str], str]) 
         yield field, f"has a shell script this check cannot read ({error}); keep one command to a line"
 
 
-def check_command_lines(objects: list[dict], where: str, problems: Problems) -> None:
+def check_command_lines(objects: list[Manifest], where: str, problems: Problems) -> None:
     """No container's command line (which anyone on the node can read in /proc) carries a secret: no
     $(VAR) of a Secret-backed variable, no Secret's value, nothing shaped like a token or key, no
     NAME=value or --name value argument for a credential (bao's field=- and field=@file read stdin and
@@ -1478,7 +1500,7 @@ def check_command_lines(objects: list[dict], where: str, problems: Problems) -> 
                 )
 
 
-def check_kinds(objects: list[dict], where: str, problems: Problems) -> None:
+def check_kinds(objects: list[Manifest], where: str, problems: Problems) -> None:
     """Built-in kinds, or custom kinds valid against their schema here."""
     for obj in objects:
         name = f"{where}: {obj['kind']}/{obj['metadata']['name']}"
@@ -1492,7 +1514,7 @@ def check_kinds(objects: list[dict], where: str, problems: Problems) -> None:
             problems.append(f"{name}: {'.'.join(map(str, error.absolute_path))}: {error.message}")
 
 
-def check_checkov_skips(objects: list[dict], where: str, problems: Problems) -> None:
+def check_checkov_skips(objects: list[Manifest], where: str, problems: Problems) -> None:
     """Each skip gives its reason."""
     for obj in objects:
         for key, value in (obj["metadata"].get("annotations") or {}).items():
@@ -1504,13 +1526,13 @@ def check_checkov_skips(objects: list[dict], where: str, problems: Problems) -> 
                 )
 
 
-def write_prometheus_rules(objects: list[dict], stem: str, rules_dir: Path) -> None:
+def write_prometheus_rules(objects: list[Manifest], stem: str, rules_dir: Path) -> None:
     for obj in (o for o in objects if o["kind"] == "PrometheusRule"):
         out = rules_dir / f"{stem}-{obj['metadata']['name']}.rules.yaml"
         out.write_text(yaml.safe_dump(obj["spec"], sort_keys=False))
 
 
-def load(path: Path) -> list[dict]:
+def load(path: Path) -> list[Manifest]:
     return [o for o in yaml.safe_load_all(path.read_text()) if o]
 
 
