@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Collection
 from typing import Any, TypeAlias
@@ -27,6 +28,20 @@ def status_code(context: ServicerContext) -> grpc.StatusCode | None:
     """The status code the RPC has been given so far: None while it has none, which grpc's stubs leave out."""
     code: grpc.StatusCode | None = context.code()
     return code
+
+
+def failed_code(context: ServicerContext, error: BaseException) -> grpc.StatusCode:
+    """The status code of a call whose behaviour raised `error`: the one the call was given (an abort),
+    else DEADLINE_EXCEEDED or CANCELLED when grpc cancelled the call's task (its deadline passed, or the
+    peer cancelled it or went away), else UNKNOWN (an exception grpc answers as UNKNOWN)."""
+    given = status_code(context)
+    if given is not None:
+        return given
+    if isinstance(error, asyncio.CancelledError):
+        remaining = context.time_remaining()
+        past_deadline = remaining is not None and remaining <= 0
+        return grpc.StatusCode.DEADLINE_EXCEEDED if past_deadline else grpc.StatusCode.CANCELLED
+    return grpc.StatusCode.UNKNOWN
 
 
 def invocation_metadata(context: ServicerContext) -> Metadata:

@@ -31,7 +31,7 @@ from service.errors import (
     status_code_for,
     to_rpc_status,
 )
-from service.grpc_types import Behavior, ServicerContext, invocation_metadata, status_code
+from service.grpc_types import Behavior, ServicerContext, failed_code, invocation_metadata
 from service.metrics import Metrics
 from service.tracing import ServerSpans
 
@@ -128,8 +128,8 @@ class MetricsInterceptor(_UnaryInterceptor):
             code = grpc.StatusCode.OK
             try:
                 return await behavior(request, context)
-            except BaseException:
-                code = status_code(context) or grpc.StatusCode.UNKNOWN
+            except BaseException as error:
+                code = failed_code(context, error)
                 raise
             finally:
                 handling_seconds.observe(time.perf_counter() - started)

@@ -27,7 +27,6 @@ URLs lose their query and credentials; exceptions are recorded by type, never by
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import contextvars
 import dataclasses
@@ -44,7 +43,7 @@ import grpc
 import requests
 
 from service.errors import ConfigError
-from service.grpc_types import Behavior, ServicerContext, invocation_metadata, status_code
+from service.grpc_types import Behavior, ServicerContext, failed_code, invocation_metadata, status_code
 from service.minting import IDENTITY_KINDS
 
 if TYPE_CHECKING:
@@ -448,11 +447,8 @@ def _spanned(behavior: Behavior, active: _Active, name: str, attributes: _Method
             response = await behavior(request, context)
             code = status_code(context) or grpc.StatusCode.OK
             return response
-        except asyncio.CancelledError:
-            code = status_code(context) or grpc.StatusCode.CANCELLED
-            raise
-        except BaseException:
-            code = status_code(context) or grpc.StatusCode.UNKNOWN
+        except BaseException as error:
+            code = failed_code(context, error)
             raise
         finally:
             reset_scope(token)

@@ -148,3 +148,43 @@ def test_a_stalled_audit_output_fails_mints_closed_and_stalls_nothing_else(openb
         assert entries_by_call[request_id] in (0, entries), request_id
         if outcome == "OK":
             assert entries_by_call[request_id] == entries, f"{request_id} was served without its records"
+
+
+def test_mints_cut_off_while_their_records_wait_are_counted_by_why_never_as_unknown(openbao, tmp_path):
+    # A mint that waits for the audit trail (here up to 30 s) ends when its caller's deadline passes or
+    # the caller cancels it. grpc cancels the call's task then; the metrics used to count both as UNKNOWN,
+    # a code the service never answers, and one the error-ratio alert counts as a server-side failure.
+    reader = FifoReader(tmp_path / "audit.fifo")
+    service, files = start_secured_service(
+        openbao,
+        tmp_path,
+        rate_per_second=100000,
+        settings={"audit": {"max_queued_bytes": 65536, "max_wait_seconds": 30}},
+        env={"TOKENSERVICE_AUDIT_OUTPUT": str(tmp_path / "audit.fifo")},
+    )
+    try:
+        credentials = grpc.composite_channel_credentials(
+            grpc.ssl_channel_credentials(files.ca.cert_pem), grpc.access_token_call_credentials(files.api_key)
+        )
+        with grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", credentials) as keyed:
+            stub = pb_grpc.TokenServiceStub(keyed)
+            batch = pb.MintTokensRequest(requests=[pb.MintTokenRequest(external_id=f"c-{n}") for n in range(BATCH)])
+            outcome, took = timed(stub.MintTokens, batch, timeout=1)  # its records overfill the unread pipe
+            assert (outcome, took < ANSWER_BOUND_SECONDS) == ("DEADLINE_EXCEEDED", True)
+            waiting = stub.MintToken.future(pb.MintTokenRequest(external_id="cancelled"), timeout=20)
+            time.sleep(0.5)
+            assert waiting.cancel()
+
+            def handled(code: str, method: str) -> float:
+                with urllib.request.urlopen(service.metrics_url, timeout=5) as response:
+                    text = response.read().decode()
+                return metric_value(text, "grpc_server_handled_total", grpc_code=code, grpc_method=method)
+
+            wait_until(lambda: handled("CANCELLED", "MintToken") == 1, timeout=5, message="the cancelled mint counted")
+            assert handled("DEADLINE_EXCEEDED", "MintTokens") == 1
+            assert handled("UNKNOWN", "MintToken") == handled("UNKNOWN", "MintTokens") == 0
+        reader.start_reading()
+        assert service.terminate() == 0
+        reader.read_to_end()
+    finally:
+        service.stop()
