@@ -322,6 +322,7 @@ class UnauthenticatedLimit:
         self._calls = 0
         self._busy_total = metrics.unauthenticated_limited_total.labels(why="busy")
         self._slow_total = metrics.unauthenticated_limited_total.labels(why="slow")
+        self._abandoned_total = metrics.unauthenticated_abandoned_total
         self._busy = _Refusal(
             PeerRateLimitedError(
                 f"the service is already serving {max_calls} calls without credentials, as many as it allows "
@@ -395,17 +396,24 @@ class UnauthenticatedLimit:
         self._calls += 1
 
     async def _read_in_time(self, context: ServicerContext) -> Any:
+        # asyncio.timeout rather than wait_for: no task of its own, which a call refused or cancelled at once
+        # (thousands a second from a hostile peer) would pay for.
         try:
-            return await asyncio.wait_for(_read_one(context), self._read_timeout)
+            async with asyncio.timeout(self._read_timeout):
+                return await _read_one(context)
         except TimeoutError:
             self._slow_total.inc()
             await self._slow.send(context)
+        except asyncio.CancelledError:
+            self._abandoned_total.inc()
+            raise
 
     async def _in_time(self, requests: Any, context: ServicerContext) -> AsyncIterator[Any]:
         iterator = aiter(requests)
         while True:
             try:
-                request = await asyncio.wait_for(anext(iterator), self._read_timeout)
+                async with asyncio.timeout(self._read_timeout):
+                    request = await anext(iterator)
             except StopAsyncIteration:
                 return
             except TimeoutError:

@@ -109,6 +109,12 @@ class Metrics:
             ["why"],
             registry=r,
         )
+        self.unauthenticated_abandoned_total = Counter(
+            "tokenservice_unauthenticated_abandoned",
+            "Calls without credentials that the peer cancelled or left before sending their request; "
+            "thousands a second are an HTTP/2 rapid reset.",
+            registry=r,
+        )
         self.tls_reload_total = Counter(
             "tokenservice_tls_reload",
             "Reloads of changed TLS certificate files, by result (ok, error).",

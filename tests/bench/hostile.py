@@ -45,22 +45,19 @@ sys.path.insert(0, str(REPO))
 import grpc  # noqa: E402
 import h2.config  # noqa: E402
 import h2.connection  # noqa: E402
+import h2.errors  # noqa: E402
 import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
 from grpc_health.v1 import health_pb2  # noqa: E402
 from tokenservice.v1 import token_service_pb2 as pb  # noqa: E402
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc  # noqa: E402
 
+from tests.bench.bench import grpc_frame  # noqa: E402
 from tests.support import status_code  # noqa: E402
 
 MINT_TOKEN = "/tokenservice.v1.TokenService/MintToken"
 MINT_TOKENS = "/tokenservice.v1.TokenService/MintTokens"
 HEALTH_WATCH = "/grpc.health.v1.Health/Watch"
-
-
-def grpc_frame(message: bytes) -> bytes:
-    """A gRPC length-prefixed message: uncompressed flag, 4-byte big-endian length, bytes."""
-    return b"\x00" + struct.pack(">I", len(message)) + message
 
 
 @dataclasses.dataclass(frozen=True)
@@ -88,6 +85,7 @@ def half_sent(announced_bytes: int) -> StreamKind:
 
 
 HEADERS_ONLY = StreamKind("MintToken, headers only, never ends", MINT_TOKEN, b"", ends=False)
+RAPID_RESET = "MintToken cancelled at once, rapid reset (TLS port)"
 
 
 @dataclasses.dataclass
@@ -98,6 +96,7 @@ class FloodStats:
     opened: int = 0
     answered: int = 0
     reset: int = 0
+    cancelled: int = 0
     refused_locally: int = 0
     connections_closed: int = 0
     goaways: int = 0
@@ -106,7 +105,7 @@ class FloodStats:
 
     @property
     def open_now(self) -> int:
-        return self.opened - self.answered - self.reset
+        return self.opened - self.answered - self.reset - self.cancelled
 
     def summary(self) -> dict:
         return {
@@ -116,6 +115,7 @@ class FloodStats:
                     "opened",
                     "answered",
                     "reset",
+                    "cancelled",
                     "refused_locally",
                     "connections_closed",
                     "goaways",
@@ -167,22 +167,35 @@ class HostileConnection:
                 self._stats.refused_locally += 1
                 continue
             stream_id = self._h2.get_next_available_stream_id()
-            self._h2.send_headers(
-                stream_id,
-                [
-                    (":method", "POST"),
-                    (":scheme", "https" if self._tls else "http"),
-                    (":path", self._kind.path),
-                    (":authority", f"127.0.0.1:{self._port}"),
-                    ("content-type", "application/grpc"),
-                    ("te", "trailers"),
-                ],
-                end_stream=self._kind.ends and not self._kind.body,
-            )
+            ends_now = self._kind.ends and not self._kind.body
+            self._h2.send_headers(stream_id, self._request_headers(), end_stream=ends_now)
             self._stats.opened += 1
             if self._kind.body:
                 self._unsent[stream_id] = self._kind.body
         self._send_what_the_windows_allow()
+
+    def open_and_cancel(self, count: int) -> None:
+        """HTTP/2 rapid reset (CVE-2023-44487): `count` streams, each cancelled (RST_STREAM) as soon as it is
+        opened, so that the server starts work the peer never waits for."""
+        if self.closed.is_set():
+            return
+        for _ in range(count):
+            stream_id = self._h2.get_next_available_stream_id()
+            self._h2.send_headers(stream_id, self._request_headers())
+            self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
+            self._stats.opened += 1
+            self._stats.cancelled += 1
+        self._flush()
+
+    def _request_headers(self) -> list[tuple[str, str]]:
+        return [
+            (":method", "POST"),
+            (":scheme", "https" if self._tls else "http"),
+            (":path", self._kind.path),
+            (":authority", f"127.0.0.1:{self._port}"),
+            ("content-type", "application/grpc"),
+            ("te", "trailers"),
+        ]
 
     def open_streams_count(self) -> int:
         return self._h2.open_outbound_streams
@@ -315,6 +328,25 @@ async def keep_flooding(
             peer.close()
 
 
+async def rapid_reset(port: int, *, tls: bool, stats: FloodStats, until: float, streams: int | None = None) -> None:
+    """One connection that opens MintToken streams without credentials and cancels each at once, as fast as
+    it can, until `until` (a monotonic time) or `streams` streams; a connection the server closes is made
+    again."""
+    while time.monotonic() < until and (streams is None or stats.opened < streams):
+        peer = HostileConnection(port, HEADERS_ONLY, stats, tls=tls)
+        try:
+            await peer.connect()
+            while not peer.closed.is_set() and time.monotonic() < until:
+                if streams is not None and stats.opened >= streams:
+                    break
+                peer.open_and_cancel(100)
+                await peer.drained()
+        except OSError:
+            await asyncio.sleep(0.1)
+        finally:
+            peer.close()
+
+
 # ------------------------------------------------------------------ the hostile peers, as a child process
 
 
@@ -350,8 +382,11 @@ async def _hold_streams(args: argparse.Namespace, until: float) -> dict[str, Flo
         'Watch of "" (health port)': (args.health_port, watch_with_name(0), False),
     }
     stats = {name: FloodStats() for name in kinds}
+    if args.rapid_resetters:
+        stats[RAPID_RESET] = FloodStats()
     per_kind = max(1, args.connections // len(kinds))
     await asyncio.gather(
+        *(rapid_reset(args.port, tls=True, stats=stats[RAPID_RESET], until=until) for _ in range(args.rapid_resetters)),
         *(
             keep_flooding(
                 port,
@@ -364,7 +399,7 @@ async def _hold_streams(args: argparse.Namespace, until: float) -> dict[str, Flo
                 refill_every=args.refill_every,
             )
             for name, (port, kind, tls) in kinds.items()
-        )
+        ),
     )
     return stats
 
@@ -484,6 +519,8 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
             str(args.connections),
             "--batch-senders",
             str(args.batch_senders),
+            "--rapid-resetters",
+            str(args.rapid_resetters),
             "--refill-every",
             str(args.refill_every),
             "--report",
@@ -494,7 +531,8 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
     time.sleep(args.build_up)
     bench.log(
         f"flood: {args.streams} streams over {args.connections} connections, re-opened every "
-        f"{args.refill_every:g} s, and {args.batch_senders} senders of refused batches; the caller again"
+        f"{args.refill_every:g} s, {args.batch_senders} senders of refused batches and "
+        f"{args.rapid_resetters} rapid-reset connections; the caller again"
     )
     flood_run, flood_peak, flood_failed = measure("flood")
     try:
@@ -522,6 +560,7 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
     for name, stats in hostile["streams"].items():
         print(
             f"  {name}: opened {stats['opened']:,}, ended {stats['grpc_status']}, reset {stats['reset']}, "
+            f"cancelled by the peer {stats['cancelled']:,}, "
             f"open at the end {stats['open_now']}, not opened (stream limit) {stats['refused_locally']:,}, "
             f"GOAWAYs {stats['goaways']}"
         )
@@ -567,6 +606,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--streams", type=int, default=4000, help="hostile streams held at once (default 4000)")
     parser.add_argument("--connections", type=int, default=40, help="hostile connections (default 40)")
     parser.add_argument("--batch-senders", type=int, default=4, help="threads sending refused batches (default 4)")
+    parser.add_argument(
+        "--rapid-resetters",
+        type=int,
+        default=0,
+        help="connections opening streams and cancelling each at once, as fast as they can (default 0)",
+    )
     parser.add_argument(
         "--refill-every",
         type=float,

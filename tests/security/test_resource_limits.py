@@ -21,7 +21,7 @@ from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import OpenBaoDevServer
 from service.server import HEALTH_MAX_CONCURRENT_RPCS
-from tests.bench.hostile import HEADERS_ONLY, flood, half_sent, watch_with_name
+from tests.bench.hostile import HEADERS_ONLY, FloodStats, flood, half_sent, rapid_reset, watch_with_name
 from tests.secured import SecuredFiles, start_secured_service
 from tests.support import ServiceProcess, hs256_open, metric_value, refusal_of, rss_kib, wait_until, wait_until_async
 
@@ -146,6 +146,34 @@ def test_a_compressed_request_that_inflates_past_the_limit_is_refused_without_me
                 assert hs256_open(token, service.secret)[1]["externalId"] == "gzip-caller"
     assert rss_kib(service.process.pid) - baseline < 10 * MIB
     assert mint_latencies(service, files, count=3)
+
+
+def test_streams_cancelled_as_soon_as_opened_hold_no_memory_are_counted_and_callers_are_served(secured):
+    # HTTP/2 rapid reset (CVE-2023-44487): without credentials, 20,000 MintToken streams over 4 TLS
+    # connections, each cancelled right after its HEADERS. grpc-core bounds the streams it has not yet
+    # finished with to the connection's stream limit and refuses the rest; those that reach the service
+    # hold nothing once cancelled, are counted, and the API-key caller is served throughout. What each
+    # costs the event loop (about as much as a refused call) is the residual in docs/threat-model.md.
+    service, files = secured
+    port, pid = service.listening["api_key_port"], service.process.pid
+    baseline_rss, baseline_abandoned = rss_kib(pid), _abandoned(service)
+    stats = FloodStats()
+
+    async def reset_while_calling() -> list[float]:
+        until = time.monotonic() + 60
+        resets = [rapid_reset(port, tls=True, stats=stats, until=until, streams=20_000) for _ in range(4)]
+        _, latencies = await asyncio.gather(asyncio.gather(*resets), asyncio.to_thread(mint_latencies, service, files))
+        return latencies
+
+    assert len(asyncio.run(reset_while_calling())) == 20
+    assert stats.cancelled >= 20_000
+    assert _abandoned(service) - baseline_abandoned > 0
+    assert rss_kib(pid) - baseline_rss < 10 * MIB
+    assert mint_latencies(service, files, count=3)
+
+
+def _abandoned(service: ServiceProcess) -> float:
+    return metric_value(_metrics(service), "tokenservice_unauthenticated_abandoned_total")
 
 
 def test_calls_beyond_the_process_limit_are_refused_until_one_ends(openbao, tmp_path):
