@@ -37,7 +37,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from tokenservice.v1 import token_service_pb2 as pb
 
 from service.dev import OpenBaoDevServer, free_loopback_port
-from tests.bench.bench import SECRET_PATH, Children, ensure_tools, grpc_frame, transit_config, transit_hmac_requests
+from tests.bench.bench import (
+    SECRET_PATH,
+    Children,
+    cpu_seconds,
+    ensure_tools,
+    grpc_frame,
+    transit_config,
+    transit_hmac_requests,
+)
 from tests.support import metric_samples, wait_until
 
 MINT_PATH = "/tokenservice.v1.TokenService/MintToken"
@@ -62,16 +70,6 @@ class Contender:
         """Transit: the Vault HMAC requests so far, and the inputs they carried."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
             return transit_hmac_requests(metric_samples(response.read().decode()))
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds of `pid` and its children (a supervisor's workers)."""
-    children = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()
-    total = 0
-    for process in [str(pid), *children]:
-        fields = Path(f"/proc/{process}/stat").read_text().rsplit(")", 1)[1].split()
-        total += int(fields[11]) + int(fields[12])
-    return total / os.sysconf("SC_CLK_TCK")
 
 
 def accepts(port: int) -> bool:
