@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 from collections.abc import Awaitable, Callable, Collection
-from typing import Any, TypeAlias
+from typing import Any, Protocol, TypeAlias
 
 import grpc
 
@@ -17,9 +17,16 @@ Behavior: TypeAlias = Callable[[Any, ServicerContext], Awaitable[Any]]
 # A call's metadata as grpc gives it: (key, value) pairs, values str or, for -bin keys, bytes.
 Metadata: TypeAlias = Collection[tuple[str, str | bytes]]
 
+
+class MetadataSource(Protocol):
+    """What `invocation_metadata` reads of a context (a ServicerContext is one)."""
+
+    def invocation_metadata(self) -> Metadata | None: ...
+
+
 # The metadata of the call whose task this is, with its context. grpc runs each call in a task of its
 # own, and each task has its own copy of the context variables, so the first reading serves the rest.
-_read_metadata: contextvars.ContextVar[tuple[ServicerContext, Metadata] | None] = contextvars.ContextVar(
+_read_metadata: contextvars.ContextVar[tuple[MetadataSource, Metadata] | None] = contextvars.ContextVar(
     "tokenservice_call_metadata", default=None
 )
 
@@ -44,7 +51,7 @@ def failed_code(context: ServicerContext, error: BaseException) -> grpc.StatusCo
     return grpc.StatusCode.UNKNOWN
 
 
-def invocation_metadata(context: ServicerContext) -> Metadata:
+def invocation_metadata(context: MetadataSource) -> Metadata:
     """`context.invocation_metadata()`, read once a call: grpc builds the tuple anew on every reading
     (1.1 µs for two entries), and tracing, authentication and the audit record each read it."""
     read = _read_metadata.get()

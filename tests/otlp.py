@@ -146,7 +146,7 @@ class OtlpReceiver:
         self._grpc = grpc.server(futures.ThreadPoolExecutor(max_workers=2))
         service = _TraceService(self._receive)
         # The request stays bytes here, so that tests see exactly what was sent.
-        handlers = {
+        handlers: dict[str, grpc.RpcMethodHandler[bytes, trace_service_pb2.ExportTraceServiceResponse]] = {
             "Export": grpc.unary_unary_rpc_method_handler(
                 service.Export, response_serializer=trace_service_pb2.ExportTraceServiceResponse.SerializeToString
             )

@@ -14,6 +14,7 @@ import secrets
 import uuid
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TypedDict, Unpack
 
 from service.api_keys import hash_api_key, new_api_key
 from service.dev import OpenBaoDevServer
@@ -104,6 +105,20 @@ class SecuredFiles:
         }
 
 
+class SecuredConfig(TypedDict, total=False):
+    """The keywords of `write_secured_config`, which `start_secured_service` passes on."""
+
+    tls: str
+    workers: int | None
+    rate_per_second: float
+    orgs: Mapping[str, str] | None
+    callers: Mapping[str, Caller] | None
+    extra_callers: Mapping[str, Caller] | None
+    api_keys: Mapping[str, Sequence[str]] | None
+    keys_path: str | None
+    settings: Mapping[str, object] | None
+
+
 def write_secured_config(
     openbao: OpenBao,
     directory: Path,
@@ -175,7 +190,7 @@ def _tls_table(tls: str, ca: CertificateAuthority, server: Issued) -> dict[str, 
 
 
 def start_secured_service(
-    openbao: OpenBao, directory: Path, *, env: Mapping[str, str] | None = None, **config: object
+    openbao: OpenBao, directory: Path, *, env: Mapping[str, str] | None = None, **config: Unpack[SecuredConfig]
 ) -> tuple[ServiceProcess, SecuredFiles]:
     """`tokenservice serve --config` with caller authentication on, SERVING; `config` goes to
     `write_secured_config`, `env` adds to the service's environment (e.g. another VAULT_TOKEN)."""
@@ -198,8 +213,10 @@ def merged(document: Mapping[str, object], changes: Mapping[str, object]) -> dic
     result = dict(document)
     for key, value in changes.items():
         current = result.get(key)
-        is_table = isinstance(value, Mapping) and isinstance(current, Mapping)
-        result[key] = merged(current, value) if is_table else value
+        if isinstance(value, Mapping) and isinstance(current, Mapping):  # tables
+            result[key] = merged(current, value)
+        else:
+            result[key] = value
     return result
 
 

@@ -19,9 +19,9 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import grpc
 import hvac
@@ -29,6 +29,7 @@ import hvac.exceptions
 import requests
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 from prometheus_client.parser import text_string_to_metric_families
 from prometheus_client.samples import Sample
@@ -44,7 +45,7 @@ T = TypeVar("T")
 
 
 def wait_until(
-    predicate: Callable[[], T],
+    predicate: Callable[[], T | None],
     *,
     timeout: float = 10.0,
     interval: float = 0.05,
@@ -62,7 +63,7 @@ def wait_until(
 
 
 async def wait_until_async(
-    predicate: Callable[[], T | Awaitable[T]],
+    predicate: Callable[[], T | Awaitable[T | None] | None],
     *,
     timeout: float = 10.0,
     interval: float = 0.05,
@@ -115,6 +116,48 @@ def hs256_open(token: str, secret: str) -> tuple[bytes, dict]:
     return b64url_decode(header_segment), json.loads(b64url_decode(payload_segment))
 
 
+class HealthCheckStub(Protocol):
+    """grpc_health's HealthStub on a grpc.Channel (see `health_stub`)."""
+
+    Check: grpc.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+    Watch: grpc.UnaryStreamMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+
+
+class AioHealthCheckStub(Protocol):
+    """grpc_health's HealthStub on a grpc.aio.Channel (see `aio_health_stub`)."""
+
+    Check: grpc.aio.UnaryUnaryMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+    Watch: grpc.aio.UnaryStreamMultiCallable[health_pb2.HealthCheckRequest, health_pb2.HealthCheckResponse]
+
+
+# types-grpcio-health-checking's HealthStub declares neither Check nor Watch, which the generated class sets in
+# its __init__: these two say what it has, and mypy reports the ignores as unused once the stubs declare them.
+def health_stub(channel: grpc.Channel) -> HealthCheckStub:
+    """A health-check stub on a synchronous channel."""
+    return health_pb2_grpc.HealthStub(channel)  # type: ignore[return-value]
+
+
+def aio_health_stub(channel: grpc.aio.Channel) -> AioHealthCheckStub:
+    """A health-check stub on a grpc.aio channel."""
+    return health_pb2_grpc.HealthStub(channel)  # type: ignore[return-value]
+
+
+class AioReflectionStub(Protocol):
+    """grpc_reflection's ServerReflectionStub on a grpc.aio.Channel (see `aio_reflection_stub`)."""
+
+    ServerReflectionInfo: grpc.aio.StreamStreamMultiCallable[
+        reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
+    ]
+
+
+def aio_reflection_stub(channel: grpc.aio.Channel) -> AioReflectionStub:
+    """A reflection stub on a grpc.aio channel.
+
+    types-grpcio-reflection types the generated stub's channel as a grpc.Channel only (it takes either, as
+    grpc_health's does), and its ServerReflectionInfo as `binascii.Incomplete`, an exception class."""
+    return reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[arg-type, return-value]
+
+
 def wait_for_health(target: str, status: int, service: str = "", timeout: float = 15.0) -> None:
     """Wait until the server's health check for `service` reports `status`, a name of
     health_pb2.HealthCheckResponse such as SERVING or NOT_SERVING."""
@@ -130,7 +173,7 @@ def wait_for_health(target: str, status: int, service: str = "", timeout: float 
         return answered == status
 
     with grpc.insecure_channel(target) as channel:
-        stub = health_pb2_grpc.HealthStub(channel)
+        stub = health_stub(channel)
         wait_until(
             reports_status,
             timeout=timeout,
@@ -185,7 +228,7 @@ class ServiceProcess:
     ports_path: Path | None = None
 
     @classmethod
-    def start(cls, env: dict[str, str], args: list[str] = (), wait_serving: bool = True) -> ServiceProcess:
+    def start(cls, env: dict[str, str], args: Sequence[str] = (), wait_serving: bool = True) -> ServiceProcess:
         # The service writes the log (kept for `logs()`); this process only hands it over.
         with tempfile.NamedTemporaryFile(prefix="tokenservice-", suffix=".log", delete=False) as log:
             audit_path = Path(log.name).with_suffix(".audit")
@@ -240,6 +283,7 @@ class ServiceProcess:
         """The service's announcement in its ports file, once every port is bound (and every worker listens)."""
 
         def announced() -> dict | None:
+            assert self.ports_path is not None, "tokenservice was started without a ports file"
             found = read_ports_file(self.ports_path, self.process.pid)
             if found is None and self.process.poll() is not None:
                 raise AssertionError(f"tokenservice exited with {self.process.returncode}:\n{self.logs()}")
@@ -281,13 +325,20 @@ def refusal_of(error: grpc.RpcError) -> tuple[grpc.StatusCode, str, float | None
     """The code, ErrorInfo reason and RetryInfo delay (None without one) of a failed call, sync or grpc.aio.
 
     The call must carry a google.rpc.Status whose first detail is an ErrorInfo of the service's domain."""
-    status = rpc_status.from_call(error)
+    status = rpc_status_of(error)
     assert status is not None, f"no google.rpc.Status in the trailers of {error.code()}: {error.details()}"
     retry = error_details_pb2.RetryInfo()
     retry_delay = next(
         (retry.retry_delay.ToNanoseconds() / 1e9 for detail in status.details if detail.Unpack(retry)), None
     )
     return error.code(), reason_in(status), retry_delay
+
+
+def rpc_status_of(error: grpc.RpcError) -> status_pb2.Status | None:
+    """The google.rpc.Status in the trailers of a failed call, sync or grpc.aio; None without one."""
+    # grpc_status types from_call's argument as a grpc.Call, which a sync call's RpcError is; it reads only
+    # code(), details() and trailing_metadata(), which grpc.aio's AioRpcError (no grpc.Call) has as well.
+    return rpc_status.from_call(error)  # type: ignore[arg-type]
 
 
 def refusal_in(status: status_pb2.Status) -> tuple[grpc.StatusCode, str]:
@@ -306,7 +357,10 @@ def reason_in(status: status_pb2.Status) -> str:
     with the Python client package's `status_error_info`; the service puts it first, in its own domain."""
     info = status_error_info(status)
     assert info is not None, f"no ErrorInfo in the google.rpc.Status: {status}"
-    assert info.domain == ERROR_DOMAIN and status.details[0].Is(info.DESCRIPTOR), (
+    # types-protobuf types a message's DESCRIPTOR as either descriptor class and Any.Is as taking the pure-Python
+    # one only, though Is(Message.DESCRIPTOR) is protobuf's own idiom (it compares the full names).
+    first_is_info = status.details[0].Is(info.DESCRIPTOR)  # type: ignore[arg-type]
+    assert info.domain == ERROR_DOMAIN and first_is_info, (
         f"the ErrorInfo is not the first detail, or of another domain than {ERROR_DOMAIN}: {status}"
     )
     return info.reason
@@ -359,6 +413,12 @@ class OpenBaoFileServer:
         self.root_token = ""
         self._unseal_key = ""
 
+    @property
+    def process(self) -> subprocess.Popen:
+        """The server's process, between `start` and `stop`."""
+        assert self._process is not None, "OpenBao is not running"
+        return self._process
+
     def client(self, token: str | None = None) -> hvac.Client:
         return hvac.Client(url=self.addr, token=token if token is not None else self.root_token, timeout=30)
 
@@ -380,7 +440,7 @@ class OpenBaoFileServer:
             try:
                 return (self.client().sys.is_initialized(),)
             except (requests.RequestException, hvac.exceptions.VaultError):
-                assert self._process.poll() is None, f"OpenBao exited:\n{self._log.read_text()}"
+                assert self.process.poll() is None, f"OpenBao exited:\n{self._log.read_text()}"
                 return None
 
         [initialized] = wait_until(answered, timeout=15, message=lambda: f"OpenBao answering:\n{self._log.read_text()}")
@@ -486,7 +546,7 @@ class DevProcess:
     output_path: Path
 
     @classmethod
-    def start(cls, directory: Path, timeout: float = 30.0, args: list[str] = ()) -> DevProcess:
+    def start(cls, directory: Path, timeout: float = 30.0, args: Sequence[str] = ()) -> DevProcess:
         output_path = directory / "dev.out"
         env = {key: value for key, value in os.environ.items() if not key.startswith(("VAULT_", "TOKENSERVICE_"))}
         with output_path.open("w") as output:

@@ -42,9 +42,9 @@ class AuditedOpenBao(OpenBaoFileServer):
 
     def pause(self) -> None:
         """Freeze the process: connections are accepted by the kernel but never answered."""
-        self._process.send_signal(signal.SIGSTOP)
+        self.process.send_signal(signal.SIGSTOP)
         # The stop is asynchronous: on a busy machine a thread may still answer a request meanwhile.
-        stat = Path(f"/proc/{self._process.pid}/stat")
+        stat = Path(f"/proc/{self.process.pid}/stat")
         wait_until(
             lambda: stat.read_text().rsplit(")", 1)[1].split()[0] == "T",
             timeout=5,
@@ -53,7 +53,7 @@ class AuditedOpenBao(OpenBaoFileServer):
         )
 
     def resume(self) -> None:
-        self._process.send_signal(signal.SIGCONT)
+        self.process.send_signal(signal.SIGCONT)
 
     def token_with(self, policy_file: Path) -> str:
         """A token holding only the policy in `policy_file` (not even "default")."""

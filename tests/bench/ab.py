@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import os
 import re
 import secrets
@@ -174,7 +175,7 @@ def main() -> int:
         kv = start(children, bao, checkouts[0], args.workers, workdir) if args.transit else None
         every = contenders + ([kv] if kv else [])
         for contender in every:
-            wait_until(lambda port=contender.grpc_port: accepts(port), timeout=30, message="the service listening")
+            wait_until(functools.partial(accepts, contender.grpc_port), timeout=30, message="the service listening")
         for round_number in range(args.rounds):
             shift = round_number % len(every)
             for contender in every[shift:] + every[:shift]:

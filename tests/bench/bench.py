@@ -38,7 +38,7 @@ REPO = HERE.parent.parent
 sys.path.insert(0, str(REPO))
 
 import grpc  # noqa: E402
-from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+from grpc_health.v1 import health_pb2  # noqa: E402
 from prometheus_client.samples import Sample  # noqa: E402
 from tokenservice.v1 import token_service_pb2 as pb  # noqa: E402
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc  # noqa: E402
@@ -47,7 +47,14 @@ from service.addresses import read_ports_file  # noqa: E402
 from service.api_keys import new_api_key  # noqa: E402
 from service.dev import OpenBaoDevServer, free_loopback_port  # noqa: E402
 from tests.secured import Caller, SecuredFiles, toml_text, write_secured_config  # noqa: E402
-from tests.support import announced_workers, b64url_decode, metric_samples, wait_until, workers_ready  # noqa: E402
+from tests.support import (  # noqa: E402
+    announced_workers,
+    b64url_decode,
+    health_stub,
+    metric_samples,
+    wait_until,
+    workers_ready,
+)
 
 T = TypeVar("T")
 
@@ -139,7 +146,7 @@ class Children:
                 start_new_session=True,
             )
         finally:
-            if output:
+            if not isinstance(sink, int):  # not DEVNULL: the file this process opened
                 sink.close()
         self._processes.append(process)
         return process
@@ -248,7 +255,7 @@ def poll_child(
     process: subprocess.Popen,
     output: Path,
     what: str,
-    condition: Callable[[], T],
+    condition: Callable[[], T | None],
     *,
     timeout: float,
     interval: float,
@@ -257,7 +264,7 @@ def poll_child(
     """The first true value of `condition`, asked every `interval` s (tests.support.wait_until); a
     BenchError with the child's `output` once the child `what` has exited, or after `timeout` s (`late`)."""
 
-    def answered() -> T:
+    def answered() -> T | None:
         value = condition()
         if not value and process.poll() is not None:
             raise BenchError(f"{what} exited with {process.returncode}:\n{output.read_text(errors='replace')}")
@@ -436,7 +443,7 @@ def start_service(
     process = children.start(argv, env=env, output=output)
     deadline = started + timeout
 
-    def until(condition: Callable[[], T], interval: float) -> T:
+    def until(condition: Callable[[], T | None], interval: float) -> T:
         try:
             return poll_child(
                 process,
@@ -465,7 +472,7 @@ def start_service(
         ("grpc.max_reconnect_backoff_ms", 20),
     ]
     with grpc.insecure_channel(health_target, options=options) as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = health_stub(channel)
 
         def answers_serving() -> bool:
             try:
@@ -506,7 +513,8 @@ class SpanSink:
         self.requests = 0
         self.bytes = 0
         self._server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
-        handler = grpc.unary_unary_rpc_method_handler(self._export)  # bytes in, bytes out
+        # Bytes in, bytes out: no (de)serializer.
+        handler: grpc.RpcMethodHandler[bytes, bytes] = grpc.unary_unary_rpc_method_handler(self._export)
         self._server.add_generic_rpc_handlers(
             (
                 grpc.method_handlers_generic_handler(
@@ -753,6 +761,7 @@ def run_h2load(
         # microsecond: a burst of `clients` calls per tick, whose queue p99 then measures. Opening one
         # connection per millisecond spreads the clients over the tick, as independent callers are.
         # --rate excludes -D (and its warm-up): count the calls, and drop the warm-up's from the log.
+        assert duration is not None, "a paced run (rps_per_client) lasts `duration` seconds"
         requests = rps_per_client * target.clients * math.ceil(duration + warmup)
         argv += [f"--rps={rps_per_client}", "--rate=1", "--rate-period=1ms"]
         skip_before_us = round(warmup * 1e6)
@@ -760,6 +769,7 @@ def run_h2load(
         argv += ["-n", str(requests)]
         limit = 600.0 + requests / 100
     else:
+        assert duration is not None, "a run without a count of requests lasts `duration` seconds"
         argv += ["-D", f"{duration:g}"]
         if warmup > 0:
             argv += [f"--warm-up-time={warmup:g}"]

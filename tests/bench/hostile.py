@@ -35,8 +35,9 @@ import threading
 import time
 import tomllib
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent.parent
@@ -54,6 +55,9 @@ from tokenservice.v1 import token_service_pb2_grpc as pb_grpc  # noqa: E402
 
 from tests.bench.bench import grpc_frame  # noqa: E402
 from tests.support import status_code  # noqa: E402
+
+if TYPE_CHECKING:
+    from tests.bench.bench import Run
 
 MINT_TOKEN = "/tokenservice.v1.TokenService/MintToken"
 MINT_TOKENS = "/tokenservice.v1.TokenService/MintTokens"
@@ -143,7 +147,7 @@ class HostileConnection:
         self._kind = kind
         self._stats = stats
         self._tls = tls
-        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True, header_encoding="utf-8"))
+        self._h2 = h2.connection.H2Connection(h2.config.H2Configuration(client_side=True))
         self._unsent: dict[int, bytes] = {}
         self._writer: asyncio.StreamWriter | None = None
         self._reading: asyncio.Task | None = None
@@ -260,7 +264,7 @@ class HostileConnection:
 
     def _count(self, event: h2.events.Event) -> None:
         if isinstance(event, (h2.events.ResponseReceived, h2.events.TrailersReceived)):
-            headers = dict(event.headers)
+            headers = {name.decode(): value.decode() for name, value in event.headers}
             status = headers.get("grpc-status")
             if status is not None:
                 name = status_code(int(status)).name
@@ -281,7 +285,7 @@ class HostileConnection:
 @contextlib.asynccontextmanager
 async def flood(
     port: int, kind: StreamKind, *, connections: int, streams_per_connection: int, tls: bool = False
-) -> Iterator[FloodStats]:
+) -> AsyncIterator[FloodStats]:
     """Open `connections` connections with `streams_per_connection` streams of `kind` each, and hold them
     until the block ends."""
     stats = FloodStats()
@@ -423,10 +427,11 @@ def _peers_main(args: argparse.Namespace) -> None:
 
 def bench_main(args: argparse.Namespace) -> int:
     import tests.bench.bench as bench
+    from service.dev import OpenBaoDevServer
 
     children = bench.Children()
     workdir = Path(tempfile.mkdtemp(prefix="tokenservice-hostile-"))
-    bao = bench.OpenBaoDevServer()
+    bao = OpenBaoDevServer()
     try:
         return _bench(args, bench, children, bao, workdir)
     except bench.BenchError as error:
@@ -470,7 +475,7 @@ def _bench(args: argparse.Namespace, bench, children, bao, workdir: Path) -> int
         service.grpc_target,
     )
 
-    def measure(tag: str) -> tuple[object, int, float]:
+    def measure(tag: str) -> tuple[Run, int, float]:
         """The caller's run, the peak RSS during it, and its calls that did not succeed: h2load counts an
         HTTP 200 as a success whatever its grpc-status, so the calls the service served OK decide."""
         served_before = served()

@@ -42,7 +42,9 @@ def table_rows(stdout: str) -> dict[str, dict[str, str]]:
 
 def number(cell: str) -> float:
     """The median of a 'median [min-max]' cell."""
-    return float(re.match(r"[\d,.]+", cell).group(0).replace(",", ""))
+    median = re.match(r"[\d,.]+", cell)
+    assert median, f"no number at the start of {cell!r}"
+    return float(median.group(0).replace(",", ""))
 
 
 @pytest.mark.bench

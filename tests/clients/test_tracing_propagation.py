@@ -61,8 +61,9 @@ class StandInTokenService(pb_grpc.TokenServiceServicer):
         self.traceparents: list[str] = []
 
     def MintToken(self, request: pb.MintTokenRequest, context: grpc.ServicerContext) -> pb.MintTokenResponse:
-        metadata = dict(context.invocation_metadata())
-        self.traceparents.append(metadata.get("traceparent", ""))
+        traceparent = dict(context.invocation_metadata()).get("traceparent", "")
+        assert isinstance(traceparent, str), "a text header's value is a str (a -bin header's is bytes)"
+        self.traceparents.append(traceparent)
         now = int(datetime.datetime.now(datetime.UTC).timestamp())
         payload = json.dumps({"email": request.email, "iat": now}, separators=(",", ":")).encode()
         response = pb.MintTokenResponse(

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import subprocess
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -28,7 +28,7 @@ from tests.deploy.prometheus import Prometheus
 def start_prometheus(tmp_path):
     """A factory: start_prometheus(targets, rule_files=(), labels=None) -> Prometheus (a context manager)."""
 
-    def start(targets: list[str], rule_files: list[Path] = (), labels: dict[str, str] | None = None) -> Prometheus:
+    def start(targets: list[str], rule_files: Sequence[Path] = (), labels: dict[str, str] | None = None) -> Prometheus:
         return Prometheus(targets, rule_files, labels, workdir=tmp_path / f"prometheus-{uuid.uuid4().hex[:6]}")
 
     return start

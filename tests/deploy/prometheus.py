@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from service.dev import free_loopback_port
@@ -29,7 +29,7 @@ class Prometheus:
     def __init__(
         self,
         targets: list[str],
-        rule_files: list[Path] = (),
+        rule_files: Sequence[Path] = (),
         labels: dict[str, str] | None = None,
         workdir: Path | None = None,
         startup_timeout: float = 30.0,
@@ -85,7 +85,9 @@ class Prometheus:
         return self
 
     def _ready(self) -> bool:
-        assert self._process.poll() is None, f"prometheus exited with {self._process.returncode}:\n{self.logs()}"
+        process = self._process
+        assert process is not None, "prometheus was not started"
+        assert process.poll() is None, f"prometheus exited with {process.returncode}:\n{self.logs()}"
         try:
             with urllib.request.urlopen(f"{self.url}/-/ready", timeout=1) as response:
                 return response.status == 200

@@ -123,7 +123,7 @@ def rule_expressions() -> dict[str, str]:
     """
     lines = RULES.read_text().splitlines()
     exprs: dict[str, str] = {}
-    current = None
+    current = ""  # no rule named yet
     index = 0
     while index < len(lines):
         line = lines[index]

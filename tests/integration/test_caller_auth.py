@@ -18,7 +18,7 @@ import grpc
 import pytest
 from google.rpc import code_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client import generate_latest
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
@@ -33,7 +33,7 @@ from service.server import TokenServer
 from service.vault_auth import session_from_config
 from tests.certificates import CertificateAuthority, Issued
 from tests.secured import ALL_RPCS, CERTIFICATE_CALLER_SPIFFE_ID, Caller, write_secured_config
-from tests.support import hs256_open, metric_value, refusal_of
+from tests.support import aio_reflection_stub, hs256_open, metric_value, refusal_of
 
 pytestmark = pytest.mark.integration
 
@@ -127,6 +127,7 @@ async def start_secured(openbao: OpenBaoDevServer, tmp_path: Path, public_health
     )
     await secured.server.start()
     await secured.server.store.load_once()
+    assert secured.server.api_keys is not None, "the secured set-up has API keys"
     await secured.server.api_keys.refresh()
     return secured
 
@@ -402,7 +403,7 @@ async def test_health_and_reflection_need_no_credentials_by_default(secured):
 
 
 async def list_services(channel: grpc.aio.Channel) -> list[str]:
-    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    stub = aio_reflection_stub(channel)
     async for response in stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")])):
         return [service.name for service in response.list_services_response.service]
     return []
@@ -445,7 +446,9 @@ def served_certificate_fingerprint(port: int, ca: CertificateAuthority) -> str:
         socket.create_connection(("127.0.0.1", port), timeout=5) as raw,
         context.wrap_socket(raw, server_hostname="localhost") as tls,
     ):
-        return hashlib.sha256(tls.getpeercert(binary_form=True)).hexdigest()
+        certificate = tls.getpeercert(binary_form=True)
+    assert certificate is not None, "the server sent no certificate"
+    return hashlib.sha256(certificate).hexdigest()
 
 
 async def test_server_certificate_rotation_reaches_new_connections_and_drops_no_call(secured):

@@ -13,9 +13,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 from prometheus_client import generate_latest
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
@@ -25,12 +24,14 @@ from service.server import max_receive_message_bytes
 from tests.servers import start_server, stop_server, vault_config
 from tests.support import (
     ServiceProcess,
+    aio_health_stub,
     hs256_open,
     hs256_sign,
     metric_value,
     new_secret,
     refusal_in,
     refusal_of,
+    rpc_status_of,
     wait_until,
     wait_until_async,
 )
@@ -42,7 +43,7 @@ NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 async def health_of(running, service: str = "") -> int:
-    stub = health_pb2_grpc.HealthStub(running.channel)
+    stub = aio_health_stub(running.channel)
     return (await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=2)).status
 
 
@@ -347,7 +348,7 @@ def _keep_minting(target: str, stop: threading.Event, outcomes: list[tuple[str, 
                 outcomes.append(("OK", ""))
             except grpc.RpcError as error:
                 # Without a google.rpc.Status the call never reached a running server (the port had closed).
-                reason = refusal_of(error)[1] if rpc_status.from_call(error) is not None else ""
+                reason = refusal_of(error)[1] if rpc_status_of(error) is not None else ""
                 outcomes.append((error.code().name, reason))
 
 

@@ -87,13 +87,13 @@ def signer(
     *,
     sessions: int = 1,
     registry: CollectorRegistry | None = None,
-    **settings: object,
+    max_batch_size: int = TransitSettings.max_batch_size,
 ) -> TransitSigner:
     return TransitSigner(
         [bao.session(token) for _ in range(sessions)],
         org="acme",
         key=key,
-        settings=TransitSettings(**settings),
+        settings=TransitSettings(max_batch_size=max_batch_size),
         metrics=TransitMetrics(registry) if registry is not None else None,
     )
 
@@ -352,11 +352,12 @@ async def test_vault_stopped_fails_fast_and_signing_resumes_when_it_is_back(tmp_
             with pytest.raises(SignerUnavailableError, match="unreachable"):
                 await transit.sign(data)
             assert time.monotonic() - started < 0.5
-        assert not transit.healthy and changes == [False]
+        # A tuple, since mypy would take `transit.healthy` as still False after an `assert not transit.healthy`.
+        assert (transit.healthy, changes) == (False, [False])
 
         server.start()
         assert (await signature_once_resumed(transit, data)).mac == expected_mac(secret, data)
-        assert transit.healthy and changes == [False, True]
+        assert (transit.healthy, changes) == (True, [False, True])
         await transit.close()
     finally:
         server.stop()

@@ -114,8 +114,8 @@ def secret_sync(
     )
 
 
-def start(config: Path, **kwargs: object) -> ServiceProcess:
-    return ServiceProcess.start({}, ["--config", str(config)], **kwargs)
+def start(config: Path, *, wait_serving: bool = True) -> ServiceProcess:
+    return ServiceProcess.start({}, ["--config", str(config)], wait_serving=wait_serving)
 
 
 def mint(

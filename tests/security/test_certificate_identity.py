@@ -25,7 +25,7 @@ from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from tests.certificates import CertificateAuthority
 from tests.secured import CERTIFICATE_CALLER_SPIFFE_ID, Caller, SecuredFiles, start_secured_service
-from tests.support import ServiceProcess, hs256_open, refusal_of
+from tests.support import ServiceProcess, aio_health_stub, hs256_open, refusal_of
 
 SUPPORT_DNS_NAME = "support.internal.example"
 SUPPORT = Caller(dns_name=SUPPORT_DNS_NAME, orgs=("acme",))
@@ -123,7 +123,7 @@ async def auth_contexts(directory: Path, certificates: dict[str, dict]) -> dict[
             client = ca.issue(name, **sans)
             credentials = grpc.ssl_channel_credentials(ca.cert_pem, client.key_pem, client.cert_pem)
             async with grpc.aio.secure_channel(f"127.0.0.1:{port}", credentials) as channel:
-                await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+                await aio_health_stub(channel).Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
     finally:
         await server.stop(0)
     return recorder.seen

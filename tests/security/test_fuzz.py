@@ -120,7 +120,8 @@ def refusal(error: grpc.RpcError) -> tuple[grpc.StatusCode, str]:
     """The status code and ErrorInfo reason of a failed call, checking that its google.rpc.Status carries
     both and a message that echoes no input."""
     code, reason, _ = refusal_of(error)
-    assert error.details() and MARKER not in error.details()
+    details = error.details()
+    assert details and MARKER not in details
     return code, reason
 
 

@@ -70,7 +70,7 @@ def failure_of(call: Callable[[], object]) -> tuple[grpc.StatusCode, str, str] |
         call()
     except grpc.RpcError as error:
         code, reason, _ = refusal_of(error)
-        return code, reason, error.details()
+        return code, reason, error.details() or ""
     return None
 
 

@@ -124,7 +124,8 @@ def main() -> None:
         for thread in threads:
             thread.join()
         exit_code = service.terminate()
-        audit_records = sum(1 for _ in service.audit_path.open()) if service.audit_path.exists() else 0
+        audit_path = service.audit_path
+        audit_records = sum(1 for _ in audit_path.open()) if audit_path is not None and audit_path.exists() else 0
     elapsed = time.monotonic() - started
     total = sum(outcomes.values())
     after_warmup = [largest(rss) for at, rss in samples if at >= 30] or [largest(samples[-1][1])]

@@ -28,13 +28,27 @@ KEY = b"k" * 32
 TEXT_FIELDS = ("caller", "peer", "request_id", "rpc", "org", "status", "reason")
 
 
-def attempt(**overrides) -> AuditedCall:
-    """A call with one attempt; `overrides` may set fields of either."""
-    call_fields = {"rpc": "MintToken", "request_id": "r-1", "peer": "ipv4:127.0.0.1:5000", "caller": "web"}
-    attempt_fields = {"org": "acme", "email": "ada@example.com", "external_id": "", "status": "OK", "secret_version": 3}
-    for name, value in overrides.items():
-        (call_fields if name in call_fields else attempt_fields)[name] = value
-    return AuditedCall(**call_fields, attempts=[MintAttempt(**attempt_fields)])
+def attempt(**overrides: str) -> AuditedCall:
+    """A call with one attempt (of secret version 3); `overrides` may set the text fields of either."""
+    fields = dict(overrides)
+    call = AuditedCall(
+        rpc=fields.pop("rpc", "MintToken"),
+        request_id=fields.pop("request_id", "r-1"),
+        peer=fields.pop("peer", "ipv4:127.0.0.1:5000"),
+        caller=fields.pop("caller", "web"),
+    )
+    call.attempts.append(
+        MintAttempt(
+            org=fields.pop("org", "acme"),
+            email=fields.pop("email", "ada@example.com"),
+            external_id=fields.pop("external_id", ""),
+            status=fields.pop("status", "OK"),
+            reason=fields.pop("reason", None),
+            secret_version=3,
+        )
+    )
+    assert not fields, f"not a text field of AuditedCall or MintAttempt: {sorted(fields)}"
+    return call
 
 
 def key_file(tmp_path):

@@ -148,7 +148,8 @@ class Entries:
 
 
 def refresher_of(source: Entries, adopt=None, clock=lambda: 1000.0):
-    adopted, outcomes = [], []
+    adopted: list[KvEntry] = []
+    outcomes: list[Outcome] = []
 
     async def record(outcome: Outcome) -> None:
         outcomes.append(outcome)

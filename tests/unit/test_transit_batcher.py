@@ -6,11 +6,16 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
+from typing import TypeVar
 
+import hvac
 import pytest
 
 from service.errors import SignerUnavailableError
 from service.transit import _Batcher
+
+T = TypeVar("T")
 
 
 class RecordingVault:
@@ -33,8 +38,15 @@ class RecordingVault:
         return list(items)
 
 
+class NoVault:
+    """The Vault caller the batcher hands to `RecordingVault.send`, which never calls it."""
+
+    def call(self, operation: Callable[[hvac.Client], T]) -> T:
+        raise AssertionError("the batching rules are tested without Vault")
+
+
 def batcher(vault: RecordingVault, *, max_batch: int = 128, max_wait: float = 0.01, per_caller: int = 4):
-    return _Batcher([object()], vault.send, max_batch=max_batch, max_wait=max_wait, per_caller=per_caller)
+    return _Batcher([NoVault()], vault.send, max_batch=max_batch, max_wait=max_wait, per_caller=per_caller)
 
 
 async def closed(coalescer: _Batcher) -> None:
