@@ -20,6 +20,7 @@ import textwrap
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import grpc
 import hvac
@@ -37,7 +38,7 @@ from service.dev import free_loopback_port
 from service.errors import ConfigError, IdentityMissingError, SecretUnavailableError, abort_with_error
 from service.logs import configure_logging
 from tests.otlp import OtlpReceiver, ReceivedSpan
-from tests.support import new_secret
+from tests.support import new_secret, wait_until_async
 
 pytestmark = pytest.mark.integration
 
@@ -112,8 +113,17 @@ class Served:
     def __init__(self, instance: tracing.Tracing, behavior=mint) -> None:
         self.server = grpc.aio.server()
         spans = instance.server_spans("127.0.0.1", services={SERVICE})
+        traced = spans.wrap(behavior, SERVICE, "MintToken")
+        self.finished = 0
+
+        async def counted(request: pb.MintTokenRequest, context: grpc.aio.ServicerContext) -> pb.MintTokenResponse:
+            try:
+                return await traced(request, context)
+            finally:
+                self.finished += 1
+
         handler = grpc.unary_unary_rpc_method_handler(
-            spans.wrap(behavior, SERVICE, "MintToken"),
+            counted,
             request_deserializer=pb.MintTokenRequest.FromString,
             response_serializer=pb.MintTokenResponse.SerializeToString,
         )
@@ -126,6 +136,15 @@ class Served:
             request_serializer=pb.MintTokenRequest.SerializeToString,
             response_deserializer=pb.MintTokenResponse.FromString,
         )
+
+    async def mint(self, request: pb.MintTokenRequest, **kwargs: Any) -> pb.MintTokenResponse:
+        """One MintToken call, returned once the server has finished it too: the caller can have the answer
+        before the server's task has ended the call's span, and a tracing shut down then would drop it."""
+        before = self.finished
+        try:
+            return await self.call(request, **kwargs)
+        finally:
+            await wait_until_async(lambda: self.finished > before, timeout=5, message="the server ended the call")
 
 
 @pytest.fixture
@@ -153,7 +172,7 @@ async def call_with_client_span(one: Served, org: str = "acme") -> tuple[str, st
         metadata = (*carrier.items(), ("tracestate", TRACESTATE), ("authorization", f"Bearer {API_KEY}"))
         code = grpc.StatusCode.OK
         try:
-            await one.call(pb.MintTokenRequest(email=EMAIL, external_id=EXTERNAL_ID, org=org), metadata=metadata)
+            await one.mint(pb.MintTokenRequest(email=EMAIL, external_id=EXTERNAL_ID, org=org), metadata=metadata)
         except grpc.aio.AioRpcError as error:
             code = error.code()
     context = span.get_span_context()
@@ -378,7 +397,7 @@ async def test_a_call_the_caller_did_not_sample_records_nothing_not_even_its_vau
     configure_logging("INFO", logs)
     try:
         unsampled = f"00-{uuid.uuid4().hex}-{uuid.uuid4().hex[:16]}-00"
-        await one.call(pb.MintTokenRequest(email=EMAIL), metadata=(("traceparent", unsampled),))
+        await one.mint(pb.MintTokenRequest(email=EMAIL), metadata=(("traceparent", unsampled),))
     finally:
         root.handlers[:], root.level = handlers, level
     assert instance.shutdown(5)
@@ -397,7 +416,7 @@ async def test_a_ratio_sampler_keeps_its_ratio_of_calls(receiver, monkeypatch, s
 
     calls = 400
     for _ in range(calls):
-        await one.call(pb.MintTokenRequest(email=EMAIL))
+        await one.mint(pb.MintTokenRequest(email=EMAIL))
     assert instance.shutdown(5)
 
     kept = named(receiver.spans(), f"{SERVICE}/MintToken")
