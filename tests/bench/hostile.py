@@ -49,6 +49,7 @@ import h2.connection  # noqa: E402
 import h2.errors  # noqa: E402
 import h2.events  # noqa: E402
 import h2.exceptions  # noqa: E402
+import hpack  # noqa: E402
 from grpc_health.v1 import health_pb2  # noqa: E402
 from tokenservice.v1 import token_service_pb2 as pb  # noqa: E402
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc  # noqa: E402
@@ -349,6 +350,52 @@ async def rapid_reset(port: int, *, tls: bool, stats: FloodStats, until: float, 
             await asyncio.sleep(0.1)
         finally:
             peer.close()
+
+
+async def endless_header_block(port: int, *, tls: bool, until: float) -> int:
+    """A MintToken stream whose header block never ends: HEADERS without END_HEADERS, then CONTINUATION
+    frames of small valid headers until `until` (a monotonic time). HTTP/2 has no flow control for headers,
+    and the server must decode the whole block to keep its HPACK table in step. The bytes sent."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=_tls_context() if tls else None)
+    encoder = hpack.Encoder()
+    request = [
+        (":method", "POST"),
+        (":scheme", "https" if tls else "http"),
+        (":path", MINT_TOKEN),
+        (":authority", f"127.0.0.1:{port}"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+    writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(_SETTINGS, 0, b""))
+    writer.write(_frame(_HEADERS, 1, encoder.encode(request)))
+    continuation = _frame(_CONTINUATION, 1, encoder.encode([("x-pad", "v" * 100)]) * 100)
+    answers = asyncio.create_task(_discard(reader))
+    sent = 0
+    try:
+        while time.monotonic() < until and not answers.done():
+            writer.write(continuation)
+            await writer.drain()
+            sent += len(continuation)
+    except ConnectionError:
+        pass
+    finally:
+        answers.cancel()
+        writer.transport.abort()
+    return sent
+
+
+_HEADERS, _SETTINGS, _CONTINUATION = 0x1, 0x4, 0x9
+
+
+def _frame(frame_type: int, stream_id: int, payload: bytes) -> bytes:
+    """An HTTP/2 frame without flags: 24-bit length, type, flags, stream id, payload."""
+    return len(payload).to_bytes(3, "big") + bytes([frame_type, 0]) + stream_id.to_bytes(4, "big") + payload
+
+
+async def _discard(reader: asyncio.StreamReader) -> None:
+    with contextlib.suppress(ConnectionError, ssl.SSLError):
+        while await reader.read(65536):
+            pass
 
 
 # ------------------------------------------------------------------ the hostile peers, as a child process

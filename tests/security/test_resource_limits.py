@@ -21,7 +21,15 @@ from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from service.dev import OpenBaoDevServer
 from service.server import HEALTH_MAX_CONCURRENT_RPCS
-from tests.bench.hostile import HEADERS_ONLY, FloodStats, flood, half_sent, rapid_reset, watch_with_name
+from tests.bench.hostile import (
+    HEADERS_ONLY,
+    FloodStats,
+    endless_header_block,
+    flood,
+    half_sent,
+    rapid_reset,
+    watch_with_name,
+)
 from tests.secured import SecuredFiles, start_secured_service
 from tests.support import ServiceProcess, hs256_open, metric_value, refusal_of, rss_kib, wait_until, wait_until_async
 
@@ -174,6 +182,34 @@ def test_streams_cancelled_as_soon_as_opened_hold_no_memory_are_counted_and_call
 
 def _abandoned(service: ServiceProcess) -> float:
     return metric_value(_metrics(service), "tokenservice_unauthenticated_abandoned_total")
+
+
+def test_a_header_block_that_never_ends_holds_bounded_memory_and_callers_are_served(secured):
+    # The CONTINUATION flood: HEADERS without END_HEADERS, then 8 s of CONTINUATION frames (hundreds of
+    # MB). grpc-core answers the stream at once (over limits.max_metadata_bytes) and keeps decoding and
+    # discarding the block, as HTTP/2 requires; what it holds meanwhile levels off, at about 36 MiB for
+    # a connection on 2026-12-07 (the residual in docs/threat-model.md), and it never grows with the
+    # bytes sent. The API-key caller is served throughout.
+    service, files = secured
+    port, pid = service.listening["api_key_port"], service.process.pid
+    baseline = rss_kib(pid)
+    peaks: list[int] = []
+
+    async def flood_while_calling() -> tuple[int, list[float]]:
+        flood = asyncio.create_task(endless_header_block(port, tls=True, until=time.monotonic() + 8))
+        await asyncio.sleep(3)
+        peaks.append(rss_kib(pid))
+        latencies = await asyncio.to_thread(mint_latencies, service, files)
+        peaks.append(rss_kib(pid))
+        sent = await flood
+        peaks.append(rss_kib(pid))
+        return sent, latencies
+
+    sent, latencies = asyncio.run(flood_while_calling())
+    assert sent > 50_000_000 and len(latencies) == 20
+    assert max(peaks) - baseline < 64 * MIB, [peak - baseline for peak in peaks]
+    assert peaks[-1] - peaks[0] < 16 * MIB  # levelled off: the later bytes held nothing more
+    assert mint_latencies(service, files, count=3)
 
 
 def test_calls_beyond_the_process_limit_are_refused_until_one_ends(openbao, tmp_path):
