@@ -10,6 +10,7 @@ import dataclasses
 import math
 import os
 import re
+import stat
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -47,6 +48,8 @@ ENVIRONMENT_SETTINGS = {
 DEFAULT_ORG_NAME = "default"
 DEFAULT_SECRET_PATH = "kustomer/chat"
 DEFAULT_SECRET_FIELD = "secret"
+# More workers than this a core share the cores and add only memory; many more are a typo, and would fork them all.
+MAX_WORKERS_PER_CORE = 4
 # How an org's tokens are signed: with its secret read from KV, or by Vault Transit, which keeps it.
 KV_SIGNING = "kv"
 TRANSIT_SIGNING = "transit"
@@ -210,7 +213,7 @@ class Config:
     iat_backdate_seconds: int = 5
     batch_limit: int = 1000
     shutdown_grace_seconds: float = 10.0
-    workers: int = dataclasses.field(default_factory=lambda: len(os.sched_getaffinity(0)))
+    workers: int = dataclasses.field(default_factory=lambda: _cores())
     health_addr: str | None = None
     tls: TlsConfig | None = None
     auth: AuthConfig = AuthConfig()
@@ -245,12 +248,32 @@ def load_config(
     return _build(settings, os.environ if environ is None else environ)
 
 
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
+# Far more than any config; a larger "config" (/dev/zero, a log pasted by mistake) is read no further.
+MAX_CONFIG_BYTES = 1 << 20
+
+
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as config_file:
-            return tomllib.load(config_file)
+        # Without blocking, so that a FIFO is refused rather than waited on for a writer.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as config_file:
+            if not stat.S_ISREG(os.fstat(config_file.fileno()).st_mode):
+                raise ConfigError(f"config file {path}: not a regular file; pass a TOML file to --config")
+            data = config_file.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
         raise ConfigError(f"config file {path}: not found; pass an existing file to --config") from None
+    except OSError as error:
+        raise ConfigError(f"config file {path}: cannot be read ({error.strerror or error})") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES:,} bytes; is it the right file?")
+    try:
+        return tomllib.loads(data.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ConfigError(f"config file {path}: not UTF-8 text, as TOML must be") from None
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path}: not valid TOML ({error})") from None
 
@@ -336,15 +359,18 @@ class _Settings:
         default: float | None,
         *,
         minimum: float,
+        maximum: float = math.inf,
         integer: bool = False,
         above: bool = False,
         meaning: str = "",
     ) -> Any:
-        """A number >= minimum (> minimum if `above`); `meaning` says in the refusal what it counts."""
+        """A number >= minimum (> minimum if `above`) and <= maximum; `meaning` says in the refusal what it
+        counts."""
         found = self.raw(name)
         if found is None:
             return default
         expected = f"must be {'a whole number' if integer else 'a number'} {'above' if above else '>='} {minimum}"
+        expected += f" and <= {maximum}" if maximum != math.inf else ""
         expected += f" ({meaning})" if meaning else ""
         value = found[0]
         # A fraction is no whole number, though int() would cut it off.
@@ -354,7 +380,7 @@ class _Settings:
             number = int(value) if integer else float(value)
         except (TypeError, ValueError, OverflowError):
             raise self.refuse(name, expected) from None
-        if not math.isfinite(number) or (number <= minimum if above else number < minimum):
+        if not math.isfinite(number) or (number <= minimum if above else number < minimum) or number > maximum:
             raise self.refuse(name, expected)
         return number
 
@@ -440,7 +466,14 @@ def _build(layered: dict[str, tuple[Any, str]], environ: Mapping[str, str]) -> C
         ),
         batch_limit=settings.number("batch_limit", defaults.batch_limit, minimum=1, integer=True),
         shutdown_grace_seconds=settings.number("shutdown_grace_seconds", defaults.shutdown_grace_seconds, minimum=0),
-        workers=settings.number("workers", defaults.workers, minimum=1, integer=True),
+        workers=settings.number(
+            "workers",
+            defaults.workers,
+            minimum=1,
+            maximum=MAX_WORKERS_PER_CORE * _cores(),
+            integer=True,
+            meaning=f"worker processes; more than {MAX_WORKERS_PER_CORE} a core only add memory",
+        ),
         health_addr=_address(settings, "health_addr", None),
         tls=_build_tls(settings),
         auth=_build_auth(settings, orgs),
@@ -481,6 +514,12 @@ def _address(settings: _Settings, name: str, default: str | None) -> str | None:
         raise settings.refuse(name, f"must be host:port or [IPv6]:port: {error}") from None
 
 
+def _mount(settings: _Settings, name: str, default: str) -> str:
+    """The path of a Vault mount (KV, AppRole, Kubernetes auth), without slashes around it."""
+    expected = "must be the path of a Vault mount, such as 'secret': letters, digits, '_', '.', '-' between slashes"
+    return settings.string(name, default, pattern=_MOUNT_SETTING, expected=expected).strip("/")
+
+
 def _build_vault(settings: _Settings) -> VaultConfig:
     defaults = VaultConfig()
     addr = settings.string("vault.addr", defaults.addr)
@@ -489,15 +528,15 @@ def _build_vault(settings: _Settings) -> VaultConfig:
     auth = settings.choice("vault.auth", defaults.auth, AUTH_METHODS, f"must be one of {', '.join(AUTH_METHODS)}")
     vault = VaultConfig(
         addr=addr.rstrip("/"),
-        kv_mount=settings.string("vault.kv_mount", defaults.kv_mount).strip("/"),
+        kv_mount=_mount(settings, "vault.kv_mount", defaults.kv_mount),
         timeout_seconds=settings.number("vault.timeout_seconds", defaults.timeout_seconds, minimum=0.1),
         auth=auth,
         token=settings.string("vault.token", None),
         token_file=settings.string("vault.token_file", None),
-        approle_mount=settings.string("vault.approle_mount", defaults.approle_mount).strip("/"),
+        approle_mount=_mount(settings, "vault.approle_mount", defaults.approle_mount),
         role_id_file=settings.string("vault.role_id_file", None),
         secret_id_file=settings.string("vault.secret_id_file", None),
-        kubernetes_mount=settings.string("vault.kubernetes_mount", defaults.kubernetes_mount).strip("/"),
+        kubernetes_mount=_mount(settings, "vault.kubernetes_mount", defaults.kubernetes_mount),
         kubernetes_role=settings.string("vault.kubernetes_role", None),
         kubernetes_token_file=settings.string("vault.kubernetes_token_file", defaults.kubernetes_token_file),
     )
@@ -520,7 +559,7 @@ def _build_orgs(settings: _Settings) -> tuple[dict[str, OrgConfig], str]:
         "orgs", "must be a table of [orgs.<name>] sections, each with a path", ORG_NAME_PATTERN, _ORG_NAMES
     )
     default_org = settings.string("default_org", None)
-    secret_path = settings.string("secret_path", None)
+    secret_path = settings.string("secret_path", None, pattern=_KV_PATH, expected=_KV_PATH_EXPECTED)
     secret_field = settings.string("secret_field", None)
     if not tables:
         name = default_org or DEFAULT_ORG_NAME
@@ -546,10 +585,19 @@ def _build_orgs(settings: _Settings) -> tuple[dict[str, OrgConfig], str]:
     return orgs, default_org
 
 
-# A KV path is more than slashes, which are dropped around it.
-_KV_PATH = re.compile(r".*[^/].*", re.DOTALL)
+# A KV path: segments between single slashes (dropped around it), none of them "." or ".." (which the
+# HTTP client would resolve to another path) nor holding control characters or URL syntax.
+_KV_SEGMENT = r"(?!\.\.?(?:/|$))[^/\x00-\x1f\x7f?#%\\]+"
+_KV_PATH = re.compile(rf"/*{_KV_SEGMENT}(?:/{_KV_SEGMENT})*/*")
+_KV_PATH_EXPECTED = (
+    "must be a KV v2 path such as 'kustomer/chat': segments between single slashes, none '.' or '..', "
+    "without control characters, '?', '#', '%' or '\\'"
+)
 # A mount as Vault takes it, also with a slash before or after.
 _MOUNT_SETTING = re.compile(rf"/*(?:{MOUNT_PATTERN.pattern})/*")
+_MOUNT_EXPECTED = (
+    "must be the path of a Vault mount, such as 'secret' or 'auth/kubernetes': letters, digits, '_', '.', '-'"
+)
 # The keys of an [orgs.<name>] table, by signing mode.
 _ORG_KEYS = {KV_SIGNING: ("path", "field", "signing"), TRANSIT_SIGNING: ("signing", "transit_key", "transit_mount")}
 
@@ -564,7 +612,7 @@ def _build_org(name: str, table: _Settings) -> OrgConfig:
     _check_org_keys(table, signing)
     if signing == TRANSIT_SIGNING:
         return _build_transit_org(name, table)
-    path = table.string("path", None, pattern=_KV_PATH, expected="must be the KV v2 path of the org's secret")
+    path = table.string("path", None, pattern=_KV_PATH, expected=_KV_PATH_EXPECTED)
     if path is None:
         raise table.refuse("path", 'is required; set path = "<KV v2 path of the org\'s secret>"')
     return OrgConfig(name, path.strip("/"), table.string("field", DEFAULT_SECRET_FIELD))
@@ -705,7 +753,10 @@ def _build_auth(settings: _Settings, orgs: Mapping[str, OrgConfig]) -> AuthConfi
     auth = AuthConfig(
         callers=callers,
         insecure_no_caller_auth=insecure,
-        api_keys_path=(settings.string("auth.api_keys_path", None) or "").strip("/") or None,
+        api_keys_path=(
+            settings.string("auth.api_keys_path", None, pattern=_KV_PATH, expected=_KV_PATH_EXPECTED) or ""
+        ).strip("/")
+        or None,
         api_keys_max_staleness_seconds=settings.number(
             "auth.api_keys_max_staleness_seconds", AuthConfig.api_keys_max_staleness_seconds, minimum=0
         )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 
-from service.config import load_config
+from service.config import MAX_CONFIG_BYTES, load_config
 from service.errors import ConfigError
 
 TOKEN_ENV = {"VAULT_TOKEN": "t"}
@@ -79,6 +82,16 @@ def test_several_orgs_with_a_default(tmp_path):
         ("workers = inf\n", {}, "workers"),
         ("batch_limit = 0\n", {}, "batch_limit"),
         ("not toml [", {}, "not valid TOML"),
+        # Hostile values pasted into flags: another Vault path by dot segments or URL syntax, a fork bomb.
+        ('[orgs.acme]\npath = "kustomer/../../sys/seal"\n', {}, "orgs.acme.path"),
+        ("", {"TOKENSERVICE_SECRET_PATH": "../../sys/seal"}, "TOKENSERVICE_SECRET_PATH"),
+        ("", {"TOKENSERVICE_SECRET_PATH": "kustomer/chat?version=1"}, "TOKENSERVICE_SECRET_PATH"),
+        ("", {"TOKENSERVICE_SECRET_PATH": "kustomer/./chat"}, "TOKENSERVICE_SECRET_PATH"),
+        ("", {"TOKENSERVICE_SECRET_PATH": "kustomer/chat\r\nX-Injected: 1"}, "TOKENSERVICE_SECRET_PATH"),
+        ('[auth]\napi_keys_path = "a/%2e%2e/sys"\n', {}, "auth.api_keys_path"),
+        ("", {"TOKENSERVICE_KV_MOUNT": "../sys"}, "TOKENSERVICE_KV_MOUNT"),
+        ('[vault]\nkubernetes_mount = "kubernetes/../token"\n', {}, "vault.kubernetes_mount"),
+        ("workers = 100000\n", {}, "workers"),
     ],
 )
 def test_bad_settings_are_refused_by_name(tmp_path, text, env, named):
@@ -94,6 +107,24 @@ def test_token_auth_without_a_token_is_refused():
 def test_missing_config_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "absent.toml", TOKEN_ENV)
+
+
+def test_a_config_that_is_no_small_toml_file_is_refused_without_reading_it_all(tmp_path):
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)  # opened without a writer, it would block the start for ever
+    too_big = tmp_path / "big.toml"
+    too_big.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n")
+    not_text = tmp_path / "binary.toml"
+    not_text.write_bytes(b"\xff\xfe\x00")
+    for path, problem in (
+        (fifo, "not a regular file"),
+        (Path("/dev/zero"), "not a regular file"),
+        (tmp_path, "not a regular file|cannot be read"),
+        (too_big, "larger than 1,048,576 bytes"),
+        (not_text, "not UTF-8"),
+    ):
+        with pytest.raises(ConfigError, match=problem):
+            load_config(path, TOKEN_ENV)
 
 
 def test_kubernetes_auth_needs_a_role_and_reads_the_projected_token_path(tmp_path):
