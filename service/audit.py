@@ -69,6 +69,7 @@ from typing import NamedTuple
 
 from service.config import AUDIT_OFF, AUDIT_STDOUT, CALLER_RPCS, AuditConfig
 from service.errors import AuditUnavailableError, ConfigError
+from service.files import read_small_file
 from service.metrics import UNKNOWN_CALLER, Metrics
 from service.minting import Identity, identity_kind
 
@@ -594,8 +595,12 @@ def load_fingerprint_key(audit: AuditConfig, *, caller_auth: bool) -> bytes:
             )
         logger.warning("audit fingerprints use a random key of this process: they match only within this run")
         return secrets.token_bytes(FINGERPRINT_KEY_MIN_BYTES)
-    with open(audit.fingerprint_key_file, "rb") as key_file:
-        key = key_file.read().strip()
+    try:
+        key = read_small_file(audit.fingerprint_key_file).strip()
+    except OSError as error:
+        raise ConfigError(
+            f"setting audit.fingerprint_key_file: cannot read {audit.fingerprint_key_file} ({error.strerror})"
+        ) from None
     if len(key) < FINGERPRINT_KEY_MIN_BYTES:
         raise ConfigError(
             f"setting audit.fingerprint_key_file: the key is {len(key)} bytes; use at least "

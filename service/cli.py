@@ -38,6 +38,7 @@ from service.config import (
 )
 from service.dev import OpenBaoDevServer, find_bao, stop_process
 from service.errors import ConfigError, SecretRejectedError
+from service.files import read_small_stream, read_small_text
 from service.logs import configure_logging
 from service.minting import Identity
 from service.parent_death import tied_to_parent
@@ -502,7 +503,7 @@ def _flag_value(flag: str, value: str | None, path: str | None) -> str:
     if path is not None:
         text, where = _read_file(f"{flag}-file", path), f"{flag}-file {path}"
     elif value == "-":
-        text, where = sys.stdin.read(), flag
+        text, where = _read_stdin(flag), flag
     else:
         return value or ""
     if not text.strip():
@@ -512,10 +513,16 @@ def _flag_value(flag: str, value: str | None, path: str | None) -> str:
 
 def _read_file(flag: str, path: str) -> str:
     try:
-        with open(path) as opened:
-            return opened.read()
+        return read_small_text(path)
     except OSError as error:
         raise ConfigError(f"{flag} {path}: cannot read ({error.strerror})") from None
+
+
+def _read_stdin(flag: str) -> str:
+    try:
+        return read_small_stream(sys.stdin.buffer)
+    except OSError as error:
+        raise ConfigError(f"{flag} -: cannot read stdin ({error.strerror})") from None
 
 
 def _mint(args: argparse.Namespace) -> int:
@@ -584,8 +591,7 @@ def _api_key(args: argparse.Namespace) -> str | None:
     if not args.api_key_file:
         return os.environ.get("TOKENSERVICE_API_KEY") or None
     try:
-        with open(args.api_key_file) as key_file:
-            return key_file.read().strip() or None
+        return read_small_text(args.api_key_file).strip() or None
     except OSError as error:
         raise ConfigError(f"--api-key-file: cannot read {args.api_key_file}: {error.strerror}") from None
 

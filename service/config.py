@@ -10,7 +10,6 @@ import dataclasses
 import math
 import os
 import re
-import stat
 import tomllib
 from collections.abc import Collection, Mapping
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any, cast, overload
 
 from service.addresses import AddressError, parse_address
 from service.errors import ConfigError
+from service.files import read_small_text
 from service.minting import Identity
 from service.tracing import TracingConfig, parse_tracing_settings
 from service.transit import KEY_NAME_PATTERN, MOUNT_PATTERN, TransitSettings
@@ -253,27 +253,15 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0))
 
 
-# Far more than any config; a larger "config" (/dev/zero, a log pasted by mistake) is read no further.
-MAX_CONFIG_BYTES = 1 << 20
-
-
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        # Without blocking, so that a FIFO is refused rather than waited on for a writer.
-        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC), "rb") as config_file:
-            if not stat.S_ISREG(os.fstat(config_file.fileno()).st_mode):
-                raise ConfigError(f"config file {path}: not a regular file; pass a TOML file to --config")
-            data = config_file.read(MAX_CONFIG_BYTES + 1)
+        text = read_small_text(path)
     except FileNotFoundError:
         raise ConfigError(f"config file {path}: not found; pass an existing file to --config") from None
     except OSError as error:
-        raise ConfigError(f"config file {path}: cannot be read ({error.strerror or error})") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"config file {path}: larger than {MAX_CONFIG_BYTES:,} bytes; is it the right file?")
+        raise ConfigError(f"config file {path}: {error.strerror or error}; pass a TOML file to --config") from None
     try:
-        return tomllib.loads(data.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise ConfigError(f"config file {path}: not UTF-8 text, as TOML must be") from None
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise ConfigError(f"config file {path}: not valid TOML ({error})") from None
 

@@ -17,7 +17,6 @@ import dataclasses
 import ipaddress
 import urllib.parse
 from collections.abc import Mapping
-from pathlib import Path
 
 import hvac
 import hvac.exceptions
@@ -26,6 +25,7 @@ import requests.auth
 
 from service.config import ORG_NAME_PATTERN, Config, OrgConfig
 from service.errors import ConfigError, SecretRejectedError
+from service.files import read_small_text
 from service.secrets import SecretVersion, validate_secret
 from service.vault_auth import VaultSession
 
@@ -117,7 +117,7 @@ def read_api_key(api_key_file: str | None, environ: Mapping[str, str]) -> str:
     """The Kustomer API key, from a file or KUSTOMER_API_KEY (never from a flag)."""
     if api_key_file:
         try:
-            key = Path(api_key_file).read_text().strip()
+            key = read_small_text(api_key_file).strip()
         except OSError as error:
             raise ConfigError(f"--api-key-file {api_key_file}: {error.strerror}") from None
     else:

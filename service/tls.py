@@ -22,6 +22,7 @@ import grpc
 
 from service.config import TlsConfig
 from service.errors import ConfigError
+from service.files import read_small_file
 from service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
@@ -36,8 +37,7 @@ def _file_state(path: str) -> tuple[int, int, int]:
 
 
 def _read(path: str) -> bytes:
-    with open(path, "rb") as file:
-        return file.read()
+    return read_small_file(path)
 
 
 def certificate_fingerprint(chain_pem: bytes) -> str:

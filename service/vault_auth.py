@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
-from pathlib import Path
 from typing import Protocol, TypeVar
 
 import hvac
@@ -18,6 +17,7 @@ import hvac.exceptions
 
 from service.config import VaultConfig
 from service.errors import ConfigError, SecretSourceError
+from service.files import read_small_text
 from service.tracing import vault_http_session
 
 logger = logging.getLogger(__name__)
@@ -44,7 +44,7 @@ class VaultAuth(Protocol):
 
 def _read_credential(path: str, what: str) -> str:
     try:
-        value = Path(path).read_text().strip()
+        value = read_small_text(path).strip()
     except OSError as error:
         raise SecretSourceError(f"cannot read {what} from {path}: {error.strerror}") from None
     if not value:

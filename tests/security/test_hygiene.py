@@ -167,3 +167,18 @@ def test_fingerprint_takes_the_identity_from_stdin_or_a_file(tmp_path):
     )
     empty = run_cli("fingerprint", "--config", str(config), "--email", "-", stdin="\n")
     assert empty.returncode == 2 and "--email: empty" in empty.stderr
+
+
+def test_the_cli_refuses_endless_or_huge_input_by_name_without_reading_it_all(tmp_path):
+    # No server is needed: each is refused before any call (the address is never dialled).
+    fifo = tmp_path / "token.fifo"
+    os.mkfifo(fifo)
+    for args, stdin, problem in (
+        (("verify", "--token-file", "/dev/zero"), None, "--token-file /dev/zero: cannot read (not a regular file)"),
+        (("verify", "--token-file", str(fifo)), None, f"--token-file {fifo}: cannot read (not a regular file)"),
+        (("verify", "-"), "x" * (2 << 20), "--token -: cannot read stdin (larger than 1,048,576 bytes)"),
+        (("mint", "--email-file", "/dev/zero"), None, "--email-file /dev/zero: cannot read (not a regular file)"),
+    ):
+        refused = run_cli(*args, "--addr", "127.0.0.1:1", stdin=stdin)
+        assert (refused.returncode, problem in refused.stderr) == (2, True), refused.stderr
+        assert "Traceback" not in refused.stderr

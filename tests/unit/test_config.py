@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from service.config import MAX_CONFIG_BYTES, load_config
+from service.config import load_config
 from service.errors import ConfigError
+from service.files import MAX_SMALL_FILE_BYTES
 
 TOKEN_ENV = {"VAULT_TOKEN": "t"}
 # A refusal names the file a setting came from, between its name and what is wrong.
@@ -113,13 +114,13 @@ def test_a_config_that_is_no_small_toml_file_is_refused_without_reading_it_all(t
     fifo = tmp_path / "config.fifo"
     os.mkfifo(fifo)  # opened without a writer, it would block the start for ever
     too_big = tmp_path / "big.toml"
-    too_big.write_text("# " + "x" * MAX_CONFIG_BYTES + "\n")
+    too_big.write_text("# " + "x" * MAX_SMALL_FILE_BYTES + "\n")
     not_text = tmp_path / "binary.toml"
     not_text.write_bytes(b"\xff\xfe\x00")
     for path, problem in (
         (fifo, "not a regular file"),
         (Path("/dev/zero"), "not a regular file"),
-        (tmp_path, "not a regular file|cannot be read"),
+        (tmp_path, "Is a directory"),
         (too_big, "larger than 1,048,576 bytes"),
         (not_text, "not UTF-8"),
     ):
