@@ -35,7 +35,7 @@ from service.errors import (
     RpcNotAllowedError,
     UnauthenticatedError,
 )
-from service.grpc_types import ServicerContext, invocation_metadata
+from service.grpc_types import CallerSource, invocation_metadata
 from service.metrics import UNKNOWN_CALLER, Metrics
 from service.minting import Identity
 
@@ -221,7 +221,7 @@ class CallerAuthenticator:
         self._api_keys = api_keys
         self._anonymous = None if auth.enabled else Caller(UNKNOWN_CALLER, None, metrics)
 
-    def authenticate(self, context: ServicerContext) -> Caller:
+    def authenticate(self, context: CallerSource) -> Caller:
         """The caller of this RPC; raise UNAUTHENTICATED when it cannot be told, or PEER_RATE_LIMITED
         when the peer (or every peer together) has been refused too often."""
         if self._anonymous is not None:
@@ -233,7 +233,7 @@ class CallerAuthenticator:
             self._metrics.auth_failures_total.labels(reason=error.reason).inc()
             raise
 
-    def _caller_name(self, context: ServicerContext) -> str:
+    def _caller_name(self, context: CallerSource) -> str:
         certificate_identity, by_certificate = self._certificate_caller(context.auth_context())
         key = _bearer_key(invocation_metadata(context))
         by_key = None

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
-from collections.abc import Awaitable, Callable, Collection
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from typing import Any, Protocol, TypeAlias
 
 import grpc
@@ -22,6 +22,15 @@ class MetadataSource(Protocol):
     """What `invocation_metadata` reads of a context (a ServicerContext is one)."""
 
     def invocation_metadata(self) -> Metadata | None: ...
+
+
+class CallerSource(MetadataSource, Protocol):
+    """What caller authentication reads of a context (a ServicerContext is one): the peer's certificate
+    names, the call's metadata and the peer's address."""
+
+    def auth_context(self) -> Mapping[str, Iterable[bytes]]: ...
+
+    def peer(self) -> str: ...
 
 
 # The metadata of the call whose task this is, with its context. grpc runs each call in a task of its

@@ -21,7 +21,7 @@ import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
-from typing import Protocol, TypeVar
+from typing import Protocol, TypeVar, overload
 
 import grpc
 import hvac
@@ -60,6 +60,26 @@ def wait_until(
         _fail_after(deadline, timeout, message)
         time.sleep(interval)
     return value
+
+
+@overload
+async def wait_until_async(
+    predicate: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    message: str | Callable[[], str] = ...,
+) -> T: ...
+
+
+@overload
+async def wait_until_async(
+    predicate: Callable[[], T | None],
+    *,
+    timeout: float = ...,
+    interval: float = ...,
+    message: str | Callable[[], str] = ...,
+) -> T: ...
 
 
 async def wait_until_async(
@@ -140,6 +160,22 @@ def health_stub(channel: grpc.Channel) -> HealthCheckStub:
 def aio_health_stub(channel: grpc.aio.Channel) -> AioHealthCheckStub:
     """A health-check stub on a grpc.aio channel."""
     return health_pb2_grpc.HealthStub(channel)  # type: ignore[return-value]
+
+
+class ReflectionStub(Protocol):
+    """grpc_reflection's ServerReflectionStub on a grpc.Channel (see `reflection_stub`)."""
+
+    ServerReflectionInfo: grpc.StreamStreamMultiCallable[
+        reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
+    ]
+
+
+def reflection_stub(channel: grpc.Channel) -> ReflectionStub:
+    """A reflection stub on a synchronous channel.
+
+    types-grpcio-reflection types the generated stub's ServerReflectionInfo as `binascii.Incomplete`, an
+    exception class (see `aio_reflection_stub`)."""
+    return reflection_pb2_grpc.ServerReflectionStub(channel)  # type: ignore[return-value]
 
 
 class AioReflectionStub(Protocol):

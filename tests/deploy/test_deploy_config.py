@@ -66,10 +66,12 @@ def test_the_service_accepts_the_config(config_file, tmp_path):
     config = load_config(local, {})
     assert config.vault.auth == "kubernetes"
     assert config.grpc_addr.endswith(":50051") and config.metrics_addr.endswith(":9090")
-    assert config.health_addr.endswith(":50052") and config.tls.api_key_addr.endswith(":50053")
+    tls = config.tls
+    assert tls is not None and config.health_addr is not None and tls.api_key_addr is not None
+    assert config.health_addr.endswith(":50052") and tls.api_key_addr.endswith(":50053")
     # Caller authentication on, mTLS on grpc_addr, API keys from Vault, an audit trail keyed by a file.
     assert config.auth.enabled and not config.auth.insecure_no_caller_auth
-    assert config.tls.client_ca_file and config.auth.api_keys_path
+    assert tls.client_ca_file and config.auth.api_keys_path
     assert config.audit.output == "stdout" and config.audit.fingerprint_key_file == str(files.fingerprint_key_file)
     certificate_caller, api_key_caller = example_callers(tomllib.loads(text))
     for caller in (config.auth.callers[certificate_caller.name], config.auth.callers[api_key_caller.name]):

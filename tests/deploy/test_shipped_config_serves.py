@@ -21,10 +21,10 @@ import urllib.request
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 
 from tests.deploy.shipped import api_key_channel, claimed, identity_for, mint, mtls_channel, prepare, start
-from tests.support import hs256_open, metric_value
+from tests.support import health_stub, hs256_open, metric_value
 
 pytestmark = pytest.mark.integration
 
@@ -40,7 +40,7 @@ def test_overlay_config_serves_tokens_to_its_callers(overlay, openbao, vault_kub
 
         # The kubelet's probes: plaintext gRPC health on health_addr, the services the Deployment asks for.
         with grpc.insecure_channel(service.health_target) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = health_stub(channel)
             for name in ("", "tokenservice.v1.TokenService", "liveness"):
                 status = health.Check(health_pb2.HealthCheckRequest(service=name), timeout=5).status
                 assert status == health_pb2.HealthCheckResponse.SERVING, name

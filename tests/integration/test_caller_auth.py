@@ -17,7 +17,7 @@ from pathlib import Path
 import grpc
 import pytest
 from google.rpc import code_pb2
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 from prometheus_client import generate_latest
 from tokenservice.v1 import token_service_pb2 as pb
@@ -33,7 +33,7 @@ from service.server import TokenServer
 from service.vault_auth import session_from_config
 from tests.certificates import CertificateAuthority, Issued
 from tests.secured import ALL_RPCS, CERTIFICATE_CALLER_SPIFFE_ID, Caller, write_secured_config
-from tests.support import aio_reflection_stub, hs256_open, metric_value, refusal_of
+from tests.support import aio_health_stub, aio_reflection_stub, hs256_open, metric_value, refusal_of
 
 pytestmark = pytest.mark.integration
 
@@ -359,6 +359,7 @@ async def test_a_caller_over_its_rate_is_held_back_and_another_is_not(secured):
         for n in range(3):  # the burst
             await mint(reports, f"rate-{n}", external_id="c-1")
         code, reason, retry_delay = await refused(mint(reports, "rate-over", external_id="c-1"))
+        assert retry_delay is not None, (code, reason)
         for n in range(20):
             await mint(backfill, f"unaffected-{n}", external_id="c-1")
         await asyncio.sleep(retry_delay)
@@ -391,10 +392,10 @@ async def test_a_batch_larger_than_the_burst_is_refused_as_too_large(secured):
 
 async def test_health_and_reflection_need_no_credentials_by_default(secured):
     async with secured.key_channel(None) as channel:
-        health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        health = await aio_health_stub(channel).Check(health_pb2.HealthCheckRequest(), timeout=5)
         services = await list_services(channel)
     async with grpc.aio.insecure_channel(f"127.0.0.1:{secured.server.health_port}") as plain:
-        probe = await health_pb2_grpc.HealthStub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
+        probe = await aio_health_stub(plain).Check(health_pb2.HealthCheckRequest(), timeout=5)
         with pytest.raises(grpc.aio.AioRpcError) as raised:
             await pb_grpc.TokenServiceStub(plain).MintToken(pb.MintTokenRequest(email="a@example.com"), timeout=5)
     assert health.status == probe.status == health_pb2.HealthCheckResponse.SERVING
@@ -413,19 +414,18 @@ async def test_health_and_reflection_can_require_credentials(openbao, tmp_path):
     running = await start_secured(openbao, tmp_path, public_health=False)
     try:
         async with running.key_channel(None) as anonymous:
-            health = await refused(
-                health_pb2_grpc.HealthStub(anonymous).Check(health_pb2.HealthCheckRequest(), timeout=5)
-            )
+            health = await refused(aio_health_stub(anonymous).Check(health_pb2.HealthCheckRequest(), timeout=5))
             with pytest.raises(grpc.aio.AioRpcError) as reflection_refused:
                 await list_services(anonymous)
             with pytest.raises(grpc.aio.AioRpcError) as watch_refused:
-                async for _ in health_pb2_grpc.HealthStub(anonymous).Watch(health_pb2.HealthCheckRequest(), timeout=5):
+                async for _ in aio_health_stub(anonymous).Watch(health_pb2.HealthCheckRequest(), timeout=5):
                     pass
         async with running.key_channel(running.keys["reports"]) as known:
-            allowed = await health_pb2_grpc.HealthStub(known).Check(health_pb2.HealthCheckRequest(), timeout=5)
+            allowed = await aio_health_stub(known).Check(health_pb2.HealthCheckRequest(), timeout=5)
             services = await list_services(known)
-            watch = health_pb2_grpc.HealthStub(known).Watch(health_pb2.HealthCheckRequest(), timeout=5)
+            watch = aio_health_stub(known).Watch(health_pb2.HealthCheckRequest(), timeout=5)
             watched = await watch.read()
+            assert isinstance(watched, health_pb2.HealthCheckResponse), watched  # not grpc.aio.EOF
             watch.cancel()
     finally:
         await running.server.stop(grace=1)

@@ -170,6 +170,7 @@ def test_dev_runs_openbao_and_the_service_and_stops_both_on_ctrl_c():
         stderr=subprocess.PIPE,
         text=True,
     )
+    assert dev.stderr is not None  # stderr=PIPE
     try:
         banner = ""
         while "Ctrl-C stops" not in banner:  # the service's log lines come first, on the same stderr

@@ -413,7 +413,7 @@ def test_vault_unavailable_fails_fast_with_signer_unavailable_and_heals_without_
         with pytest.raises(grpc.RpcError) as missing:
             mint(service, "acme")
         assert refusal_of(missing.value)[:2] == (grpc.StatusCode.UNAVAILABLE, "SIGNER_UNAVAILABLE")
-        assert "tokenservice secret sync --org acme" in missing.value.details()
+        assert "tokenservice secret sync --org acme" in (missing.value.details() or "")
         import_secret(
             bao.client(bao.token_with(OPERATOR_POLICY)), "transit", key, secret.encode(), org="acme", dry_run=False
         )
@@ -498,15 +498,20 @@ async def test_the_transit_connection_trusts_exactly_what_hvac_trusts(tls_bao, m
     path = f"/v1/transit/hmac/{key}/sha2-256"
 
     trusted = VaultHttp.like(client)
+    assert trusted is not None  # None only when requests would use a proxy
     answer = await trusted.post(path, body, root, timeout=5)
+    assert isinstance(answer, dict)
     assert len(answer["data"]["batch_results"]) == 100
     await trusted.close()
     monkeypatch.setenv("REQUESTS_CA_BUNDLE", str(ca))  # requests' own variable, as deploy/README.md documents
     from_environment = VaultHttp.like(hvac.Client(url=addr, token=root))
-    assert (await from_environment.post(path, body, root, timeout=5))["data"] == answer["data"]
+    assert from_environment is not None
+    answered_again = await from_environment.post(path, body, root, timeout=5)
+    assert isinstance(answered_again, dict) and answered_again["data"] == answer["data"]
     await from_environment.close()
     monkeypatch.delenv("REQUESTS_CA_BUNDLE")
     untrusted = VaultHttp.like(hvac.Client(url=addr, token=root))
+    assert untrusted is not None
     with pytest.raises(requests.ConnectionError):
         await untrusted.post(path, body, root, timeout=5)
     with pytest.raises(requests.exceptions.SSLError):

@@ -22,12 +22,12 @@ import urllib.request
 from collections import defaultdict
 
 import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1 import health_pb2
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from tests.secured import start_secured_service
-from tests.support import metric_value, refusal_of, wait_until
+from tests.support import health_stub, metric_value, refusal_of, wait_until
 
 BATCH = 1000
 # The service's default bounded wait for an audit write is 0.5 s; this allows for a loaded machine.
@@ -106,7 +106,7 @@ def test_a_stalled_audit_output_fails_mints_closed_and_stalls_nothing_else(openb
             assert [outcome for outcome, _ in stalled] == ["AUDIT_UNAVAILABLE"] * 3
 
             # Meanwhile everything that writes no audit record answers at once, and a refusal answers too.
-            health, took = timed(health_pb2_grpc.HealthStub(probe).Check, health_pb2.HealthCheckRequest(), timeout=5)
+            health, took = timed(health_stub(probe).Check, health_pb2.HealthCheckRequest(), timeout=5)
             assert (health, took < 1.0) == ("OK", True)
             verify, took = timed(stub.VerifyToken, pb.VerifyTokenRequest(token="a.b.c"), timeout=5)
             assert (verify, took < 1.0) == ("OK", True)

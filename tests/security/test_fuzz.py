@@ -26,6 +26,7 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from google.protobuf.message import Message
 from google.rpc import status_pb2
 from grpc_health.v1 import health_pb2
 from hypothesis import HealthCheck, event, given, settings
@@ -403,7 +404,7 @@ raw_requests = st.one_of(
         lambda entries: b"".join(b"\x0a" + varint(len(entry)) + entry for entry in entries)
     ),
 )
-RESPONSES = {
+RESPONSES: dict[str, type[Message]] = {
     "MintToken": pb.MintTokenResponse,
     "MintTokens": pb.MintTokensResponse,
     "VerifyToken": pb.VerifyTokenResponse,

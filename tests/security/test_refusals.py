@@ -143,7 +143,8 @@ def test_refusals_before_authentication_are_limited_per_peer_address(openbao, tm
     service, files = start_secured_service(openbao, tmp_path)
     try:
         channels = [api_key_channel(service, files, None) for _ in range(3)]
-        outcomes, started = [], time.monotonic()
+        outcomes: list[tuple[str, float | None]] = []
+        started = time.monotonic()
         for n in range(60):  # round robin over three connections: three source ports, one address
             try:
                 pb_grpc.TokenServiceStub(channels[n % 3]).MintToken(
@@ -168,7 +169,7 @@ def test_refusals_before_authentication_are_limited_per_peer_address(openbao, tm
     assert refused + limited == 60
     # The default bucket: 20 at once, then 10 a second.
     assert 20 <= refused <= 20 + 10 * elapsed + 1 and limited >= 20
-    assert all(0 < delay <= 0.11 for reason, delay in outcomes if reason == "PEER_RATE_LIMITED")
+    assert all(delay is not None and 0 < delay <= 0.11 for reason, delay in outcomes if reason == "PEER_RATE_LIMITED")
     assert metric_value(metrics, "tokenservice_peer_rate_limited_total", scope="peer") == limited
     # Only the refusals within the limit are audited one by one; those over it are in a summary.
     flood = [r for r in individual if r["request_id"] and r["request_id"].startswith("peer-")]

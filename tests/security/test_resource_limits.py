@@ -14,8 +14,8 @@ from pathlib import Path
 
 import grpc
 import pytest
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
@@ -31,7 +31,17 @@ from tests.bench.hostile import (
     watch_with_name,
 )
 from tests.secured import SecuredFiles, start_secured_service
-from tests.support import ServiceProcess, hs256_open, metric_value, refusal_of, rss_kib, wait_until, wait_until_async
+from tests.support import (
+    ServiceProcess,
+    health_stub,
+    hs256_open,
+    metric_value,
+    reflection_stub,
+    refusal_of,
+    rss_kib,
+    wait_until,
+    wait_until_async,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -219,14 +229,12 @@ def test_calls_beyond_the_process_limit_are_refused_until_one_ends(openbao, tmp_
     service, files = start(openbao, tmp_path, max_concurrent_rpcs=3)
     try:
         with api_key_channel(service, files, files.api_key) as channel:
-            health = health_pb2_grpc.HealthStub(channel)
+            health = health_stub(channel)
             watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(2)]
             for watch in watches:
                 assert next(watch).status == health_pb2.HealthCheckResponse.SERVING
             ended = threading.Event()
-            reflection = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
-                _held_open(ended), timeout=30
-            )
+            reflection = reflection_stub(channel).ServerReflectionInfo(_held_open(ended), timeout=30)
             assert next(reflection).list_services_response.service
             stub = pb_grpc.TokenServiceStub(channel)
             with pytest.raises(grpc.RpcError) as refused:
@@ -246,7 +254,7 @@ def test_calls_beyond_the_process_limit_are_refused_until_one_ends(openbao, tmp_
 def test_the_health_port_refuses_watches_beyond_its_own_limit_with_the_reason(secured):
     service, _files = secured
     with grpc.insecure_channel(f"127.0.0.1:{service.listening['health_port']}") as channel:
-        health = health_pb2_grpc.HealthStub(channel)
+        health = health_stub(channel)
         watches = [health.Watch(health_pb2.HealthCheckRequest(), timeout=30) for _ in range(HEALTH_MAX_CONCURRENT_RPCS)]
         try:
             for watch in watches:
@@ -258,7 +266,7 @@ def test_the_health_port_refuses_watches_beyond_its_own_limit_with_the_reason(se
                 grpc.insecure_channel(f"127.0.0.1:{service.listening['health_port']}", options=own) as other,
                 pytest.raises(grpc.RpcError) as refused,
             ):
-                health_pb2_grpc.HealthStub(other).Check(health_pb2.HealthCheckRequest(), timeout=5)
+                health_stub(other).Check(health_pb2.HealthCheckRequest(), timeout=5)
             code, reason, _ = refusal_of(refused.value)
             assert (code, reason) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "SERVER_BUSY")
             assert "the health port's own limit" in (refused.value.details() or "")
@@ -343,7 +351,8 @@ def test_a_refused_call_without_credentials_says_why_and_what_to_do(openbao, tmp
         service.terminate()
     code, reason, retry_delay = refusal_of(refused)
     assert (code, reason, retry_delay) == (grpc.StatusCode.RESOURCE_EXHAUSTED, "PEER_RATE_LIMITED", 1.0)
-    assert "limits.max_unauthenticated_calls" in refused.details() and "credentials" in refused.details()
+    details = refused.details() or ""
+    assert "limits.max_unauthenticated_calls" in details and "credentials" in details
 
 
 def test_connections_are_closed_at_their_maximum_age_and_callers_reconnect(openbao, tmp_path):

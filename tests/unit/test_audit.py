@@ -332,7 +332,7 @@ async def test_a_socket_output_that_takes_nothing_fails_mints_closed_and_recover
     ours, theirs = socket.socketpair()
     log = AuditLog(os.dup(ours.fileno()), KEY, max_wait=0.1)
     ours.close()
-    outcomes = []
+    outcomes: list[str] = []
     while "AUDIT_UNAVAILABLE" not in outcomes and len(outcomes) < 100:  # until the socket buffers are full
         started = time.monotonic()
         try:

@@ -167,11 +167,15 @@ def test_callers_are_read_with_their_policies_and_defaults(tmp_path):
     config = load_config(callers_config(tmp_path), TOKEN_ENV)
     web, batch = config.auth.callers["web"], config.auth.callers["batch"]
     assert config.auth.enabled and config.auth.api_keys_path == "tokenservice/api-keys" and config.auth.public_health
-    assert (web.orgs, web.identities, web.rpcs) == ({"default"}, {"email", "external_id"}, {"MintToken"})
+    assert (web.orgs, web.identities, web.rpcs) == (
+        frozenset({"default"}),
+        frozenset({"email", "external_id"}),
+        frozenset({"MintToken"}),
+    )
     assert (web.rate_per_second, web.burst, web.spiffe_id) == (100, 200, "spiffe://corp.example/ns/web/sa/web")
     assert (batch.identities, batch.rpcs, batch.rate_per_second, batch.burst) == (
-        {"external_id"},
-        {"MintToken", "MintTokens"},
+        frozenset({"external_id"}),
+        frozenset({"MintToken", "MintTokens"}),
         5.5,
         50,
     )
