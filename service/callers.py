@@ -158,8 +158,9 @@ def peer_address(peer: str) -> str:
 
 
 class RefusalLimiter:
-    """Token buckets for calls refused before authentication: one per peer address, in a bounded
-    LRU so that address churn cannot grow it, and one for all peers together."""
+    """Token buckets for calls refused before authentication, and for the requests of streams served
+    without credentials (public reflection): one per peer address, in a bounded LRU so that address
+    churn cannot grow it, and one for all peers together."""
 
     def __init__(
         self,
@@ -176,7 +177,8 @@ class RefusalLimiter:
         self._total = TokenBucket(auth.unauthenticated_rate_total, auth.unauthenticated_burst_total, clock)
 
     def check(self, peer: str) -> None:
-        """Charge one refusal to `peer`; raise PEER_RATE_LIMITED, with the delay, when it or all peers are over."""
+        """Charge one refusal (or one request without credentials) to `peer`; raise PEER_RATE_LIMITED, with
+        the delay, when it or all peers are over."""
         retry_after = self._peer_bucket(peer_address(peer)).take(1)
         scope = "peer"
         if not retry_after:
@@ -185,8 +187,9 @@ class RefusalLimiter:
             self._metrics.peer_rate_limited_total.labels(scope=scope).inc()
             whom = "this address" if scope == "peer" else "all addresses together"
             raise PeerRateLimitedError(
-                f"too many calls without valid credentials from {whom}; send credentials (an API key or a "
-                f"client certificate of a configured caller), or retry after {retry_after:.3f} s",
+                f"too many calls (or requests on a stream) without valid credentials from {whom}; send "
+                f"credentials (an API key or a client certificate of a configured caller), or retry after "
+                f"{retry_after:.3f} s",
                 retry_after=retry_after,
             )
 
@@ -214,7 +217,7 @@ class CallerAuthenticator:
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._metrics = metrics
-        self._refusals = RefusalLimiter(auth, metrics, clock)
+        self.refusals = RefusalLimiter(auth, metrics, clock)
         self._callers = {name: Caller(name, policy, metrics, clock) for name, policy in auth.callers.items()}
         self._by_spiffe_id = {p.spiffe_id: name for name, p in auth.callers.items() if p.spiffe_id}
         self._by_dns_name = {p.dns_name: name for name, p in auth.callers.items() if p.dns_name}
@@ -229,7 +232,7 @@ class CallerAuthenticator:
         try:
             return self._callers[self._caller_name(context)]
         except UnauthenticatedError as error:
-            self._refusals.check(context.peer() or "")
+            self.refusals.check(context.peer() or "")
             self._metrics.auth_failures_total.labels(reason=error.reason).inc()
             raise
 

@@ -19,7 +19,7 @@ from typing import Any, TypeAlias, cast
 import grpc
 
 from service.api_keys import ApiKeyStore
-from service.callers import CallerAuthenticator
+from service.callers import CallerAuthenticator, RefusalLimiter
 from service.errors import (
     STATUS_DETAILS_KEY,
     PeerRateLimitedError,
@@ -314,8 +314,19 @@ class UnauthenticatedLimit:
     (or is refused at once) and keeps it until it ends. Callers see no
     difference: unary and client-streaming requests are the same on the wire."""
 
-    def __init__(self, credentials: KnownCredentials, metrics: Metrics, *, max_calls: int, read_timeout: float) -> None:
+    def __init__(
+        self,
+        credentials: KnownCredentials,
+        metrics: Metrics,
+        refusals: RefusalLimiter,
+        *,
+        max_calls: int,
+        read_timeout: float,
+    ) -> None:
+        """`refusals` is charged every request of a stream without credentials: a public reflection stream
+        answers as many requests as it is sent, each costing the service about half a millisecond."""
         self.credentials = credentials
+        self._refusals = refusals
         self._has_credentials = credentials.of_call
         self._max_calls = max_calls
         self._read_timeout = read_timeout
@@ -419,6 +430,10 @@ class UnauthenticatedLimit:
             except TimeoutError:
                 self._slow_total.inc()
                 await self._slow.send(context)
+            try:
+                self._refusals.check(context.peer() or "")
+            except PeerRateLimitedError as error:
+                await abort_with_error(context, error)
             yield request
 
 

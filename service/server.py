@@ -197,6 +197,7 @@ class TokenServer:
             self.unauthenticated = UnauthenticatedLimit(
                 KnownCredentials(self.api_keys),
                 self.metrics,
+                authenticator.refusals,
                 max_calls=config.limits.max_unauthenticated_calls,
                 read_timeout=config.limits.unauthenticated_read_timeout_seconds,
             )

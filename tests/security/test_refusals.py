@@ -18,11 +18,12 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from grpc_reflection.v1alpha import reflection_pb2
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
 from tests.secured import Caller, SecuredFiles, start_secured_service
-from tests.support import ServiceProcess, metric_value, refusal_of
+from tests.support import ServiceProcess, metric_value, reflection_stub, refusal_of
 
 BATCHER_DNS_NAME = "batcher.internal.example"
 # A certificate caller that may call MintTokens only, with a small bucket of its own.
@@ -137,6 +138,39 @@ def test_an_empty_batch_costs_a_rate_token(secured):
 def metrics_text(service: ServiceProcess) -> str:
     with urllib.request.urlopen(service.metrics_url, timeout=5) as response:
         return response.read().decode()
+
+
+def test_a_public_reflection_stream_without_credentials_is_limited_per_peer_address(openbao, tmp_path):
+    # With health and reflection public (the default), one reflection stream answers as many requests as
+    # it is sent, each about half a millisecond of the service's CPU: 20,000 took a core for 9.4 s. Each
+    # request is now charged to the peer's bucket, as a refusal is; a caller with credentials is not.
+    service, files = start_secured_service(openbao, tmp_path)
+    try:
+        with api_key_channel(service, files, None) as anonymous:
+            answered, refusal = reflect(anonymous, 1000)
+        assert 20 <= answered <= 25  # the default burst of 20, and 10 a second for as long as it ran
+        assert refusal is not None and refusal[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "PEER_RATE_LIMITED")
+        assert refusal[2] is not None and refusal[2] > 0
+        with api_key_channel(service, files, files.api_key) as known:
+            assert reflect(known, 200) == (200, None)
+        assert metric_value(metrics_text(service), "tokenservice_peer_rate_limited_total", scope="peer") == 1
+    finally:
+        assert service.terminate() == 0
+
+
+def reflect(channel: grpc.Channel, count: int) -> tuple[int, tuple[grpc.StatusCode, str, float | None] | None]:
+    """How many of `count` reflection requests on one stream were answered, and the refusal that ended it."""
+    requests = (
+        reflection_pb2.ServerReflectionRequest(file_containing_symbol="tokenservice.v1.TokenService")
+        for _ in range(count)
+    )
+    answered = 0
+    try:
+        for _ in reflection_stub(channel).ServerReflectionInfo(requests, timeout=10):
+            answered += 1
+    except grpc.RpcError as error:
+        return answered, refusal_of(error)
+    return answered, None
 
 
 def test_refusals_before_authentication_are_limited_per_peer_address(openbao, tmp_path):
