@@ -20,14 +20,15 @@ import threading
 import time
 import urllib.request
 from collections import defaultdict
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2
 from tokenservice.v1 import token_service_pb2 as pb
 from tokenservice.v1 import token_service_pb2_grpc as pb_grpc
 
-from tests.secured import start_secured_service
-from tests.support import health_stub, metric_value, refusal_of, wait_until
+from tests.secured import OpenBao, SecuredFiles, start_secured_service
+from tests.support import ServiceProcess, health_stub, metric_value, refusal_of, wait_until
 
 BATCH = 1000
 # The service's default bounded wait for an audit write is 0.5 s; this allows for a loaded machine.
@@ -69,21 +70,34 @@ def timed(call, *args, **kwargs) -> tuple[str, float]:
     return outcome, time.monotonic() - started
 
 
-def test_a_stalled_audit_output_fails_mints_closed_and_stalls_nothing_else(openbao, tmp_path):
-    reader = FifoReader(tmp_path / "audit.fifo")
-    # The smallest buffer: the first batch's records fill it, so the next calls' find no room at all.
+def start_with_unread_audit(
+    openbao: OpenBao, directory: Path, **audit: float
+) -> tuple[FifoReader, ServiceProcess, SecuredFiles]:
+    """The secured service writing its audit trail into a FIFO that nobody reads yet, with the smallest
+    buffer (the first batch's records fill it, so the next calls' find no room at all) and these other
+    [audit] settings; callers are not rate limited."""
+    reader = FifoReader(directory / "audit.fifo")
     service, files = start_secured_service(
         openbao,
-        tmp_path,
+        directory,
         rate_per_second=100000,
-        settings={"audit": {"max_queued_bytes": 65536}},
-        env={"TOKENSERVICE_AUDIT_OUTPUT": str(tmp_path / "audit.fifo")},
+        settings={"audit": {"max_queued_bytes": 65536, **audit}},
+        env={"TOKENSERVICE_AUDIT_OUTPUT": str(directory / "audit.fifo")},
     )
+    return reader, service, files
+
+
+def api_key_credentials(files: SecuredFiles) -> grpc.ChannelCredentials:
+    return grpc.composite_channel_credentials(
+        grpc.ssl_channel_credentials(files.ca.cert_pem), grpc.access_token_call_credentials(files.api_key)
+    )
+
+
+def test_a_stalled_audit_output_fails_mints_closed_and_stalls_nothing_else(openbao, tmp_path):
+    reader, service, files = start_with_unread_audit(openbao, tmp_path)
     calls: dict[str, tuple[str, int]] = {}  # request id -> (outcome, entries)
     try:
-        credentials = grpc.composite_channel_credentials(
-            grpc.ssl_channel_credentials(files.ca.cert_pem), grpc.access_token_call_credentials(files.api_key)
-        )
+        credentials = api_key_credentials(files)
         key_port = f"127.0.0.1:{service.listening['api_key_port']}"
         with (
             grpc.secure_channel(key_port, credentials) as keyed,
@@ -154,19 +168,9 @@ def test_mints_cut_off_while_their_records_wait_are_counted_by_why_never_as_unkn
     # A mint that waits for the audit trail (here up to 30 s) ends when its caller's deadline passes or
     # the caller cancels it. grpc cancels the call's task then; the metrics used to count both as UNKNOWN,
     # a code the service never answers, and one the error-ratio alert counts as a server-side failure.
-    reader = FifoReader(tmp_path / "audit.fifo")
-    service, files = start_secured_service(
-        openbao,
-        tmp_path,
-        rate_per_second=100000,
-        settings={"audit": {"max_queued_bytes": 65536, "max_wait_seconds": 30}},
-        env={"TOKENSERVICE_AUDIT_OUTPUT": str(tmp_path / "audit.fifo")},
-    )
+    reader, service, files = start_with_unread_audit(openbao, tmp_path, max_wait_seconds=30)
     try:
-        credentials = grpc.composite_channel_credentials(
-            grpc.ssl_channel_credentials(files.ca.cert_pem), grpc.access_token_call_credentials(files.api_key)
-        )
-        with grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", credentials) as keyed:
+        with grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", api_key_credentials(files)) as keyed:
             stub = pb_grpc.TokenServiceStub(keyed)
             batch = pb.MintTokensRequest(requests=[pb.MintTokenRequest(external_id=f"c-{n}") for n in range(BATCH)])
             outcome, took = timed(stub.MintTokens, batch, timeout=1)  # its records overfill the unread pipe
