@@ -50,6 +50,13 @@ DEFAULT_SECRET_PATH = "kustomer/chat"
 DEFAULT_SECRET_FIELD = "secret"
 # More workers than this a core share the cores and add only memory; many more are a typo, and would fork them all.
 MAX_WORKERS_PER_CORE = 4
+
+
+def _cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0))
+
+
 # How an org's tokens are signed: with its secret read from KV, or by Vault Transit, which keeps it.
 KV_SIGNING = "kv"
 TRANSIT_SIGNING = "transit"
@@ -213,7 +220,7 @@ class Config:
     iat_backdate_seconds: int = 5
     batch_limit: int = 1000
     shutdown_grace_seconds: float = 10.0
-    workers: int = dataclasses.field(default_factory=lambda: _cores())
+    workers: int = dataclasses.field(default_factory=_cores)
     health_addr: str | None = None
     tls: TlsConfig | None = None
     auth: AuthConfig = AuthConfig()
@@ -246,11 +253,6 @@ def load_config(
         if value is not None:
             settings[name] = (value, "command line")
     return _build(settings, os.environ if environ is None else environ)
-
-
-def _cores() -> int:
-    """The cores this process may run on."""
-    return len(os.sched_getaffinity(0))
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -583,9 +585,6 @@ _KV_PATH_EXPECTED = (
 )
 # A mount as Vault takes it, also with a slash before or after.
 _MOUNT_SETTING = re.compile(rf"/*(?:{MOUNT_PATTERN.pattern})/*")
-_MOUNT_EXPECTED = (
-    "must be the path of a Vault mount, such as 'secret' or 'auth/kubernetes': letters, digits, '_', '.', '-'"
-)
 # The keys of an [orgs.<name>] table, by signing mode.
 _ORG_KEYS = {KV_SIGNING: ("path", "field", "signing"), TRANSIT_SIGNING: ("signing", "transit_key", "transit_mount")}
 
