@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TypedDict, Unpack
 
+import grpc
+
 from service.api_keys import hash_api_key, new_api_key
 from service.dev import OpenBaoDevServer
 from tests.certificates import CertificateAuthority, Issued
@@ -86,6 +88,13 @@ class SecuredFiles:
     def api_key(self) -> str:
         """The first key of the first API-key caller (the reports job by default)."""
         return next(iter(self.api_keys.values()))[0]
+
+    def api_key_credentials(self, key: str | None) -> grpc.ChannelCredentials:
+        """Server-only TLS to the API-key port, with `key` as the API key on every call (None: no credentials)."""
+        credentials = grpc.ssl_channel_credentials(self.ca.cert_pem)
+        if key is not None:
+            credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(key))
+        return credentials
 
     def client_env(self, service: ServiceProcess) -> dict[str, str]:
         """The client examples' environment for mTLS on grpc_addr with the checkout certificate."""

@@ -140,6 +140,18 @@ def _tls_context() -> ssl.SSLContext:
     return context
 
 
+def request_headers(port: int, path: str, *, tls: bool) -> list[tuple[str, str]]:
+    """The headers of a gRPC call to `path` on 127.0.0.1:`port`, without credentials."""
+    return [
+        (":method", "POST"),
+        (":scheme", "https" if tls else "http"),
+        (":path", path),
+        (":authority", f"127.0.0.1:{port}"),
+        ("content-type", "application/grpc"),
+        ("te", "trailers"),
+    ]
+
+
 class HostileConnection:
     """One HTTP/2 connection that opens gRPC streams of one kind and leaves them as they are."""
 
@@ -173,7 +185,9 @@ class HostileConnection:
                 continue
             stream_id = self._h2.get_next_available_stream_id()
             ends_now = self._kind.ends and not self._kind.body
-            self._h2.send_headers(stream_id, self._request_headers(), end_stream=ends_now)
+            self._h2.send_headers(
+                stream_id, request_headers(self._port, self._kind.path, tls=self._tls), end_stream=ends_now
+            )
             self._stats.opened += 1
             if self._kind.body:
                 self._unsent[stream_id] = self._kind.body
@@ -186,21 +200,11 @@ class HostileConnection:
             return
         for _ in range(count):
             stream_id = self._h2.get_next_available_stream_id()
-            self._h2.send_headers(stream_id, self._request_headers())
+            self._h2.send_headers(stream_id, request_headers(self._port, self._kind.path, tls=self._tls))
             self._h2.reset_stream(stream_id, h2.errors.ErrorCodes.CANCEL)
             self._stats.opened += 1
             self._stats.cancelled += 1
         self._flush()
-
-    def _request_headers(self) -> list[tuple[str, str]]:
-        return [
-            (":method", "POST"),
-            (":scheme", "https" if self._tls else "http"),
-            (":path", self._kind.path),
-            (":authority", f"127.0.0.1:{self._port}"),
-            ("content-type", "application/grpc"),
-            ("te", "trailers"),
-        ]
 
     def open_streams_count(self) -> int:
         return self._h2.open_outbound_streams
@@ -358,14 +362,7 @@ async def endless_header_block(port: int, *, tls: bool, until: float) -> int:
     and the server must decode the whole block to keep its HPACK table in step. The bytes sent."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port, ssl=_tls_context() if tls else None)
     encoder = hpack.Encoder()
-    request = [
-        (":method", "POST"),
-        (":scheme", "https" if tls else "http"),
-        (":path", MINT_TOKEN),
-        (":authority", f"127.0.0.1:{port}"),
-        ("content-type", "application/grpc"),
-        ("te", "trailers"),
-    ]
+    request = request_headers(port, MINT_TOKEN, tls=tls)
     writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + _frame(_SETTINGS, 0, b""))
     writer.write(_frame(_HEADERS, 1, encoder.encode(request)))
     continuation = _frame(_CONTINUATION, 1, encoder.encode([("x-pad", "v" * 100)]) * 100)

@@ -87,17 +87,11 @@ def start_with_unread_audit(
     return reader, service, files
 
 
-def api_key_credentials(files: SecuredFiles) -> grpc.ChannelCredentials:
-    return grpc.composite_channel_credentials(
-        grpc.ssl_channel_credentials(files.ca.cert_pem), grpc.access_token_call_credentials(files.api_key)
-    )
-
-
 def test_a_stalled_audit_output_fails_mints_closed_and_stalls_nothing_else(openbao, tmp_path):
     reader, service, files = start_with_unread_audit(openbao, tmp_path)
     calls: dict[str, tuple[str, int]] = {}  # request id -> (outcome, entries)
     try:
-        credentials = api_key_credentials(files)
+        credentials = files.api_key_credentials(files.api_key)
         key_port = f"127.0.0.1:{service.listening['api_key_port']}"
         with (
             grpc.secure_channel(key_port, credentials) as keyed,
@@ -170,7 +164,8 @@ def test_mints_cut_off_while_their_records_wait_are_counted_by_why_never_as_unkn
     # a code the service never answers, and one the error-ratio alert counts as a server-side failure.
     reader, service, files = start_with_unread_audit(openbao, tmp_path, max_wait_seconds=30)
     try:
-        with grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", api_key_credentials(files)) as keyed:
+        key_port = f"127.0.0.1:{service.listening['api_key_port']}"
+        with grpc.secure_channel(key_port, files.api_key_credentials(files.api_key)) as keyed:
             stub = pb_grpc.TokenServiceStub(keyed)
             batch = pb.MintTokensRequest(requests=[pb.MintTokenRequest(external_id=f"c-{n}") for n in range(BATCH)])
             outcome, took = timed(stub.MintTokens, batch, timeout=1)  # its records overfill the unread pipe

@@ -43,12 +43,11 @@ def secured(openbao, tmp_path_factory) -> Iterator[tuple[ServiceProcess, Secured
 
 
 def api_key_channel(service: ServiceProcess, files: SecuredFiles, key: str | None) -> grpc.Channel:
-    credentials = grpc.ssl_channel_credentials(files.ca.cert_pem)
-    if key is not None:
-        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(key))
     # A channel of its own each time: a new connection, so a new source port.
     return grpc.secure_channel(
-        f"127.0.0.1:{service.listening['api_key_port']}", credentials, options=[("grpc.use_local_subchannel_pool", 1)]
+        f"127.0.0.1:{service.listening['api_key_port']}",
+        files.api_key_credentials(key),
+        options=[("grpc.use_local_subchannel_pool", 1)],
     )
 
 
@@ -151,9 +150,13 @@ def test_a_public_reflection_stream_without_credentials_is_limited_per_peer_addr
         assert 20 <= answered <= 25  # the default burst of 20, and 10 a second for as long as it ran
         assert refusal is not None and refusal[:2] == (grpc.StatusCode.RESOURCE_EXHAUSTED, "PEER_RATE_LIMITED")
         assert refusal[2] is not None and refusal[2] > 0
+        # A key the service does not know is no credential: the same bucket, already spent.
+        with api_key_channel(service, files, "not-a-key-of-the-set") as unknown:
+            answered, refusal = reflect(unknown, 1000)
+        assert answered <= 5 and refusal is not None and refusal[1] == "PEER_RATE_LIMITED"
         with api_key_channel(service, files, files.api_key) as known:
             assert reflect(known, 200) == (200, None)
-        assert metric_value(metrics_text(service), "tokenservice_peer_rate_limited_total", scope="peer") == 1
+        assert metric_value(metrics_text(service), "tokenservice_peer_rate_limited_total", scope="peer") == 2
     finally:
         assert service.terminate() == 0
 

@@ -62,18 +62,8 @@ def secured(openbao, tmp_path_factory) -> Iterator[tuple[ServiceProcess, Secured
         service.terminate()
 
 
-def api_key_channel_credentials(files: SecuredFiles, key: str | None) -> grpc.ChannelCredentials:
-    """TLS to the secured service, with `key` as the API key on every call (None: no credentials)."""
-    credentials = grpc.ssl_channel_credentials(files.ca.cert_pem)
-    if key:
-        credentials = grpc.composite_channel_credentials(credentials, grpc.access_token_call_credentials(key))
-    return credentials
-
-
 def api_key_channel(service: ServiceProcess, files: SecuredFiles, key: str | None) -> grpc.Channel:
-    return grpc.secure_channel(
-        f"127.0.0.1:{service.listening['api_key_port']}", api_key_channel_credentials(files, key)
-    )
+    return grpc.secure_channel(f"127.0.0.1:{service.listening['api_key_port']}", files.api_key_credentials(key))
 
 
 def mint_latencies(service: ServiceProcess, files: SecuredFiles, count: int = 20) -> list[float]:
@@ -149,7 +139,7 @@ def test_a_compressed_request_that_inflates_past_the_limit_is_refused_without_me
     for key in (None, files.api_key):
         with grpc.secure_channel(
             f"127.0.0.1:{service.listening['api_key_port']}",
-            api_key_channel_credentials(files, key),
+            files.api_key_credentials(key),
             options=[("grpc.max_send_message_length", -1)],
             compression=grpc.Compression.Gzip,
         ) as channel:
