@@ -46,17 +46,24 @@ def status_code(context: ServicerContext) -> grpc.StatusCode | None:
     return code
 
 
+# The caller's deadline timer and the server's fire at about the same moment (the server's deadline is
+# the caller's, carried over the wire), so the cancel the caller sends when its timer fires can arrive
+# while the server's copy has a few milliseconds left: that cancel is the deadline too.
+_DEADLINE_SLACK_SECONDS = 0.1
+
+
 def failed_code(context: ServicerContext, error: BaseException) -> grpc.StatusCode:
     """The status code of a call whose behaviour raised `error`: the one the call was given (an abort),
-    else DEADLINE_EXCEEDED or CANCELLED when grpc cancelled the call's task (its deadline passed, or the
-    peer cancelled it or went away), else UNKNOWN (an exception grpc answers as UNKNOWN)."""
+    else DEADLINE_EXCEEDED or CANCELLED when grpc cancelled the call's task (its deadline passed, or came
+    within 0.1 s; or the peer cancelled it or went away), else UNKNOWN (an exception grpc answers as
+    UNKNOWN)."""
     given = status_code(context)
     if given is not None:
         return given
     if isinstance(error, asyncio.CancelledError):
         remaining = context.time_remaining()
-        past_deadline = remaining is not None and remaining <= 0
-        return grpc.StatusCode.DEADLINE_EXCEEDED if past_deadline else grpc.StatusCode.CANCELLED
+        at_deadline = remaining is not None and remaining <= _DEADLINE_SLACK_SECONDS
+        return grpc.StatusCode.DEADLINE_EXCEEDED if at_deadline else grpc.StatusCode.CANCELLED
     return grpc.StatusCode.UNKNOWN
 
 
